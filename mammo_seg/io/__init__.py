@@ -1,0 +1,49 @@
+"""Reading scans and masks: the one reader used by prep, predict and evaluate.
+
+``read_scan(path)`` returns a :class:`Scan`: float32 pixels in [0, 1] on the original grid, bright =
+dense, plus :class:`ScanMeta` (spacing, laterality, view, modality, raw intensity range).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mammo_seg.errors import MammoError
+from mammo_seg.io.dicom import dicom_to_scan, is_dicom, read_dicom, stored_pixels
+from mammo_seg.io.image import read_image_array, read_image_scan
+from mammo_seg.io.scan import Scan, ScanMeta, normalise
+
+__all__ = ["Scan", "ScanMeta", "MammoError", "read_scan", "read_mask", "binary_mask", "normalise",
+           "read_dicom", "is_dicom"]
+
+
+def read_scan(path: str | os.PathLike) -> Scan:
+    """Read a mammogram (DICOM, PGM, PNG or TIFF) as a normalised :class:`Scan`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MammoError(path, "file not found")
+    if is_dicom(path):
+        return dicom_to_scan(read_dicom(path), path)
+    return read_image_scan(path)
+
+
+def binary_mask(values: np.ndarray, where: str) -> np.ndarray:
+    """A stored lesion mask (0/255 or 0/1) as bool; more than two distinct values is an error."""
+    levels = np.unique(values)
+    if levels.size > 2:
+        raise MammoError(where, f"mask is not binary ({levels.size} distinct values)")
+    if levels.size == 2 and levels[0] != 0:
+        raise MammoError(where, f"mask is not binary (values {levels[0]} and {levels[1]}, no zero)")
+    return values > 0
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a binary lesion mask (DICOM or image file) as a bool array."""
+    path = os.fspath(path)
+    if is_dicom(path):
+        values = stored_pixels(read_dicom(path), path)
+    else:
+        values = read_image_array(path)
+    return binary_mask(values, path)

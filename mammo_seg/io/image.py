@@ -1,0 +1,52 @@
+"""Plain image files (MIAS PGM, 8/16-bit PNG, TIFF) through Pillow."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mammo_seg.errors import MammoError
+from mammo_seg.io.scan import Scan, ScanMeta, normalise
+
+
+def read_image_array(path: str | os.PathLike) -> np.ndarray:
+    """The pixel values of a single-channel image file as a 2D array (uint8 or uint16)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MammoError(path, "file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+                raise MammoError(path, f"colour image (mode {im.mode}) is not a mammogram")
+            arr = np.array(im)
+    except MammoError:
+        raise
+    except UnidentifiedImageError:
+        raise MammoError(path, "not a readable image file") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MammoError(path, f"corrupt or truncated image ({e})") from None
+    if arr.ndim != 2:
+        raise MammoError(path, f"expected a single-channel image, got shape {arr.shape}")
+    if arr.dtype == np.int32:  # Pillow's mode "I" for 16-bit files
+        arr = arr.astype(np.uint16) if arr.min() >= 0 and arr.max() < 65536 else arr
+    return arr
+
+
+def read_image_scan(path: str | os.PathLike) -> Scan:
+    path = os.fspath(path)
+    arr = read_image_array(path)
+    pixels, stats = normalise(arr, path)
+    bits = 8 if arr.dtype == np.uint8 else 16
+    meta = ScanMeta(path=path, format="image", shape=pixels.shape, bits_stored=bits, **stats)
+    return Scan(pixels, meta)
+
+
+def write_pgm(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an 8-bit array as a binary (P5) PGM, the MIAS format."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise ValueError("write_pgm takes a 2D uint8 array")
+    Image.fromarray(array).save(os.fspath(path), format="PPM")

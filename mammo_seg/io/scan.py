@@ -1,0 +1,70 @@
+"""The scan container every reader returns, and the one intensity normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mammo_seg.errors import MammoError
+
+
+@dataclass(frozen=True)
+class ScanMeta:
+    """What the pipeline needs to know about a scan besides its pixels.
+
+    ``raw_*`` describe the stored values after the modality LUT and before normalisation, so that
+    intensity shifts between sources stay visible in manifests. The DICOM UIDs are kept for writing
+    derived objects (DICOM SEG); they never go into tiles, manifests or logs.
+    """
+
+    path: str
+    format: str  # "dicom" or "image"
+    shape: tuple[int, int]
+    spacing_mm: tuple[float, float] | None = None  # (row, column) pixel spacing
+    laterality: str | None = None  # "L" or "R"
+    view: str | None = None  # "CC", "MLO", ...
+    modality: str | None = None
+    photometric: str | None = None
+    bits_stored: int | None = None
+    raw_min: float = 0.0
+    raw_max: float = 0.0
+    raw_mean: float = 0.0
+    uids: dict = field(default_factory=dict)  # SOPClassUID, SOPInstanceUID, StudyInstanceUID, ...
+
+    def public_dict(self) -> dict:
+        """Metadata safe to write into outputs: no UIDs, no path."""
+        d = asdict(self)
+        d.pop("uids")
+        d.pop("path")
+        return d
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A mammogram as float32 in [0, 1] on its original grid, bright = dense."""
+
+    pixels: np.ndarray
+    meta: ScanMeta
+
+
+def normalise(values: np.ndarray, where: str, invert: bool = False) -> tuple[np.ndarray, dict]:
+    """Min-max scale ``values`` to float32 [0, 1]; ``invert`` flips it (MONOCHROME1 → bright = dense).
+
+    The whole scan is scaled at once, so a tile cut from it and the full scan at prediction time see
+    the same intensities. Returns the scaled array and the raw statistics.
+    """
+    values = np.asarray(values)
+    if values.size == 0:
+        raise MammoError(where, "image has no pixels")
+    lo, hi = float(values.min()), float(values.max())
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise MammoError(where, "image contains NaN or infinite values")
+    if hi <= lo:
+        raise MammoError(where, f"image is constant (every pixel is {lo:g})")
+    out = (values.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    np.clip(out, 0.0, 1.0, out=out)
+    if invert:
+        np.subtract(np.float32(1.0), out, out=out)
+    stats = {"raw_min": lo, "raw_max": hi, "raw_mean": float(values.mean(dtype=np.float64))}
+    return out, stats

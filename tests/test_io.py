@@ -1,0 +1,118 @@
+"""The one scan reader: DICOM LUTs and photometry, plain images, masks, and bad files."""
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from conftest import write_dicom
+from mammo_seg.errors import MammoError
+from mammo_seg.io import read_mask, read_scan
+from mammo_seg.io.image import write_pgm
+
+STORED = np.array([[0, 100], [200, 300]], dtype=np.uint16)
+
+
+def test_dicom_modality_lut_then_min_max(tmp_path):
+    path = str(tmp_path / "a.dcm")
+    write_dicom(path, STORED, rescale=(2.0, -100.0), laterality="L", view="MLO", spacing_mm=0.07)
+    scan = read_scan(path)
+    # stored 0..300 → modality values -100, 100, 300, 500 → [0, 1/3, 2/3, 1]
+    np.testing.assert_allclose(scan.pixels, [[0, 1 / 3], [2 / 3, 1]], atol=1e-6)
+    assert scan.pixels.dtype == np.float32
+    m = scan.meta
+    assert (m.raw_min, m.raw_max, m.raw_mean) == (-100.0, 500.0, 200.0)
+    assert (m.laterality, m.view, m.modality, m.spacing_mm) == ("L", "MLO", "MG", (0.07, 0.07))
+    assert "uids" not in m.public_dict() and "path" not in m.public_dict()
+
+
+def test_monochrome1_is_inverted_so_that_bright_is_dense(tmp_path):
+    path = str(tmp_path / "m1.dcm")
+    write_dicom(path, STORED, photometric="MONOCHROME1")
+    np.testing.assert_allclose(read_scan(path).pixels, [[1, 2 / 3], [1 / 3, 0]], atol=1e-6)
+
+
+def test_pixel_padding_value_becomes_darkest_tissue(tmp_path):
+    path = str(tmp_path / "pad.dcm")
+    ds = write_dicom(path, np.array([[65535, 1000], [2000, 3000]], dtype=np.uint16))
+    ds.PixelPaddingValue = 65535
+    ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_allclose(read_scan(path).pixels, [[0, 0], [0.5, 1]], atol=1e-6)
+
+
+def test_16_bit_values_keep_their_precision(tmp_path):
+    path = str(tmp_path / "fine.dcm")
+    values = np.array([[0, 1], [2, 65535]], dtype=np.uint16)
+    write_dicom(path, values)
+    np.testing.assert_allclose(read_scan(path).pixels.ravel(), values.ravel() / 65535, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("syntax", ["JPEG2000Lossless", "RLELossless"])
+def test_compressed_dicom_decodes_to_the_same_scan(tmp_path, rng, syntax):
+    pixels = rng.integers(0, 4096, (64, 48), dtype=np.uint16)
+    plain, packed = str(tmp_path / "plain.dcm"), str(tmp_path / "packed.dcm")
+    ds = write_dicom(plain, pixels)
+    ds.compress(getattr(pydicom.uid, syntax))
+    ds.save_as(packed, enforce_file_format=True)
+    assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID == getattr(pydicom.uid, syntax)
+    np.testing.assert_array_equal(read_scan(packed).pixels, read_scan(plain).pixels)
+
+
+def _one_line_error(call, *needles):
+    with pytest.raises(MammoError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+    return message
+
+
+def test_truncated_dicom_names_file_and_reason(tmp_path, rng):
+    path = str(tmp_path / "cut.dcm")
+    write_dicom(path, rng.integers(0, 4096, (64, 64), dtype=np.uint16))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    _one_line_error(lambda: read_scan(path), path, "pixel data")
+
+
+def test_garbage_with_dcm_suffix_is_not_dicom(tmp_path):
+    path = tmp_path / "junk.dcm"
+    path.write_bytes(b"this is not a DICOM file at all" * 10)
+    _one_line_error(lambda: read_scan(str(path)), str(path), "not a DICOM file")
+
+
+def test_dicom_without_pixel_data_is_refused(tmp_path):
+    path = str(tmp_path / "sr.dcm")
+    ds = write_dicom(path, STORED)
+    del ds.PixelData
+    ds.save_as(path, enforce_file_format=True)
+    _one_line_error(lambda: read_scan(path), path, "no pixel data")
+
+
+def test_missing_and_constant_files(tmp_path):
+    _one_line_error(lambda: read_scan(str(tmp_path / "nope.dcm")), "nope.dcm", "file not found")
+    path = str(tmp_path / "flat.dcm")
+    write_dicom(path, np.full((4, 4), 7, dtype=np.uint16))
+    _one_line_error(lambda: read_scan(path), path, "constant")
+
+
+def test_pgm_and_16_bit_png(tmp_path):
+    pgm = str(tmp_path / "mdb001.pgm")
+    write_pgm(pgm, np.array([[0, 51], [102, 255]], dtype=np.uint8))
+    assert open(pgm, "rb").read(2) == b"P5"
+    scan = read_scan(pgm)
+    np.testing.assert_allclose(scan.pixels, [[0, 0.2], [0.4, 1]], atol=1e-6)
+    assert scan.meta.format == "image" and scan.meta.spacing_mm is None
+    png = str(tmp_path / "x.png")
+    Image.fromarray(np.array([[0, 1000], [3000, 4000]], dtype=np.uint16)).save(png)
+    np.testing.assert_allclose(read_scan(png).pixels, [[0, 0.25], [0.75, 1]], atol=1e-6)
+
+
+def test_masks_are_binary_or_refused(tmp_path):
+    path = str(tmp_path / "mask.dcm")
+    write_dicom(path, np.array([[0, 255], [255, 0]], dtype=np.uint8))
+    np.testing.assert_array_equal(read_mask(path), [[False, True], [True, False]])
+    grey = str(tmp_path / "grey.dcm")
+    write_dicom(grey, np.array([[0, 128], [255, 0]], dtype=np.uint8))
+    _one_line_error(lambda: read_mask(grey), grey, "not binary")
