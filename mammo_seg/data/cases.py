@@ -1,0 +1,102 @@
+"""Cases: one scan with its merged lesion mask, as the dataset converters describe them.
+
+A converter (``data_prep.cbis_ddsm``, ``data_prep.mias``) turns a raw dataset into :class:`Case`
+objects and :class:`Problem` rows; :func:`load_case` reads the scan and builds the binary mask on
+the scan's grid. Everything here is plain data, picklable for worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.draw import disk
+
+from mammo_seg.errors import MammoError
+from mammo_seg.io import Scan, read_mask, read_scan
+
+
+@dataclass(frozen=True)
+class Abnormality:
+    """One annotated abnormality: a mask file (CBIS-DDSM) or a circle (MIAS)."""
+
+    kind: str  # "mass", "calcification", "architectural_distortion", "asymmetry"
+    mask_path: str | None = None
+    circle: tuple[float, float, float] | None = None  # (x, y from the bottom, radius) in pixels
+
+
+@dataclass(frozen=True)
+class Case:
+    scan_id: str
+    patient_id: str
+    source: str
+    scan_path: str
+    abnormalities: tuple[Abnormality, ...] = ()
+    official_split: str | None = None  # "train"/"test" where the dataset defines one
+    nominal_spacing_mm: float | None = None  # used when the file carries no pixel spacing
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({a.kind for a in self.abnormalities})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad input item: reported in ``problems.csv`` and on the console, then skipped."""
+
+    file: str
+    reason: str
+    item: str = ""
+
+    def line(self) -> str:
+        where = f"{self.file} [{self.item}]" if self.item else self.file
+        return f"{where}: {self.reason}"
+
+
+def circle_mask(shape: tuple[int, int], x: float, y_from_bottom: float, radius: float) -> np.ndarray:
+    """A filled disc for a MIAS-style annotation whose y axis starts at the bottom row.
+
+    Pixel (row, col) is inside when its centre lies within ``radius`` of
+    (row = H - 1 - y, col = x), 0-based.
+    """
+    mask = np.zeros(shape, dtype=bool)
+    rr, cc = disk((shape[0] - 1 - y_from_bottom, x), radius + 1e-9, shape=shape)
+    mask[rr, cc] = True
+    return mask
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def load_case(case: Case) -> tuple[Scan, np.ndarray, list[tuple[int, int, int, int]]]:
+    """Read the scan and merge its abnormalities into one mask.
+
+    Returns the scan, the bool mask and one ROI bounding box per abnormality. Raises
+    :class:`MammoError` for an unreadable scan or mask, a mask whose size differs from the scan, or
+    an empty mask (an annotation that marks nothing cannot be trusted for the other pixels either).
+    """
+    scan = read_scan(case.scan_path)
+    shape = scan.pixels.shape
+    merged = np.zeros(shape, dtype=bool)
+    rois = []
+    for abn in case.abnormalities:
+        if abn.mask_path is not None:
+            mask = read_mask(abn.mask_path)
+            if mask.shape != shape:
+                raise MammoError(abn.mask_path, f"mask size {mask.shape[0]}x{mask.shape[1]} does not match "
+                                                f"image {shape[0]}x{shape[1]} ({case.scan_id})")
+            where = abn.mask_path
+        else:
+            mask = circle_mask(shape, *abn.circle)
+            where = case.scan_path
+        box = bounding_box(mask)
+        if box is None:
+            raise MammoError(where, f"{abn.kind} mask of {case.scan_id} is empty")
+        merged |= mask
+        rois.append(box)
+    return scan, merged, rois

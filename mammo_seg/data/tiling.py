@@ -1,0 +1,172 @@
+"""Cutting training tiles from a scan, as the original did (``crop_cbis_images_13.ipynb``).
+
+Crops are taken at native resolution and resized to the tile size:
+
+* ROI-centred crops: for each abnormality, ``roi_crops`` random crops (one more when the lesion is
+  larger than 1.5 crops) inside a region centred on it of ``max(1.4·crop, lesion)`` per side
+  (``max(1.15·crop, lesion)`` when the lesion is at least a crop wide);
+* random crops: ``random_crops`` crops anywhere in the scan (the negatives and partial positives);
+* background rejection: a tile is dropped when more than 90 % (ROI) or 80 % (random) of its pixels
+  are at or below 10/255 of the scan's range. Crops that reach past the scan are padded with 0.
+
+Resizing: the image is resampled bilinearly with Gaussian anti-aliasing when shrinking. The mask
+is resampled the same way *as a coverage fraction* and thresholded at 0.5: a tile pixel is lesion
+when at least half of the tissue it covers is lesion. That neither erodes nor dilates the lesion
+(its area is kept up to boundary quantisation), unlike the original's bilinear + integer cast
+(erodes) or JPEG + ``> 0`` (dilates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from skimage.transform import resize
+
+from mammo_seg.data.features import image_to_uint16
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    roi_crops: int = 2
+    random_crops: int = 4
+    roi_context: float = 1.4
+    large_roi_context: float = 1.15
+    background_level: float = 10 / 255
+    max_background_roi: float = 0.9
+    max_background_random: float = 0.8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Tile:
+    image: np.ndarray  # uint16 (T, T)
+    mask: np.ndarray  # uint8 (T, T), 0/1
+    origin: tuple[int, int]  # top-left on the native grid
+    crop_size: int
+    scale: float  # tile px per native px
+    kind: str  # "roi", "random" or "full"
+
+
+@dataclass
+class TileCounts:
+    roi: int = 0
+    random: int = 0
+    full: int = 0
+    rejected_background: int = 0
+
+    def add(self, other: "TileCounts") -> None:
+        self.roi += other.roi
+        self.random += other.random
+        self.full += other.full
+        self.rejected_background += other.rejected_background
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize with anti-aliasing when shrinking; float32 out."""
+    if image.shape == tuple(shape):
+        return image.astype(np.float32, copy=False)
+    shrinking = shape[0] < image.shape[0] or shape[1] < image.shape[1]
+    out = resize(image.astype(np.float32, copy=False), shape, order=1, mode="edge",
+                 anti_aliasing=shrinking, preserve_range=True)
+    return out.astype(np.float32, copy=False)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a binary mask without eroding or dilating it: coverage ≥ 0.5 (see module docstring)."""
+    if mask.shape == tuple(shape):
+        return mask.astype(bool)
+    return resize_image(mask.astype(np.float32), shape) >= 0.5
+
+
+def extract(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """``array[top:top+size, left:left+size]``, padded with zeros where it reaches past the edges."""
+    h, w = array.shape
+    out = np.zeros((size, size), dtype=array.dtype)
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + size, h), min(left + size, w)
+    if r1 > r0 and c1 > c0:
+        out[r0 - top:r1 - top, c0 - left:c1 - left] = array[r0:r1, c0:c1]
+    return out
+
+
+def _start(lo: float, hi: float, size: int, rng: np.random.Generator) -> int:
+    """A random top-left coordinate so that [start, start+size) lies within [lo, hi) when it fits."""
+    span = hi - lo - size
+    if span <= 0:
+        return int(round((lo + hi - size) / 2))
+    return int(lo + rng.integers(0, int(span) + 1))
+
+
+def _clamp(start: int, length: int, size: int) -> int:
+    """Keep a crop inside the scan when the scan is large enough to hold it."""
+    return start if length < size else min(max(start, 0), length - size)
+
+
+def _roi_region(r0: int, c0: int, r1: int, c1: int, crop: int, config: TilingConfig):
+    """The region around one ROI bounding box (half-open) that its crops are drawn from."""
+    extent = max(r1 - r0, c1 - c0)
+    context = config.roi_context if extent < crop else config.large_roi_context
+    half_h = max(context * crop, r1 - r0) / 2
+    half_w = max(context * crop, c1 - c0) / 2
+    cr, cc = (r0 + r1) / 2, (c0 + c1) / 2
+    return cr - half_h, cr + half_h, cc - half_w, cc + half_w, extent
+
+
+def make_tile(pixels, mask, top, left, crop, tile, kind) -> Tile:
+    image = resize_image(extract(pixels, top, left, crop), (tile, tile))
+    label = resize_mask(extract(mask, top, left, crop), (tile, tile))
+    return Tile(image_to_uint16(image), label.astype(np.uint8), (top, left), crop, tile / crop, kind)
+
+
+def is_background(tile: Tile, limit: float, config: TilingConfig) -> bool:
+    dark = np.count_nonzero(tile.image <= round(config.background_level * 65535))
+    return dark > limit * tile.image.size
+
+
+def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: float,
+              rng: np.random.Generator, config: TilingConfig = TilingConfig()):
+    """Cut ROI-centred and random tiles from one scan.
+
+    Args:
+        pixels: float32 scan in [0, 1] on its native grid.
+        mask: bool lesion mask on the same grid.
+        rois: (r0, c0, r1, c1) half-open bounding boxes, one per abnormality.
+        tile: output tile size in pixels.
+        factor: training px per native px (``Resolution.factor``).
+
+    Returns the kept tiles and a :class:`TileCounts`.
+    """
+    crop = max(1, round(tile / factor))
+    h, w = pixels.shape
+    tiles, counts = [], TileCounts()
+    wanted = []
+    for r0, c0, r1, c1 in rois:
+        lo_r, hi_r, lo_c, hi_c, extent = _roi_region(r0, c0, r1, c1, crop, config)
+        n = config.roi_crops + (1 if extent > 1.5 * crop else 0)
+        for _ in range(n):
+            top = _clamp(_start(lo_r, hi_r, crop, rng), h, crop)
+            left = _clamp(_start(lo_c, hi_c, crop, rng), w, crop)
+            wanted.append((top, left, "roi"))
+    for _ in range(config.random_crops):
+        wanted.append((_start(0, h, crop, rng), _start(0, w, crop, rng), "random"))
+    for top, left, kind in wanted:
+        t = make_tile(pixels, mask, top, left, crop, tile, kind)
+        limit = config.max_background_roi if kind == "roi" else config.max_background_random
+        if is_background(t, limit, config):
+            counts.rejected_background += 1
+            continue
+        setattr(counts, kind, getattr(counts, kind) + 1)
+        tiles.append(t)
+    return tiles, counts
+
+
+def full_scan_record(pixels: np.ndarray, mask: np.ndarray, factor: float) -> Tile:
+    """The whole scan resampled to the training resolution (for the whole-scan curriculum stage)."""
+    h, w = pixels.shape
+    shape = (max(1, round(h * factor)), max(1, round(w * factor)))
+    image = resize_image(pixels, shape)
+    label = resize_mask(mask, shape)
+    return Tile(image_to_uint16(image), label.astype(np.uint8), (0, 0), max(h, w), factor, "full")
