@@ -1,0 +1,255 @@
+"""CBIS-DDSM → cases: the four case-description CSVs and the DICOM tree.
+
+Quirks handled (original_pipeline.md §2; ``tests/data/cbis_ddsm_*_sample.csv`` are real rows):
+
+* headers differ (mass ``breast_density``, calc ``breast density``): column names are normalised
+  (lower case, ``_`` → space) and every cell is stripped, which also removes the newline inside
+  some quoted path cells;
+* files are found by DICOM UIDs, not folder names: every DICOM under ``--raw`` is indexed by its
+  SeriesInstanceUID (header only), so both the CSV's ``<folder>/<StudyUID>/<SeriesUID>/000000.dcm``
+  layout and the later NBIA readable folders (``…/1.000000-full mammogram images-07312/1-1.dcm``)
+  work;
+* crop and mask columns are swapped in some rows and the instance numbers are inconsistent: the
+  mask is the file of the row's ROI series(es) with the image's size (and, when that is not unique,
+  8-bit and binary);
+* a mask whose size does not match its image (different aspect: resizing would deform the lesion)
+  is reported and its **image skipped**, since tiles of that image would show an unlabelled lesion;
+* one breast view can appear as a ``Mass-`` and a ``Calc-`` copy: rows are grouped by
+  (patient, side, view) and all their masks merged onto one copy, after checking the copies have the
+  same size;
+* the official train/test split comes from the ``Training``/``Test`` folder prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mammo_seg.data.cases import Abnormality, Case, Problem
+from mammo_seg.errors import MammoError
+from mammo_seg.io.dicom import INDEX_TAGS, read_dicom
+
+SOURCE = "cbis-ddsm"
+NOMINAL_SPACING_MM = 0.05  # DDSM scanners: 42-50 µm; used when a file carries no PixelSpacing
+REQUIRED = ("patient id", "left or right breast", "image view", "abnormality id", "abnormality type",
+            "image file path", "cropped image file path", "roi mask file path")
+ABNORMALITY_KIND = {"mass": "mass", "calcification": "calcification"}
+UID = re.compile(r"^\d+(\.\d+)+$")
+FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
+
+
+@dataclass(frozen=True)
+class DicomInfo:
+    path: str
+    series: str
+    rows: int
+    columns: int
+    bits: int
+    instance: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.columns
+
+
+@dataclass(frozen=True)
+class Row:
+    csv: str
+    number: int  # 1-based data row in the CSV
+    patient: str
+    side: str
+    view: str
+    abnormality_id: str
+    kind: str
+    image: str
+    crop: str
+    mask: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.csv}: row {self.number}"
+
+
+def find_csvs(raw: str) -> list[str]:
+    found = []
+    for root, _, files in os.walk(raw):
+        found += [os.path.join(root, f) for f in files
+                  if f.lower().endswith(".csv") and "case_description" in f.lower()]
+    return sorted(found)
+
+
+def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
+    """Read one case-description CSV; malformed rows become problems."""
+    problems, bad_lines = [], []
+
+    def on_bad_line(fields):
+        bad_lines.append(fields)
+        return None
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, engine="python", on_bad_lines=on_bad_line)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        return [], [Problem(path, f"unreadable CSV ({' '.join(str(e).split())})")]
+    for fields in bad_lines:
+        problems.append(Problem(path, f"malformed row with {len(fields)} fields, expected "
+                                      f"{len(df.columns)}: {','.join(fields)[:120]}"))
+    df.columns = [" ".join(str(c).strip().lower().replace("_", " ").split()) for c in df.columns]
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        return [], problems + [Problem(path, f"not a CBIS-DDSM case description: missing columns {missing}")]
+    df = df.apply(lambda col: col.str.strip())
+    rows = []
+    for number, rec in enumerate(df.to_dict("records"), start=1):
+        kind = ABNORMALITY_KIND.get(rec["abnormality type"].lower())
+        checks = [
+            (re.fullmatch(r"P_\d+", rec["patient id"]), f"patient id {rec['patient id']!r}"),
+            (rec["left or right breast"].upper() in ("LEFT", "RIGHT"), f"side {rec['left or right breast']!r}"),
+            (rec["image view"].upper() in ("CC", "MLO"), f"view {rec['image view']!r}"),
+            (kind is not None, f"abnormality type {rec['abnormality type']!r}"),
+            (rec["image file path"] and rec["roi mask file path"], "empty image or mask path"),
+        ]
+        bad = [what for ok, what in checks if not ok]
+        if bad:
+            problems.append(Problem(path, f"row {number}: malformed row ({'; '.join(bad)})"))
+            continue
+        rows.append(Row(path, number, rec["patient id"], rec["left or right breast"].upper(),
+                        rec["image view"].upper(), rec["abnormality id"], kind,
+                        *(rec[k].replace("\\", "/") for k in ("image file path", "cropped image file path",
+                                                             "roi mask file path"))))
+    return rows, problems
+
+
+def series_uid(csv_path: str) -> str | None:
+    """The SeriesInstanceUID in a CSV path ``<folder>/<StudyUID>/<SeriesUID>/<file>``."""
+    uids = [part for part in csv_path.split("/") if UID.match(part)]
+    return uids[1] if len(uids) >= 2 else (uids[0] if uids else None)
+
+
+def index_dicoms(raw: str, progress: bool = True) -> tuple[dict[str, list[DicomInfo]], list[Problem]]:
+    """SeriesInstanceUID → its files (headers only); unreadable files become problems."""
+    paths = []
+    for root, dirs, files in os.walk(raw):
+        dirs.sort()
+        paths += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(".dcm")]
+    index: dict[str, list[DicomInfo]] = {}
+    problems = []
+    for path in tqdm(paths, desc="index DICOM headers", unit="file", disable=not progress, leave=False):
+        try:
+            ds = read_dicom(path, header_only=True, tags=list(INDEX_TAGS))
+            info = DicomInfo(path, str(ds.SeriesInstanceUID), int(ds.Rows), int(ds.Columns),
+                             int(ds.get("BitsAllocated", 16)), int(ds.get("InstanceNumber", 0) or 0))
+        except MammoError as e:
+            problems.append(Problem(path, e.reason))
+            continue
+        except (AttributeError, TypeError, ValueError) as e:
+            problems.append(Problem(path, f"DICOM header lacks series UID or image size ({e})"))
+            continue
+        index.setdefault(info.series, []).append(info)
+    for infos in index.values():
+        infos.sort(key=lambda i: (i.instance, i.path))
+    return index, problems
+
+
+def _is_binary(path: str) -> bool:
+    from mammo_seg.io.dicom import stored_pixels
+    try:
+        values = stored_pixels(read_dicom(path), path)
+    except MammoError:
+        return False
+    return np.unique(values).size <= 2
+
+
+def _choose_mask(row: Row, image: DicomInfo, index) -> tuple[DicomInfo | None, str | None, bool]:
+    """The row's mask file, or a reason why there is none; the flag says the CSV had crop/mask swapped."""
+    named_mask, named_crop = series_uid(row.mask), series_uid(row.crop)
+    candidates = []
+    for uid in dict.fromkeys(u for u in (named_mask, named_crop) if u):
+        candidates += index.get(uid, [])
+    if not candidates:
+        return None, f"ROI mask not found (no readable DICOM with series {named_mask})", False
+    fitting = [c for c in candidates if c.shape == image.shape]
+    if not fitting:
+        sizes = ", ".join(sorted({f"{c.rows}x{c.columns}" for c in candidates}))
+        return None, (f"mask size {sizes} does not match image {image.rows}x{image.columns}; image skipped "
+                      f"(its lesion would be unlabelled in every tile)"), False
+    if len(fitting) > 1:
+        binary = [c for c in fitting if c.bits == 8 and _is_binary(c.path)] or \
+                 [c for c in fitting if _is_binary(c.path)]
+        fitting = binary or fitting
+    chosen = fitting[0]
+    path = chosen.path.replace(os.sep, "/")  # swaps are only visible where the files keep the CSV's names
+    swapped = path.endswith("/" + row.crop) and not path.endswith("/" + row.mask)
+    return chosen, None, swapped
+
+
+def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Problem], dict]:
+    """Turn a CBIS-DDSM directory (CSVs + DICOM tree) into cases, problems and a collection report."""
+    csvs = find_csvs(raw)
+    if not csvs:
+        return [], [Problem(raw, "no CBIS-DDSM case-description CSV (*case_description*.csv) found")], {}
+    rows, problems = [], []
+    for path in csvs:
+        r, p = read_csv(path)
+        rows += r
+        problems += p
+    index, index_problems = index_dicoms(raw, progress)
+    problems += index_problems
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.patient, row.side, row.view), []).append(row)
+    cases, swapped, skipped = [], 0, 0
+    for (patient, side, view), group in sorted(groups.items()):
+        scan_id = f"{patient}_{side}_{view}"
+        case, reasons, n_swapped = _group_to_case(scan_id, patient, group, index)
+        swapped += n_swapped
+        if case is None:
+            skipped += 1
+            problems += reasons
+        else:
+            cases.append(case)
+    report = {"csv_files": [os.path.relpath(c, raw) for c in csvs], "rows": len(rows),
+              "dicom_files": sum(len(v) for v in index.values()), "images": len(groups),
+              "cases": len(cases), "skipped_images": skipped, "swapped_crop_mask": swapped}
+    return cases, problems, report
+
+
+def _group_to_case(scan_id, patient, group: list[Row], index):
+    """All rows of one breast view → a Case, or None and the problems why not."""
+    copies: dict[str, DicomInfo] = {}
+    for row in group:
+        uid = series_uid(row.image)
+        files = index.get(uid, []) if uid else []
+        if not files:
+            return None, [Problem(row.csv, f"row {row.number}: full mammogram {row.image} not found "
+                                           f"(no readable DICOM with series {uid})", scan_id)], 0
+        copies.setdefault(row.image, files[0])
+    image = copies[sorted(copies)[0]]
+    for path, info in copies.items():
+        if info.shape != image.shape:
+            return None, [Problem(info.path, f"copies of {scan_id} differ in size ({info.rows}x{info.columns} vs "
+                                             f"{image.rows}x{image.columns}); image skipped", scan_id)], 0
+    abnormalities, problems, swapped = [], [], 0
+    seen = set()
+    for row in group:
+        key = (row.kind, row.abnormality_id, series_uid(row.mask), os.path.basename(row.mask))
+        if key in seen:
+            continue
+        seen.add(key)
+        mask, reason, was_swapped = _choose_mask(row, image, index)
+        if mask is None:
+            problems.append(Problem(row.csv, f"row {row.number}: {reason}", scan_id))
+            continue
+        swapped += was_swapped
+        abnormalities.append(Abnormality(row.kind, mask_path=mask.path))
+    if problems:
+        return None, problems, swapped
+    split = "test" if any("-Test_" in r.image or r.image.startswith("Test") for r in group) else "train"
+    case = Case(scan_id=scan_id, patient_id=patient, source=SOURCE, scan_path=image.path,
+                abnormalities=tuple(abnormalities), official_split=split,
+                nominal_spacing_mm=NOMINAL_SPACING_MM)
+    return case, [], swapped

@@ -1,0 +1,148 @@
+"""MIAS (mini-MIAS) → cases: ``Info.txt`` rows and ``mdbNNN.pgm`` scans.
+
+Info.txt quirks handled (all present in the real file, ``tests/data/mias_info.txt``):
+
+* NORM rows have three fields (and a trailing space); they give negative-only scans;
+* several rows for one image (several abnormalities, even of mixed severity: mdb144);
+* rows without coordinates: ``*NOTE 3*`` calcifications "widely distributed" and mdb059. Such an
+  image is reported and skipped: its lesion cannot be located, so neither positive nor negative
+  tiles can be trusted;
+* y is measured from the **bottom-left** corner: row = H - 1 - y;
+* an optional header line (``REFNUM BG CLASS SEVERITY X Y RADIUS``, as in the Kaggle copy).
+
+Consecutive images (mdb001/mdb002, …) are the right and left breast of one woman: the patient id is
+``mias_<(n + 1) // 2>`` so that splits never separate them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from mammo_seg.data.cases import Abnormality, Case, Problem
+
+SOURCE = "mias"
+NOMINAL_SPACING_MM = 0.2  # mini-MIAS: 50 µm scans reduced to 200 µm
+BACKGROUNDS = {"F", "G", "D"}
+CLASS_KIND = {"CALC": "calcification", "CIRC": "mass", "SPIC": "mass", "MISC": "mass",
+              "ARCH": "architectural_distortion", "ASYM": "asymmetry", "NORM": None}
+REF = re.compile(r"^mdb\d{3}$")
+INFO_NAMES = ("info.txt", "mias_info.txt")
+
+
+@dataclass(frozen=True)
+class InfoRow:
+    line_number: int
+    ref: str
+    background: str
+    cls: str
+    severity: str | None = None
+    x: int | None = None
+    y: int | None = None
+    radius: int | None = None
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.x is not None
+
+
+def parse_info(path: str) -> tuple[list[InfoRow], list[Problem]]:
+    """Parse Info.txt; malformed lines become problems and are skipped."""
+    rows, problems = [], []
+    with open(path, encoding="ascii", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens or (number == 1 and tokens[0].upper() == "REFNUM"):
+                continue
+            try:
+                rows.append(_parse_tokens(number, tokens))
+            except ValueError as e:
+                problems.append(Problem(path, f"line {number}: {e}: {line.strip()!r}"))
+    return rows, problems
+
+
+def _parse_tokens(number: int, tokens: list[str]) -> InfoRow:
+    ref, *rest = tokens
+    if not REF.match(ref):
+        raise ValueError(f"reference {ref!r} is not mdbNNN")
+    if len(rest) < 2:
+        raise ValueError("expected at least reference, background and class")
+    bg, cls, rest = rest[0].upper(), rest[1].upper(), rest[2:]
+    if bg not in BACKGROUNDS:
+        raise ValueError(f"background tissue {bg!r} is not F, G or D")
+    if cls not in CLASS_KIND:
+        raise ValueError(f"class {cls!r} is not one of {', '.join(CLASS_KIND)}")
+    if cls == "NORM":
+        if rest:
+            raise ValueError("a NORM row takes no severity or coordinates")
+        return InfoRow(number, ref, bg, cls)
+    if not rest or rest[0].upper() not in ("B", "M"):
+        raise ValueError("abnormal row without severity B or M")
+    severity, coords = rest[0].upper(), rest[1:]
+    if not coords or coords[0].startswith("*"):
+        return InfoRow(number, ref, bg, cls, severity)
+    if len(coords) != 3:
+        raise ValueError(f"expected x, y and radius, got {len(coords)} values")
+    try:
+        x, y, radius = (int(v) for v in coords)
+    except ValueError:
+        raise ValueError("x, y and radius must be integers") from None
+    if x < 0 or y < 0 or radius <= 0:
+        raise ValueError("x and y must be ≥ 0 and the radius > 0")
+    return InfoRow(number, ref, bg, cls, severity, x, y, radius)
+
+
+def find_info(raw: str) -> str | None:
+    for root, _, files in sorted(os.walk(raw)):
+        for name in sorted(files):
+            if name.lower() in INFO_NAMES:
+                return os.path.join(root, name)
+    return None
+
+
+def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Problem], dict]:
+    """Turn a MIAS directory (PGMs + Info.txt) into cases, problems and a collection report."""
+    info = find_info(raw)
+    if info is None:
+        return [], [Problem(raw, "no Info.txt found (the MIAS annotation list)")], {}
+    rows, problems = parse_info(info)
+    images = {}
+    for root, _, files in os.walk(raw):
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() == ".pgm" and REF.match(stem.lower()):
+                images.setdefault(stem.lower(), os.path.join(root, name))
+    by_ref: dict[str, list[InfoRow]] = {}
+    for row in rows:
+        by_ref.setdefault(row.ref, []).append(row)
+    cases, skipped_no_coords = [], 0
+    for ref in sorted(by_ref):
+        refs_rows = by_ref[ref]
+        path = images.get(ref)
+        if path is None:
+            problems.append(Problem(info, f"line {refs_rows[0].line_number}: image {ref}.pgm not found", ref))
+            continue
+        abnormal = [r for r in refs_rows if r.cls != "NORM"]
+        if any(r.cls == "NORM" for r in refs_rows) and abnormal:
+            problems.append(Problem(info, f"{ref} is listed both as NORM and abnormal; skipped", ref))
+            continue
+        missing = [r for r in abnormal if not r.has_coordinates]
+        if missing:
+            skipped_no_coords += 1
+            lines = ", ".join(str(r.line_number) for r in missing)
+            problems.append(Problem(info, f"line {lines}: {ref} {missing[0].cls} has no coordinates; "
+                                          f"image skipped (its lesion cannot be located)", ref))
+            continue
+        abnormalities = tuple(Abnormality(CLASS_KIND[r.cls], circle=(r.x, r.y, r.radius)) for r in abnormal)
+        n = int(ref[3:])
+        cases.append(Case(scan_id=ref, patient_id=f"mias_{(n + 1) // 2:03d}", source=SOURCE, scan_path=path,
+                          abnormalities=abnormalities, nominal_spacing_mm=NOMINAL_SPACING_MM))
+    listed = set(by_ref)
+    unlisted = sorted(set(images) - listed)
+    for ref in unlisted:
+        problems.append(Problem(images[ref], "image is not listed in Info.txt; skipped", ref))
+    report = {"info_file": os.path.relpath(info, raw), "rows": len(rows), "images_listed": len(by_ref),
+              "cases": len(cases), "normal_cases": sum(not c.abnormalities for c in cases),
+              "skipped_without_coordinates": skipped_no_coords}
+    return cases, problems, report

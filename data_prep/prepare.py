@@ -1,0 +1,63 @@
+"""``mammo prep``: raw dataset → cases → patient-level splits → sharded tiles."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from data_prep import cbis_ddsm, mias
+from data_prep.splits import assign_splits
+from mammo_seg.data.cases import Problem
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.data.tiling import TilingConfig
+from mammo_seg.data.writer import PrepConfig, atomic_write_json, write_dataset
+from mammo_seg.errors import MammoError
+
+CONVERTERS = {"cbis-ddsm": cbis_ddsm.collect_cases, "mias": mias.collect_cases}
+
+
+@dataclass
+class PrepSummary:
+    out: str
+    records: dict  # output name -> number of records
+    scans: int
+    problems: list
+
+    @property
+    def usable(self) -> bool:
+        return any(self.records.values())
+
+
+def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1, seed: int = 0,
+            resolution: Resolution = Resolution(), tiling: TilingConfig = TilingConfig(),
+            val_fraction: float = 0.1, test_fraction: float = 0.2, scans_per_shard: int = 64,
+            full_scans: bool = False, progress: bool = True) -> PrepSummary:
+    """Prepare ``dataset`` ("cbis-ddsm" or "mias") from ``raw`` into ``out``; see the README for the layout."""
+    if dataset not in CONVERTERS:
+        raise MammoError(None, f"unknown dataset {dataset!r}; choose from {', '.join(CONVERTERS)}")
+    if not os.path.isdir(raw):
+        raise MammoError(raw, "raw data directory not found")
+    if not tiles and not full_scans:
+        raise MammoError(None, "nothing to write: give --tiles and/or --full-scans")
+    if any(t < 16 for t in tiles):
+        raise MammoError(None, f"tile sizes must be at least 16 px, got {list(tiles)}")
+    if workers < 1 or scans_per_shard < 1:
+        raise MammoError(None, "--workers and --scans-per-shard must be at least 1")
+    cases, problems, report = CONVERTERS[dataset](raw, progress=progress)
+    for p in problems:
+        print(f"problem: {p.line()}", file=sys.stderr)
+    scan_split, splits = assign_splits(cases, val_fraction, test_fraction, seed)
+    os.makedirs(out, exist_ok=True)
+    config = PrepConfig(dataset=dataset, tiles=tuple(int(t) for t in tiles), resolution=resolution,
+                        tiling=tiling, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                        scans_per_shard=scans_per_shard, full_scans=full_scans)
+    atomic_write_json(os.path.join(out, "splits.json"), {"dataset": dataset, **splits})
+    result = write_dataset(cases, scan_split, config, out, workers=workers, problems=problems,
+                           extra_manifest={"dataset": dataset, "collection": report}, progress=progress)
+    records = {name: sum(m["records_per_shard"].values()) for name, m in result["manifests"].items()}
+    return PrepSummary(out, records, len(cases), result["problems"])
+
+
+def problem_lines(problems: list[Problem]) -> list[str]:
+    return [p.line() for p in problems]
