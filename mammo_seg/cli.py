@@ -1,0 +1,172 @@
+"""``mammo <verb>``: a thin argparse layer over the library; every verb is an importable function."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: hide C++ info logs
+
+from mammo_seg import __version__  # noqa: E402
+from mammo_seg.errors import MammoError  # noqa: E402
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return values
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- synth
+def cmd_synth(args) -> int:
+    if args.dataset == "cbis-ddsm":
+        from mammo_seg.synthetic.cbis_ddsm import write_cbis_ddsm
+
+        counts = write_cbis_ddsm(args.out, args.patients, seed=args.seed, scale=args.scale, layout=args.layout,
+                                 progress=not args.quiet)
+    else:
+        from mammo_seg.synthetic.mias import write_mias
+
+        counts = write_mias(args.out, args.images, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {args.dataset} phantoms to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- prep
+def cmd_prep(args) -> int:
+    from data_prep.prepare import prepare
+    from mammo_seg.data.resolution import Resolution
+    from mammo_seg.data.tiling import TilingConfig
+
+    summary = prepare(args.dataset, args.raw, args.out, tiles=args.tiles, workers=args.workers, seed=args.seed,
+                      resolution=Resolution(scale=args.scale),
+                      tiling=TilingConfig(roi_crops=args.roi_crops, random_crops=args.random_crops),
+                      val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                      scans_per_shard=args.scans_per_shard, full_scans=args.full_scans, progress=not args.quiet)
+    records = ", ".join(f"{name}: {n} records" for name, n in summary.records.items())
+    print(f"prepared {summary.scans} scans into {args.out} ({records}); "
+          f"{len(summary.problems)} problems listed in {os.path.join(args.out, 'problems.csv')}")
+    if not summary.usable:
+        print("mammo prep: error: no usable records were produced", file=sys.stderr)
+        return 1
+    if args.strict and summary.problems:
+        print(f"mammo prep: error: --strict and {len(summary.problems)} problems", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- inspect
+def cmd_inspect(args) -> int:
+    from mammo_seg.data.inspect import validate
+
+    sheet = args.sheet or os.path.join(args.dir, "contact_sheet.png")
+    report = validate(args.dir, sheet=sheet, samples=args.samples, seed=args.seed)
+    for error in report.errors:
+        print(f"invalid: {error}", file=sys.stderr)
+    status = "valid" if report.ok else f"INVALID ({len(report.errors)} errors)"
+    print(f"{args.dir}: {report.records} records, {report.positive_pixels} lesion pixels: {status}; "
+          f"contact sheet: {report.contact_sheet}")
+    return 0 if report.ok else 1
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from mammo_seg.demo import run_demo
+
+    run_demo(args.out, workers=args.workers, patients=args.patients)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mammo", description="Mammography lesion segmentation pipeline.")
+    parser.add_argument("--version", action="version", version=f"mammo-seg {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    synth = verbs.add_parser("synth", help="write phantom scans in the real CBIS-DDSM or MIAS format",
+                             description="Write phantom mammograms in the exact on-disk format of a dataset.")
+    synth_ds = synth.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    s = synth_ds.add_parser("cbis-ddsm", help="DICOM tree + case-description CSVs",
+                            description="CBIS-DDSM phantoms: 4 images per patient, CSVs with the real quirks.")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--patients", type=int, default=12, help="number of patients (default 12)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", type=_positive_float, default=0.25,
+                   help="image size relative to real CBIS-DDSM scans (about 3000x5000 at 1.0; default 0.25)")
+    s.add_argument("--layout", choices=("cbis", "nbia"), default="cbis",
+                   help="folders as the CSV paths (cbis) or as the later NBIA readable download (nbia)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_synth)
+    s = synth_ds.add_parser("mias", help="mdbNNN.pgm + Info.txt", description="MIAS phantoms: 1024x1024 PGMs.")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--images", type=int, default=24, help="number of images (default 24)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_synth)
+
+    prep = verbs.add_parser("prep", help="scans → tiles in sharded TFRecords",
+                            description="Turn a raw dataset into lesion-labelled tiles in sharded TFRecords.")
+    prep_ds = prep.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name in ("cbis-ddsm", "mias"):
+        p = prep_ds.add_parser(name, help=f"prepare {name}", description=f"Prepare {name} into OUT/<tile>/ shards.")
+        p.add_argument("--raw", required=True, help="the dataset directory")
+        p.add_argument("--out", required=True, help="output directory (OUT/<tile>/, splits.json, problems.csv)")
+        p.add_argument("--tiles", type=_int_list, default=(320, 640), help="tile sizes (default 320,640)")
+        p.add_argument("--full-scans", action="store_true", help="also write whole scans (OUT/full/)")
+        p.add_argument("--scale", type=_positive_float, default=320 / 598,
+                       help="training px per native px at 50 µm (default 320/598 ≈ 0.535)")
+        p.add_argument("--workers", type=int, default=1, help="parallel processes (output is identical for any)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--roi-crops", type=int, default=2, help="crops around each abnormality (default 2)")
+        p.add_argument("--random-crops", type=int, default=4, help="crops anywhere in each scan (default 4)")
+        p.add_argument("--val-fraction", type=float, default=0.1, help="patients held out for validation")
+        p.add_argument("--test-fraction", type=float, default=0.2,
+                       help="patients held out for test when the dataset has no official split")
+        p.add_argument("--scans-per-shard", type=int, default=64)
+        p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=cmd_prep)
+
+    ins = verbs.add_parser("inspect", help="validate a prep output and draw a contact sheet",
+                           description="Validate OUT/<tile> shards against manifest.json; write a contact sheet.")
+    ins.add_argument("dir", help="a prep output folder, e.g. OUT/320")
+    ins.add_argument("--sheet", help="contact sheet path (default DIR/contact_sheet.png)")
+    ins.add_argument("--samples", type=int, default=24)
+    ins.add_argument("--seed", type=int, default=0)
+    ins.set_defaults(func=cmd_inspect)
+
+    demo = verbs.add_parser("demo", help="run the whole chain on phantoms",
+                            description="synth → prep → inspect on CBIS-DDSM phantoms.")
+    demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    demo.add_argument("--patients", type=int, default=12)
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MammoError as e:
+        print(f"mammo {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mammo {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``mammo inspect OUT/<tile>``: validate shards against their manifest, draw a contact sheet."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mammo_seg.data import features
+from mammo_seg.errors import MammoError
+
+
+@dataclass
+class InspectReport:
+    directory: str
+    records: int = 0
+    positive_pixels: int = 0
+    errors: list = field(default_factory=list)
+    contact_sheet: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def load_manifest(directory: str) -> dict:
+    path = os.path.join(directory, "manifest.json")
+    if not os.path.isfile(path):
+        raise MammoError(directory, "no manifest.json: not a prep output folder (give OUT/<tile>)")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MammoError(path, f"manifest is not valid JSON ({e})") from None
+
+
+def iterate_records(path: str):
+    """Yield parsed records (numpy values) of one shard file."""
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset(path):
+        ex = features.parse(serialized)
+        yield {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ex.items()}
+
+
+def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: int = 0) -> InspectReport:
+    """Check every shard the manifest lists; optionally write a contact sheet of random records."""
+    import tensorflow as tf
+
+    manifest = load_manifest(directory)
+    report = InspectReport(directory)
+    tile = manifest.get("tile_size")
+    picks = []
+    rng = np.random.default_rng(seed)
+    seen = 0
+    for split, info in sorted(manifest.get("splits", {}).items()):
+        positives = 0
+        for name in info["shards"]:
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                report.errors.append(f"{path}: shard listed in the manifest is missing")
+                continue
+            count = 0
+            try:
+                for rec in iterate_records(path):
+                    count += 1
+                    image, mask = rec["image"], rec["mask"]
+                    where = f"{path}: record {count} ({rec['scan_id'].decode()})"
+                    if image.shape != mask.shape:
+                        report.errors.append(f"{where}: image {image.shape} and mask {mask.shape} differ in size")
+                    if tile is not None and image.shape[:2] != (tile, tile):
+                        report.errors.append(f"{where}: size {image.shape[:2]} is not the manifest's {tile}")
+                    if not np.isin(np.unique(mask), (0, 1)).all():
+                        report.errors.append(f"{where}: mask has values other than 0 and 1")
+                    if rec["split"].decode() != split:
+                        report.errors.append(f"{where}: split {rec['split'].decode()!r} in a {split} shard")
+                    positives += int(mask.sum())
+                    seen += 1
+                    if len(picks) < samples:  # reservoir sampling: a uniform sample in one pass
+                        picks.append(rec)
+                    elif (j := rng.integers(seen)) < samples:
+                        picks[j] = rec
+            except tf.errors.OpError as e:
+                report.errors.append(f"{path}: corrupt shard ({e.message.splitlines()[0]})")
+            expected = manifest.get("records_per_shard", {}).get(name)
+            if expected is not None and count != expected:
+                report.errors.append(f"{path}: {count} records, manifest says {expected}")
+            report.records += count
+        if positives != info.get("positive_pixels", positives):
+            report.errors.append(f"{directory}: {split} has {positives} lesion pixels, "
+                                 f"manifest says {info['positive_pixels']}")
+        report.positive_pixels += positives
+    if sheet and picks:
+        report.contact_sheet = contact_sheet(picks, sheet)
+    return report
+
+
+def contact_sheet(records: list[dict], path: str, columns: int = 6) -> str:
+    """A grid of tiles with the lesion outline in red, titled with scan id and split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(records) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, rec in zip(axes.ravel(), records):
+        ax.imshow(rec["image"][..., 0], cmap="gray", vmin=0, vmax=features.IMAGE_MAX)
+        if rec["mask"].any():
+            ax.contour(rec["mask"][..., 0], levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"{rec['scan_id'].decode()}\n{rec['split'].decode()}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

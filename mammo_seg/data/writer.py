@@ -1,0 +1,362 @@
+"""Cases → sharded TFRecords, ``manifest.json`` per tile size, ``problems.csv``.
+
+Determinism and resumability:
+
+* every scan gets its own random stream, seeded by (seed, scan id, tile size), so the tiles do not
+  depend on which worker processed the scan or in what order;
+* scans are assigned to shards up front (a seeded permutation per split, ``scans_per_shard`` each),
+  and a shard holds its scans' tiles in that order: output is byte-identical for any ``--workers``;
+* a shard is written to a temporary name and renamed, then a small completion record is written
+  to ``OUT/.prep/``; a rerun skips completed shards and redoes the rest, so after ``kill -9`` at any
+  moment the same command finishes the job with output identical to an uninterrupted run.
+
+Workers are separate processes (``spawn``) that read scans, tile them and PNG-encode tiles; only
+the parent imports TensorFlow, to write the records.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import zlib
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import numpy as np
+from tqdm import tqdm
+
+from mammo_seg import __version__
+from mammo_seg.data import features
+from mammo_seg.data.cases import Case, Problem, load_case
+from mammo_seg.data.resolution import Resolution, isotropic_spacing
+from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
+from mammo_seg.errors import MammoError
+
+FULL = "full"
+STATE_DIR = ".prep"
+SHARD_PATTERN = "{split}-{index:05d}-of-{total:05d}.tfrecord"
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    dataset: str
+    tiles: tuple[int, ...] = (320, 640)
+    resolution: Resolution = Resolution()
+    tiling: TilingConfig = TilingConfig()
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    scans_per_shard: int = 64
+    full_scans: bool = False
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output folder names: one per tile size, plus ``full`` for whole scans."""
+        return [str(t) for t in self.tiles] + ([FULL] if self.full_scans else [])
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tiles"] = list(self.tiles)
+        d["resolution"] = self.resolution.to_dict()
+        return d
+
+
+@dataclass
+class CaseResult:
+    scan_id: str
+    records: dict = field(default_factory=dict)  # output name -> list of record dicts (PNG bytes)
+    counts: dict = field(default_factory=dict)  # output name -> TileCounts as dict
+    positives: dict = field(default_factory=dict)  # output name -> [positive pixels, total pixels, positive tiles]
+    tile_stats: dict = field(default_factory=dict)  # output name -> [sum, sum of squares, count, min, max]
+    raw: dict = field(default_factory=dict)  # raw_min, raw_max, raw_mean of the scan
+    problem: Problem | None = None
+
+
+def _stream(seed: int, scan_id: str, tile: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(scan_id.encode()), tile])
+
+
+def process_case(case: Case, config: PrepConfig) -> CaseResult:
+    """Read, tile and encode one case (runs in a worker). Bad input becomes ``result.problem``."""
+    result = CaseResult(case.scan_id)
+    try:
+        scan, mask, rois = load_case(case)
+    except MammoError as e:
+        result.problem = Problem(e.where or case.scan_path, e.reason, case.scan_id)
+        return result
+    except Exception as e:  # noqa: BLE001 - a batch job reports any failure of one item and goes on
+        result.problem = Problem(case.scan_path, f"unexpected error: {type(e).__name__}: {e}", case.scan_id)
+        return result
+    spacing = isotropic_spacing(scan.meta.spacing_mm) or case.nominal_spacing_mm
+    factor = config.resolution.factor(spacing)
+    result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
+    for tile in config.tiles:
+        tiles, counts = tile_scan(scan.pixels, mask, rois, tile, factor, _stream(config.seed, case.scan_id, tile),
+                                  config.tiling)
+        _collect(result, str(tile), tiles, counts)
+    if config.full_scans:
+        record = full_scan_record(scan.pixels, mask, factor)
+        _collect(result, FULL, [record], TileCounts(full=1))
+    return result
+
+
+def _collect(result: CaseResult, name: str, tiles, counts: TileCounts) -> None:
+    records, pos, total, pos_tiles = [], 0, 0, 0
+    s = s2 = 0.0
+    lo, hi = 1.0, 0.0
+    for t in tiles:
+        records.append({"image": features.encode_png(t.image), "mask": features.encode_png(t.mask),
+                        "origin": [int(t.origin[0]), int(t.origin[1])], "crop_size": int(t.crop_size),
+                        "scale": float(t.scale)})
+        n_pos = int(np.count_nonzero(t.mask))
+        pos += n_pos
+        pos_tiles += n_pos > 0
+        total += t.mask.size
+        values = t.image.astype(np.float64) / features.IMAGE_MAX
+        s += float(values.sum())
+        s2 += float(np.square(values).sum())
+        lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    result.records[name] = records
+    result.counts[name] = asdict(counts)
+    result.positives[name] = [pos, total, pos_tiles]
+    result.tile_stats[name] = [s, s2, total, lo, hi]
+
+
+@dataclass(frozen=True)
+class Shard:
+    split: str
+    index: int
+    total: int
+    scan_ids: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return SHARD_PATTERN.format(split=self.split, index=self.index, total=self.total)
+
+
+def plan_shards(scan_split: dict[str, str], scans_per_shard: int, seed: int) -> list[Shard]:
+    """Assign scans to shards: a seeded permutation per split, ``scans_per_shard`` scans each."""
+    shards = []
+    for split in ("train", "val", "test"):
+        ids = sorted(s for s, sp in scan_split.items() if sp == split)
+        if not ids:
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+        total = -(-len(ids) // scans_per_shard)
+        for i in range(total):
+            shards.append(Shard(split, i, total, tuple(ids[i * scans_per_shard:(i + 1) * scans_per_shard])))
+    return shards
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, content) -> None:
+    _atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_tfrecord(path: str, serialized: list[bytes]) -> None:
+    import tensorflow as tf
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(tmp) as w:
+        for s in serialized:
+            w.write(s)
+    os.replace(tmp, path)
+
+
+def _fingerprint(config: PrepConfig, cases: list[Case], scan_split: dict[str, str]) -> dict:
+    h = hashlib.sha256()
+    for c in sorted(cases, key=lambda c: c.scan_id):
+        h.update(repr((c.scan_id, c.patient_id, c.scan_path, c.abnormalities, scan_split[c.scan_id])).encode())
+    return {"config": config.to_dict(), "cases_sha256": h.hexdigest(), "version": __version__}
+
+
+def _prepare_state(out: str, fingerprint: dict) -> str:
+    state = os.path.join(out, STATE_DIR)
+    os.makedirs(state, exist_ok=True)
+    path = os.path.join(state, "fingerprint.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous != fingerprint:
+            keys = [k for k in fingerprint["config"] if previous.get("config", {}).get(k) != fingerprint["config"][k]]
+            what = f"settings {keys}" if keys else "input data"
+            raise MammoError(out, f"holds an unfinished or finished prep with other {what}; "
+                                  f"choose a new --out or delete it")
+    else:
+        atomic_write_json(path, fingerprint)
+    for root, _, files in os.walk(out):
+        for name in files:
+            if ".tmp-" in name:
+                os.remove(os.path.join(root, name))
+    return state
+
+
+def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepConfig, out: str,
+                  workers: int = 1, problems: list[Problem] = (), extra_manifest: dict | None = None,
+                  progress: bool = True) -> dict:
+    """Tile every case into ``out/<tile>/`` shards; returns the per-output manifests."""
+    os.makedirs(out, exist_ok=True)
+    state = _prepare_state(out, _fingerprint(config, cases, scan_split))
+    for name in config.outputs:
+        os.makedirs(os.path.join(out, name), exist_ok=True)
+    by_id = {c.scan_id: c for c in cases}
+    shards = plan_shards(scan_split, config.scans_per_shard, config.seed)
+    done = {s.name for s in shards if os.path.exists(os.path.join(state, s.name + ".json"))}
+    pending = [s for s in shards if s.name not in done]
+    n_done = sum(len(s.scan_ids) for s in shards if s.name in done)
+    bar = tqdm(total=len(cases), initial=n_done, desc=f"prep {config.dataset}", unit="scan",
+               disable=not progress)
+    work = [by_id[sid] for s in pending for sid in s.scan_ids]
+    task = partial(process_case, config=config)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and work else None
+    try:
+        results = pool.imap(task, work, chunksize=1) if pool else map(task, work)
+        for shard in pending:
+            batch = []
+            for _ in shard.scan_ids:
+                r = next(results)
+                if r.problem is not None:
+                    tqdm.write(f"problem: {r.problem.line()}", file=sys.stderr)
+                batch.append(r)
+                bar.update(1)
+            _finish_shard(out, state, shard, batch, by_id, config)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return _finalise(out, state, shards, cases, config, list(problems), extra_manifest or {})
+
+
+def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult], by_id, config: PrepConfig):
+    summary = {"scans": list(shard.scan_ids), "outputs": {}, "problems": [], "raw": {}}
+    for r in results:
+        if r.problem is not None:
+            summary["problems"].append(asdict(r.problem))
+        else:
+            summary["raw"][r.scan_id] = r.raw
+    for name in config.outputs:
+        serialized = []
+        stats = {"records": 0, "scans": 0, "counts": asdict(TileCounts()), "positive_pixels": 0,
+                 "pixels": 0, "positive_tiles": 0, "tiles_by_source": {}}
+        for r in results:
+            if r.problem is not None:
+                continue
+            case = by_id[r.scan_id]
+            stats["scans"] += 1
+            for key, value in r.counts[name].items():
+                stats["counts"][key] += value
+            pos, total, pos_tiles = r.positives[name]
+            stats["positive_pixels"] += pos
+            stats["pixels"] += total
+            stats["positive_tiles"] += pos_tiles
+            src = stats["tiles_by_source"].setdefault(case.source, [0.0, 0.0, 0, 1.0, 0.0])
+            s, s2, n, lo, hi = r.tile_stats[name]
+            src[0] += s
+            src[1] += s2
+            src[2] += n
+            src[3], src[4] = min(src[3], lo), max(src[4], hi)
+            for rec in r.records[name]:
+                serialized.append(features.serialize({
+                    **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
+                    "source": case.source, "abnormality": case.kinds}))
+        stats["records"] = len(serialized)
+        _write_tfrecord(os.path.join(out, name, shard.name), serialized)
+        summary["outputs"][name] = stats
+    atomic_write_json(os.path.join(state, shard.name + ".json"), summary)
+
+
+def _finalise(out, state, shards, cases, config: PrepConfig, problems, extra) -> dict:
+    summaries = {}
+    for s in shards:
+        with open(os.path.join(state, s.name + ".json")) as f:
+            summaries[s.name] = json.load(f)
+    problems = list(problems)
+    for s in shards:
+        problems += [Problem(**p) for p in summaries[s.name]["problems"]]
+    _write_problems(os.path.join(out, "problems.csv"), problems)
+    sources = sorted({c.source for c in cases})
+    raw = {src: {"raw_min": None, "raw_max": None, "raw_mean": 0.0, "scans": 0} for src in sources}
+    source_of = {c.scan_id: c.source for c in cases}
+    for s in shards:
+        for scan_id, r in summaries[s.name]["raw"].items():
+            agg = raw[source_of[scan_id]]
+            agg["raw_min"] = r["raw_min"] if agg["raw_min"] is None else min(agg["raw_min"], r["raw_min"])
+            agg["raw_max"] = r["raw_max"] if agg["raw_max"] is None else max(agg["raw_max"], r["raw_max"])
+            agg["raw_mean"] += r["raw_mean"]
+            agg["scans"] += 1
+    for agg in raw.values():
+        agg["raw_mean"] = agg["raw_mean"] / agg["scans"] if agg["scans"] else None
+    manifests = {}
+    for name in config.outputs:
+        manifest = _manifest(name, shards, summaries, config, raw, extra, len(problems))
+        atomic_write_json(os.path.join(out, name, "manifest.json"), manifest)
+        manifests[name] = manifest
+    return {"manifests": manifests, "problems": problems}
+
+
+def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problems) -> dict:
+    splits, records_per_shard, per_source = {}, {}, {}
+    for s in shards:
+        st = summaries[s.name]["outputs"][name]
+        records_per_shard[s.name] = st["records"]
+        sp = splits.setdefault(s.split, {"shards": [], "records": 0, "scans": 0, "positive_tiles": 0,
+                                         "positive_pixels": 0, "pixels": 0, **asdict(TileCounts())})
+        sp["shards"].append(s.name)
+        for key in ("records", "scans", "positive_tiles", "positive_pixels", "pixels"):
+            sp[key] += st[key]
+        for key, value in st["counts"].items():
+            sp[key] += value
+        for src, (s1, s2, n, lo, hi) in st["tiles_by_source"].items():
+            agg = per_source.setdefault(src, [0.0, 0.0, 0, 1.0, 0.0])
+            agg[0] += s1
+            agg[1] += s2
+            agg[2] += n
+            agg[3], agg[4] = min(agg[3], lo), max(agg[4], hi)
+    for sp in splits.values():
+        sp["positive_pixel_fraction"] = sp["positive_pixels"] / sp["pixels"] if sp["pixels"] else 0.0
+    intensity = {}
+    for src, agg in raw.items():
+        s1, s2, n, lo, hi = per_source.get(src, [0.0, 0.0, 0, None, None])
+        mean = s1 / n if n else None
+        intensity[src] = {"scans": agg, "records": {
+            "mean": mean, "contrast": float(np.sqrt(max(s2 / n - mean * mean, 0.0))) if n else None,
+            "min": lo, "max": hi}}
+    return {
+        "format_version": MANIFEST_VERSION,
+        "package_version": __version__,
+        "kind": "whole_scans" if name == FULL else "tiles",
+        "tile_size": None if name == FULL else int(name),
+        "resolution": config.resolution.to_dict(),
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "splits": splits,
+        "records_per_shard": records_per_shard,
+        "intensity": intensity,
+        "problems": n_problems,
+        **extra,
+    }
+
+
+def _write_problems(path: str, problems: list[Problem]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "item", "reason"])
+        for p in problems:
+            w.writerow([p.file, p.item, p.reason])
+    os.replace(tmp, path)

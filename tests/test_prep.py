@@ -1,0 +1,201 @@
+"""``mammo prep`` / ``mammo inspect`` end to end on phantoms in the real formats."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from data_prep.prepare import prepare
+from mammo_seg.cli import main
+from mammo_seg.data.inspect import iterate_records, validate
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.errors import MammoError
+
+TILES = (48, 96)
+SCALE = 0.2  # coarse training pixels: small tiles still show whole lesions
+OPTIONS = dict(tiles=TILES, resolution=Resolution(scale=SCALE), full_scans=True, scans_per_shard=3,
+               progress=False)
+
+
+def tree(root):
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(root) for f in files}
+
+
+@pytest.fixture(scope="module")
+def prepped(cbis_raw, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("prep1"))
+    summary = prepare("cbis-ddsm", cbis_raw, out, workers=1, **OPTIONS)
+    return out, summary
+
+
+def test_prep_output_layout_and_manifest(prepped):
+    out, summary = prepped
+    assert sorted(os.listdir(out)) == [".prep", "48", "96", "full", "problems.csv", "splits.json"]
+    manifest = json.load(open(os.path.join(out, "48", "manifest.json")))
+    assert manifest["tile_size"] == 48 and manifest["resolution"]["scale"] == SCALE
+    assert manifest["resolution"]["spacing_mm"] == pytest.approx(0.05 / SCALE)
+    splits = manifest["splits"]
+    assert set(splits) == {"train", "val", "test"}
+    for name, split in splits.items():
+        for shard in split["shards"]:
+            assert shard.startswith(f"{name}-") and shard.endswith(f"-of-{len(split['shards']):05d}.tfrecord")
+        assert split["records"] == split["roi"] + split["random"] > 0
+        assert 0 < split["positive_pixel_fraction"] < 1
+    assert sum(manifest["records_per_shard"].values()) == summary.records["48"]
+    intensity = manifest["intensity"]["cbis-ddsm"]
+    assert 0 < intensity["records"]["mean"] < 1 and intensity["scans"]["raw_max"] > 1000
+    assert manifest["collection"]["swapped_crop_mask"] >= 1 and manifest["package_version"]
+    whole = json.load(open(os.path.join(out, "full", "manifest.json")))
+    assert whole["kind"] == "whole_scans" and sum(whole["records_per_shard"].values()) == summary.scans
+
+
+def test_records_agree_with_splits_and_the_scan(prepped, cbis_raw):
+    out, _ = prepped
+    splits = json.load(open(os.path.join(out, "splits.json")))
+    split_of = {scan: s for s, v in splits["splits"].items() for scan in v["scans"]}
+    patients = {s: set(v["patients"]) for s, v in splits["splits"].items()}
+    assert not (patients["train"] & patients["test"]) and not (patients["train"] & patients["val"])
+    seen = set()
+    for name in os.listdir(os.path.join(out, "96")):
+        if not name.endswith(".tfrecord"):
+            continue
+        for rec in iterate_records(os.path.join(out, "96", name)):
+            scan = rec["scan_id"].decode()
+            seen.add(scan)
+            assert rec["split"].decode() == split_of[scan] and name.startswith(split_of[scan])
+            assert rec["image"].shape == (96, 96, 1) and set(np.unique(rec["mask"])) <= {0, 1}
+            assert rec["source"] == b"cbis-ddsm" and rec["patient_id"].decode() == scan.rsplit("_", 2)[0]
+            assert float(rec["scale"]) == pytest.approx(96 / int(rec["crop_size"]))
+    assert seen <= set(split_of)
+
+
+def test_problems_csv_lists_skipped_images(prepped):
+    out, summary = prepped
+    rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"))))
+    assert len(rows) == len(summary.problems) >= 1
+    assert any("does not match image" in r["reason"] and r["file"].endswith(".csv") for r in rows)
+
+
+def test_inspect_validates_and_draws(prepped, tmp_path):
+    out, _ = prepped
+    report = validate(os.path.join(out, "48"), sheet=str(tmp_path / "sheet.png"), samples=8)
+    assert report.ok and report.records > 0 and os.path.getsize(tmp_path / "sheet.png") > 10_000
+
+
+def test_inspect_detects_a_damaged_shard(prepped, tmp_path):
+    out, _ = prepped
+    copy = str(tmp_path / "48")
+    shutil.copytree(os.path.join(out, "48"), copy)
+    manifest = json.load(open(os.path.join(copy, "manifest.json")))
+    shard = manifest["splits"]["train"]["shards"][0]
+    path = os.path.join(copy, shard)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    report = validate(copy)
+    assert not report.ok and any(shard in e for e in report.errors)
+    assert main(["inspect", copy, "--sheet", str(tmp_path / "s.png")]) == 1
+
+
+def test_output_is_byte_identical_for_any_worker_count(prepped, cbis_raw, tmp_path):
+    out, _ = prepped
+    other = str(tmp_path / "w2")
+    prepare("cbis-ddsm", cbis_raw, other, workers=2, **OPTIONS)
+    assert tree(out) == tree(other)
+
+
+def test_rerun_skips_finished_work_and_refuses_other_settings(prepped, cbis_raw, tmp_path):
+    out, _ = prepped
+    copy = str(tmp_path / "again")
+    shutil.copytree(out, copy)
+    before = tree(copy)
+    states = [os.path.join(copy, ".prep", f) for f in os.listdir(os.path.join(copy, ".prep"))]
+    mtimes = {s: os.path.getmtime(s) for s in states}
+    prepare("cbis-ddsm", cbis_raw, copy, workers=1, **OPTIONS)
+    assert tree(copy) == before and all(os.path.getmtime(s) == t for s, t in mtimes.items())
+    with pytest.raises(MammoError, match="other settings"):
+        prepare("cbis-ddsm", cbis_raw, copy, workers=1, **{**OPTIONS, "tiles": (64,)})
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_the_uninterrupted_output(prepped, cbis_raw, tmp_path):
+    out, _ = prepped
+    target = str(tmp_path / "killed")
+    command = [sys.executable, "-m", "mammo_seg.cli", "prep", "cbis-ddsm", "--raw", cbis_raw, "--out", target,
+               "--tiles", ",".join(map(str, TILES)), "--scale", str(SCALE), "--full-scans",
+               "--scans-per-shard", "3", "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = os.path.join(target, ".prep")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill once the first shard is done
+        if os.path.isdir(state) and any(f.endswith(".tfrecord.json") for f in os.listdir(state)):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "prep finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not os.path.exists(os.path.join(target, "48", "manifest.json"))
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert tree(target) == tree(out)
+
+
+def test_bad_files_are_skipped_and_reported_and_strict_fails(cbis_raw, tmp_path, capsys):
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "raw")
+    shutil.copytree(cbis_raw, raw)
+    cases, _, _ = collect_cases(raw, progress=False)
+    victim = cases[2]
+    data = open(victim.scan_path, "rb").read()
+    open(victim.scan_path, "wb").write(data[: len(data) * 2 // 3])  # header intact, pixel data cut short
+    args = ["prep", "cbis-ddsm", "--raw", raw, "--out", str(tmp_path / "o1"), "--tiles", "48",
+            "--scale", str(SCALE), "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if victim.scan_path in line)
+    assert line.startswith("problem: ") and "pixel data" in line
+    rows = list(csv.DictReader(open(tmp_path / "o1" / "problems.csv")))
+    assert any(r["file"] == victim.scan_path and r["item"] == victim.scan_id for r in rows)
+    manifest = json.load(open(tmp_path / "o1" / "48" / "manifest.json"))
+    assert sum(s["scans"] for s in manifest["splits"].values()) == len(cases) - 1
+    strict = args[:-3] + ["--out", str(tmp_path / "o2"), "--scale", str(SCALE), "--quiet", "--strict"]
+    assert main(strict) == 1
+
+
+def test_nothing_usable_and_missing_input_give_clear_errors(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "cbis_ddsm_mass_train_sample.csv"),
+                empty / "mass_case_description_train_set.csv")
+    assert main(["prep", "cbis-ddsm", "--raw", str(empty), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no usable records" in err and "not found" in err
+    assert main(["prep", "mias", "--raw", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")]) == 2
+    assert capsys.readouterr().err.strip() == f"mammo prep: error: {tmp_path / 'nowhere'}: raw data directory not found"
+
+
+def test_mias_prep_end_to_end(mias_raw, tmp_path):
+    out = str(tmp_path / "mias")
+    summary = prepare("mias", mias_raw, out, tiles=(64,), resolution=Resolution(scale=0.25), progress=False)
+    manifest = json.load(open(os.path.join(out, "64", "manifest.json")))
+    assert summary.usable and manifest["collection"]["skipped_without_coordinates"] >= 1
+    assert validate(os.path.join(out, "64")).ok
+    negatives = [r for s in ("train", "val", "test") for name in manifest["splits"].get(s, {}).get("shards", [])
+                 for r in iterate_records(os.path.join(out, "64", name)) if not r["abnormality"].size]
+    assert negatives and all(not r["mask"].any() for r in negatives)  # NORM scans: negative tiles only
+
+
+def test_every_verb_answers_help():
+    for verb in (["synth", "cbis-ddsm"], ["synth", "mias"], ["prep", "cbis-ddsm"], ["prep", "mias"],
+                 ["inspect"], ["demo"], []):
+        result = subprocess.run([sys.executable, "-m", "mammo_seg.cli", *verb, "--help"], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0 and "usage: mammo" in result.stdout
