@@ -1,0 +1,147 @@
+"""The 2018 final network (candidate 3.9.4.02) as a Keras 3 functional model.
+
+Layer table (input H; filter counts at ``width=1``; every conv is 3×3 + BatchNorm + ReLU unless noted):
+
+=================  =======================================  ==========  ====================
+layer              operation                                filters     output
+=================  =======================================  ==========  ====================
+normalize          x - 0.5 (the original's (x - 127)/255)               H
+conv0_1..0_3       s2 conv, 2 convs, residual 0_3 + 0_1     32          H/2
+pool0              3×3 stride-2 conv instead of a pool      48          H/4
+conv1_1..1_3       residual 1_3 + 1_1; then 3×3 max pool    48          H/8
+conv2_1..2_3       residual; then 2×2 max pool              64          H/16
+conv3_1..3_3       residual; then 2×2 max pool              128         H/32
+conv4, 4_1..4_3    residual 4_3 + 4 (pool4 removed)         256         H/32
+conv5, 5_1..5_3    dilation 2, residual 5_3 + 5             512         H/32
+fc_1               1×1 conv, L2, dropout 0.25               256         H/32
+up_conv2           nearest ×4, conv                         128         H/8
+up_conv6           nearest ×2, conv                         64          H/4
+upsample_4         4×4 transposed conv stride 2, ReLU       64          H/2
+upsample_5         4×4 transposed conv stride 1, ReLU       32          H/2
+up_conv9           conv                                     16          H/2
+logits             1×1 conv, 1 filter, L2                   1           H/2
+logits_full        nearest ×2 (float32 under mixed precision)           H
+=================  =======================================  ==========  ====================
+
+Fixes to the original (``original_pipeline.md`` §1.3.1):
+
+* conv5_1's output was discarded (``conv5_relu = relu(conv5)`` fed conv5_2); here conv5_1 feeds conv5_2,
+  so the dilated block really is four convolutions in series;
+* fc_1 read the pre-ReLU residual sum; here it reads the block's activated output;
+* the last pooling is replaced by dilated convolutions, as in the original, and the 0.0001 dropout
+  after the pools (a no-op) is left out;
+* He-normal initialisation instead of a truncated normal of σ = 0.05; BatchNorm is synchronised
+  across replicas, so every ``tf.distribute`` strategy computes the same statistics as one device,
+  and uses TensorFlow's fused kernel on one replica (:class:`mammo_seg.models.layers.BatchNorm`).
+
+Any input size works: the input is zero-padded to a multiple of 32 and the logits are cropped back.
+The model takes a scan as ``mammo_seg.io`` returns it (float32 in [0, 1], bright = dense) and
+returns **logits** (apply a sigmoid for lesion probabilities). No skip connections, on purpose
+(the author found they made predictions "resemble the input").
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from mammo_seg.models.layers import BatchNorm, CropToReference, PadToMultiple
+
+STRIDE = 32
+
+
+def _filters(n: int, width: float) -> int:
+    return max(1, int(round(n * width)))
+
+
+class MammoFCN(keras.Model):
+    """The Scuccimarra FCN. ``width`` scales every filter count (1.0 = the original, about 11.5 M
+    parameters); ``dropout`` is fc_1's; ``l2`` the weight decay on fc_1 and the logits."""
+
+    def __init__(self, width: float = 1.0, dropout: float = 0.25, l2: float = 0.0025,
+                 sync_batchnorm: bool = True, name: str = "mammo_fcn", **kwargs):
+        def f(n):
+            return _filters(n, width)
+
+        def conv(x, filters, name, stride=1, dilation=1, activate=True):
+            x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False,
+                              kernel_initializer="he_normal", name=name)(x)
+            x = BatchNorm(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
+            return layers.ReLU(name=f"{name}_relu")(x) if activate else x
+
+        def residual(x, names, filters, stride=1, dilation=1):
+            first = conv(x, filters, names[0], stride=stride, dilation=dilation)
+            h = first
+            for i, n in enumerate(names[1:], start=1):
+                h = conv(h, filters, n, dilation=dilation, activate=i < len(names) - 1)
+            h = layers.Add(name=f"{names[-1]}_add")([h, first])
+            return layers.ReLU(name=f"{names[-1]}_out")(h)
+
+        def l2_reg():
+            return keras.regularizers.L2(l2) if l2 else None
+
+        scan = keras.Input((None, None, 1), name="scan")
+        x = PadToMultiple(STRIDE, name="pad")(scan)
+        x = layers.Rescaling(1.0, offset=-0.5, name="normalize")(x)
+        x = residual(x, ["conv0_1", "conv0_2", "conv0_3"], f(32), stride=2)
+        x = conv(x, f(48), "pool0", stride=2)
+        x = residual(x, ["conv1_1", "conv1_2", "conv1_3"], f(48))
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+        x = residual(x, ["conv2_1", "conv2_2", "conv2_3"], f(64))
+        x = layers.MaxPooling2D(2, name="pool2")(x)
+        x = residual(x, ["conv3_1", "conv3_2", "conv3_3"], f(128))
+        x = layers.MaxPooling2D(2, padding="same", name="pool3")(x)
+        x = residual(x, ["conv4", "conv4_1", "conv4_2", "conv4_3"], f(256))
+        x = residual(x, ["conv5", "conv5_1", "conv5_2", "conv5_3"], f(512), dilation=2)
+        x = layers.Conv2D(f(256), 1, use_bias=False, kernel_initializer="he_normal", kernel_regularizer=l2_reg(),
+                          name="fc_1")(x)
+        x = BatchNorm(synchronized=sync_batchnorm, name="fc_1_bn")(x)
+        x = layers.ReLU(name="fc_1_relu")(x)
+        x = layers.Dropout(dropout, name="fc_1_dropout")(x)
+        x = layers.UpSampling2D(4, interpolation="nearest", name="resize_1")(x)
+        x = conv(x, f(128), "up_conv2")
+        x = layers.UpSampling2D(2, interpolation="nearest", name="resize_6")(x)
+        x = conv(x, f(64), "up_conv6")
+        x = layers.Conv2DTranspose(f(64), 4, strides=2, padding="same", activation="relu",
+                                   kernel_initializer="he_normal", name="upsample_4")(x)
+        x = layers.Conv2DTranspose(f(32), 4, strides=1, padding="same", activation="relu",
+                                   kernel_initializer="he_normal", name="upsample_5")(x)
+        x = conv(x, f(16), "up_conv9")
+        x = layers.Conv2D(1, 1, kernel_regularizer=l2_reg(), name="logits")(x)
+        x = layers.UpSampling2D(2, interpolation="nearest", dtype="float32", name="logits_full")(x)
+        logits = CropToReference(dtype="float32", name="crop")([x, scan])
+        super().__init__(inputs=scan, outputs=logits, name=name, **kwargs)
+        self.width, self.dropout, self.l2, self.sync_batchnorm = width, dropout, l2, sync_batchnorm
+
+    def get_config(self):
+        return {"width": self.width, "dropout": self.dropout, "l2": self.l2,
+                "sync_batchnorm": self.sync_batchnorm, "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+keras.saving.register_keras_serializable(package="mammo_seg")(MammoFCN)
+
+
+def forward_flops(model: keras.Model, height: int, width: int) -> float:
+    """Forward FLOPs (2 × multiply-adds of convolutions) for one ``height × width`` input."""
+    flops = 0.0
+    size = (-(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE)  # after padding
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2DTranspose):
+            kh, kw = layer.kernel_size
+            c_in, c_out = layer.kernel.shape[3], layer.kernel.shape[2]
+            flops += 2.0 * size[0] * size[1] * kh * kw * c_in * c_out
+            size = (size[0] * layer.strides[0], size[1] * layer.strides[1])
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw = layer.kernel_size
+            c_in, c_out = layer.kernel.shape[2], layer.kernel.shape[3]
+            size = (-(-size[0] // layer.strides[0]), -(-size[1] // layer.strides[1]))
+            flops += 2.0 * size[0] * size[1] * kh * kw * c_in * c_out
+        elif isinstance(layer, layers.MaxPooling2D):
+            size = (-(-size[0] // layer.strides[0]), -(-size[1] // layer.strides[1]))
+        elif isinstance(layer, layers.UpSampling2D) and layer.name != "logits_full":
+            size = (size[0] * layer.size[0], size[1] * layer.size[1])
+    return flops
