@@ -1,0 +1,237 @@
+"""Experiment configs: YAML in, strict dataclasses out, ``--set a.b=c`` overrides.
+
+An unknown key, a value of the wrong type or a bad choice is a :class:`MammoError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from mammo_seg.errors import MammoError
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+SCHEDULES = ("original", "constant")
+PRECISIONS = (False, True, "float16", "bfloat16")
+
+
+@dataclass
+class AugmentSection:
+    flips: bool = True
+    rot90: bool = True
+    intensity: float = 0.0
+
+
+@dataclass
+class DataSection:
+    dir: str = ""  # a prep output (OUT) or one of its folders (OUT/320)
+    tile: str = "320"  # the folder of OUT to train on: a tile size, or "full" for whole scans
+    crop: int | None = None  # whole scans: train on random crops of this size
+    train_split: str = "train"
+    val_split: str = "val"
+    shuffle_buffer: int = 512
+    augment: AugmentSection = field(default_factory=AugmentSection)
+
+    def path(self) -> str:
+        if os.path.isfile(os.path.join(self.dir, "manifest.json")):
+            return self.dir
+        return os.path.join(self.dir, str(self.tile))
+
+
+@dataclass
+class ModelSection:
+    width: float = 1.0
+    dropout: float = 0.25
+    l2: float = 0.0025
+    sync_batchnorm: bool = True
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 30
+    steps_per_epoch: int | None = None  # default: one pass over the training records
+    validation_steps: int | None = None  # default: the whole validation split
+    batch_size: int = 16  # global, over all replicas
+    lr: float = 1e-3
+    schedule: str = "original"  # "original": lr × 0.85 every 15 epochs (staircase); "constant"
+    lr_decay: float = 0.85
+    lr_decay_epochs: int = 15
+    strategy: str = "auto"
+    mixed_precision: bool | str = False  # True or "float16" (loss scaling), "bfloat16"
+    cpu_devices: int = 1  # >1 splits the CPU into logical devices (tests of distributed code)
+    freeze: list = field(default_factory=list)  # layer-name prefixes kept frozen, e.g. ["conv", "pool"]
+    init_from: str | None = None  # weights (by layer name) from a .keras file or a run directory
+    pos_weight_decay: float | None = None  # WeightedBCE: pos_weight × this each epoch ...
+    pos_weight_min: float = 1.0  # ... down to this
+    checkpoint_metric: str = "val_lesion_iou"  # best.keras: highest value of this log
+    jit_compile: bool = False  # XLA: 1.8x slower on CPU (environment_notes.md §3)
+
+
+@dataclass
+class StageSection:
+    """One curriculum stage: a name and overrides of data/train/loss for that stage."""
+
+    name: str = ""
+    data: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    loss: dict | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    loss: dict = field(default_factory=lambda: {"name": "iou"})
+    train: TrainSection = field(default_factory=TrainSection)
+    stages: list = field(default_factory=list)  # of StageSection; empty: one stage from data/train/loss
+
+    def validate(self, where: str = "config") -> "ExperimentConfig":
+        from mammo_seg.losses import resolve_loss
+
+        checks = [
+            (self.train.strategy in STRATEGIES, "train.strategy", f"must be one of {', '.join(STRATEGIES)}"),
+            (self.train.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}"),
+            (self.train.mixed_precision in PRECISIONS, "train.mixed_precision",
+             "must be false, true, float16 or bfloat16"),
+            (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
+            (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
+            (self.train.lr > 0, "train.lr", "must be positive"),
+            (self.train.cpu_devices >= 1, "train.cpu_devices", "must be at least 1"),
+            (self.model.width > 0, "model.width", "must be positive"),
+            (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
+            (bool(self.data.dir), "data.dir", "is required (a `mammo prep` output)"),
+        ]
+        for ok, key, reason in checks:
+            if not ok:
+                raise MammoError(f"{where}: {key}", reason)
+        resolve_loss(self.loss)
+        for i, stage in enumerate(self.stages):
+            if not stage.name:
+                raise MammoError(f"{where}: stages[{i}].name", "every stage needs a name")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value, tp, key: str, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key, where)
+            except MammoError as e:
+                errors.append(e)
+        raise MammoError(f"{where}: {key}", f"expected {' or '.join(_type_name(o) for o in options)}, "
+                                            f"got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, prefix=f"{key}.")
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise MammoError(f"{where}: {key}", f"expected a list, got {value!r}")
+        if key == "stages":
+            return [from_dict(StageSection, v, where, prefix=f"stages[{i}].") for i, v in enumerate(value)]
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise MammoError(f"{where}: {key}", f"expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise MammoError(f"{where}: {key}", f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise MammoError(f"{where}: {key}", f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise MammoError(f"{where}: {key}", f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise MammoError(f"{where}: {key}", f"expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls, data, where: str = "config", prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors naming the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MammoError(f"{where}: {prefix.rstrip('.') or 'top level'}", f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise MammoError(f"{where}: {prefix}{key}", f"unknown key (known: {', '.join(sorted(names))})")
+    values = {k: _coerce(v, hints[k], f"{prefix}{k}", where) for k, v in data.items()}
+    return cls(**values)
+
+
+def set_key(tree: dict, dotted: str, value) -> None:
+    """``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise MammoError(f"--set {dotted}", f"{part!r} is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise MammoError(f"--set {text}", "expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise MammoError(f"--set {text}", f"value is not valid YAML ({e})") from None
+
+
+def load_config(path: str, overrides=()) -> ExperimentConfig:
+    """Read a YAML config, apply ``key=value`` overrides, and validate it."""
+    if not os.path.isfile(path):
+        raise MammoError(path, "config file not found")
+    try:
+        with open(path) as f:
+            tree = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise MammoError(path, f"not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(tree, dict):
+        raise MammoError(path, "expected a mapping of sections (name, seed, data, model, loss, train, stages)")
+    if "loss" not in tree or (isinstance(tree["loss"], dict) and "name" not in tree["loss"]):
+        tree["loss"] = {**ExperimentConfig().loss, **(tree.get("loss") or {})}  # overrides refine the default
+    for text in overrides:
+        set_key(tree, *parse_override(text))
+    config = from_dict(ExperimentConfig, tree, where=path)
+    base = os.path.dirname(os.path.abspath(path))
+    if config.data.dir and not os.path.isabs(config.data.dir) and not os.path.exists(config.data.dir):
+        candidate = os.path.join(base, config.data.dir)
+        if os.path.exists(candidate):
+            config.data.dir = candidate
+    return config.validate(path)
+
+
+def dump_config(config: ExperimentConfig, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
