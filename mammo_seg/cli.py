@@ -82,6 +82,19 @@ def cmd_inspect(args) -> int:
     return 0 if report.ok else 1
 
 
+# ---------------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from mammo_seg.config import load_config
+    from mammo_seg.training.run import train_stage
+
+    config = load_config(args.config, args.set)
+    out = args.out or os.path.join("runs", config.name)
+    result = train_stage(config, out, resume=args.resume, progress=not args.quiet)
+    best = "n/a" if result.best is None else f"{result.best:.4f}"
+    print(f"trained {config.name}: {result.epochs_done} epochs in {out}; best {config.train.checkpoint_metric} {best}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     from mammo_seg.demo import run_demo
@@ -146,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--samples", type=int, default=24)
     ins.add_argument("--seed", type=int, default=0)
     ins.set_defaults(func=cmd_inspect)
+
+    tr = verbs.add_parser("train", help="train the FCN on prepared tiles",
+                          description="Train as a YAML config says (see experiments/); writes a run directory.")
+    tr.add_argument("-c", "--config", required=True, help="experiment YAML")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    tr.add_argument("--out", help="run directory (default runs/<name>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed epoch")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
 
     demo = verbs.add_parser("demo", help="run the whole chain on phantoms",
                             description="synth → prep → inspect on CBIS-DDSM phantoms.")

@@ -1,0 +1,219 @@
+"""Keras callbacks of a training run: backup/restore, checkpoints, pos_weight decay, log, plot.
+
+Files are replaced atomically (written under a temporary name, then renamed), so a run killed at
+any moment leaves every file either in its old or its new state.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from mammo_seg.losses import MixedLoss, WeightedBCE
+
+log = logging.getLogger("mammo_seg.train")
+
+
+def _tmp(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".tmp-{os.getpid()}-{tail}")
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Backs up the training state at the end of every epoch; :meth:`restore` brings it back.
+
+    Like ``keras.callbacks.BackupAndRestore``, but the model weights, the optimizer state (Adam
+    moments, iteration count, hence the learning-rate schedule; the loss scale), the dropout RNG
+    state and the epoch number are committed together by one directory rename: Keras's callback writes the weights and
+    then a separate metadata file, so a ``kill -9`` between the two would repeat an epoch. Put it
+    last in the callback list, so that an epoch's other outputs are written before it counts as done.
+    """
+
+    def __init__(self, directory: str, state_fn=None, write: bool = True):
+        super().__init__()
+        self.directory, self.state_fn, self.write = directory, state_fn or (lambda: {}), write
+
+    def _latest(self) -> str | None:
+        if not os.path.isdir(self.directory):
+            return None
+        done = sorted(d for d in os.listdir(self.directory) if d.startswith("epoch-")
+                      and os.path.isfile(os.path.join(self.directory, d, "state.json")))
+        return os.path.join(self.directory, done[-1]) if done else None
+
+    def restore(self) -> dict | None:
+        """Load the latest backup into the model and its optimizer; returns its state (``epoch``: epochs done)."""
+        latest = self._latest()
+        if latest is None:
+            return None
+        self.model.load_weights(os.path.join(latest, "model.weights.h5"))
+        with np.load(os.path.join(latest, "state.npz")) as saved:
+            values = [saved[f"v{i}"] for i in range(len(saved.files))]
+        variables = self._state_variables()
+        if len(values) != len(variables):
+            raise ValueError(f"{latest}: backup holds {len(values)} state variables, expected {len(variables)}")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        with open(os.path.join(latest, "state.json")) as f:
+            return json.load(f)
+
+    def _state_variables(self):
+        """Optimizer variables, and model variables that are not weights (the dropout RNG state)."""
+        weights = {id(w) for w in self.model.weights}
+        return list(self.model.optimizer.variables) + [v for v in self.model.variables if id(v) not in weights]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        staging = os.path.join(self.directory, f".staging-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        self.model.save_weights(os.path.join(staging, "model.weights.h5"))
+        values = {f"v{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in
+                  enumerate(self._state_variables())}
+        np.savez(os.path.join(staging, "state.npz"), **values)
+        with open(os.path.join(staging, "state.json"), "w") as f:
+            json.dump({"epoch": epoch + 1, **self.state_fn()}, f)
+        final = os.path.join(self.directory, f"epoch-{epoch + 1:05d}")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if path != final and (name.startswith("epoch-") or name.startswith(".staging-")):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+class ModelSaver(keras.callbacks.Callback):
+    """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically)."""
+
+    def __init__(self, directory: str, monitor: str = "val_lesion_iou", best: float | None = None,
+                 write: bool = True):
+        super().__init__()
+        self.directory, self.monitor, self.best, self.write = directory, monitor, best, write
+
+    def _save(self, name: str):
+        path = os.path.join(self.directory, name)
+        tmp = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
+        self.model.save(tmp)
+        os.replace(tmp, path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        improved = value is not None and np.isfinite(value) and (self.best is None or value > self.best)
+        if improved:
+            self.best = float(value)
+        if not self.write:
+            return
+        self._save("last.keras")
+        if improved:
+            self._save("best.keras")
+            log.info("epoch %d: %s improved to %.4f, saved best.keras", epoch + 1, self.monitor, value)
+
+
+def weighted_bce_terms(loss):
+    if isinstance(loss, WeightedBCE):
+        yield loss
+    elif isinstance(loss, MixedLoss):
+        for child in loss.losses:
+            yield from weighted_bce_terms(child)
+
+
+class PosWeightDecay(keras.callbacks.Callback):
+    """Weighted cross-entropy's lesion weight: ``start × decay**epoch``, never below ``minimum``.
+
+    The 2018 author "began with a high weight … and gradually decayed the weight" (IOU Loss blog post):
+    the high weight first drives recall up, the decay then trades it back for precision.
+    """
+
+    def __init__(self, loss, decay: float, minimum: float = 1.0):
+        super().__init__()
+        self.terms, self.decay, self.minimum = list(weighted_bce_terms(loss)), decay, minimum
+
+    def weight(self, term, epoch: int) -> float:
+        return max(self.minimum, term.initial_pos_weight * self.decay ** epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for term in self.terms:
+            term.pos_weight.assign(self.weight(term, epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.terms and logs is not None:
+            logs["pos_weight"] = float(keras.ops.convert_to_numpy(self.terms[0].pos_weight))
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch in ``train.log``."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        text = "  ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items()))
+        log.info("epoch %d/%d  %s", epoch + 1, self.epochs, text)
+
+
+class ProgressPlot(keras.callbacks.Callback):
+    """``progress.png``: loss, lesion IoU, precision and recall per epoch (train and validation)."""
+
+    PANELS = (("loss", "loss"), ("lesion_iou", "lesion IoU"), ("precision", "pixel precision"),
+              ("recall", "pixel recall"))
+
+    def __init__(self, history_csv: str, path: str, write: bool = True):
+        super().__init__()
+        self.history_csv, self.path, self.write = history_csv, path, write
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.write and os.path.isfile(self.history_csv):
+            plot_history(read_history(self.history_csv), self.path, self.PANELS)
+
+
+def read_history(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def truncate_history(path: str, epochs_done: int) -> None:
+    """Drop rows of epochs that were not committed by the last backup (before appending again)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < epochs_done]
+    tmp = _tmp(path)
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(kept)
+    os.replace(tmp, path)
+
+
+def plot_history(rows: list[dict], path: str, panels) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    for ax, (key, title) in zip(np.atleast_1d(axes), panels):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = [r.get(prefix + key) for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker="o", ms=3,
+                        label="validation" if prefix else "train")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = _tmp(path)
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)

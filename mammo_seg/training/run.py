@@ -1,0 +1,244 @@
+"""One training stage: strategy → data → model → loss → optimizer → epochs, into a run directory.
+
+Run directory::
+
+    config.yaml     the resolved config          data.json     data folder, tile, resolution (for predict)
+    train.log       a line per epoch              history.csv   every logged value per epoch
+    tensorboard/    TensorBoard events            progress.png  loss, lesion IoU, precision, recall
+    best.keras      best by ``train.checkpoint_metric`` (validation lesion IoU)
+    last.keras      the latest epoch              backup/       the state ``--resume`` continues from
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from mammo_seg.config import ExperimentConfig, dump_config
+from mammo_seg.data.inspect import load_manifest
+from mammo_seg.errors import MammoError
+from mammo_seg.training.strategy import cluster, is_chief, make_strategy
+
+log = logging.getLogger("mammo_seg.train")
+RUN_MARKER = "config.yaml"
+
+
+@dataclass
+class StageResult:
+    run_dir: str
+    epochs_done: int
+    best: float | None
+    logs: dict
+
+
+def _setup_logging(run_dir: str, write: bool, echo: bool) -> None:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if write:
+        handler = logging.FileHandler(os.path.join(run_dir, "train.log"))
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    if echo:
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+
+
+def _weights_file(path: str) -> str:
+    if os.path.isdir(path):
+        for name in ("best.keras", "last.keras"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise MammoError(path, "run directory has no best.keras or last.keras")
+    if not os.path.isfile(path):
+        raise MammoError(path, "model file not found")
+    return path
+
+
+def transfer_weights(model, source_path: str) -> int:
+    """Copy weights from a saved model, layer by layer by name (the net is fully convolutional, so
+    every layer of a 320-px model fits a 640-px or whole-scan stage). Returns layers copied."""
+    import keras
+
+    import mammo_seg.losses  # noqa: F401  (registers the custom objects)
+    import mammo_seg.models.fcn  # noqa: F401
+
+    source = keras.models.load_model(_weights_file(source_path), compile=False, safe_mode=True)
+    by_name = {layer.name: layer for layer in source.layers}
+    copied = 0
+    for layer in model.layers:
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        theirs = other.get_weights()
+        if [w.shape for w in theirs] != [tuple(w.shape) for w in layer.weights]:
+            raise MammoError(source_path, f"layer {layer.name} has other shapes (was it trained with another "
+                                          f"model.width?)")
+        layer.set_weights(theirs)
+        copied += 1
+    if copied == 0:
+        raise MammoError(source_path, "no layer of that model matches this one by name")
+    return copied
+
+
+def learning_rate(config: ExperimentConfig, steps_per_epoch: int):
+    """``train.lr``, or the original's staircase: × ``lr_decay`` (0.85) every ``lr_decay_epochs`` (15)."""
+    import keras
+
+    train = config.train
+    if train.schedule == "constant":
+        return train.lr
+    return keras.optimizers.schedules.ExponentialDecay(train.lr, decay_steps=steps_per_epoch * train.lr_decay_epochs,
+                                                       decay_rate=train.lr_decay, staircase=True)
+
+
+def _optimizer(config: ExperimentConfig, steps_per_epoch: int):
+    import keras
+
+    train = config.train
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch))
+    if train.mixed_precision in (True, "float16"):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _precision_policy(setting) -> str:
+    return {False: "float32", True: "mixed_float16", "float16": "mixed_float16",
+            "bfloat16": "mixed_bfloat16"}[setting]
+
+
+def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, strategy=None,
+                progress: bool = True, init_from: str | None = None) -> StageResult:
+    """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``."""
+    strategy = strategy or make_strategy(config.train.strategy, config.train.cpu_devices)  # before any TF op
+    import keras
+
+    from mammo_seg.data.pipeline import AugmentConfig, count_records, make_dataset
+    from mammo_seg.losses import get_loss
+    from mammo_seg.metrics import standard_metrics
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.training.callbacks import (EpochLog, ModelSaver, PosWeightDecay, ProgressPlot, TrainingBackup,
+                                              truncate_history)
+    from mammo_seg.training.step import Steps
+
+    train = config.train
+    data_dir = config.data.path()
+    manifest = load_manifest(data_dir)
+    chief = is_chief()
+    if chief and os.path.isfile(os.path.join(run_dir, RUN_MARKER)) and not resume:
+        raise MammoError(run_dir, "run directory already holds a run; use --resume to continue it or another --out")
+    os.makedirs(run_dir, exist_ok=True)
+    _setup_logging(run_dir, chief, progress)
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(_precision_policy(train.mixed_precision))
+    n_records = count_records(data_dir, config.data.train_split)
+    if n_records == 0:
+        raise MammoError(data_dir, f"no {config.data.train_split!r} records to train on")
+    steps_per_epoch = train.steps_per_epoch or max(1, n_records // train.batch_size)
+    has_val = config.data.val_split in manifest.get("splits", {})
+    monitor = train.checkpoint_metric if has_val or not train.checkpoint_metric.startswith("val_") \
+        else train.checkpoint_metric[4:]
+    if chief:
+        dump_config(config, os.path.join(run_dir, RUN_MARKER))
+        from mammo_seg.data.writer import atomic_write_json
+
+        atomic_write_json(os.path.join(run_dir, "data.json"), {
+            "data_dir": os.path.abspath(data_dir), "kind": manifest.get("kind"), "tile_size": manifest.get("tile_size"),
+            "resolution": manifest["resolution"], "dataset": manifest.get("dataset"), "crop": config.data.crop})
+    with strategy.scope():
+        model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
+                         sync_batchnorm=config.model.sync_batchnorm)
+        source = init_from or train.init_from
+        if source:
+            log.info("initialised %d layers from %s", transfer_weights(model, source), source)
+        frozen = [layer.name for layer in model.layers if any(layer.name.startswith(p) for p in train.freeze)]
+        for layer in model.layers:
+            if layer.name in frozen:
+                layer.trainable = False
+        loss = get_loss(config.loss)
+        optimizer = _optimizer(config, steps_per_epoch)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+        optimizer.build(model.trainable_variables)
+        train_metrics, val_metrics = standard_metrics(), standard_metrics()
+    steps = Steps(model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile)
+
+    saver = ModelSaver(run_dir, monitor=monitor, write=chief)
+    backup = TrainingBackup(os.path.join(run_dir, "backup"), state_fn=lambda: {"best": saver.best}, write=chief)
+    backup.set_model(model)
+    state = backup.restore() if resume else None
+    initial_epoch = state["epoch"] if state else 0
+    saver.best = state.get("best") if state else None
+    history_csv = os.path.join(run_dir, "history.csv")
+    if chief:
+        truncate_history(history_csv, initial_epoch)
+    callbacks = [EpochLog(train.epochs)]
+    if train.pos_weight_decay:
+        callbacks.insert(0, PosWeightDecay(loss, train.pos_weight_decay, train.pos_weight_min))
+    if chief:
+        callbacks += [keras.callbacks.CSVLogger(history_csv, append=initial_epoch > 0),
+                      keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False)]
+    callbacks += [saver, ProgressPlot(history_csv, os.path.join(run_dir, "progress.png"), write=chief), backup]
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+
+    replicas = strategy.num_replicas_in_sync
+    _, workers = cluster()
+    log.info("%s: %d replica(s), %d worker(s); %d records of %s, batch %d, %d steps/epoch, epochs %d-%d",
+             type(strategy).__name__, replicas, workers, n_records, data_dir, train.batch_size, steps_per_epoch,
+             initial_epoch + 1, train.epochs)
+    if initial_epoch >= train.epochs:
+        log.info("nothing to do: %d of %d epochs already done", initial_epoch, train.epochs)
+        return StageResult(run_dir, initial_epoch, saver.best, {})
+
+    augmentation = AugmentConfig(**vars(config.data.augment))
+
+    def dataset(split, training, epoch=0):
+        ds = make_dataset(data_dir, split, train.batch_size, training=training, seed=config.seed, epoch=epoch,
+                          augmentation=augmentation, crop=config.data.crop, shuffle_buffer=config.data.shuffle_buffer,
+                          num_workers=workers)
+        if not training and train.validation_steps:
+            ds = ds.take(train.validation_steps)
+        return strategy.experimental_distribute_dataset(ds)
+
+    val_data = dataset(config.data.val_split, False) if has_val else None
+    logs = {}
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, train.epochs):
+        callback_list.on_epoch_begin(epoch)
+        for metric in train_metrics + val_metrics:
+            metric.reset_state()
+        started = time.perf_counter()
+        iterator = iter(dataset(config.data.train_split, True, epoch))
+        total = 0.0
+        bar = _progress(progress and chief, steps_per_epoch, f"epoch {epoch + 1}/{train.epochs}")
+        for step in range(steps_per_epoch):
+            value = float(steps.train_step(iterator))
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}")
+            total += value
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        logs = {"loss": total / steps_per_epoch, **{m.name: float(m.result()) for m in train_metrics},
+                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                "epoch_seconds": seconds, "tiles_per_second": steps_per_epoch * train.batch_size / seconds}
+        if val_data is not None:
+            values = [float(steps.eval_step(batch)) for batch in val_data]
+            logs["val_loss"] = sum(values) / max(1, len(values))
+            logs.update({f"val_{m.name}": float(m.result()) for m in val_metrics})
+        callback_list.on_epoch_end(epoch, logs)
+    callback_list.on_train_end(logs)
+    return StageResult(run_dir, train.epochs, saver.best, logs)
+
+
+def _progress(enabled: bool, total: int, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", disable=not enabled, leave=False)

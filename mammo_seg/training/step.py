@@ -1,0 +1,80 @@
+"""The one training step, written by hand because ``tf.distribute`` correctness needs it.
+
+Keras 3's ``model.fit`` (a) fails under MultiWorkerMirroredStrategy (keras-team/keras#20585) and
+(b) sums a batch-pooled scalar loss over replicas, so with two replicas the IoU loss and its
+gradient double, and each replica's IoU covers only its half of the batch. Here every replica
+computes its loss *statistics* (for the batch IoU: Σpy and Σ(p+y−py)), they are all-reduced, and
+every replica evaluates the loss L = F(S) of the global sums. The gradient uses the surrogate
+
+    Σ_k stop_gradient(∂F/∂S_k) · s_k          (s_k: this replica's sums)
+
+whose gradients, summed over replicas by the optimizer, equal ∇L of one device on the global
+batch. Regularisation terms are divided by the number of replicas for the same reason. BatchNorm
+is synchronised (``MammoFCN(sync_batchnorm=True)``), so its statistics are global too.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _global_loss(loss, y, logits):
+    """(loss of the global batch, this replica's surrogate objective)."""
+    ctx = tf.distribute.get_replica_context()
+    local = loss.statistics(y, logits)
+    total = [tf.stop_gradient(s) for s in ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)]
+    with tf.GradientTape() as tape:
+        tape.watch(total)
+        value = loss.from_statistics(total)
+    slopes = tape.gradient(value, total, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    surrogate = tf.add_n([tf.reduce_sum(tf.stop_gradient(g) * s) for g, s in zip(slopes, local)])
+    return value, surrogate
+
+
+class Steps:
+    """Compiled train and evaluation steps for one model, loss, optimizer and strategy."""
+
+    def __init__(self, model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=False):
+        self.model, self.loss, self.optimizer, self.strategy = model, loss, optimizer, strategy
+        self.train_metrics, self.val_metrics = train_metrics, val_metrics
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+        self.eval_step = tf.function(self._eval_step, reduce_retracing=True)
+
+    def _regularisation(self):
+        return tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses]) if self.model.losses else 0.0
+
+    def _train_replica(self, x, y):
+        ctx = tf.distribute.get_replica_context()
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            value, surrogate = _global_loss(self.loss, y, logits)
+            regularisation = self._regularisation()
+            objective = surrogate + regularisation / ctx.num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(objective)
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        for metric in self.train_metrics:
+            metric.update_state(y, logits)
+        return value + regularisation
+
+    def _train_step(self, iterator):
+        x, y = next(iterator)
+        per_replica = self.strategy.run(self._train_replica, args=(x, y))
+        return self.strategy.experimental_local_results(per_replica)[0]
+
+    def _eval_replica(self, x, y):
+        # The last partial batch can leave a replica with no images. Skip the model then (a strided
+        # convolution on an empty batch returns a wrong shape on TF 2.21's CPU kernels); empty
+        # statistics are zeros, and the replica still joins the all-reduce.
+        logits = tf.cond(tf.shape(x)[0] > 0, lambda: self.model(x, training=False), lambda: tf.zeros_like(y))
+        ctx = tf.distribute.get_replica_context()
+        stats = ctx.all_reduce(tf.distribute.ReduceOp.SUM, self.loss.statistics(y, logits))
+        for metric in self.val_metrics:
+            metric.update_state(y, logits)
+        return self.loss.from_statistics(stats) + self._regularisation()
+
+    def _eval_step(self, batch):
+        x, y = batch
+        per_replica = self.strategy.run(self._eval_replica, args=(x, y))
+        return self.strategy.experimental_local_results(per_replica)[0]

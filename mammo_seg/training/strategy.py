@@ -1,0 +1,58 @@
+"""``train.strategy`` → a ``tf.distribute`` strategy. Create it before any other TensorFlow op:
+MultiWorkerMirroredStrategy refuses to start once TensorFlow has run anything ("Collective ops
+must be configured at program startup")."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from mammo_seg.errors import MammoError
+
+
+def make_strategy(name: str = "auto", cpu_devices: int = 1):
+    """``auto``: MirroredStrategy over all GPUs when there are several, else the default strategy;
+    ``default``; ``mirrored`` (all GPUs, or the logical CPUs made by ``cpu_devices``);
+    ``multi_worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``); ``tpu``."""
+    import tensorflow as tf
+
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise MammoError("train.strategy", "multi_worker needs the TF_CONFIG environment variable "
+                                               "(cluster and this task's index)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:  # devices already initialised in this process: keep what is there
+            pass
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if name == "default" or (name == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    if name in ("auto", "mirrored"):
+        devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    raise MammoError("train.strategy", f"unknown strategy {name!r}")
+
+
+def cluster() -> tuple[int, int]:
+    """(this worker's index, number of workers) from ``TF_CONFIG``; (0, 1) without it."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    spec = config.get("cluster", {})
+    workers = len(spec.get("worker", [])) + len(spec.get("chief", []))
+    task = config.get("task", {})
+    if not workers:
+        return 0, 1
+    index = task.get("index", 0) + (len(spec.get("chief", [])) if task.get("type") == "worker" else 0)
+    return index, workers
+
+
+def is_chief() -> bool:
+    """The worker that writes files (checkpoints, logs): index 0 of the cluster, or the only one."""
+    return cluster()[0] == 0

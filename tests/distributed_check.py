@@ -1,0 +1,113 @@
+"""Two training steps under a strategy, for ``test_train.py`` (run in a fresh process).
+
+    python distributed_check.py mirrored OUT.json   one device, one device on the batch in reverse
+                                                    order (the float32 noise floor), MirroredStrategy
+                                                    over two logical CPUs, and the naive per-replica
+                                                    loss Keras's fit() uses; same start, same data
+    python distributed_check.py single OUT.json     one device
+    python distributed_check.py worker OUT.json     MultiWorkerMirroredStrategy from TF_CONFIG
+
+Writes the loss of each step and each variable's change. With plain SGD the change is
+-lr × gradient, so equal changes mean equal gradients.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+GLOBAL_BATCH, SIZE, STEPS, LR = 8, 64, 2, 0.5
+
+
+def data(reverse=False):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((GLOBAL_BATCH * STEPS, SIZE, SIZE, 1), dtype=np.float32) * 0.5
+    y = np.zeros_like(x)
+    for i in range(len(x)):
+        if i % 3:  # a third of the tiles have no lesion
+            r, c = rng.integers(8, SIZE - 24, 2)
+            y[i, r:r + 16, c:c + 16] = 1
+            x[i, r:r + 16, c:c + 16] += 0.4
+    if reverse:  # the same global batches, each in reverse order: same gradient up to rounding
+        order = np.concatenate([np.arange(s + GLOBAL_BATCH - 1, s - 1, -1) for s in range(0, len(x), GLOBAL_BATCH)])
+        x, y = x[order], y[order]
+    return x, y
+
+
+def naive_step(model, loss, optimizer, strategy):
+    """What Keras's fit() does with a scalar loss: each replica's own IoU, summed over replicas."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(iterator):
+        def replica(x, y):
+            with tf.GradientTape() as tape:
+                value = loss(y, model(x, training=True))
+            grads = tape.gradient(value, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return value
+
+        x, y = next(iterator)
+        return strategy.reduce("SUM", strategy.run(replica, args=(x, y)), axis=None)
+
+    return step
+
+
+def run(strategy, reverse=False, naive=False):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mammo_seg.losses import SoftIoULoss
+    from mammo_seg.metrics import standard_metrics
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.training.step import Steps
+
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        model = MammoFCN(width=0.125, dropout=0.0)
+        loss = SoftIoULoss()  # batch-pooled: the case fit() gets wrong
+        optimizer = keras.optimizers.SGD(LR)
+        optimizer.build(model.trainable_variables)
+        train_metrics = standard_metrics()
+    step = naive_step(model, loss, optimizer, strategy) if naive else \
+        Steps(model, loss, optimizer, strategy, train_metrics, []).train_step
+    x, y = data(reverse)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    iterator = iter(strategy.experimental_distribute_dataset(ds.with_options(options)))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    losses = [float(step(iterator)) for _ in range(STEPS)]
+    after = [v.numpy() for v in model.trainable_variables]
+    return {"losses": losses, "iou": float(train_metrics[0].result()),
+            "deltas": [np.asarray(a - b).ravel().tolist() for a, b in zip(after, before)]}
+
+
+def main(mode, out):
+    import tensorflow as tf
+
+    if mode == "worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF op
+        result = {"mwms": run(strategy), "replicas": strategy.num_replicas_in_sync}
+    elif mode == "single":
+        default = tf.distribute.get_strategy()
+        result = {"single": run(default), "reversed": run(default, reverse=True)}
+    else:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        default = tf.distribute.get_strategy()
+        result = {"single": run(default), "reversed": run(default, reverse=True)}
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        result["mirrored"] = run(mirrored)
+        result["naive"] = run(mirrored, naive=True)
+        result["replicas"] = mirrored.num_replicas_in_sync
+    with open(out, "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

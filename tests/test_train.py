@@ -1,0 +1,162 @@
+"""``mammo train``: a tiny run end to end, resume after kill -9, and tf.distribute equivalence."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mammo_seg.cli import main
+
+HERE = os.path.dirname(__file__)
+TINY = os.path.join(HERE, "..", "experiments", "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def data_dir(cbis_raw, tmp_path_factory):
+    from data_prep.prepare import prepare
+    from mammo_seg.data.resolution import Resolution
+
+    out = str(tmp_path_factory.mktemp("train_data"))
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(64,), resolution=Resolution(scale=0.125), progress=False)
+    return out
+
+
+def history(run):
+    with open(os.path.join(run, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_writes_the_run_directory(data_dir, tmp_path):
+    run = str(tmp_path / "run")
+    args = ["train", "-c", TINY, "--out", run, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64"]
+    assert main(args) == 0
+    for name in ("config.yaml", "data.json", "train.log", "history.csv", "best.keras", "last.keras",
+                 "progress.png", "tensorboard"):
+        assert os.path.exists(os.path.join(run, name)), name
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert {"loss", "lesion_iou", "precision", "recall", "val_loss", "val_lesion_iou"} <= set(rows[0])
+    assert json.load(open(os.path.join(run, "data.json")))["resolution"]["scale"] == 0.125
+    log = open(os.path.join(run, "train.log")).read()
+    assert "epoch 2/2" in log and "saved best.keras" in log
+    import keras
+
+    model = keras.models.load_model(os.path.join(run, "best.keras"), safe_mode=True)
+    assert model(np.zeros((1, 40, 40, 1), "float32")).shape == (1, 40, 40, 1)
+    assert main(args) == 2  # the run exists: refused without --resume
+
+
+def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_path, capsys):
+    assert main(["train", "-c", TINY, "--out", str(tmp_path / "r"), "--set", "train.batch_size=big"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.batch_size" in err
+    assert main(["train", "-c", TINY, "--out", str(tmp_path / "r2"), "--set", f"data.dir={tmp_path}/nothing"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nothing" in err and "manifest.json" in err
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_without_losing_or_repeating_an_epoch(data_dir, tmp_path):
+    common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64",
+              "--set", "train.epochs=5", "--set", "train.steps_per_epoch=6"]
+    clean = str(tmp_path / "clean")
+    assert main(["train", "--out", clean, *common]) == 0
+    run = str(tmp_path / "killed")
+    command = [sys.executable, "-m", "mammo_seg.cli", "train", "--out", run, *common]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = os.path.join(run, "backup")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(os.path.join(backup, "epoch-00002")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = len(history(run))
+    assert 2 <= done < 5
+    assert main(["train", "--out", run, "--resume", *common]) == 0
+    resumed, reference = history(run), history(clean)
+    assert [r["epoch"] for r in resumed] == ["0", "1", "2", "3", "4"]
+    for a, b in zip(resumed, reference):  # same weights, optimizer state and data order as without the kill
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-6)
+        assert float(a["val_lesion_iou"]) == pytest.approx(float(b["val_lesion_iou"]), abs=1e-6)
+    assert "4 of 5 epochs" not in open(os.path.join(run, "train.log")).read()
+
+
+def _check(mode, out, env=None, timeout=300):
+    result = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py"), mode, out],
+                            capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.load(open(out))
+
+
+def _update_error(a, b):
+    """Relative difference of two runs' parameter updates: ||Δa − Δb|| / ||Δb|| over all variables."""
+    da = np.concatenate([np.asarray(d) for d in a["deltas"]])
+    db = np.concatenate([np.asarray(d) for d in b["deltas"]])
+    return float(np.linalg.norm(da - db) / np.linalg.norm(db))
+
+
+def _same(a, b, floor):
+    """Equal losses and metrics, and updates as close as rounding alone makes one device to itself."""
+    assert np.allclose(a["losses"], b["losses"], rtol=2e-6), (a["losses"], b["losses"])
+    assert a["iou"] == pytest.approx(b["iou"], abs=1e-6)
+    assert _update_error(a, b) <= 3 * floor
+
+
+def _noise_floor(result):
+    """One device against itself on the same batches in reverse order: float32 rounding alone moves
+    the updates of this deep, 4-channel BatchNorm network by about 1 %."""
+    floor = _update_error(result["reversed"], result["single"])
+    assert 0 < floor < 0.05
+    return floor
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_equals_one_device_on_the_global_batch(tmp_path):
+    result = _check("mirrored", str(tmp_path / "m.json"))
+    single, floor = result["single"], _noise_floor(result)
+    assert result["replicas"] == 2
+    _same(result["mirrored"], single, floor)
+    # the naive per-replica loss (Keras fit): summed over replicas, gradients far off
+    naive = result["naive"]
+    assert naive["losses"][0] > 1.5 * single["losses"][0]
+    assert _update_error(naive, single) > 30 * floor
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_strategy_equals_one_device(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "distributed_check.py"), "worker",
+                                       str(tmp_path / f"w{index}.json")], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        for p in procs:  # a missing worker would make the other wait forever: bounded
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+    finally:
+        for p in procs:
+            p.kill()
+    reference = _check("single", str(tmp_path / "s.json"))
+    floor = _noise_floor(reference)
+    workers = [json.load(open(tmp_path / f"w{i}.json")) for i in range(2)]
+    assert all(w["replicas"] == 2 for w in workers)
+    for w in workers:
+        _same(w["mwms"], reference["single"], floor)
