@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import expit
 from skimage.morphology import convex_hull_image, disk
 
 MASS_SHAPES = ("round", "oval", "lobulated", "irregular", "spiculated")
@@ -104,7 +105,7 @@ def make_breast(shape, view: str, chest_wall_left: bool, spacing_mm: float, dens
     prior = np.exp(-(((rows - nipple_r) / (0.35 * h)) ** 2)) * np.exp(
         -(((depth_axis - 0.35 * w) / (0.35 * w)) ** 2))
     bias = {1: -1.6, 2: -0.8, 3: 0.0, 4: 0.8}[int(density)]
-    glandular = 1.0 / (1.0 + np.exp(-1.3 * (texture + 0.35 * fine + 1.8 * prior + bias - 0.6)))
+    glandular = expit(1.3 * (texture + 0.35 * fine + 1.8 * prior + bias - 0.6))
     image = 0.008 + 0.004 * fine  # film background: dark, a little uneven
     tissue = thickness * (0.30 + 0.32 * glandular + 0.02 * fine)
     image = np.where(breast, tissue + 0.03, image)
@@ -160,7 +161,7 @@ def add_mass(phantom: Phantom, shape_kind: str, diameter_mm: float, contrast: fl
         core = r0 * (0.75 if shape_kind == "spiculated" else 1.0)
         rel = np.sqrt(dx * dx + dy * dy) / (core * _wavy_radius(theta, rng, amplitude, harmonics))
     edge = max(0.8, 0.6 / spacing_mm)  # soft edge about 0.6 mm wide
-    profile = 1.0 / (1.0 + np.exp((rel - 1.0) * r0 / edge))
+    profile = expit((1.0 - rel) * r0 / edge)
     bump = contrast * profile * (0.8 + 0.2 * np.clip(1 - rel, 0, 1))
     mask_local = rel <= 1.0
     if shape_kind == "spiculated":

@@ -1,0 +1,230 @@
+"""Training throughput of the width-1.0 FCN → JSON.
+
+Measured in one process, as ratios where the machine's speed cancels out:
+
+* tiles/s at 320 and 640 under the soft-IoU loss (the one training step of ``mammo_seg.training``);
+* IoU step time ÷ weighted-BCE step time (target ≤ 1.02), from alternating steps of each;
+* achieved FLOP/s (3 × forward FLOPs per tile: forward + backward) ÷ the same process's
+  ``matmul`` FLOP/s (target ≥ 0.75 on CPU);
+* tf.data tiles/s from a phantom prep output ÷ the tiles/s training consumes (target ≥ 5).
+
+``--backend jax`` runs the same Keras model and losses on Keras's JAX backend (``model.fit``'s
+jitted step on one device), for machines with JAX but no TensorFlow; the tf.data ratio is then not
+measured. ``--mixed-precision float16|bfloat16`` sets the Keras dtype policy.
+
+    python benchmarks/train_throughput.py --out benchmarks/results/train_throughput_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+CONFIGS = {"cpu": [(320, 8), (640, 2)], "gpu": [(320, 16), (640, 16)]}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", help="JSON file (default: print only)")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
+    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None)
+    p.add_argument("--rounds", type=int, default=4, help="rounds of alternating IoU/BCE steps per tile size")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per loss per round")
+    p.add_argument("--tiles", default=None, help="tile:batch pairs, e.g. 320:8,640:2")
+    p.add_argument("--width", type=float, default=1.0)
+    return p.parse_args()
+
+
+def matmul_flops(backend: str, dtype: str = "float32", n: int = 4096, repeats: int = 5) -> float:
+    """Best FLOP/s of an n×n matrix product in this process."""
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.ones((n, n), dtype)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, a).block_until_ready()
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a, a).block_until_ready()
+            best = min(best, time.perf_counter() - t)
+        return 2 * n ** 3 / best
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), dtype=dtype)
+    f = tf.function(lambda x, y: tf.matmul(x, y))
+    f(a, a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, a).numpy()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def synthetic_batch(tile: int, batch: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, tile, tile, 1), dtype=np.float32)
+    y = np.zeros_like(x)
+    y[:, tile // 3: tile // 2, tile // 3: tile // 2] = 1
+    return x, y
+
+
+def tensorflow_steps(tile: int, batch: int, width: float):
+    """Two step functions (IoU, BCE) of the project's training step, on in-memory data."""
+    import keras
+    import tensorflow as tf
+
+    from mammo_seg.losses import SoftIoULoss, WeightedBCE
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.training.step import Steps
+
+    strategy = tf.distribute.get_strategy()
+    x, y = synthetic_batch(tile, batch)
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+    result = {}
+    for name, loss in (("iou", SoftIoULoss()), ("bce", WeightedBCE())):
+        keras.utils.set_random_seed(0)
+        model = MammoFCN(width=width)
+        optimizer = keras.optimizers.Adam(1e-4)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        steps = Steps(model, loss, optimizer, strategy, [], [])
+        iterator = iter(ds)
+        result[name] = (lambda s=steps, it=iterator: float(s.train_step(it)))
+    return result, model
+
+
+def jax_steps(tile: int, batch: int, width: float):
+    import keras
+
+    from mammo_seg.losses import SoftIoULoss, WeightedBCE
+    from mammo_seg.models.fcn import MammoFCN
+
+    x, y = synthetic_batch(tile, batch)
+    result = {}
+    for name, loss in (("iou", SoftIoULoss()), ("bce", WeightedBCE())):
+        keras.utils.set_random_seed(0)
+        model = MammoFCN(width=width, sync_batchnorm=False)  # one device: no replicas to synchronise
+        optimizer = keras.optimizers.Adam(1e-4)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=True)
+        result[name] = (lambda m=model: float(m.train_on_batch(x, y)))
+    return result, model
+
+
+def time_steps(fns: dict, rounds: int, steps: int) -> dict:
+    """Alternate single steps of each function (A, B, A, B, ...) so that both see the same machine
+    load; report median step times and their ratio (robust to the noise of a shared machine)."""
+    for fn in fns.values():  # trace/compile and warm up
+        fn()
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds * steps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds_per_step": median, "iou_over_bce": median["iou"] / median["bce"],
+            "steps_timed": rounds * steps}
+
+
+def data_pipeline_tiles_per_second(batch: int, batches: int = 60) -> dict:
+    """tf.data throughput on a phantom prep output of 320-px tiles."""
+    from data_prep.prepare import prepare
+    from mammo_seg.data.pipeline import make_dataset
+    from mammo_seg.synthetic.cbis_ddsm import write_cbis_ddsm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, out = os.path.join(tmp, "raw"), os.path.join(tmp, "prep")
+        write_cbis_ddsm(raw, 4, seed=0, scale=0.5, progress=False)
+        prepare("cbis-ddsm", raw, out, tiles=(320,), workers=2, progress=False)
+        ds = make_dataset(os.path.join(out, "320"), "train", batch, training=True, seed=0)
+        iterator = iter(ds)
+        for _ in range(5):
+            next(iterator)
+        t = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        return {"tiles_per_second": batches * batch / (time.perf_counter() - t), "batch": batch}
+
+
+def device_name(backend: str) -> str:
+    if backend == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        return f"{d.platform}: {getattr(d, 'device_kind', d)}"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return "gpu: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def main():
+    args = parse_args()
+    if args.backend == "jax":
+        os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    from mammo_seg.models.fcn import MammoFCN, forward_flops
+
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy(f"mixed_{args.mixed_precision}")
+    device = device_name(args.backend)
+    kind = "gpu" if device.startswith("gpu") else "cpu"
+    pairs = ([tuple(int(v) for v in p.split(":")) for p in args.tiles.split(",")] if args.tiles
+             else CONFIGS[kind])
+    peak = matmul_flops(args.backend, "float32")
+    peak_low = matmul_flops(args.backend, args.mixed_precision) if args.mixed_precision else None
+    report = {"device": device, "backend": args.backend, "keras": keras.__version__,
+              "mixed_precision": args.mixed_precision, "width": args.width,
+              "matmul_flops_float32": peak, "matmul_flops_mixed": peak_low, "tiles": {}}
+    flops_model = MammoFCN(width=args.width, sync_batchnorm=args.backend == "tensorflow")
+    for tile, batch in pairs:
+        fns, _ = (jax_steps if args.backend == "jax" else tensorflow_steps)(tile, batch, args.width)
+        timing = time_steps(fns, args.rounds, args.steps)
+        step = timing["seconds_per_step"]["iou"]
+        train_flops = 3 * forward_flops(flops_model, tile, tile) * batch
+        reference = peak_low or peak
+        report["tiles"][str(tile)] = {
+            "batch": batch, **timing, "tiles_per_second": batch / step,
+            "train_flops_per_step": train_flops, "achieved_flops": train_flops / step,
+            "achieved_over_matmul": train_flops / step / reference}
+        print(f"{tile}px batch {batch}: {batch / step:.2f} tiles/s, IoU/BCE {timing['iou_over_bce']:.3f}, "
+              f"FLOP/s {train_flops / step / 1e9:.1f} G = {train_flops / step / reference:.2f} of matmul", flush=True)
+    if args.backend == "tensorflow":
+        consumed = report["tiles"].get("320", next(iter(report["tiles"].values())))["tiles_per_second"]
+        pipeline = data_pipeline_tiles_per_second(batch=8)
+        report["data_pipeline"] = {**pipeline, "training_consumes": consumed,
+                                   "ratio": pipeline["tiles_per_second"] / consumed}
+        print(f"tf.data: {pipeline['tiles_per_second']:.0f} tiles/s = "
+              f"{pipeline['tiles_per_second'] / consumed:.0f}x what training consumes")
+    report["targets"] = {"iou_over_bce_max": 1.02, "achieved_over_matmul_min_cpu": 0.75, "data_ratio_min": 5}
+    text = json.dumps(report, indent=2)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
