@@ -5,6 +5,7 @@ An unknown key, a value of the wrong type or a bad choice is a :class:`MammoErro
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -49,6 +50,7 @@ class ModelSection:
     dropout: float = 0.25
     l2: float = 0.0025
     sync_batchnorm: bool = True
+    bn_momentum: float = 0.99  # BatchNorm moving averages; short runs need less (0.9)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class ExperimentConfig:
             (self.train.cpu_devices >= 1, "train.cpu_devices", "must be at least 1"),
             (self.model.width > 0, "model.width", "must be positive"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
+            (0 <= self.model.bn_momentum < 1, "model.bn_momentum", "must be in [0, 1)"),
             (bool(self.data.dir), "data.dir", "is required (a `mammo prep` output)"),
         ]
         for ok, key, reason in checks:
@@ -229,7 +232,37 @@ def load_config(path: str, overrides=()) -> ExperimentConfig:
         candidate = os.path.join(base, config.data.dir)
         if os.path.exists(candidate):
             config.data.dir = candidate
-    return config.validate(path)
+    config.validate(path)
+    stage_configs(config, path)  # every stage must be valid before anything trains
+    return config
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def stage_configs(config: ExperimentConfig, where: str = "config") -> list[tuple[str, ExperimentConfig]]:
+    """(directory name, config) per curriculum stage: the base config with the stage's ``data``,
+    ``train`` and ``loss`` overrides. A config without stages is one stage with directory name ""."""
+    if not config.stages:
+        return [("", config)]
+    base = config.to_dict()
+    base.pop("stages")
+    stages = []
+    for k, stage in enumerate(config.stages, start=1):
+        tree = _merge(base, {"data": stage.data, "train": stage.train})
+        if stage.loss is not None:
+            tree["loss"] = stage.loss
+        tree["name"] = f"{config.name}/{stage.name}"
+        label = f"{where}: stages[{k - 1}]"
+        stages.append((f"stage{k}_{stage.name}", from_dict(ExperimentConfig, tree, where=label).validate(label)))
+    return stages
 
 
 def dump_config(config: ExperimentConfig, path: str) -> None:

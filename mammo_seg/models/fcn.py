@@ -56,17 +56,25 @@ def _filters(n: int, width: float) -> int:
 
 class MammoFCN(keras.Model):
     """The Scuccimarra FCN. ``width`` scales every filter count (1.0 = the original, about 11.5 M
-    parameters); ``dropout`` is fc_1's; ``l2`` the weight decay on fc_1 and the logits."""
+    parameters); ``dropout`` is fc_1's; ``l2`` the weight decay on fc_1 and the logits.
+
+    ``bn_momentum`` is BatchNorm's moving-average momentum (the original's 0.99 suits long runs; a
+    run of a few hundred steps needs less, or its moving statistics still carry their initial values).
+    ``resolution`` (a :class:`mammo_seg.data.resolution.Resolution` as a dict) records the training
+    resolution, so that a saved model tells predict how to resample a scan; it does not change the
+    network.
+    """
 
     def __init__(self, width: float = 1.0, dropout: float = 0.25, l2: float = 0.0025,
-                 sync_batchnorm: bool = True, name: str = "mammo_fcn", **kwargs):
+                 sync_batchnorm: bool = True, bn_momentum: float = 0.99, resolution: dict | None = None,
+                 name: str = "mammo_fcn", **kwargs):
         def f(n):
             return _filters(n, width)
 
         def conv(x, filters, name, stride=1, dilation=1, activate=True):
             x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name=name)(x)
-            x = BatchNorm(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
+            x = BatchNorm(momentum=bn_momentum, synchronized=sync_batchnorm, name=f"{name}_bn")(x)
             return layers.ReLU(name=f"{name}_relu")(x) if activate else x
 
         def residual(x, names, filters, stride=1, dilation=1):
@@ -95,7 +103,7 @@ class MammoFCN(keras.Model):
         x = residual(x, ["conv5", "conv5_1", "conv5_2", "conv5_3"], f(512), dilation=2)
         x = layers.Conv2D(f(256), 1, use_bias=False, kernel_initializer="he_normal", kernel_regularizer=l2_reg(),
                           name="fc_1")(x)
-        x = BatchNorm(synchronized=sync_batchnorm, name="fc_1_bn")(x)
+        x = BatchNorm(momentum=bn_momentum, synchronized=sync_batchnorm, name="fc_1_bn")(x)
         x = layers.ReLU(name="fc_1_relu")(x)
         x = layers.Dropout(dropout, name="fc_1_dropout")(x)
         x = layers.UpSampling2D(4, interpolation="nearest", name="resize_1")(x)
@@ -112,10 +120,13 @@ class MammoFCN(keras.Model):
         logits = CropToReference(dtype="float32", name="crop")([x, scan])
         super().__init__(inputs=scan, outputs=logits, name=name, **kwargs)
         self.width, self.dropout, self.l2, self.sync_batchnorm = width, dropout, l2, sync_batchnorm
+        self.bn_momentum = bn_momentum
+        self.resolution = dict(resolution) if resolution else None
 
     def get_config(self):
-        return {"width": self.width, "dropout": self.dropout, "l2": self.l2,
-                "sync_batchnorm": self.sync_batchnorm, "name": self.name, "trainable": self.trainable}
+        return {"width": self.width, "dropout": self.dropout, "l2": self.l2, "sync_batchnorm": self.sync_batchnorm,
+                "bn_momentum": self.bn_momentum, "resolution": self.resolution, "name": self.name,
+                "trainable": self.trainable}
 
     @classmethod
     def from_config(cls, config):

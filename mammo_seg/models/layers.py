@@ -54,29 +54,39 @@ def _single_replica() -> bool:
 
 @keras.saving.register_keras_serializable(package="mammo_seg")
 class BatchNorm(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` that trains with TensorFlow's fused kernel where it can.
+    """``keras.layers.BatchNormalization`` that uses TensorFlow's fused kernel where it can.
 
     Keras 3 normalises with unfused ops (``tf.nn.moments`` and elementwise arithmetic), and its
-    synchronised variant also builds a tensor of ones per layer to count pixels. On one replica,
-    in training, with the TensorFlow backend and float32/float16 inputs, this layer calls
-    ``FusedBatchNormV3`` instead (the kernel Keras 2 used; grappler can fuse it with the following
-    ReLU): the same normalisation by the batch mean and (biased) variance, one kernel. The moving
-    averages are updated as Keras does. Everywhere else (several replicas, where the statistics must
-    be synchronised; inference; other backends) it is Keras's layer unchanged.
+    synchronised variant also builds a tensor of ones per layer to count pixels. With the TensorFlow
+    backend and float32/float16 inputs this layer calls ``FusedBatchNormV3`` instead (the kernel
+    Keras 2 used): in training on one replica, with the batch mean and (biased) variance, updating
+    the moving averages as Keras does; in inference, with the moving statistics, where grappler can
+    fold it into the preceding convolution and the following ReLU. The arithmetic is the same.
+    Everywhere else (several replicas, where the statistics must be synchronised; other backends)
+    it is Keras's layer unchanged.
     """
 
-    def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable and mask is None and not self.renorm and self.axis in (-1, 3)
+    def _fusable(self, inputs, mask) -> bool:
+        return (mask is None and not self.renorm and self.axis in (-1, 3)
                 and keras.backend.backend() == "tensorflow"
-                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "float16")
-                and _single_replica()):
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "float16"))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
-        beta = self.beta if self.center else tf.zeros_like(self.moving_mean)
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, tf.cast(gamma, "float32"), tf.cast(beta, "float32"), epsilon=self.epsilon, is_training=True)
+        gamma = tf.cast(self.gamma if self.scale else tf.ones_like(self.moving_mean), "float32")
+        beta = tf.cast(self.beta if self.center else tf.zeros_like(self.moving_mean), "float32")
+        if not (training and self.trainable):
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=tf.cast(self.moving_mean, "float32"),
+                variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon, is_training=False)
+            return tf.cast(outputs, self.compute_dtype)
+        if not _single_replica():
+            return super().call(inputs, training=training, mask=mask)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon,
+                                                                   is_training=True)
         # the kernel reports the unbiased variance; Keras averages the biased one
         n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], "float32")
         variance = variance * (n - 1.0) / tf.maximum(n, 2.0)

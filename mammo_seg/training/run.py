@@ -154,7 +154,8 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
             "resolution": manifest["resolution"], "dataset": manifest.get("dataset"), "crop": config.data.crop})
     with strategy.scope():
         model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
-                         sync_batchnorm=config.model.sync_batchnorm)
+                         sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
+                         resolution=manifest["resolution"])
         source = init_from or train.init_from
         if source:
             log.info("initialised %d layers from %s", transfer_weights(model, source), source)
