@@ -54,7 +54,8 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
                         scans_per_shard=scans_per_shard, full_scans=full_scans)
     atomic_write_json(os.path.join(out, "splits.json"), {"dataset": dataset, **splits})
     result = write_dataset(cases, scan_split, config, out, workers=workers, problems=problems,
-                           extra_manifest={"dataset": dataset, "collection": report}, progress=progress)
+                           extra_manifest={"dataset": dataset, "collection": report}, progress=progress,
+                           raw_root=raw)
     records = {name: sum(m["records_per_shard"].values()) for name, m in result["manifests"].items()}
     return PrepSummary(out, records, len(cases), result["problems"])
 

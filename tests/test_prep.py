@@ -36,9 +36,9 @@ def prepped(cbis_raw, tmp_path_factory):
     return out, summary
 
 
-def test_prep_output_layout_and_manifest(prepped):
+def test_prep_output_layout_and_manifest(prepped, cbis_raw):
     out, summary = prepped
-    assert sorted(os.listdir(out)) == [".prep", "48", "96", "full", "problems.csv", "splits.json"]
+    assert sorted(os.listdir(out)) == [".prep", "48", "96", "full", "problems.csv", "scans.json", "splits.json"]
     manifest = json.load(open(os.path.join(out, "48", "manifest.json")))
     assert manifest["tile_size"] == 48 and manifest["resolution"]["scale"] == SCALE
     assert manifest["resolution"]["spacing_mm"] == pytest.approx(0.05 / SCALE)
@@ -55,6 +55,13 @@ def test_prep_output_layout_and_manifest(prepped):
     assert manifest["collection"]["swapped_crop_mask"] >= 1 and manifest["package_version"]
     whole = json.load(open(os.path.join(out, "full", "manifest.json")))
     assert whole["kind"] == "whole_scans" and sum(whole["records_per_shard"].values()) == summary.scans
+    scans = json.load(open(os.path.join(out, "scans.json")))
+    assert len(scans) == summary.scans
+    from mammo_seg.io import file_sha256
+
+    for info in scans.values():  # relative to --raw, with the file's digest (how evaluate finds it)
+        assert not os.path.isabs(info["file"]) and info["split"] in ("train", "val", "test")
+        assert file_sha256(os.path.join(cbis_raw, info["file"])) == info["sha256"]
 
 
 def test_records_agree_with_splits_and_the_scan(prepped, cbis_raw):

@@ -35,6 +35,7 @@ from mammo_seg.data.cases import Case, Problem, load_case
 from mammo_seg.data.resolution import Resolution, isotropic_spacing
 from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
+from mammo_seg.io import file_sha256
 
 FULL = "full"
 STATE_DIR = ".prep"
@@ -74,6 +75,7 @@ class CaseResult:
     positives: dict = field(default_factory=dict)  # output name -> [positive pixels, total pixels, positive tiles]
     tile_stats: dict = field(default_factory=dict)  # output name -> [sum, sum of squares, count, min, max]
     raw: dict = field(default_factory=dict)  # raw_min, raw_max, raw_mean of the scan
+    sha256: str = ""  # of the scan file: lets evaluation match predictions to this ground truth
     problem: Problem | None = None
 
 
@@ -95,6 +97,7 @@ def process_case(case: Case, config: PrepConfig) -> CaseResult:
     spacing = isotropic_spacing(scan.meta.spacing_mm) or case.nominal_spacing_mm
     factor = config.resolution.factor(spacing)
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
+    result.sha256 = file_sha256(case.scan_path)
     for tile in config.tiles:
         tiles, counts = tile_scan(scan.pixels, mask, rois, tile, factor, _stream(config.seed, case.scan_id, tile),
                                   config.tiling)
@@ -207,8 +210,12 @@ def _prepare_state(out: str, fingerprint: dict) -> str:
 
 def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepConfig, out: str,
                   workers: int = 1, problems: list[Problem] = (), extra_manifest: dict | None = None,
-                  progress: bool = True) -> dict:
-    """Tile every case into ``out/<tile>/`` shards; returns the per-output manifests."""
+                  progress: bool = True, raw_root: str | None = None) -> dict:
+    """Tile every case into ``out/<tile>/`` shards; returns the per-output manifests.
+
+    ``out/scans.json`` lists every scan written: patient, split, source, its file (relative to
+    ``raw_root``) and the file's SHA-256, by which ``mammo evaluate`` finds it again.
+    """
     os.makedirs(out, exist_ok=True)
     state = _prepare_state(out, _fingerprint(config, cases, scan_split))
     for name in config.outputs:
@@ -239,16 +246,17 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
         if pool is not None:
             pool.terminate()
             pool.join()
-    return _finalise(out, state, shards, cases, config, list(problems), extra_manifest or {})
+    return _finalise(out, state, shards, cases, config, list(problems), extra_manifest or {}, raw_root)
 
 
 def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult], by_id, config: PrepConfig):
-    summary = {"scans": list(shard.scan_ids), "outputs": {}, "problems": [], "raw": {}}
+    summary = {"scans": list(shard.scan_ids), "outputs": {}, "problems": [], "raw": {}, "sha256": {}}
     for r in results:
         if r.problem is not None:
             summary["problems"].append(asdict(r.problem))
         else:
             summary["raw"][r.scan_id] = r.raw
+            summary["sha256"][r.scan_id] = r.sha256
     for name in config.outputs:
         serialized = []
         stats = {"records": 0, "scans": 0, "counts": asdict(TileCounts()), "positive_pixels": 0,
@@ -280,7 +288,8 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
     atomic_write_json(os.path.join(state, shard.name + ".json"), summary)
 
 
-def _finalise(out, state, shards, cases, config: PrepConfig, problems, extra) -> dict:
+def _finalise(out, state, shards, cases, config: PrepConfig, problems, extra, raw_root) -> dict:
+    by_id = {c.scan_id: c for c in cases}
     summaries = {}
     for s in shards:
         with open(os.path.join(state, s.name + ".json")) as f:
@@ -301,6 +310,14 @@ def _finalise(out, state, shards, cases, config: PrepConfig, problems, extra) ->
             agg["scans"] += 1
     for agg in raw.values():
         agg["raw_mean"] = agg["raw_mean"] / agg["scans"] if agg["scans"] else None
+    scans = {}
+    for s in shards:
+        for scan_id, digest in summaries[s.name]["sha256"].items():
+            case = by_id[scan_id]
+            scans[scan_id] = {"patient_id": case.patient_id, "split": s.split, "source": case.source,
+                              "file": os.path.relpath(case.scan_path, raw_root) if raw_root else case.scan_path,
+                              "sha256": digest}
+    atomic_write_json(os.path.join(out, "scans.json"), scans)
     manifests = {}
     for name in config.outputs:
         manifest = _manifest(name, shards, summaries, config, raw, extra, len(problems))

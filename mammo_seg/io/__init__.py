@@ -6,6 +6,7 @@ dense, plus :class:`ScanMeta` (spacing, laterality, view, modality, raw intensit
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -16,7 +17,7 @@ from mammo_seg.io.image import read_image_array, read_image_scan
 from mammo_seg.io.scan import Scan, ScanMeta, normalise
 
 __all__ = ["Scan", "ScanMeta", "MammoError", "read_scan", "read_mask", "binary_mask", "normalise",
-           "read_dicom", "is_dicom"]
+           "read_dicom", "is_dicom", "file_sha256"]
 
 
 def read_scan(path: str | os.PathLike) -> Scan:
@@ -47,3 +48,12 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     else:
         values = read_image_array(path)
     return binary_mask(values, path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file: identifies a scan across copies without any DICOM attribute."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

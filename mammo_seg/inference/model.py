@@ -1,0 +1,57 @@
+"""Finding and loading a trained model, with the training resolution it needs."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.errors import MammoError
+
+
+@dataclass
+class LoadedModel:
+    model: object  # keras.Model returning logits
+    resolution: Resolution
+    path: str  # the .keras file
+
+
+def model_file(path: str) -> str:
+    """A ``.keras`` file, a run directory (its best.keras, else last.keras) or a curriculum root (its last stage)."""
+    from mammo_seg.training.curriculum import final_run
+
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise MammoError(path, "not a .keras model file")
+        return path
+    if not os.path.isdir(path):
+        raise MammoError(path, "no such model file or run directory")
+    run = final_run(path)
+    for name in ("best.keras", "last.keras"):
+        candidate = os.path.join(run, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise MammoError(path, "no best.keras or last.keras in this run directory")
+
+
+def load_model(path: str) -> LoadedModel:
+    """Load a model in Keras safe mode; its resolution comes from the model (or ``data.json`` beside it)."""
+    import keras
+
+    import mammo_seg.losses  # noqa: F401  (registered custom objects)
+    from mammo_seg.models.fcn import MammoFCN
+
+    file = model_file(path)
+    try:
+        model = keras.models.load_model(file, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError) as e:
+        raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
+    resolution = getattr(model, "resolution", None) if isinstance(model, MammoFCN) else None
+    if not resolution:
+        data_json = os.path.join(os.path.dirname(file), "data.json")
+        if not os.path.isfile(data_json):
+            raise MammoError(file, "the model does not record its training resolution and no data.json is beside it")
+        with open(data_json) as f:
+            resolution = json.load(f)["resolution"]
+    return LoadedModel(model, Resolution.from_dict(resolution), file)

@@ -1,0 +1,189 @@
+"""``mammo predict``: full-scan inference on DICOM (and PGM/PNG/TIFF) files.
+
+Per scan: the reader prep uses → resample to the model's training resolution (a lesion must look
+as large as in training) → one pass or overlapping Gaussian-weighted windows → probabilities back
+on the original grid → threshold → outputs (``--format``; default all):
+
+Findings outside the breast (the largest bright region: film labels and markers are not breast)
+are dropped unless ``breast_mask=False``.
+
+``<id>_mask.png`` (0/255 on the original grid), ``<id>_prob.npz`` (float16 probabilities),
+``<id>_overlay.png`` (the scan with lesion outlines), ``<id>_seg.dcm`` (DICOM Segmentation of a
+DICOM source), ``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
+``summary.json`` for the run. Ids are file ids (the path below the input, without UIDs); only the
+DICOM SEG carries patient and study attributes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mammo_seg import __version__
+from mammo_seg.data.resolution import isotropic_spacing
+from mammo_seg.data.tiling import resize_image
+from mammo_seg.errors import MammoError
+from mammo_seg.inference import writers
+from mammo_seg.inference.postprocess import breast_region
+from mammo_seg.io import file_sha256, is_dicom
+from mammo_seg.io.dicom import dicom_to_scan, read_dicom
+from mammo_seg.io.image import read_image_scan
+
+FORMATS = ("mask", "prob", "overlay", "seg", "json")
+SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
+UID = re.compile(r"^\d+(\.\d+){3,}$")
+
+
+@dataclass
+class PredictOptions:
+    threshold: float = 0.5
+    tile: int | None = None  # None: one pass when it fits, else 1024-px windows
+    overlap: float = 0.25
+    batch_size: int = 4
+    formats: tuple = FORMATS
+    force: bool = False  # run on DICOMs that are not mammograms
+    breast_mask: bool = True  # drop findings outside the breast (film labels, markers)
+    image_area_fraction: float = 1 / 750
+
+
+def find_scans(path: str) -> tuple[str, list[str]]:
+    """(root, scan files): a file, or every scan file below a directory (sorted)."""
+    if os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)]
+    if not os.path.isdir(path):
+        raise MammoError(path, "no such file or directory")
+    files = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            if name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full)):
+                files.append(os.path.abspath(full))
+    return os.path.abspath(path), files
+
+
+def file_id(path: str, root: str) -> str:
+    """The path below ``root`` without its extension and without UID components, made file-name safe."""
+    parts = os.path.splitext(os.path.relpath(path, root))[0].split(os.sep)
+    kept = [p for p in parts if not UID.match(p)] or parts[-1:]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-_") or "scan"
+
+
+def read_checked(path: str, force: bool):
+    """The scan (same reader as prep) and its DICOM dataset; refuses what is not a mammogram."""
+    dataset = read_dicom(path) if is_dicom(path) else None
+    scan = dicom_to_scan(dataset, path) if dataset is not None else read_image_scan(path)
+    if not force:
+        modality = scan.meta.modality
+        if modality and modality != "MG":
+            raise MammoError(path, f"is a {modality} image, not a mammogram (Modality {modality}); "
+                                   f"--force runs it anyway")
+        if not np.count_nonzero((scan.pixels > 0) & (scan.pixels < 1)):
+            raise MammoError(path, "has only two grey levels: a mask, not a mammogram; --force runs it anyway")
+    return scan, dataset
+
+
+def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: PredictOptions,
+                 source: str) -> dict:
+    """Predict one scan and write its outputs; returns its summary record."""
+    from mammo_seg.inference.sliding_window import predict_probabilities
+
+    clock = [time.perf_counter()]
+    timings = {}
+
+    def lap(name):
+        clock.append(time.perf_counter())
+        timings[name] = round(clock[-1] - clock[-2], 3)
+
+    scan, dataset = read_checked(path, options.force)
+    lap("read")
+    h, w = scan.pixels.shape
+    spacing = isotropic_spacing(scan.meta.spacing_mm)
+    factor = loaded.resolution.factor(spacing)
+    small = resize_image(scan.pixels, (max(1, round(h * factor)), max(1, round(w * factor))))
+    lap("resample")
+    prob = predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
+                                 batch_size=options.batch_size)
+    lap("model")
+    if options.breast_mask:
+        prob[~breast_region(small)] = 0.0
+    model_shape = small.shape
+    del small
+    # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
+    prob = np.clip(resize_image(prob, (h, w)), 0.0, 1.0).astype(np.float16).astype(np.float32)
+    mask = prob >= options.threshold
+    lap("postprocess")
+    outputs = {}
+    if "mask" in options.formats:
+        outputs["mask"] = writers.write_mask_png(os.path.join(out, f"{scan_id}_mask.png"), mask)
+    if "prob" in options.formats:
+        outputs["prob"] = writers.write_probabilities(os.path.join(out, f"{scan_id}_prob.npz"), prob,
+                                                      options.threshold, factor)
+    if "overlay" in options.formats:
+        outputs["overlay"], _ = writers.write_overlay(os.path.join(out, f"{scan_id}_overlay.png"), scan.pixels,
+                                                      mask)
+    if "seg" in options.formats and dataset is not None:
+        outputs["seg"] = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask)
+    record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
+              "sha256": file_sha256(path), "shape": [h, w], "spacing_mm": scan.meta.spacing_mm,
+              "spacing_assumed": spacing is None, "laterality": scan.meta.laterality, "view": scan.meta.view,
+              "resampling_factor": factor, "model_input_shape": list(model_shape), "threshold": options.threshold,
+              **writers.lesion_report(mask, prob, scan.meta.spacing_mm, options.image_area_fraction)}
+    record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
+    lap("write")
+    record["seconds"] = round(clock[-1] - clock[0], 3)
+    record["timings"] = timings
+    if "json" in options.formats:
+        writers.write_json(os.path.join(out, f"{scan_id}.json"), record)
+    return record
+
+
+def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
+            progress: bool = True) -> dict:
+    """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary."""
+    from tqdm import tqdm
+
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.sliding_window import Predictor
+
+    unknown = set(options.formats) - set(FORMATS)
+    if unknown:
+        raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
+    if not 0 < options.threshold < 1:
+        raise MammoError("--threshold", "must be between 0 and 1")
+    root, files = find_scans(input_path)
+    if not files:
+        raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
+    loaded = load_model(model_path)
+    predictor = Predictor(loaded.model)
+    os.makedirs(out, exist_ok=True)
+    records, used = [], set()
+    for path in tqdm(files, desc="predict", unit="scan", disable=not progress):
+        scan_id = base = file_id(path, root)
+        n = 2
+        while scan_id in used:
+            scan_id, n = f"{base}-{n}", n + 1
+        used.add(scan_id)
+        source = os.path.relpath(path, root)
+        try:
+            records.append(predict_file(loaded, predictor, path, out, scan_id, options, source))
+        except MammoError as e:
+            tqdm.write(f"problem: {e}", file=sys.stderr)
+            records.append({"id": scan_id, "source": source, "status": "error", "reason": e.reason})
+    ok = [r for r in records if r["status"] == "ok"]
+    summary = {
+        "package_version": __version__,
+        "model": {"file": os.path.abspath(loaded.path), "resolution": loaded.resolution.to_dict(),
+                  "width": getattr(loaded.model, "width", None)},
+        "input": root, "options": {**asdict(options), "formats": list(options.formats)},
+        "counts": {"scans": len(records), "ok": len(ok), "failed": len(records) - len(ok),
+                   "positive": sum(r["image_positive"] for r in ok)},
+        "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
+    }
+    writers.write_json(os.path.join(out, "summary.json"), summary)
+    return summary

@@ -1,0 +1,75 @@
+"""Lesion probabilities for a whole image: one pass when it fits, else overlapping windows.
+
+The network is fully convolutional, so a whole scan can go through in one pass (exact, and the
+fastest). Above ``max_pixels`` (memory), the image is covered by ``tile``² windows overlapping by
+``overlap``; each window's probabilities are weighted by a Gaussian centred on it (σ = tile/8, as
+nnU-Net and MONAI do) and the weighted average is taken, which removes seams at window borders.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MAX_PIXELS = 8_000_000  # one pass up to about 2800 x 2800 at the training resolution
+
+
+class Predictor:
+    """``model`` (logits) → probabilities, compiled once for any input size."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self._fn = tf.function(lambda x: tf.sigmoid(tf.cast(model(x, training=False), tf.float32)),
+                               reduce_retracing=True)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._fn(batch).numpy()
+
+
+def gaussian_weights(tile: int, sigma_fraction: float = 1 / 8) -> np.ndarray:
+    centre = (tile - 1) / 2
+    axis = np.exp(-((np.arange(tile) - centre) ** 2) / (2 * (tile * sigma_fraction) ** 2))
+    weights = np.outer(axis, axis).astype(np.float32)
+    return np.maximum(weights / weights.max(), 1e-3)  # never zero: every pixel keeps a weight
+
+
+def window_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Window starts covering [0, length) with at least ``overlap`` between neighbours."""
+    if length <= tile:
+        return [0]
+    step = tile * (1 - overlap)
+    n = math.ceil((length - tile) / step) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | None = None, overlap: float = 0.25,
+                          batch_size: int = 4, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Probabilities (float32, same shape as ``image``) for a 2D image in [0, 1].
+
+    ``tile=None``: one pass when ``image.size <= max_pixels``, else 1024-px windows.
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if tile is None and image.size <= max_pixels:
+        return predictor(image[None, :, :, None])[0, :, :, 0]
+    tile = tile or 1024
+    if not 0 <= overlap < 1:
+        raise ValueError("overlap must be in [0, 1)")
+    h, w = image.shape
+    padded = np.zeros((max(h, tile), max(w, tile)), np.float32)
+    padded[:h, :w] = image
+    weights = gaussian_weights(tile)
+    total = np.zeros(padded.shape, np.float32)
+    norm = np.zeros(padded.shape, np.float32)
+    corners = [(r, c) for r in window_starts(padded.shape[0], tile, overlap)
+               for c in window_starts(padded.shape[1], tile, overlap)]
+    for i in range(0, len(corners), batch_size):
+        group = corners[i:i + batch_size]
+        batch = np.stack([padded[r:r + tile, c:c + tile] for r, c in group])[..., None]
+        for (r, c), prob in zip(group, predictor(batch)[..., 0]):
+            total[r:r + tile, c:c + tile] += prob * weights
+            norm[r:r + tile, c:c + tile] += weights
+    return (total / norm)[:h, :w]

@@ -1,0 +1,229 @@
+"""Full-scan prediction, its outputs, export and evaluation."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pydicom
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import write_dicom
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.errors import MammoError
+from mammo_seg.evaluate import case_metrics, evaluate
+from mammo_seg.inference.postprocess import breast_region
+from mammo_seg.inference.predict import PredictOptions, file_id, predict
+from mammo_seg.inference.sliding_window import Predictor, gaussian_weights, predict_probabilities, window_starts
+from mammo_seg.inference.writers import lesion_report
+from mammo_seg.models.fcn import MammoFCN
+
+RESOLUTION = Resolution(scale=0.25).to_dict()  # 0.2 mm per training pixel
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    keras.utils.set_random_seed(3)
+    model = MammoFCN(width=0.125, resolution=RESOLUTION)
+    path = str(tmp_path_factory.mktemp("model") / "model.keras")
+    model.save(path)
+    return path
+
+
+def test_window_layout_and_weights():
+    assert window_starts(100, 100, 0.25) == [0] and window_starts(60, 100, 0.25) == [0]
+    starts = window_starts(250, 100, 0.25)
+    assert starts[0] == 0 and starts[-1] == 150 and all(b - a <= 75 for a, b in zip(starts, starts[1:]))
+    w = gaussian_weights(64)
+    assert w.shape == (64, 64) and w.max() == 1.0 and w.min() >= 1e-3 and np.allclose(w, w.T)
+
+
+def test_windows_equal_one_pass_for_a_pointwise_model():
+    inputs = keras.Input((None, None, 1))
+    outputs = keras.layers.Conv2D(1, 1, kernel_initializer=keras.initializers.Constant(4.0),
+                                  bias_initializer=keras.initializers.Constant(-2.0))(inputs)
+    predictor = Predictor(keras.Model(inputs, outputs))
+    image = np.random.default_rng(0).random((150, 110), dtype=np.float32)
+    one = predict_probabilities(predictor, image)
+    windows = predict_probabilities(predictor, image, tile=48, overlap=0.25, batch_size=3)
+    np.testing.assert_allclose(windows, one, atol=1e-6)
+    np.testing.assert_allclose(one, 1 / (1 + np.exp(-(4 * image - 2))), atol=1e-6)
+
+
+def test_lesion_report_exact_areas_and_image_call():
+    mask = np.zeros((100, 80), bool)
+    mask[10:20, 10:15] = True  # 50 px
+    mask[50:52, 60:63] = True  # 6 px
+    prob = np.where(mask, 0.9, 0.1).astype(np.float32)
+    prob[11, 11] = 0.99
+    report = lesion_report(mask, prob, (0.1, 0.2), image_area_fraction=1 / 750)
+    assert report["lesion_count"] == 2 and report["lesion_area_px"] == 56
+    assert report["lesion_area_mm2"] == pytest.approx(56 * 0.02)
+    first = report["lesions"][0]
+    assert first["bbox"] == [10, 10, 20, 15] and first["area_mm2"] == pytest.approx(1.0)
+    assert first["max_probability"] == 0.99 and report["image_positive"]  # 56 > 8000 / 750
+    assert lesion_report(mask, prob, None, 1 / 100)["lesion_area_mm2"] is None
+    assert not lesion_report(mask, prob, None, 1 / 100)["image_positive"]  # 56 < 80
+
+
+def test_breast_region_drops_labels_and_background():
+    scan = np.zeros((200, 150), np.float32)
+    scan[40:180, :100] = 0.5  # breast against the chest wall
+    scan[60:70, 20:30] = 0.02  # a dark spot inside (fat) stays breast
+    scan[5:20, 120:145] = 0.95  # film label
+    region = breast_region(scan)
+    assert region[100, 50] and region[65, 25] and not region[10, 130] and not region[190, 140]
+
+
+def test_file_ids_drop_uids():
+    root = "/data"
+    path = "/data/Mass-Test_P_00001_LEFT_CC/1.3.6.1.4.1.9590.100.1.2.111/1.3.6.1.4.1.9590.100.1.2.222/000000.dcm"
+    assert file_id(path, root) == "Mass-Test_P_00001_LEFT_CC_000000"
+    assert file_id("/data/a b/c.dcm", root) == "a-b_c"
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory, cbis_raw):
+    """A folder with two real-format phantom mammograms, a CT slice, a broken file and a mask."""
+    from data_prep.cbis_ddsm import collect_cases
+
+    folder = tmp_path_factory.mktemp("scans")
+    cases, _, _ = collect_cases(cbis_raw, progress=False)
+    for case in cases[:2]:
+        os.symlink(case.scan_path, folder / f"{case.scan_id}.dcm")
+    ct = np.random.default_rng(0).integers(0, 2000, (64, 64), dtype=np.uint16)
+    write_dicom(str(folder / "ct.dcm"), ct, modality="CT", sop_class="1.2.840.10008.5.1.4.1.1.2")
+    (folder / "broken.dcm").write_bytes(b"DICM" * 10)
+    os.symlink(cases[0].abnormalities[0].mask_path, folder / "roi_mask.dcm")
+    return str(folder), cases[:2]
+
+
+def test_predict_a_folder_of_dicoms(model_file, scans, tmp_path):
+    folder, cases = scans
+    out = str(tmp_path / "pred")
+    summary = predict(model_file, folder, out, PredictOptions(), progress=False)
+    by_id = {s["id"]: s for s in summary["scans"]}
+    assert summary["counts"] == {"scans": 5, "ok": 2, "failed": 3, "positive": summary["counts"]["positive"]}
+    assert "not a mammogram (Modality CT)" in by_id["ct"]["reason"]
+    assert "DICOM" in by_id["broken"]["reason"]
+    assert "mask, not a mammogram" in by_id["roi_mask"]["reason"]
+    import highdicom as hd
+
+    for case in cases:
+        record = by_id[case.scan_id]
+        source = pydicom.dcmread(case.scan_path)
+        mask = np.asarray(Image.open(os.path.join(out, f"{case.scan_id}_mask.png"))) > 0
+        assert mask.shape == source.pixel_array.shape == tuple(record["shape"])
+        prob = np.load(os.path.join(out, f"{case.scan_id}_prob.npz"))["probability"]
+        np.testing.assert_array_equal(mask, prob.astype(np.float32) >= 0.5)
+        spacing = float(source.PixelSpacing[0])
+        assert record["resampling_factor"] == pytest.approx(spacing / 0.2)
+        assert record["lesion_area_mm2"] == pytest.approx(mask.sum() * spacing ** 2, rel=1e-6)
+        seg_path = os.path.join(out, f"{case.scan_id}_seg.dcm")
+        seg = hd.seg.segread(seg_path)
+        back = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source.SOPInstanceUID],
+                                                 segment_numbers=[1])
+        np.testing.assert_array_equal(back[0, :, :, 0].astype(bool), mask)
+        assert (seg.PatientID, seg.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
+        assert os.path.isfile(os.path.join(out, f"{case.scan_id}_overlay.png"))
+        # nothing but the SEG names the patient or the study
+        for name in os.listdir(out):
+            if not name.endswith("_seg.dcm"):
+                data = open(os.path.join(out, name), "rb").read()
+                assert source.PatientID.encode() not in data and source.StudyInstanceUID.encode() not in data
+    forced = predict(model_file, os.path.join(folder, "ct.dcm"), str(tmp_path / "forced"),
+                     PredictOptions(force=True, formats=("mask", "json")), progress=False)
+    assert forced["counts"]["ok"] == 1
+
+
+def test_predict_windows_and_bad_arguments(model_file, scans, tmp_path):
+    folder, cases = scans
+    path = os.path.join(folder, f"{cases[0].scan_id}.dcm")
+    one = predict(model_file, path, str(tmp_path / "one"), PredictOptions(formats=("prob",)), progress=False)
+    win = predict(model_file, path, str(tmp_path / "win"), PredictOptions(formats=("prob",), tile=64), progress=False)
+    assert one["counts"]["ok"] == win["counts"]["ok"] == 1
+    a = np.load(tmp_path / "one" / f"{cases[0].scan_id}_prob.npz")["probability"].astype(np.float32)
+    b = np.load(tmp_path / "win" / f"{cases[0].scan_id}_prob.npz")["probability"].astype(np.float32)
+    assert np.abs(a - b).mean() < 0.05  # windows see less context at their borders, nothing more
+    with pytest.raises(MammoError, match="--format"):
+        predict(model_file, path, str(tmp_path / "x"), PredictOptions(formats=("jpeg",)), progress=False)
+    with pytest.raises(MammoError, match="no scan files"):
+        predict(model_file, str(tmp_path / "one"), str(tmp_path / "y"), progress=False)
+    with pytest.raises(MammoError, match="no such model"):
+        predict(str(tmp_path / "nothing"), path, str(tmp_path / "z"), progress=False)
+
+
+def test_export_gives_the_keras_probabilities(model_file, tmp_path):
+    from mammo_seg.export import export_model
+    from mammo_seg.inference.model import load_model
+
+    out = str(tmp_path / "saved")
+    info = export_model(model_file, out)
+    assert info["resolution"]["scale"] == 0.25
+    served = tf.saved_model.load(out)
+    scan = np.random.default_rng(2).random((77, 51), dtype=np.float32)
+    expected = tf.sigmoid(load_model(model_file).model(scan[None, :, :, None])).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(served.signatures["serving_default"](scan=tf.constant(scan))["output_0"].numpy(),
+                               expected, atol=1e-6)
+    np.testing.assert_allclose(served.serve_batch(tf.constant(scan[None, :, :, None])).numpy()[0, :, :, 0],
+                               expected, atol=1e-6)
+
+
+def test_case_metrics_exact():
+    ref = np.zeros((10, 10), bool)
+    ref[:2, :5] = True  # 10 px
+    pred = np.zeros((10, 10), bool)
+    pred[1:3, :5] = True  # 10 px, 5 overlapping
+    m = case_metrics(pred, ref)
+    assert (m["TP"], m["FP"], m["FN"], m["TN"]) == (5, 5, 5, 85)
+    assert m["IoU"] == pytest.approx(1 / 3) and m["Dice"] == pytest.approx(0.5)
+    empty = case_metrics(np.zeros_like(ref), np.zeros_like(ref))
+    assert np.isnan(empty["IoU"]) and np.isnan(empty["Dice"]) and not empty["image_reference_positive"]
+
+
+def _fake_predictions(folder, cases, masks):
+    """A predict output whose masks are given: what evaluate reads."""
+    from mammo_seg.io import file_sha256
+
+    os.makedirs(folder, exist_ok=True)
+    scans = []
+    for case, mask in zip(cases, masks):
+        Image.fromarray(mask.astype(np.uint8) * 255).save(os.path.join(folder, f"{case.scan_id}_mask.png"))
+        scans.append({"id": case.scan_id, "status": "ok", "sha256": file_sha256(case.scan_path),
+                      "file_size": os.path.getsize(case.scan_path), "outputs": {"mask": f"{case.scan_id}_mask.png"}})
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump({"scans": scans}, f)
+
+
+def test_evaluate_against_raw_and_prep_ground_truth(cbis_raw, tmp_path):
+    from data_prep.cbis_ddsm import collect_cases
+    from data_prep.prepare import prepare
+    from mammo_seg.data.cases import load_case
+
+    cases, _, _ = collect_cases(cbis_raw, progress=False)
+    cases = cases[:3]
+    truth = [load_case(c)[1] for c in cases]
+    half = [t.copy() for t in truth]
+    for h in half:  # keep the top half of every lesion's rows: IoU = kept / all
+        rows = np.flatnonzero(h.any(axis=1))
+        h[rows[len(rows) // 2]:] = False
+    _fake_predictions(str(tmp_path / "perfect"), cases, truth)
+    _fake_predictions(str(tmp_path / "half"), cases, half)
+    perfect = evaluate(str(tmp_path / "perfect"), cbis_raw, str(tmp_path / "s1.json"))
+    # the original's image rule: called positive above 1/750 of the image, so tiny lesions are missed
+    called = np.mean([t.sum() > t.size / 750 for t in truth])
+    assert perfect["mean"]["1"]["IoU"] == 1.0 and perfect["image_level"]["recall"] == pytest.approx(called)
+    assert len(perfect["metric_per_case"]) == 3 and perfect["unmatched_predictions"] == []
+    assert json.load(open(tmp_path / "s1.json"))["labels"] == {"1": "lesion"}
+    partial = evaluate(str(tmp_path / "half"), cbis_raw)
+    expected = np.mean([h.sum() / t.sum() for h, t in zip(half, truth)])
+    assert partial["mean"]["1"]["IoU"] == pytest.approx(expected) and partial["mean"]["1"]["precision"] == 1.0
+    out = str(tmp_path / "prep")
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=0.2),
+            progress=False)
+    prep_truth = evaluate(str(tmp_path / "perfect"), out)
+    assert len(prep_truth["metric_per_case"]) == 3 and prep_truth["mean"]["1"]["IoU"] > 0.9
+    with pytest.raises(MammoError, match="not a prep output"):
+        evaluate(str(tmp_path / "perfect"), str(tmp_path / "perfect"))
