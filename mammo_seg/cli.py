@@ -89,9 +89,51 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", config.name)
-    result = train_stage(config, out, resume=args.resume, progress=not args.quiet)
-    best = "n/a" if result.best is None else f"{result.best:.4f}"
-    print(f"trained {config.name}: {result.epochs_done} epochs in {out}; best {config.train.checkpoint_metric} {best}")
+    if config.stages:
+        from mammo_seg.training.curriculum import run_curriculum
+
+        results = run_curriculum(config, out, progress=not args.quiet)
+    else:
+        results = [train_stage(config, out, resume=args.resume, progress=not args.quiet)]
+    for result in results:
+        best = "n/a" if result.best is None else f"{result.best:.4f}"
+        print(f"trained {result.run_dir}: {result.epochs_done} epochs; best {config.train.checkpoint_metric} {best}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- predict, export, evaluate
+def cmd_predict(args) -> int:
+    from mammo_seg.inference.predict import FORMATS, PredictOptions, predict
+
+    formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(","))
+    options = PredictOptions(threshold=args.threshold, tile=args.tile, overlap=args.overlap,
+                             batch_size=args.batch_size, formats=formats, force=args.force,
+                             breast_mask=not args.no_breast_mask)
+    summary = predict(args.model, args.input, args.output, options, progress=not args.quiet)
+    counts = summary["counts"]
+    print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
+          f"{args.output}; overlays *_overlay.png, summary {os.path.join(args.output, 'summary.json')}")
+    return 0 if counts["ok"] else 1
+
+
+def cmd_export(args) -> int:
+    from mammo_seg.export import export_model
+
+    info = export_model(args.model, args.output)
+    print(f"exported {info['model']} to {args.output} (signatures serve, serve_batch; resolution.json)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from mammo_seg.evaluate import evaluate
+
+    result = evaluate(args.predictions, args.ground_truth, args.output)
+    mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]
+    print(f"{len(result['metric_per_case'])} cases: mean lesion IoU {mean['IoU']:.4f}, Dice {mean['Dice']:.4f}, "
+          f"precision {mean['precision']:.4f}, recall {mean['recall']:.4f}; pooled IoU {pooled['IoU']:.4f}; "
+          f"image accuracy {image['accuracy']:.3f}, recall {image['recall']:.3f}; summary {args.output}")
+    if result["unmatched_predictions"]:
+        print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
     return 0
 
 
@@ -170,8 +212,40 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
 
+    pr = verbs.add_parser("predict", help="full-scan inference on DICOM (or PGM/PNG/TIFF) files",
+                          description="Predict lesion masks for a scan file or every scan below a directory.")
+    pr.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
+    pr.add_argument("-i", "--input", required=True, help="a scan file or a directory of scans")
+    pr.add_argument("-o", "--output", required=True, help="output directory")
+    pr.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    pr.add_argument("--tile", type=int, default=None,
+                    help="window size at the training resolution (default: one pass when the scan fits, else 1024)")
+    pr.add_argument("--overlap", type=float, default=0.25, help="window overlap (default 0.25)")
+    pr.add_argument("--batch-size", type=int, default=4, help="windows per batch")
+    pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,json")
+    pr.add_argument("--force", action="store_true", help="also run on DICOMs that are not mammograms")
+    pr.add_argument("--no-breast-mask", action="store_true",
+                    help="keep findings outside the breast (by default film labels and markers are dropped)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = verbs.add_parser("export", help="TensorFlow SavedModel for serving",
+                          description="Export a trained model as a SavedModel (scan in, lesion probabilities out).")
+    ex.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
+    ex.add_argument("-o", "--output", required=True, help="SavedModel directory (new or empty)")
+    ex.set_defaults(func=cmd_export)
+
+    ev = verbs.add_parser("evaluate", help="score predictions against ground truth",
+                          description="Per-case and mean lesion IoU, Dice, precision, recall; image-level calls.")
+    ev.add_argument("-p", "--predictions", required=True, help="a mammo predict output directory")
+    ev.add_argument("-g", "--ground-truth", required=True,
+                    help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
+    ev.add_argument("-o", "--output", default="summary.json", help="summary JSON (default summary.json)")
+    ev.set_defaults(func=cmd_evaluate)
+
     demo = verbs.add_parser("demo", help="run the whole chain on phantoms",
-                            description="synth → prep → inspect on CBIS-DDSM phantoms.")
+                            description="synth → prep → inspect → curriculum → predict → evaluate on CBIS-DDSM "
+                                        "phantoms, sized for a CPU (a few minutes).")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
     demo.add_argument("--patients", type=int, default=12)
     demo.add_argument("--workers", type=int, default=2)

@@ -24,7 +24,8 @@ def data_dir(cbis_raw, tmp_path_factory):
     from mammo_seg.data.resolution import Resolution
 
     out = str(tmp_path_factory.mktemp("train_data"))
-    prepare("cbis-ddsm", cbis_raw, out, tiles=(64,), resolution=Resolution(scale=0.125), progress=False)
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(64,), resolution=Resolution(scale=0.125), full_scans=True,
+            progress=False)
     return out
 
 
@@ -160,3 +161,58 @@ def test_multi_worker_strategy_equals_one_device(tmp_path):
     assert all(w["replicas"] == 2 for w in workers)
     for w in workers:
         _same(w["mwms"], reference["single"], floor)
+
+
+CURRICULUM = """
+name: two_stages
+data: {dir: %s}
+model: {width: 0.125, bn_momentum: 0.9}
+train: {batch_size: 4, lr: 0.002, schedule: constant, validation_steps: 3}
+stages:
+  - name: tiles
+    data: {tile: "64"}
+    train: {epochs: 2, steps_per_epoch: 3}
+  - name: whole
+    data: {tile: full, crop: 96}
+    train: {epochs: 1, steps_per_epoch: 3, batch_size: 2, freeze: [conv0, pool0]}
+"""
+
+
+def test_curriculum_chains_stages_and_resumes_at_the_first_unfinished(data_dir, tmp_path):
+    import keras
+
+    config = tmp_path / "curriculum.yaml"
+    config.write_text(CURRICULUM % data_dir)
+    root = str(tmp_path / "runs")
+    assert main(["train", "-c", str(config), "--out", root, "--quiet"]) == 0
+    first, second = os.path.join(root, "stage1_tiles"), os.path.join(root, "stage2_whole")
+    for run in (first, second):
+        assert os.path.isfile(os.path.join(run, "done.json")) and os.path.isfile(os.path.join(run, "best.keras"))
+    log = open(os.path.join(second, "train.log")).read()
+    assert f"initialised 53 layers from {first}" in log
+    # frozen layers keep the first stage's weights exactly
+    a = keras.models.load_model(os.path.join(first, "best.keras"), compile=False)
+    b = keras.models.load_model(os.path.join(second, "last.keras"), compile=False)
+    np.testing.assert_array_equal(a.get_layer("conv0_1").get_weights()[0], b.get_layer("conv0_1").get_weights()[0])
+    assert not np.array_equal(a.get_layer("logits").get_weights()[0], b.get_layer("logits").get_weights()[0])
+    # rerun after losing the second stage: the first is not trained again
+    stamp = os.path.getmtime(os.path.join(first, "history.csv"))
+    import shutil
+
+    shutil.rmtree(second)
+    assert main(["train", "-c", str(config), "--out", root, "--quiet"]) == 0
+    assert os.path.getmtime(os.path.join(first, "history.csv")) == stamp
+    assert os.path.isfile(os.path.join(second, "done.json"))
+    from mammo_seg.inference.model import model_file
+
+    assert model_file(root) == os.path.join(second, "best.keras")
+
+
+def test_bad_stage_key_is_named(data_dir, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text((CURRICULUM % data_dir).replace("steps_per_epoch: 3}", "steps_per_epoch: 3, lr_max: 1}", 1))
+    from mammo_seg.config import load_config
+    from mammo_seg.errors import MammoError
+
+    with pytest.raises(MammoError, match=r"stages\[0\].*train.lr_max"):
+        load_config(str(config))
