@@ -1,0 +1,121 @@
+"""Full-scan prediction of one CBIS-DDSM-size scan with the width-1.0 model → JSON.
+
+A 5000 × 3000 phantom mammogram (50 µm, 16-bit DICOM) goes through ``mammo predict`` in a fresh
+process per mode, as a folder holding it twice (the first scan traces the model, as the first scan
+of any folder does; the second is timed), in one pass and with 1024-px windows. Reported per mode: seconds per phase (read, resample, model, postprocess,
+write), peak RSS of the process, and the model time ÷ the FLOP-limit time, i.e. the network's
+FLOPs ÷ the same process's float32 ``tf.matmul`` FLOP/s (target ≤ 1.3).
+
+    python benchmarks/predict_full_scan.py --out benchmarks/results/predict_full_scan_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+HEIGHT, WIDTH, SPACING_MM = 5000, 3000, 0.05
+
+
+def make_inputs(folder: str, width: float) -> tuple[str, str]:
+    """A CBIS-size phantom DICOM and a width-``width`` model (random weights: only time is measured)."""
+    import keras
+    import numpy as np
+
+    from mammo_seg.data.resolution import Resolution
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.synthetic import phantom as ph
+    from mammo_seg.synthetic.dicom import image_dataset, make_uid, save
+
+    rng = np.random.default_rng(0)
+    breast = ph.make_breast((HEIGHT, WIDTH), "MLO", True, SPACING_MM, 3, rng)
+    ph.add_mass(breast, "spiculated", 20, 0.1, SPACING_MM, rng)
+    ph.add_noise_and_label(breast, SPACING_MM, rng, label=True)
+    pixels = np.round(breast.image * 32000).astype(np.uint16)
+    scan = os.path.join(folder, "scan.dcm")
+    save(image_dataset(pixels, patient_id="BENCH", study_uid=make_uid("b", 1), series_uid=make_uid("b", 2),
+                       sop_uid=make_uid("b", 3), laterality="L", view="MLO", spacing_mm=SPACING_MM), scan)
+    keras.utils.set_random_seed(0)
+    model = os.path.join(folder, "model.keras")
+    MammoFCN(width=width, resolution=Resolution().to_dict()).save(model)
+    return scan, model
+
+
+def child(scan: str, model: str, tile: int | None, out: str) -> None:
+    """Runs in a fresh process: predict a folder of two copies, print the second record and the peak RSS."""
+    import tensorflow as tf
+
+    from mammo_seg.inference.predict import PredictOptions, predict
+    from mammo_seg.models.fcn import forward_flops
+    from train_throughput import matmul_flops
+
+    peak = matmul_flops("tensorflow")
+    folder = os.path.join(out, "scans")
+    os.makedirs(folder)
+    for name in ("a.dcm", "b.dcm"):
+        os.symlink(scan, os.path.join(folder, name))
+    summary = predict(model, folder, os.path.join(out, "predictions"), PredictOptions(tile=tile), progress=False)
+    record = summary["scans"][1]
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.sliding_window import window_starts
+
+    net = load_model(model).model
+    h, w = record["model_input_shape"]
+    if tile:
+        windows = len(window_starts(max(h, tile), tile, 0.25)) * len(window_starts(max(w, tile), tile, 0.25))
+        flops = windows * forward_flops(net, tile, tile)
+    else:
+        windows, flops = 1, forward_flops(net, h, w)
+    result = {"tile": tile, "windows": windows, "model_input_shape": [h, w], "timings": record["timings"],
+              "seconds": record["seconds"], "model_flops": flops, "matmul_flops": peak,
+              "flop_limit_seconds": flops / peak, "model_over_flop_limit": record["timings"]["model"] / (flops / peak),
+              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+              "tensorflow": tf.__version__}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="JSON file (default: print only)")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        scan, model, tile, out = args.child
+        child(scan, model, int(tile) or None, out)
+        return
+    report = {"scan": {"shape": [HEIGHT, WIDTH], "spacing_mm": SPACING_MM}, "width": args.width, "modes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        scan, model = make_inputs(tmp, args.width)
+        for name, tile in (("one_pass", 0), ("windows_1024", 1024)):
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.dirname(os.path.abspath(__file__))]))
+            run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", scan, model, str(tile),
+                                  os.path.join(tmp, name)], capture_output=True, text=True, env=env, timeout=1800)
+            line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                raise RuntimeError(f"{name} failed:\n{run.stderr[-3000:]}")
+            result = json.loads(line[len("RESULT "):])
+            report["modes"][name] = result
+            print(f"{name}: {result['seconds']:.2f} s per scan (model {result['timings']['model']:.2f} s = "
+                  f"{result['model_over_flop_limit']:.2f} x the FLOP limit), peak RSS {result['peak_rss_gb']:.2f} GB",
+                  flush=True)
+    report["target_model_over_flop_limit_max"] = 1.3
+    text = json.dumps(report, indent=2)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
