@@ -41,6 +41,9 @@ def parse_args():
     p.add_argument("--steps", type=int, default=3, help="timed steps per loss per round")
     p.add_argument("--tiles", default=None, help="tile:batch pairs, e.g. 320:8,640:2")
     p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--full-scan", default=None, metavar="HxW",
+                   help="also time the network's forward pass on one scan of this size (e.g. 2676x1605: a "
+                        "CBIS-DDSM scan at the training resolution)")
     return p.parse_args()
 
 
@@ -144,6 +147,28 @@ def time_steps(fns: dict, rounds: int, steps: int) -> dict:
             "steps_timed": rounds * steps}
 
 
+def full_scan_forward(width: float, shape: tuple[int, int], backend: str, repeats: int = 5) -> dict:
+    """Seconds for the network's forward pass on one whole scan (compiled, steady state)."""
+    import keras
+    import numpy as np
+
+    from mammo_seg.models.fcn import MammoFCN, forward_flops
+
+    model = MammoFCN(width=width, sync_batchnorm=backend == "tensorflow")
+    x = np.random.default_rng(0).random((1, *shape, 1), dtype=np.float32)
+    model.predict_on_batch(x)
+    model.predict_on_batch(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.asarray(model.predict_on_batch(x))
+        times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
+    flops = forward_flops(model, *shape)
+    return {"shape": list(shape), "seconds": seconds, "flops": flops, "achieved_flops": flops / seconds,
+            "policy": keras.mixed_precision.global_policy().name}
+
+
 def data_pipeline_tiles_per_second(batch: int, batches: int = 60) -> dict:
     """tf.data throughput on a phantom prep output of 320-px tiles."""
     from data_prep.prepare import prepare
@@ -210,6 +235,16 @@ def main():
             "achieved_over_matmul": train_flops / step / reference}
         print(f"{tile}px batch {batch}: {batch / step:.2f} tiles/s, IoU/BCE {timing['iou_over_bce']:.3f}, "
               f"FLOP/s {train_flops / step / 1e9:.1f} G = {train_flops / step / reference:.2f} of matmul", flush=True)
+    if args.full_scan:
+        h, w = (int(v) for v in args.full_scan.lower().split("x"))
+        scan = full_scan_forward(args.width, (h, w), args.backend)
+        scan["achieved_over_matmul"] = scan["achieved_flops"] / (peak_low or peak)
+        report["full_scan_forward"] = scan
+        print(f"full scan {h}x{w}: {scan['seconds'] * 1000:.1f} ms forward, "
+              f"{scan['achieved_over_matmul']:.2f} of matmul", flush=True)
+    if args.out:  # write what there is so far: a long run that is cut off still leaves its results
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
     if args.backend == "tensorflow":
         consumed = report["tiles"].get("320", next(iter(report["tiles"].values())))["tiles_per_second"]
         pipeline = data_pipeline_tiles_per_second(batch=8)
