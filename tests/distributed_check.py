@@ -7,6 +7,8 @@
     python distributed_check.py single OUT.json     one device
     python distributed_check.py worker OUT.json     MultiWorkerMirroredStrategy from TF_CONFIG
 
+Each for two losses: the batch-pooled soft IoU (sums over replicas) and the batch-level Lovász
+hinge (every pixel of the global batch sorted at once: statistics concatenated over replicas).
 Writes the loss of each step and each variable's change. With plain SGD the change is
 -lr × gradient, so equal changes mean equal gradients.
 """
@@ -56,12 +58,20 @@ def naive_step(model, loss, optimizer, strategy):
     return step
 
 
-def run(strategy, reverse=False, naive=False):
+LOSSES = ("iou", "lovasz")
+
+
+def make_loss(name):
+    from mammo_seg.losses import LovaszHinge, SoftIoULoss
+
+    return SoftIoULoss() if name == "iou" else LovaszHinge(per_image=False)
+
+
+def run(strategy, loss_name="iou", reverse=False, naive=False):
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from mammo_seg.losses import SoftIoULoss
     from mammo_seg.metrics import standard_metrics
     from mammo_seg.models.fcn import MammoFCN
     from mammo_seg.training.step import Steps
@@ -69,7 +79,7 @@ def run(strategy, reverse=False, naive=False):
     keras.utils.set_random_seed(1)
     with strategy.scope():
         model = MammoFCN(width=0.125, dropout=0.0)
-        loss = SoftIoULoss()  # batch-pooled: the case fit() gets wrong
+        loss = make_loss(loss_name)  # batch-level losses: the case fit() gets wrong
         optimizer = keras.optimizers.SGD(LR)
         optimizer.build(model.trainable_variables)
         train_metrics = standard_metrics()
@@ -92,18 +102,20 @@ def main(mode, out):
 
     if mode == "worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF op
-        result = {"mwms": run(strategy), "replicas": strategy.num_replicas_in_sync}
+        result = {name: {"mwms": run(strategy, name)} for name in LOSSES}
+        result["replicas"] = strategy.num_replicas_in_sync
     elif mode == "single":
         default = tf.distribute.get_strategy()
-        result = {"single": run(default), "reversed": run(default, reverse=True)}
+        result = {name: {"single": run(default, name), "reversed": run(default, name, reverse=True)}
+                  for name in LOSSES}
     else:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         default = tf.distribute.get_strategy()
-        result = {"single": run(default), "reversed": run(default, reverse=True)}
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        result["mirrored"] = run(mirrored)
-        result["naive"] = run(mirrored, naive=True)
+        result = {name: {"single": run(default, name), "reversed": run(default, name, reverse=True),
+                         "mirrored": run(mirrored, name), "naive": run(mirrored, name, naive=True)}
+                  for name in LOSSES}
         result["replicas"] = mirrored.num_replicas_in_sync
     with open(out, "w") as f:
         json.dump(result, f)

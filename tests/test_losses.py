@@ -97,7 +97,7 @@ def test_mixed_loss_is_the_weighted_sum():
                         "losses": [{"name": "iou", "smooth": 0}, {"name": "weighted_bce", "pos_weight": 2}]})
     expected = 0.5 * value(L.SoftIoULoss(smooth=0), y, x) + 0.5 * value(L.WeightedBCE(2.0), y, x)
     assert value(mixed, y, x) == pytest.approx(expected, rel=1e-6)
-    assert mixed.num_statistics == 4
+    assert mixed.num_statistics == 3 + 2  # (TP, FP, FN) + (Σ pixel loss, pixels)
 
 
 def test_float16_logits_give_the_float32_loss():
@@ -154,3 +154,147 @@ def test_original_learning_rate_schedule():
     schedule = learning_rate(config, steps_per_epoch=10)
     lrs = [float(schedule(step)) for step in (0, 149, 150, 299, 300)]  # 15 epochs of 10 steps
     assert lrs == pytest.approx([1e-3, 1e-3, 0.85e-3, 0.85e-3, 0.85 ** 2 * 1e-3])
+
+
+# --------------------------------------------------------------------- the literature's losses
+def counts_case():
+    """One 1x2x3 image: lesion at 2 pixels; p ≈ 1 at one of them and at 2 background pixels.
+    TP = 1, FP = 2, FN = 1 (and one true negative)."""
+    y = np.array([1, 1, 0, 0, 0, 0], "float32").reshape(1, 2, 3, 1)
+    x = np.array([BIG, -BIG, BIG, BIG, -BIG, -BIG], "float32").reshape(1, 2, 3, 1)
+    return y, x
+
+
+def test_region_losses_exact():
+    y, x = counts_case()  # TP 1, FP 2, FN 1
+    assert value(L.DiceLoss(smooth=0), y, x) == pytest.approx(1 - 2 / 5, abs=1e-6)
+    assert value(L.TverskyLoss(alpha=0.5, beta=0.5, smooth=0), y, x) == pytest.approx(1 - 2 / 5, abs=1e-6)
+    assert value(L.TverskyLoss(alpha=1, beta=0, smooth=0), y, x) == pytest.approx(1 - 1 / 3, abs=1e-6)  # 1 - precision
+    assert value(L.TverskyLoss(alpha=0, beta=1, smooth=0), y, x) == pytest.approx(1 - 1 / 2, abs=1e-6)  # 1 - recall
+    ti = 1 / (1 + 0.3 * 2 + 0.7 * 1)
+    assert value(L.FocalTverskyLoss(smooth=0), y, x) == pytest.approx((1 - ti) ** 0.75, abs=1e-6)
+    assert value(L.FocalTverskyLoss(gamma=1, smooth=0), y, x) == pytest.approx(1 - ti, abs=1e-6)
+    assert value(L.SoftIoULoss(smooth=0), y, x) == pytest.approx(1 - 1 / 4, abs=1e-6)
+
+
+def test_our_tversky_weights_false_positives_with_alpha_unlike_keras():
+    y, x = counts_case()
+    p = 1 / (1 + np.exp(-x))
+    ours = value(L.TverskyLoss(alpha=1.0, beta=0.0, smooth=0, from_logits=False), y, p)
+    theirs = float(keras.losses.Tversky(alpha=1.0, beta=0.0)(y, p))
+    assert ours == pytest.approx(1 - 1 / 3, abs=1e-6)  # alpha on FP: 1 - TP/(TP + FP)
+    assert theirs == pytest.approx(1 - 1 / 2, abs=1e-5)  # Keras puts alpha on FN: 1 - TP/(TP + FN)
+
+
+def test_combo_and_adaptive_log_exact():
+    y, x = counts_case()
+    bce = (BIG + BIG + BIG) / 6  # one missed lesion pixel and two false positives at |logit| 30
+    dice = 2 * 1 / (2 + 2 + 1)
+    combo = L.ComboLoss(alpha=0.5, beta=0.5, smooth=0)
+    assert value(combo, y, x) == pytest.approx(0.5 * 0.5 * bce - 0.5 * dice, rel=1e-5)
+    perfect = np.where(y > 0, BIG, -BIG).astype("float32")
+    assert value(L.ComboLoss(smooth=0), y, perfect) == pytest.approx(-0.5, abs=1e-6)
+    loss = L.AdaptiveLogLoss(omega=10, epsilon=0.5, theta=0.1)
+    c = 0.1 - 10 * np.log(1 + 0.1 / 0.5)
+    f = lambda v: float(loss.from_counts(*[tf.constant(t) for t in v]))  # noqa: E731
+    # Dice loss x from counts (TP, FP, FN) with smooth 1: choose counts that give x = 0.05 and x = 0.5
+    assert f((18.0, 1.0, 1.0)) == pytest.approx(10 * np.log(1 + (1 - 37 / 39) / 0.5), rel=1e-5)
+    assert f((1.0, 1.0, 1.0)) == pytest.approx((1 - 3 / 5) - c, rel=1e-5)
+    below, above = 0.1 - 1e-6, 0.1
+    assert 10 * np.log(1 + below / 0.5) == pytest.approx(above - c, rel=1e-4)  # continuous at theta
+
+
+def test_focal_exact():
+    y = np.array([1, 0], "float32").reshape(1, 1, 2, 1)
+    x = np.zeros_like(y)  # p = 0.5 at both
+    pos, neg = 0.25 * 0.5 ** 2 * np.log(2), 0.75 * 0.5 ** 2 * np.log(2)
+    assert value(L.BinaryFocal(), y, x) == pytest.approx((pos + neg) / 2, rel=1e-6)
+    assert value(L.BinaryFocal(alpha=0.5, gamma=0.0), y, x) == pytest.approx(0.5 * np.log(2), rel=1e-6)
+    assert np.isfinite(value(L.BinaryFocal(), *counts_case()))
+
+
+def test_distance_gaussian_and_distance_aware_focal_exact():
+    mask = np.zeros((1, 1, 6, 1), "float32")
+    mask[0, 0, 0] = 1
+    near = L.distance_gaussian(tf.constant(mask), sigma=1.0).numpy().ravel()
+    # d = 0..5 px; 3 sigma = 3 px: beyond it exactly 0
+    np.testing.assert_allclose(near, [1, np.exp(-0.5), np.exp(-2), np.exp(-4.5), 0, 0], atol=1e-6)
+    square = np.zeros((1, 7, 7, 1), "float32")
+    square[0, 3, 3] = 1
+    grid = L.distance_gaussian(tf.constant(square), sigma=2.0).numpy()[0, :, :, 0]
+    assert grid[4, 4] == pytest.approx(np.exp(-2 / 8)) and grid[5, 6] == pytest.approx(np.exp(-13 / 8))
+    x = np.zeros_like(mask)  # p = 0.5 everywhere
+    ln2 = np.log(2)
+    expected = 0.25 * ln2 + sum((1 - v) ** 4 * 0.25 * ln2 for v in near[1:])  # one lesion pixel: N_pos = 1
+    assert value(L.DistanceAwareFocal(sigma=1.0), mask, x) == pytest.approx(expected, rel=1e-5)
+    assert value(L.DistanceAwareFocal(), np.zeros_like(mask), x) == pytest.approx(6 * 0.25 * ln2, rel=1e-5)
+
+
+def test_lovasz_hinge_exact_and_jaccard_at_indicator_errors():
+    # hand case: errors [-1, 2, 1.5] sorted → g = [0.5, 1/6, 1/3]: 2 * 0.5 + 1.5 / 6
+    y = np.array([1, 1, 0], "float32").reshape(1, 1, 3, 1)
+    x = np.array([2, -1, 0.5], "float32").reshape(1, 1, 3, 1)
+    assert value(L.LovaszHinge(), y, x) == pytest.approx(1.25, abs=1e-6)
+    # errors exactly 0/1: the loss is the Jaccard loss of the mispredicted set M = {0, 2}: |M| / |y ∪ M| = 2/3
+    y = np.array([1, 1, 0, 0], "float32").reshape(1, 1, 4, 1)
+    x = np.array([0, 1, 0, -1], "float32").reshape(1, 1, 4, 1)
+    assert value(L.LovaszHinge(), y, x) == pytest.approx(2 / 3, abs=1e-6)
+    # per image vs the whole batch sorted at once
+    y2 = np.concatenate([y, np.zeros_like(y)])
+    x2 = np.concatenate([x, np.full_like(x, -1.0)])  # second image: all right
+    assert value(L.LovaszHinge(per_image=True), y2, x2) == pytest.approx((2 / 3 + 0) / 2, abs=1e-6)
+    assert value(L.LovaszHinge(per_image=False), y2, x2) == pytest.approx(2 / 3, abs=1e-6)  # same set, same union
+    assert np.isfinite(_gradient(L.LovaszHinge(per_image=False), *counts_case())).all()
+
+
+def test_lovasz_softmax_binary_multiclass_and_ignore():
+    y = np.array([1, 1, 0, 0], "float32").reshape(1, 1, 4, 1)
+    p = np.array([1, 0, 1, 0], "float32").reshape(1, 1, 4, 1)  # hard predictions: Jaccard loss of each class
+    assert value(L.LovaszSoftmax(from_logits=False), y, p) == pytest.approx(2 / 3, abs=1e-6)
+    only_fg = L.LovaszSoftmax(classes=[1], from_logits=False)
+    assert value(only_fg, y, p) == pytest.approx(2 / 3, abs=1e-6)
+    ignored = np.array([1, 1, 255, 0], "float32").reshape(1, 1, 4, 1)  # the false positive is not counted
+    # class 1: M = {1}, |fg ∪ M| = 2 → 1/2; class 0: fg = {3}, M = {1} → 1/2
+    assert value(L.LovaszSoftmax(from_logits=False, ignore=255), ignored, p) == pytest.approx(0.5, abs=1e-6)
+    labels = np.array([0, 1, 2, 2], "float32").reshape(1, 1, 4, 1)
+    onehot = np.eye(3, dtype="float32")[[0, 1, 1, 2]].reshape(1, 1, 4, 3)  # pixel 2 wrong: class 1 instead of 2
+    # class 0: 0; class 1: M = {2}, fg ∪ M = {1, 2} → 1/2; class 2: M = {2}, fg ∪ M = {2, 3} → 1/2
+    assert value(L.LovaszSoftmax(from_logits=False), labels, onehot) == pytest.approx(1 / 3, abs=1e-6)
+    empty = np.zeros_like(y)  # "present": only the background class counts
+    assert value(L.LovaszSoftmax(from_logits=False), empty, np.zeros_like(p)) == pytest.approx(0.0, abs=1e-6)
+    assert value(L.LovaszSoftmax(from_logits=False, classes="all"), empty, np.zeros_like(p)) == 0.0
+
+
+def test_paddleseg_recipes_and_two_phase_curriculum(tmp_path):
+    from mammo_seg.config import load_config, stage_configs
+
+    y, x = counts_case()
+    ce = L.WeightedBCE(pos_weight=1.0)
+    recipe = L.get_loss({"name": "mixed", "coefs": [0.8, 0.2],
+                         "losses": [{"name": "weighted_bce", "pos_weight": 1}, {"name": "lovasz_softmax"}]})
+    assert value(recipe, y, x) == pytest.approx(0.8 * value(ce, y, x) + 0.2 * value(L.LovaszSoftmax(), y, x),
+                                                rel=1e-6)
+    hinge = L.get_loss({"name": "mixed", "coefs": [1, 0.02],
+                        "losses": [{"name": "weighted_bce", "pos_weight": 1}, {"name": "lovasz_hinge"}]})
+    assert value(hinge, y, x) == pytest.approx(value(ce, y, x) + 0.02 * value(L.LovaszHinge(), y, x), rel=1e-6)
+    config = tmp_path / "two_phase.yaml"
+    config.write_text("data: {dir: x}\nloss: {name: weighted_bce, pos_weight: 1}\nstages:\n"
+                      "  - {name: ce, train: {epochs: 2}}\n  - {name: lovasz, loss: {name: lovasz_hinge}}\n")
+    stages = stage_configs(load_config(str(config)))
+    assert [c.loss["name"] for _, c in stages] == ["weighted_bce", "lovasz_hinge"]
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "lovasz_hinge", "per_image": False}, {"name": "lovasz_softmax", "classes": [1], "ignore": 255},
+    {"name": "focal", "alpha": 0.3}, {"name": "distance_focal", "sigma": 2.5}, {"name": "dice", "smooth": 2},
+    {"name": "tversky", "alpha": 0.2, "beta": 0.8}, {"name": "focal_tversky", "gamma": 2},
+    {"name": "combo", "alpha": 0.7}, {"name": "adaptive_log", "base": "iou"}])
+def test_literature_losses_serialise_and_are_stable(spec):
+    loss = L.get_loss(spec)
+    y, x = counts_case()
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert again.get_config() == loss.get_config()
+    assert value(again, y, x) == pytest.approx(value(loss, y, x), rel=1e-7)
+    assert np.isfinite(value(loss, y, x)) and np.isfinite(_gradient(loss, y, x)).all()
+    assert value(loss, y, x.astype("float16")) == pytest.approx(value(loss, y, x), rel=1e-3, abs=1e-4)
+    assert np.isfinite(value(loss, np.zeros_like(y), x))  # an all-background mask

@@ -106,31 +106,39 @@ def _update_error(a, b):
     return float(np.linalg.norm(da - db) / np.linalg.norm(db))
 
 
+def _loss_error(a, b):
+    return float(np.max(np.abs(np.subtract(a["losses"], b["losses"])) / np.abs(b["losses"])))
+
+
+def _noise_floor(runs):
+    """One device against itself on the same batches in reverse order: float32 rounding (and, for a
+    sort-based loss, the order of tied errors) alone moves this deep, 4-channel BatchNorm network's
+    updates by about 1 %, and its second-step loss by up to 0.2 %. Returns (update floor, loss floor)."""
+    update = _update_error(runs["reversed"], runs["single"])
+    assert 0 < update < 0.05
+    return update, max(2e-6, _loss_error(runs["reversed"], runs["single"]))
+
+
 def _same(a, b, floor):
     """Equal losses and metrics, and updates as close as rounding alone makes one device to itself."""
-    assert np.allclose(a["losses"], b["losses"], rtol=2e-6), (a["losses"], b["losses"])
-    assert a["iou"] == pytest.approx(b["iou"], abs=1e-6)
-    assert _update_error(a, b) <= 3 * floor
-
-
-def _noise_floor(result):
-    """One device against itself on the same batches in reverse order: float32 rounding alone moves
-    the updates of this deep, 4-channel BatchNorm network by about 1 %."""
-    floor = _update_error(result["reversed"], result["single"])
-    assert 0 < floor < 0.05
-    return floor
+    update_floor, loss_floor = floor
+    assert _loss_error(a, b) <= 3 * loss_floor, (a["losses"], b["losses"])
+    # thresholded predictions: a pixel at the threshold may flip with rounding-level weight changes
+    assert a["iou"] == pytest.approx(b["iou"], abs=1e-3)
+    assert _update_error(a, b) <= 3 * update_floor
 
 
 @pytest.mark.slow
 def test_mirrored_strategy_equals_one_device_on_the_global_batch(tmp_path):
     result = _check("mirrored", str(tmp_path / "m.json"))
-    single, floor = result["single"], _noise_floor(result)
     assert result["replicas"] == 2
-    _same(result["mirrored"], single, floor)
-    # the naive per-replica loss (Keras fit): summed over replicas, gradients far off
-    naive = result["naive"]
-    assert naive["losses"][0] > 1.5 * single["losses"][0]
-    assert _update_error(naive, single) > 30 * floor
+    for name in ("iou", "lovasz"):  # pooled sums, and per-pixel statistics concatenated over replicas
+        runs = result[name]
+        single, floor = runs["single"], _noise_floor(runs)
+        _same(runs["mirrored"], single, floor)
+        # the naive per-replica loss (Keras fit): summed over replicas, gradients far off
+        assert runs["naive"]["losses"][0] > 1.5 * single["losses"][0]
+        assert _update_error(runs["naive"], single) > 30 * floor[0]
 
 
 def _free_port():
@@ -156,11 +164,12 @@ def test_multi_worker_strategy_equals_one_device(tmp_path):
         for p in procs:
             p.kill()
     reference = _check("single", str(tmp_path / "s.json"))
-    floor = _noise_floor(reference)
     workers = [json.load(open(tmp_path / f"w{i}.json")) for i in range(2)]
     assert all(w["replicas"] == 2 for w in workers)
-    for w in workers:
-        _same(w["mwms"], reference["single"], floor)
+    for name in ("iou", "lovasz"):
+        floor = _noise_floor(reference[name])
+        for w in workers:
+            _same(w[name]["mwms"], reference[name]["single"], floor)
 
 
 CURRICULUM = """

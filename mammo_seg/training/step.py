@@ -9,8 +9,10 @@ every replica evaluates the loss L = F(S) of the global sums. The gradient uses 
     Σ_k stop_gradient(∂F/∂S_k) · s_k          (s_k: this replica's sums)
 
 whose gradients, summed over replicas by the optimizer, equal ∇L of one device on the global
-batch. Regularisation terms are divided by the number of replicas for the same reason. BatchNorm
-is synchronised (``MammoFCN(sync_batchnorm=True)``), so its statistics are global too.
+batch. Per-pixel statistics that cannot be summed (a batch-level Lovász loss sorts every pixel of
+the batch) are concatenated over replicas instead, through the same all-reduce. Regularisation terms
+are divided by the number of replicas for the same reason. BatchNorm is synchronised
+(``MammoFCN(sync_batchnorm=True)``), so its statistics are global too.
 """
 
 from __future__ import annotations
@@ -18,16 +20,37 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def _replica_slot(ctx, values, pad_value):
+    """This replica's per-pixel ``values`` in its own slot of an [R, n_max, ...] buffer of zeros.
+
+    Summing these buffers over replicas concatenates every replica's values (``all_gather`` does not
+    run under MultiWorkerMirroredStrategy; an all-reduce does). Shorter vectors are padded with
+    ``pad_value``, which the loss ignores.
+    """
+    replicas = ctx.num_replicas_in_sync
+    slot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=values.dtype)
+    n = tf.shape(values)[0]
+    n_max = tf.reduce_max(ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                         tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int32) * n))
+    padding = tf.concat([[n_max - n], tf.shape(values)[1:]], axis=0)
+    padded = tf.concat([values, tf.fill(padding, tf.cast(pad_value, values.dtype))], axis=0)
+    return tf.reshape(slot, [replicas] + [1] * len(values.shape)) * padded[None]
+
+
 def _global_loss(loss, y, logits):
     """(loss of the global batch, this replica's surrogate objective)."""
     ctx = tf.distribute.get_replica_context()
     local = loss.statistics(y, logits)
+    pads = dict(zip(loss.gathered, loss.gather_padding))
+    local = [_replica_slot(ctx, s, pads[k]) if k in pads else s for k, s in enumerate(local)]
     total = [tf.stop_gradient(s) for s in ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)]
+    flat = [tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0)) if k in pads else t for k, t in enumerate(total)]
     with tf.GradientTape() as tape:
-        tape.watch(total)
-        value = loss.from_statistics(total)
-    slopes = tape.gradient(value, total, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    surrogate = tf.add_n([tf.reduce_sum(tf.stop_gradient(g) * s) for g, s in zip(slopes, local)])
+        tape.watch(flat)
+        value = loss.from_statistics(flat)
+    slopes = tape.gradient(value, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    surrogate = tf.add_n([tf.reduce_sum(tf.stop_gradient(tf.reshape(g, tf.shape(s))) * s)
+                          for g, s in zip(slopes, local)])
     return value, surrogate
 
 
@@ -66,13 +89,12 @@ class Steps:
     def _eval_replica(self, x, y):
         # The last partial batch can leave a replica with no images. Skip the model then (a strided
         # convolution on an empty batch returns a wrong shape on TF 2.21's CPU kernels); empty
-        # statistics are zeros, and the replica still joins the all-reduce.
+        # statistics are zeros (or only padding), and the replica still joins the all-reduce.
         logits = tf.cond(tf.shape(x)[0] > 0, lambda: self.model(x, training=False), lambda: tf.zeros_like(y))
-        ctx = tf.distribute.get_replica_context()
-        stats = ctx.all_reduce(tf.distribute.ReduceOp.SUM, self.loss.statistics(y, logits))
+        value, _ = _global_loss(self.loss, y, logits)
         for metric in self.val_metrics:
             metric.update_state(y, logits)
-        return self.loss.from_statistics(stats) + self._regularisation()
+        return value + self._regularisation()
 
     def _eval_step(self, batch):
         x, y = batch
