@@ -55,8 +55,8 @@ def child(scan: str, model: str, tile: int | None, out: str) -> None:
     import tensorflow as tf
 
     from mammo_seg.inference.predict import PredictOptions, predict
+    from common import matmul_flops
     from mammo_seg.models.fcn import forward_flops
-    from train_throughput import matmul_flops
 
     peak = matmul_flops("tensorflow")
     folder = os.path.join(out, "scans")
@@ -109,12 +109,9 @@ def main():
                   f"{result['model_over_flop_limit']:.2f} x the FLOP limit), peak RSS {result['peak_rss_gb']:.2f} GB",
                   flush=True)
     report["target_model_over_flop_limit_max"] = 1.3
-    text = json.dumps(report, indent=2)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    from common import write_report
+
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

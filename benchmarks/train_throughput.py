@@ -28,6 +28,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import matmul_flops, write_report  # noqa: E402
 
 CONFIGS = {"cpu": [(320, 8), (640, 2)], "gpu": [(320, 16), (640, 16)]}
 
@@ -45,34 +48,6 @@ def parse_args():
                    help="also time the network's forward pass on one scan of this size (e.g. 2676x1605: a "
                         "CBIS-DDSM scan at the training resolution)")
     return p.parse_args()
-
-
-def matmul_flops(backend: str, dtype: str = "float32", n: int = 4096, repeats: int = 5) -> float:
-    """Best FLOP/s of an n×n matrix product in this process."""
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        a = jnp.ones((n, n), dtype)
-        f = jax.jit(lambda x, y: x @ y)
-        f(a, a).block_until_ready()
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            f(a, a).block_until_ready()
-            best = min(best, time.perf_counter() - t)
-        return 2 * n ** 3 / best
-    import tensorflow as tf
-
-    a = tf.random.normal((n, n), dtype=dtype)
-    f = tf.function(lambda x, y: tf.matmul(x, y))
-    f(a, a).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, a).numpy()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
 
 
 def synthetic_batch(tile: int, batch: int, seed: int = 0):
@@ -253,12 +228,7 @@ def main():
         print(f"tf.data: {pipeline['tiles_per_second']:.0f} tiles/s = "
               f"{pipeline['tiles_per_second'] / consumed:.0f}x what training consumes")
     report["targets"] = {"iou_over_bce_max": 1.02, "achieved_over_matmul_min_cpu": 0.75, "data_ratio_min": 5}
-    text = json.dumps(report, indent=2)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""Shared pieces of the benchmarks: the matmul reference rate and JSON reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def best_seconds(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` calls of ``fn`` (which must block until its result is ready)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_flops(backend: str, dtype: str = "float32", n: int = 4096, repeats: int = 5) -> float:
+    """Best FLOP/s of an n×n matrix product in this process: the reference rate of the machine."""
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.ones((n, n), dtype)
+        f = jax.jit(lambda x, y: x @ y)
+
+        def run():
+            f(a, a).block_until_ready()
+    else:
+        import tensorflow as tf
+
+        a = tf.random.normal((n, n), dtype=dtype)
+        f = tf.function(lambda x, y: tf.matmul(x, y))
+
+        def run():
+            f(a, a).numpy()
+    run()
+    return 2 * n ** 3 / best_seconds(run, repeats)
+
+
+def write_report(report: dict, out: str | None) -> None:
+    """Print the report as JSON, and write it to ``out`` when given."""
+    text = json.dumps(report, indent=2)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    print(text)
