@@ -246,7 +246,7 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
         if pool is not None:
             pool.terminate()
             pool.join()
-    return _finalise(out, state, shards, cases, config, list(problems), extra_manifest or {}, raw_root)
+    return _finalise(out, state, shards, by_id, config, list(problems), extra_manifest or {}, raw_root)
 
 
 def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult], by_id, config: PrepConfig):
@@ -288,8 +288,7 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
     atomic_write_json(os.path.join(state, shard.name + ".json"), summary)
 
 
-def _finalise(out, state, shards, cases, config: PrepConfig, problems, extra, raw_root) -> dict:
-    by_id = {c.scan_id: c for c in cases}
+def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, raw_root) -> dict:
     summaries = {}
     for s in shards:
         with open(os.path.join(state, s.name + ".json")) as f:
@@ -298,12 +297,11 @@ def _finalise(out, state, shards, cases, config: PrepConfig, problems, extra, ra
     for s in shards:
         problems += [Problem(**p) for p in summaries[s.name]["problems"]]
     _write_problems(os.path.join(out, "problems.csv"), problems)
-    sources = sorted({c.source for c in cases})
+    sources = sorted({c.source for c in by_id.values()})
     raw = {src: {"raw_min": None, "raw_max": None, "raw_mean": 0.0, "scans": 0} for src in sources}
-    source_of = {c.scan_id: c.source for c in cases}
     for s in shards:
         for scan_id, r in summaries[s.name]["raw"].items():
-            agg = raw[source_of[scan_id]]
+            agg = raw[by_id[scan_id].source]
             agg["raw_min"] = r["raw_min"] if agg["raw_min"] is None else min(agg["raw_min"], r["raw_min"])
             agg["raw_max"] = r["raw_max"] if agg["raw_max"] is None else max(agg["raw_max"], r["raw_max"])
             agg["raw_mean"] += r["raw_mean"]
