@@ -137,6 +137,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- study
+def cmd_study(args) -> int:
+    from mammo_seg.study import load_study, run_study
+
+    study = load_study(args.config, args.set)
+    out = args.out or os.path.join("runs", study.name)
+    rows = run_study(study, out, progress=not args.quiet)
+    best = max(rows, key=lambda r: r["lesion_iou_mean"])
+    print(f"{len(rows)} losses x {len(study.seeds)} seeds: {os.path.join(out, 'results.md')}, results.csv, "
+          f"precision_recall.png, val_iou.png; best test lesion IoU: {best['loss']} {best['lesion_iou_mean']:.3f}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     from mammo_seg.demo import run_demo
@@ -242,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
     ev.add_argument("-o", "--output", default="summary.json", help="summary JSON (default summary.json)")
     ev.set_defaults(func=cmd_evaluate)
+
+    st = verbs.add_parser("study", help="compare losses: each trains the same model, several seeds",
+                          description="Train the same model under each loss of a study config (experiments/"
+                                      "loss_study/), score on the test split, write tables and plots.")
+    st.add_argument("-c", "--config", required=True, help="study YAML")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a study key, e.g. --set seeds=[0] (repeatable)")
+    st.add_argument("--out", help="output directory (default runs/<name>)")
+    st.add_argument("--quiet", action="store_true", help="no progress bars")
+    st.set_defaults(func=cmd_study)
 
     demo = verbs.add_parser("demo", help="run the whole chain on phantoms",
                             description="synth → prep → inspect → curriculum → predict → evaluate on CBIS-DDSM "

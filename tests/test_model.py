@@ -194,7 +194,12 @@ def test_config_is_strict_and_names_keys(tmp_path):
 
 def test_checked_in_configs_load():
     root = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    loaded = 0
     for dirpath, _, files in os.walk(root):
+        if "loss_study" in dirpath:  # study configs: test_study.py
+            continue
         for name in files:
             if name.endswith(".yaml"):
                 load_config(os.path.join(dirpath, name))
+                loaded += 1
+    assert loaded >= 3

@@ -175,8 +175,10 @@ class ProgressPlot(keras.callbacks.Callback):
 
 
 def read_history(path: str) -> list[dict]:
+    """history.csv as dicts of floats; "NA" (Keras's CSVLogger fills val_ columns with it when a run
+    has no validation) and empty cells are left out."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if v not in ("", "NA", None)} for row in csv.DictReader(f)]
 
 
 def truncate_history(path: str, epochs_done: int) -> None:
