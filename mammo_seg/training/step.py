@@ -37,14 +37,20 @@ def _replica_slot(ctx, values, pad_value):
     return tf.reshape(slot, [replicas] + [1] * len(values.shape)) * padded[None]
 
 
-def _global_loss(loss, y, logits):
-    """(loss of the global batch, this replica's surrogate objective)."""
+def _global_statistics(loss, y, logits):
+    """(this replica's statistics, the global batch's statistics): sums summed, per-pixel ones concatenated."""
     ctx = tf.distribute.get_replica_context()
     local = loss.statistics(y, logits)
     pads = dict(zip(loss.gathered, loss.gather_padding))
     local = [_replica_slot(ctx, s, pads[k]) if k in pads else s for k, s in enumerate(local)]
     total = [tf.stop_gradient(s) for s in ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)]
     flat = [tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0)) if k in pads else t for k, t in enumerate(total)]
+    return local, flat
+
+
+def _global_loss(loss, y, logits):
+    """(loss of the global batch, this replica's surrogate objective)."""
+    local, flat = _global_statistics(loss, y, logits)
     with tf.GradientTape() as tape:
         tape.watch(flat)
         value = loss.from_statistics(flat)
@@ -91,7 +97,7 @@ class Steps:
         # convolution on an empty batch returns a wrong shape on TF 2.21's CPU kernels); empty
         # statistics are zeros (or only padding), and the replica still joins the all-reduce.
         logits = tf.cond(tf.shape(x)[0] > 0, lambda: self.model(x, training=False), lambda: tf.zeros_like(y))
-        value, _ = _global_loss(self.loss, y, logits)
+        value = self.loss.from_statistics(_global_statistics(self.loss, y, logits)[1])
         for metric in self.val_metrics:
             metric.update_state(y, logits)
         return value + self._regularisation()
