@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
-from mammo_seg.data.cases import Problem
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TilingConfig
 from mammo_seg.data.writer import PrepConfig, atomic_write_json, write_dataset
@@ -58,7 +57,3 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
                            raw_root=raw)
     records = {name: sum(m["records_per_shard"].values()) for name, m in result["manifests"].items()}
     return PrepSummary(out, records, len(cases), result["problems"])
-
-
-def problem_lines(problems: list[Problem]) -> list[str]:
-    return [p.line() for p in problems]

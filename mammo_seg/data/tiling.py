@@ -57,12 +57,6 @@ class TileCounts:
     full: int = 0
     rejected_background: int = 0
 
-    def add(self, other: "TileCounts") -> None:
-        self.roi += other.roi
-        self.random += other.random
-        self.full += other.full
-        self.rejected_background += other.rejected_background
-
 
 def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize with anti-aliasing when shrinking; float32 out."""

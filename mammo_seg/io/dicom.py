@@ -124,7 +124,3 @@ def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike) -> Scan:
         **stats,
     )
     return Scan(pixels, meta)
-
-
-def read_dicom_scan(path: str | os.PathLike) -> Scan:
-    return dicom_to_scan(read_dicom(path), path)
