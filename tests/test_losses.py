@@ -298,3 +298,23 @@ def test_literature_losses_serialise_and_are_stable(spec):
     assert np.isfinite(value(loss, y, x)) and np.isfinite(_gradient(loss, y, x)).all()
     assert value(loss, y, x.astype("float16")) == pytest.approx(value(loss, y, x), rel=1e-3, abs=1e-4)
     assert np.isfinite(value(loss, np.zeros_like(y), x))  # an all-background mask
+
+
+@pytest.mark.parametrize("spec, confident, uncertain", [
+    # a 2x2 all-background mask; logits -30 (right, p ≈ 0) or 0 (p = 0.5, Σp = 2)
+    ({"name": "iou"}, 0.0, 2 / 102),  # Σp / (Σp + 100)
+    ({"name": "dice"}, 0.0, 1 - 1 / 3),  # 1 - (0 + 1) / (Σp + 1)
+    ({"name": "tversky"}, 0.0, 1 - 1 / (0.3 * 2 + 1)),
+    ({"name": "focal_tversky", "gamma": 1}, 0.0, 1 - 1 / (0.3 * 2 + 1)),
+    ({"name": "adaptive_log"}, 0.0, (1 - 1 / 3) - (0.1 - 10 * np.log(1.2))),  # Dice loss 2/3 ≥ θ: linear branch
+    ({"name": "combo"}, -0.5, 0.5 * 0.5 * np.log(2) - 0.5 / 3),
+    ({"name": "weighted_bce"}, 0.0, np.log(2)),
+    ({"name": "focal"}, 0.0, 0.75 * 0.25 * np.log(2)),
+    ({"name": "distance_focal"}, 0.0, 4 * 0.25 * np.log(2)),  # no lesion: ŷ = 0, N_pos floored at 1
+    ({"name": "lovasz_hinge"}, 0.0, 1.0),  # errors 1 at every pixel, gradient [1, 0, 0, 0]
+    ({"name": "lovasz_softmax"}, 0.0, 0.5),  # only the background class is present: mean |1 - 0.5|
+])
+def test_every_loss_on_an_all_background_mask(spec, confident, uncertain):
+    y = np.zeros((1, 2, 2, 1), "float32")
+    assert value(L.get_loss(spec), y, np.full_like(y, -BIG)) == pytest.approx(confident, abs=1e-6)
+    assert value(L.get_loss(spec), y, np.zeros_like(y)) == pytest.approx(uncertain, rel=1e-5)
