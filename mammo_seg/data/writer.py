@@ -249,6 +249,12 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
     return _finalise(out, state, shards, by_id, config, list(problems), extra_manifest or {}, raw_root)
 
 
+def _add_intensity(table: dict, key: str, stats) -> None:
+    """Accumulate tile-pixel statistics [Σx, Σx², n, min, max] under ``key``."""
+    s1, s2, n, lo, hi = table.get(key, (0.0, 0.0, 0, 1.0, 0.0))
+    table[key] = [s1 + stats[0], s2 + stats[1], n + stats[2], min(lo, stats[3]), max(hi, stats[4])]
+
+
 def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult], by_id, config: PrepConfig):
     summary = {"scans": list(shard.scan_ids), "outputs": {}, "problems": [], "raw": {}, "sha256": {}}
     for r in results:
@@ -272,12 +278,7 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
             stats["positive_pixels"] += pos
             stats["pixels"] += total
             stats["positive_tiles"] += pos_tiles
-            src = stats["tiles_by_source"].setdefault(case.source, [0.0, 0.0, 0, 1.0, 0.0])
-            s, s2, n, lo, hi = r.tile_stats[name]
-            src[0] += s
-            src[1] += s2
-            src[2] += n
-            src[3], src[4] = min(src[3], lo), max(src[4], hi)
+            _add_intensity(stats["tiles_by_source"], case.source, r.tile_stats[name])
             for rec in r.records[name]:
                 serialized.append(features.serialize({
                     **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
@@ -336,12 +337,8 @@ def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problem
             sp[key] += st[key]
         for key, value in st["counts"].items():
             sp[key] += value
-        for src, (s1, s2, n, lo, hi) in st["tiles_by_source"].items():
-            agg = per_source.setdefault(src, [0.0, 0.0, 0, 1.0, 0.0])
-            agg[0] += s1
-            agg[1] += s2
-            agg[2] += n
-            agg[3], agg[4] = min(agg[3], lo), max(agg[4], hi)
+        for src, tile_stats in st["tiles_by_source"].items():
+            _add_intensity(per_source, src, tile_stats)
     for sp in splits.values():
         sp["positive_pixel_fraction"] = sp["positive_pixels"] / sp["pixels"] if sp["pixels"] else 0.0
     intensity = {}
