@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from mammo_seg.data.cases import bounding_box
 from mammo_seg.synthetic import phantom as ph
 from mammo_seg.synthetic.dicom import image_dataset, make_uid, save
 
@@ -228,7 +229,7 @@ def _write_view(writer: _Writer, rng, pid, split, side, view, density, specs, sp
 
 
 def _box(mask: np.ndarray, margin: int):
-    rows, cols = np.nonzero(mask)
+    """The lesion's bounding box grown by ``margin`` px, inside the image: the CBIS-style crop."""
+    r0, c0, r1, c1 = bounding_box(mask)
     h, w = mask.shape
-    return (max(0, rows.min() - margin), max(0, cols.min() - margin),
-            min(h, rows.max() + 1 + margin), min(w, cols.max() + 1 + margin))
+    return max(0, r0 - margin), max(0, c0 - margin), min(h, r1 + margin), min(w, c1 + margin)
