@@ -30,9 +30,7 @@ from mammo_seg.data.tiling import resize_image
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
-from mammo_seg.io import file_sha256, is_dicom
-from mammo_seg.io.dicom import dicom_to_scan, read_dicom
-from mammo_seg.io.image import read_image_scan
+from mammo_seg.io import file_sha256, is_dicom, read_scan_with_dataset
 
 FORMATS = ("mask", "prob", "overlay", "seg", "json")
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
@@ -76,8 +74,7 @@ def file_id(path: str, root: str) -> str:
 
 def read_checked(path: str, force: bool):
     """The scan (same reader as prep) and its DICOM dataset; refuses what is not a mammogram."""
-    dataset = read_dicom(path) if is_dicom(path) else None
-    scan = dicom_to_scan(dataset, path) if dataset is not None else read_image_scan(path)
+    scan, dataset = read_scan_with_dataset(path)
     if not force:
         modality = scan.meta.modality
         if modality and modality != "MG":

@@ -16,18 +16,24 @@ from mammo_seg.io.dicom import dicom_to_scan, is_dicom, read_dicom, stored_pixel
 from mammo_seg.io.image import read_image_array, read_image_scan
 from mammo_seg.io.scan import Scan, ScanMeta, normalise
 
-__all__ = ["Scan", "ScanMeta", "MammoError", "read_scan", "read_mask", "binary_mask", "normalise",
+__all__ = ["Scan", "ScanMeta", "MammoError", "read_scan", "read_scan_with_dataset", "read_mask", "binary_mask", "normalise",
            "read_dicom", "is_dicom", "file_sha256"]
 
 
-def read_scan(path: str | os.PathLike) -> Scan:
-    """Read a mammogram (DICOM, PGM, PNG or TIFF) as a normalised :class:`Scan`."""
+def read_scan_with_dataset(path: str | os.PathLike):
+    """(:class:`Scan`, its pydicom dataset or None for image files): for writing derived DICOM objects."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MammoError(path, "file not found")
     if is_dicom(path):
-        return dicom_to_scan(read_dicom(path), path)
-    return read_image_scan(path)
+        dataset = read_dicom(path)
+        return dicom_to_scan(dataset, path), dataset
+    return read_image_scan(path), None
+
+
+def read_scan(path: str | os.PathLike) -> Scan:
+    """Read a mammogram (DICOM, PGM, PNG or TIFF) as a normalised :class:`Scan`."""
+    return read_scan_with_dataset(path)[0]
 
 
 def binary_mask(values: np.ndarray, where: str) -> np.ndarray:
