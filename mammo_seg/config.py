@@ -211,8 +211,8 @@ def parse_override(text: str) -> tuple[str, object]:
         raise MammoError(f"--set {text}", f"value is not valid YAML ({e})") from None
 
 
-def load_config(path: str, overrides=()) -> ExperimentConfig:
-    """Read a YAML config, apply ``key=value`` overrides, and validate it."""
+def read_yaml(path: str, sections: str) -> dict:
+    """A YAML file holding a mapping; a missing file, bad YAML or another shape is a one-line error."""
     if not os.path.isfile(path):
         raise MammoError(path, "config file not found")
     try:
@@ -221,7 +221,13 @@ def load_config(path: str, overrides=()) -> ExperimentConfig:
     except yaml.YAMLError as e:
         raise MammoError(path, f"not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(tree, dict):
-        raise MammoError(path, "expected a mapping of sections (name, seed, data, model, loss, train, stages)")
+        raise MammoError(path, f"expected a mapping of sections ({sections})")
+    return tree
+
+
+def load_config(path: str, overrides=()) -> ExperimentConfig:
+    """Read a YAML config, apply ``key=value`` overrides, and validate it."""
+    tree = read_yaml(path, "name, seed, data, model, loss, train, stages")
     if "loss" not in tree or (isinstance(tree["loss"], dict) and "name" not in tree["loss"]):
         tree["loss"] = {**ExperimentConfig().loss, **(tree.get("loss") or {})}  # overrides refine the default
     for text in overrides:

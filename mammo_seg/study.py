@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mammo_seg.config import ExperimentConfig, _merge, from_dict, parse_override, set_key
+from mammo_seg.config import ExperimentConfig, _merge, from_dict, parse_override, read_yaml, set_key
 from mammo_seg.errors import MammoError
 
 METRICS = (("lesion_iou", "lesion IoU"), ("lesion_dice", "Dice"), ("precision", "pixel precision"),
@@ -72,12 +72,7 @@ class StudyConfig:
 
 
 def load_study(path: str, overrides=()) -> StudyConfig:
-    import yaml
-
-    if not os.path.isfile(path):
-        raise MammoError(path, "study config not found")
-    with open(path) as f:
-        tree = yaml.safe_load(f) or {}
+    tree = read_yaml(path, "name, seeds, benchmark, experiment, losses, test_split")
     for text in overrides:
         set_key(tree, *parse_override(text))
     study = from_dict(StudyConfig, tree, where=path)

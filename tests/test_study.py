@@ -55,6 +55,10 @@ def test_study_config_is_checked(tmp_path):
     config.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0, 1]\ncolour: red"))
     with pytest.raises(MammoError, match="colour"):
         load_study(str(config))
+    config.write_text("seeds: [0, 1\nlosses: {}\n")  # unclosed bracket
+    with pytest.raises(MammoError) as info:
+        load_study(str(config))
+    assert str(info.value).startswith(f"{config}: not valid YAML") and "\n" not in str(info.value)
 
 
 def test_checked_in_studies_load():
