@@ -250,6 +250,5 @@ def _group_to_case(scan_id, patient, group: list[Row], index):
         return None, problems, swapped
     split = "test" if any("-Test_" in r.image or r.image.startswith("Test") for r in group) else "train"
     case = Case(scan_id=scan_id, patient_id=patient, source=SOURCE, scan_path=image.path,
-                abnormalities=tuple(abnormalities), official_split=split,
-                nominal_spacing_mm=NOMINAL_SPACING_MM)
+                abnormalities=tuple(abnormalities), official_split=split)
     return case, [], swapped

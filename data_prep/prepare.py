@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
@@ -14,6 +14,8 @@ from mammo_seg.data.writer import PrepConfig, atomic_write_json, write_dataset
 from mammo_seg.errors import MammoError
 
 CONVERTERS = {"cbis-ddsm": cbis_ddsm.collect_cases, "mias": mias.collect_cases}
+# the spacing of a scan whose file carries none; recorded in the manifest and, through it, in the model
+NOMINAL_SPACING_MM = {"cbis-ddsm": cbis_ddsm.NOMINAL_SPACING_MM, "mias": mias.NOMINAL_SPACING_MM}
 
 
 @dataclass
@@ -43,6 +45,8 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
         raise MammoError(None, f"tile sizes must be at least 16 px, got {list(tiles)}")
     if workers < 1 or scans_per_shard < 1:
         raise MammoError(None, "--workers and --scans-per-shard must be at least 1")
+    if resolution.nominal_spacing_mm is None:
+        resolution = replace(resolution, nominal_spacing_mm=NOMINAL_SPACING_MM[dataset])
     cases, problems, report = CONVERTERS[dataset](raw, progress=progress)
     for p in problems:
         print(f"problem: {p.line()}", file=sys.stderr)

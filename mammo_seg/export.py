@@ -40,7 +40,7 @@ def export_model(model_path: str, out: str) -> dict:
                          input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="scans")])
     archive.write_out(out, verbose=False)
     info = {"model": os.path.abspath(loaded.path), "resolution": loaded.resolution.to_dict(),
-            "note": "resample scans by spacing_mm / resolution.spacing_mm (scale when the spacing is unknown) "
+            "note": "resample scans by spacing_mm / resolution.spacing_mm (resolution.nominal_spacing_mm when the scan carries none) "
                     "before calling the model, as mammo predict does"}
     with open(os.path.join(out, "resolution.json"), "w") as f:
         json.dump(info, f, indent=2)

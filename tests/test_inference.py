@@ -20,7 +20,7 @@ from mammo_seg.inference.sliding_window import Predictor, gaussian_weights, pred
 from mammo_seg.inference.writers import lesion_report
 from mammo_seg.models.fcn import MammoFCN
 
-RESOLUTION = Resolution(scale=0.25).to_dict()  # 0.2 mm per training pixel
+RESOLUTION = Resolution(scale=0.25, nominal_spacing_mm=0.05).to_dict()  # 0.2 mm per training pixel; CBIS-DDSM data
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,60 @@ def test_evaluate_against_raw_and_prep_ground_truth(cbis_raw, tmp_path):
     assert len(prep_truth["metric_per_case"]) == 3 and prep_truth["mean"]["1"]["IoU"] > 0.9
     with pytest.raises(MammoError, match="not a prep output"):
         evaluate(str(tmp_path / "perfect"), str(tmp_path / "perfect"))
+
+
+@pytest.fixture(scope="module")
+def mias_full(mias_raw, tmp_path_factory):
+    """A MIAS whole-scan prep at 0.4 mm per training pixel (factor 0.5 for MIAS's 200 µm) and a model trained on it."""
+    from data_prep.prepare import prepare
+    from mammo_seg.data.inspect import iterate_records, load_manifest
+
+    out = str(tmp_path_factory.mktemp("mias_full"))
+    prepare("mias", mias_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=0.125), progress=False)
+    manifest = load_manifest(os.path.join(out, "full"))
+    shapes = {}
+    for split in manifest["splits"].values():
+        for name in split["shards"]:
+            for rec in iterate_records(os.path.join(out, "full", name)):
+                shapes[rec["scan_id"].decode()] = list(rec["image"].shape[:2])
+    keras.utils.set_random_seed(3)
+    model = str(tmp_path_factory.mktemp("mias_model") / "model.keras")
+    MammoFCN(width=0.125, resolution=manifest["resolution"]).save(model)
+    return model, shapes
+
+
+def test_scans_without_spacing_are_predicted_on_the_grid_prep_used(mias_raw, mias_full, tmp_path):
+    model, shapes = mias_full
+    scan_id = sorted(shapes)[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pgm = os.path.join(mias_raw, f"{scan_id}.pgm")
+    os.symlink(pgm, folder / f"{scan_id}.pgm")
+    Image.open(pgm).save(folder / f"{scan_id}_copy.png")
+    summary = predict(model, str(folder), str(tmp_path / "pred"), PredictOptions(formats=("json",)), progress=False)
+    records = {r["id"]: r for r in summary["scans"]}
+    for name in (scan_id, f"{scan_id}_copy"):
+        record = records[name]
+        assert record["model_input_shape"] == shapes[scan_id], name  # exactly prep's whole-scan record
+        assert record["spacing_source"] == "training data nominal" and record["spacing_mm"] == 0.2
+        assert record["resampling_factor"] == pytest.approx(0.5)
+    # --spacing overrides every scan's spacing
+    override = predict(model, str(folder), str(tmp_path / "pred2"), PredictOptions(formats=("json",), spacing_mm=0.1),
+                       progress=False)
+    h, w = shapes[scan_id]
+    for record in override["scans"]:
+        assert record["spacing_source"] == "override" and record["resampling_factor"] == pytest.approx(0.25)
+        assert record["model_input_shape"] == [round(h / 2), round(w / 2)]
+
+
+def test_a_model_without_nominal_spacing_refuses_scans_without_spacing(mias_raw, tmp_path):
+    model_file = str(tmp_path / "model.keras")
+    MammoFCN(width=0.125, resolution=Resolution(scale=0.25).to_dict()).save(model_file)
+    pgm = sorted(n for n in os.listdir(mias_raw) if n.endswith(".pgm"))[0]
+    summary = predict(model_file, os.path.join(mias_raw, pgm), str(tmp_path / "p"), PredictOptions(formats=("json",)),
+                      progress=False)
+    (record,) = summary["scans"]
+    assert record["status"] == "error" and "no pixel spacing" in record["reason"] and "--spacing" in record["reason"]
+    given = predict(model_file, os.path.join(mias_raw, pgm), str(tmp_path / "q"),
+                    PredictOptions(formats=("json",), spacing_mm=0.2), progress=False)
+    assert given["scans"][0]["resampling_factor"] == pytest.approx(1.0)  # 0.2 mm scan, 0.2 mm training pixels

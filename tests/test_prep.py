@@ -194,6 +194,7 @@ def test_mias_prep_end_to_end(mias_raw, tmp_path):
     summary = prepare("mias", mias_raw, out, tiles=(64,), resolution=Resolution(scale=0.25), progress=False)
     manifest = json.load(open(os.path.join(out, "64", "manifest.json")))
     assert summary.usable and manifest["collection"]["skipped_without_coordinates"] >= 1
+    assert manifest["resolution"]["nominal_spacing_mm"] == 0.2  # PGMs carry no spacing: MIAS's 200 µm, recorded
     assert validate(os.path.join(out, "64")).ok
     negatives = [r for s in ("train", "val", "test") for name in manifest["splits"].get(s, {}).get("shards", [])
                  for r in iterate_records(os.path.join(out, "64", name)) if not r["abnormality"].size]

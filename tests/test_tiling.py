@@ -6,17 +6,50 @@ from skimage.draw import disk
 
 from mammo_seg.data import features
 from mammo_seg.data.cases import bounding_box, circle_mask
-from mammo_seg.data.resolution import Resolution
-from mammo_seg.data.tiling import (TilingConfig, extract, full_scan_record, resize_mask, tile_scan)
+from mammo_seg.data.resolution import (SPACING_HEADER, SPACING_NOMINAL, SPACING_OVERRIDE, Resolution, ScanGrid,
+                                       resize_mask)
+from mammo_seg.data.tiling import TilingConfig, extract, full_scan_record, tile_scan
+from mammo_seg.errors import MammoError
 
 
 def test_resolution_ties_scale_to_spacing():
     r = Resolution()
-    assert r.crop_size(320, 0.05) == 598 and r.crop_size(640, 0.05) == 1196
-    assert r.crop_size(320, None) == 598  # no spacing: assumed at the reference spacing
+    assert round(320 / r.factor(0.05)) == 598 and round(640 / r.factor(0.05)) == 1196
     assert r.factor(0.2) == pytest.approx(4 * r.scale)  # a 200 µm scan is upsampled 4x more
     assert r.spacing_mm == pytest.approx(0.05 * 598 / 320)
     assert Resolution.from_dict(r.to_dict()) == r
+    mias = Resolution(nominal_spacing_mm=0.2)
+    assert Resolution.from_dict(mias.to_dict()) == mias and mias.to_dict()["nominal_spacing_mm"] == 0.2
+
+
+def test_spacing_decision_order_and_limits():
+    r = Resolution(scale=0.5, nominal_spacing_mm=0.2)  # one training pixel covers 0.1 mm
+    assert r.decide_spacing((0.05, 0.07)) == (pytest.approx(0.06), SPACING_HEADER)
+    assert r.decide_spacing(None) == (0.2, SPACING_NOMINAL)
+    assert r.decide_spacing((0.05, 0.05), override_mm=0.1) == (0.1, SPACING_OVERRIDE)
+    grid = r.grid((1024, 800), None)
+    assert grid.factor == pytest.approx(2.0) and grid.shape == (2048, 1600) and grid.spacing_source == SPACING_NOMINAL
+    for bad in [(0.0, 0.0), (-0.1, -0.1), (float("inf"), float("inf")), (50.0, 50.0), (1e-5, 1e-5)]:
+        with pytest.raises(MammoError, match="outside the plausible range"):
+            r.decide_spacing(bad)
+    assert r.decide_spacing((50.0, 50.0), override_mm=0.05) == (0.05, SPACING_OVERRIDE)  # the override wins
+    with pytest.raises(MammoError, match="no pixel spacing"):
+        Resolution().decide_spacing(None)  # nothing recorded: refused, never guessed
+    with pytest.raises(MammoError, match="--spacing"):
+        r.decide_spacing(None, override_mm=0.0)
+
+
+def test_scan_grid_round_trip_keeps_a_lesion():
+    grid = Resolution(scale=0.5, nominal_spacing_mm=0.2).grid((30, 20), None)  # factor 2: 60 x 40
+    mask = np.zeros((30, 20), bool)
+    mask[10:16, 4:9] = True
+    up = grid.mask_to_training(mask)
+    assert up.shape == (60, 40) and up.sum() == 4 * mask.sum()
+    np.testing.assert_array_equal(grid.mask_to_native(up), mask)
+    image = np.linspace(0, 1, 600, dtype=np.float32).reshape(30, 20)
+    assert grid.image_to_native(grid.image_to_training(image)).shape == (30, 20)
+    assert grid.to_dict() == {"spacing_mm": 0.2, "spacing_source": SPACING_NOMINAL, "resampling_factor": 2.0,
+                              "model_input_shape": [60, 40]}
 
 
 def test_extract_pads_outside_the_scan():
@@ -101,7 +134,7 @@ def test_tiling_is_deterministic_for_a_seed():
 
 def test_full_scan_record_resamples_whole_scan():
     pixels, mask, _ = _scan_with_lesion()
-    rec = full_scan_record(pixels, mask, 0.25)
+    rec = full_scan_record(pixels, mask, ScanGrid(pixels.shape, 0.2, SPACING_HEADER, 0.25))
     assert rec.image.shape == (100, 100) and rec.kind == "full" and rec.crop_size == 400
     assert rec.mask.sum() == pytest.approx(mask.sum() / 16, rel=0.05)
 

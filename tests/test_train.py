@@ -44,12 +44,14 @@ def test_tiny_run_writes_the_run_directory(data_dir, tmp_path):
     rows = history(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert {"loss", "lesion_iou", "precision", "recall", "val_loss", "val_lesion_iou"} <= set(rows[0])
-    assert json.load(open(os.path.join(run, "data.json")))["resolution"]["scale"] == 0.125
     log = open(os.path.join(run, "train.log")).read()
     assert "epoch 2/2" in log and "saved best.keras" in log
     import keras
 
     model = keras.models.load_model(os.path.join(run, "best.keras"), safe_mode=True)
+    # the model is the one record of its training grid, the data's nominal spacing included
+    assert model.resolution["scale"] == 0.125 and model.resolution["nominal_spacing_mm"] == 0.05
+    assert "resolution" not in json.load(open(os.path.join(run, "data.json")))
     assert model(np.zeros((1, 40, 40, 1), "float32")).shape == (1, 40, 40, 1)
     assert main(args) == 2  # the run exists: refused without --resume
 

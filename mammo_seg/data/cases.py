@@ -23,6 +23,12 @@ class Abnormality:
     kind: str  # "mass", "calcification", "architectural_distortion", "asymmetry"
     mask_path: str | None = None
     circle: tuple[float, float, float] | None = None  # (x, y from the bottom, radius) in pixels
+    label: str = ""  # the dataset's own class (MIAS CIRC/SPIC/MISC/CALC/ARCH/ASYM); "" where it is ``kind``
+
+    @property
+    def type(self) -> str:
+        """The lesion type that evaluation reports sensitivity by."""
+        return self.label or self.kind
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,6 @@ class Case:
     scan_path: str
     abnormalities: tuple[Abnormality, ...] = ()
     official_split: str | None = None  # "train"/"test" where the dataset defines one
-    nominal_spacing_mm: float | None = None  # used when the file carries no pixel spacing
 
     @property
     def kinds(self) -> list[str]:
@@ -81,22 +86,28 @@ def load_case(case: Case) -> tuple[Scan, np.ndarray, list[tuple[int, int, int, i
     an empty mask (an annotation that marks nothing cannot be trusted for the other pixels either).
     """
     scan = read_scan(case.scan_path)
-    shape = scan.pixels.shape
-    merged = np.zeros(shape, dtype=bool)
+    merged = np.zeros(scan.pixels.shape, dtype=bool)
     rois = []
+    for mask in lesion_masks(case, scan.pixels.shape):
+        merged |= mask
+        rois.append(bounding_box(mask))
+    return scan, merged, rois
+
+
+def lesion_masks(case: Case, shape: tuple[int, int]) -> list[np.ndarray]:
+    """One bool mask per abnormality of ``case`` on a scan of ``shape`` (errors as :func:`load_case`)."""
+    masks = []
     for abn in case.abnormalities:
         if abn.mask_path is not None:
             mask = read_mask(abn.mask_path)
-            if mask.shape != shape:
+            if mask.shape != tuple(shape):
                 raise MammoError(abn.mask_path, f"mask size {mask.shape[0]}x{mask.shape[1]} does not match "
                                                 f"image {shape[0]}x{shape[1]} ({case.scan_id})")
             where = abn.mask_path
         else:
             mask = circle_mask(shape, *abn.circle)
             where = case.scan_path
-        box = bounding_box(mask)
-        if box is None:
+        if not mask.any():
             raise MammoError(where, f"{abn.kind} mask of {case.scan_id} is empty")
-        merged |= mask
-        rois.append(box)
-    return scan, merged, rois
+        masks.append(mask)
+    return masks

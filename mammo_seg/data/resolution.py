@@ -1,53 +1,67 @@
-"""The one place that knows the tile scale: how many training pixels one native scan pixel becomes.
+"""The training grid: the one place that maps a scan between its original grid and the grid the network sees.
 
-The original cut 598-px windows from CBIS-DDSM scans and resized them to 320 px, a scale of
-320/598 ≈ 0.535. A scale only means something for a given scan resolution, so it is tied here to
-the spacing it was defined on (CBIS-DDSM's nominal 50 µm). A scan with a known pixel spacing is
-resampled so that one training pixel always covers the same tissue (``spacing_mm`` below, about
-93 µm with the defaults): a lesion appears at the same size in training tiles and at prediction
-time, whatever the source. A scan without spacing is assumed to be at the reference spacing.
+Everything that changes a scan's scale asks this module: prep (tiles and whole scans), predict (the
+model input and the probabilities back on the original grid), evaluate (predictions against whole-scan
+ground truth) and export (``resolution.json``).
+
+**The scale.** The original cut 598-px windows from CBIS-DDSM scans and resized them to 320 px, a
+scale of 320/598 ≈ 0.535. A scale only means something for a given scan resolution, so it is tied
+here to the spacing it was defined on (CBIS-DDSM's nominal 50 µm): one training pixel covers
+``reference_spacing_mm / scale`` ≈ 93 µm of tissue, whatever the source, and a scan with spacing
+``s`` is resampled by ``factor = s / 0.0934``. A lesion therefore appears at the same size in training
+tiles and at prediction time.
+
+**The spacing of a scan** (:meth:`Resolution.decide_spacing`), in this order:
+
+1. an explicit override (``mammo predict --spacing MM``), for every scan of the run;
+2. the file's PixelSpacing (DICOM), mean of row and column spacing (mammograms have square pixels);
+3. the nominal spacing of the training data (``nominal_spacing_mm``: MIAS 200 µm, CBIS-DDSM 50 µm),
+   recorded by prep in the manifest and carried by the model, for files that carry no spacing
+   (MIAS PGMs, PNG/TIFF, CBIS-DDSM DICOMs without PixelSpacing);
+4. otherwise the scan is refused with the reason: guessing would change lesion sizes silently.
+
+A spacing outside :data:`PLAUSIBLE_SPACING_MM` (zero, negative, infinite, or ``50\\50`` written in cm
+where mm was meant) is refused too; the override is the way to run such a scan.
+
+**Resampling** (:class:`ScanGrid`): images bilinearly with Gaussian anti-aliasing when shrinking;
+masks as a coverage fraction thresholded at 0.5 (a pixel is lesion when at least half of the tissue
+it covers is), which neither erodes nor dilates the lesion.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
+from skimage.transform import resize
+
+from mammo_seg.errors import MammoError
 
 DEFAULT_SCALE = 320 / 598
 REFERENCE_SPACING_MM = 0.05
+PLAUSIBLE_SPACING_MM = (0.02, 1.0)  # mammography detectors and digitisers: 25-200 µm; MIAS 200 µm
+
+SPACING_OVERRIDE = "override"
+SPACING_HEADER = "PixelSpacing"
+SPACING_NOMINAL = "training data nominal"
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """Training resolution: ``scale`` training px per native px at ``reference_spacing_mm``."""
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize with anti-aliasing when shrinking; float32 out."""
+    if image.shape == tuple(shape):
+        return image.astype(np.float32, copy=False)
+    shrinking = shape[0] < image.shape[0] or shape[1] < image.shape[1]
+    out = resize(image.astype(np.float32, copy=False), shape, order=1, mode="edge",
+                 anti_aliasing=shrinking, preserve_range=True)
+    return out.astype(np.float32, copy=False)
 
-    scale: float = DEFAULT_SCALE
-    reference_spacing_mm: float = REFERENCE_SPACING_MM
 
-    def __post_init__(self):
-        if not self.scale > 0 or not self.reference_spacing_mm > 0:
-            raise ValueError(f"scale and reference spacing must be positive, got {self}")
-
-    @property
-    def spacing_mm(self) -> float:
-        """Millimetres covered by one training pixel."""
-        return self.reference_spacing_mm / self.scale
-
-    def factor(self, spacing_mm: float | None) -> float:
-        """Resize factor (training px per native px) for a scan with ``spacing_mm`` (None: reference)."""
-        if spacing_mm is None:
-            return self.scale
-        return float(spacing_mm) / self.spacing_mm
-
-    def crop_size(self, tile: int, spacing_mm: float | None) -> int:
-        """Native pixels a ``tile``-px training tile covers."""
-        return max(1, round(tile / self.factor(spacing_mm)))
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "spacing_mm": self.spacing_mm}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Resolution":
-        return cls(scale=float(d["scale"]), reference_spacing_mm=float(d["reference_spacing_mm"]))
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a binary mask without eroding or dilating it: coverage ≥ 0.5 (see the module docstring)."""
+    if mask.shape == tuple(shape):
+        return mask.astype(bool)
+    return resize_image(mask.astype(np.float32), shape) >= 0.5
 
 
 def isotropic_spacing(spacing: tuple[float, float] | float | None) -> float | None:
@@ -57,3 +71,99 @@ def isotropic_spacing(spacing: tuple[float, float] | float | None) -> float | No
     if isinstance(spacing, (int, float)):
         return float(spacing)
     return (float(spacing[0]) + float(spacing[1])) / 2.0
+
+
+def check_spacing(spacing_mm: float, what: str) -> float:
+    """``spacing_mm`` when it is a plausible mammography pixel spacing; else a :class:`MammoError`."""
+    lo, hi = PLAUSIBLE_SPACING_MM
+    if not (math.isfinite(spacing_mm) and lo <= spacing_mm <= hi):
+        raise MammoError(None, f"{what} {spacing_mm:g} mm is outside the plausible range {lo:g}-{hi:g} mm "
+                               f"(--spacing MM overrides it)")
+    return float(spacing_mm)
+
+
+@dataclass(frozen=True)
+class ScanGrid:
+    """One scan's two grids: its original ``native_shape`` and the training grid, ``factor`` apart."""
+
+    native_shape: tuple[int, int]
+    spacing_mm: float
+    spacing_source: str  # SPACING_OVERRIDE, SPACING_HEADER or SPACING_NOMINAL
+    factor: float  # training px per native px
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The scan's shape on the training grid."""
+        h, w = self.native_shape
+        return max(1, round(h * self.factor)), max(1, round(w * self.factor))
+
+    def image_to_training(self, image: np.ndarray) -> np.ndarray:
+        return resize_image(image, self.shape)
+
+    def mask_to_training(self, mask: np.ndarray) -> np.ndarray:
+        return resize_mask(mask, self.shape)
+
+    def image_to_native(self, image: np.ndarray) -> np.ndarray:
+        return resize_image(image, self.native_shape)
+
+    def mask_to_native(self, mask: np.ndarray) -> np.ndarray:
+        return resize_mask(mask, self.native_shape)
+
+    def to_dict(self) -> dict:
+        return {"spacing_mm": self.spacing_mm, "spacing_source": self.spacing_source,
+                "resampling_factor": self.factor, "model_input_shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Training resolution: ``scale`` training px per native px at ``reference_spacing_mm``.
+
+    ``nominal_spacing_mm`` is the spacing assumed for a scan that carries none: the nominal spacing of
+    the dataset the model was trained on, recorded by prep (None: such scans are refused).
+    """
+
+    scale: float = DEFAULT_SCALE
+    reference_spacing_mm: float = REFERENCE_SPACING_MM
+    nominal_spacing_mm: float | None = None
+
+    def __post_init__(self):
+        if not (self.scale > 0 and math.isfinite(self.scale)) or not self.reference_spacing_mm > 0:
+            raise ValueError(f"scale and reference spacing must be positive, got {self}")
+        if self.nominal_spacing_mm is not None:
+            check_spacing(self.nominal_spacing_mm, "nominal spacing")
+
+    @property
+    def spacing_mm(self) -> float:
+        """Millimetres covered by one training pixel."""
+        return self.reference_spacing_mm / self.scale
+
+    def factor(self, spacing_mm: float) -> float:
+        """Resize factor (training px per native px) for a scan with ``spacing_mm``."""
+        return float(spacing_mm) / self.spacing_mm
+
+    def decide_spacing(self, header_spacing, override_mm: float | None = None) -> tuple[float, str]:
+        """(spacing in mm, its source) for a scan whose file says ``header_spacing`` (see the module docstring)."""
+        if override_mm is not None:
+            return check_spacing(float(override_mm), "--spacing"), SPACING_OVERRIDE
+        spacing = isotropic_spacing(header_spacing)
+        if spacing is not None:
+            return check_spacing(spacing, "PixelSpacing"), SPACING_HEADER
+        if self.nominal_spacing_mm is not None:
+            return self.nominal_spacing_mm, SPACING_NOMINAL
+        raise MammoError(None, "the file has no pixel spacing and the model records no nominal spacing of its "
+                               "training data: give --spacing MM")
+
+    def grid(self, native_shape: tuple[int, int], header_spacing, override_mm: float | None = None) -> ScanGrid:
+        """The training grid of a scan of ``native_shape`` whose file says ``header_spacing``."""
+        spacing, source = self.decide_spacing(header_spacing, override_mm)
+        h, w = (int(v) for v in native_shape)
+        return ScanGrid((h, w), spacing, source, self.factor(spacing))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "spacing_mm": self.spacing_mm}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Resolution":
+        nominal = d.get("nominal_spacing_mm")
+        return cls(scale=float(d["scale"]), reference_spacing_mm=float(d["reference_spacing_mm"]),
+                   nominal_spacing_mm=None if nominal is None else float(nominal))

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from skimage.transform import resize
 
 from mammo_seg.data.features import image_to_uint16
+from mammo_seg.data.resolution import ScanGrid, resize_image, resize_mask
 
 
 @dataclass(frozen=True)
@@ -56,23 +56,6 @@ class TileCounts:
     random: int = 0
     full: int = 0
     rejected_background: int = 0
-
-
-def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize with anti-aliasing when shrinking; float32 out."""
-    if image.shape == tuple(shape):
-        return image.astype(np.float32, copy=False)
-    shrinking = shape[0] < image.shape[0] or shape[1] < image.shape[1]
-    out = resize(image.astype(np.float32, copy=False), shape, order=1, mode="edge",
-                 anti_aliasing=shrinking, preserve_range=True)
-    return out.astype(np.float32, copy=False)
-
-
-def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a binary mask without eroding or dilating it: coverage ≥ 0.5 (see module docstring)."""
-    if mask.shape == tuple(shape):
-        return mask.astype(bool)
-    return resize_image(mask.astype(np.float32), shape) >= 0.5
 
 
 def extract(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -129,7 +112,7 @@ def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: flo
         mask: bool lesion mask on the same grid.
         rois: (r0, c0, r1, c1) half-open bounding boxes, one per abnormality.
         tile: output tile size in pixels.
-        factor: training px per native px (``Resolution.factor``).
+        factor: training px per native px (``ScanGrid.factor``).
 
     Returns the kept tiles and a :class:`TileCounts`.
     """
@@ -157,10 +140,8 @@ def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: flo
     return tiles, counts
 
 
-def full_scan_record(pixels: np.ndarray, mask: np.ndarray, factor: float) -> Tile:
-    """The whole scan resampled to the training resolution (for the whole-scan curriculum stage)."""
-    h, w = pixels.shape
-    shape = (max(1, round(h * factor)), max(1, round(w * factor)))
-    image = resize_image(pixels, shape)
-    label = resize_mask(mask, shape)
-    return Tile(image_to_uint16(image), label.astype(np.uint8), (0, 0), max(h, w), factor, "full")
+def full_scan_record(pixels: np.ndarray, mask: np.ndarray, grid: ScanGrid) -> Tile:
+    """The whole scan on the training grid (for the whole-scan curriculum stage)."""
+    image = grid.image_to_training(pixels)
+    label = grid.mask_to_training(mask)
+    return Tile(image_to_uint16(image), label.astype(np.uint8), (0, 0), max(pixels.shape), grid.factor, "full")

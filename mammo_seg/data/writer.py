@@ -32,7 +32,7 @@ from tqdm import tqdm
 from mammo_seg import __version__
 from mammo_seg.data import features
 from mammo_seg.data.cases import Case, Problem, load_case
-from mammo_seg.data.resolution import Resolution, isotropic_spacing
+from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
 from mammo_seg.io import file_sha256
@@ -88,22 +88,21 @@ def process_case(case: Case, config: PrepConfig) -> CaseResult:
     result = CaseResult(case.scan_id)
     try:
         scan, mask, rois = load_case(case)
+        grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
     except MammoError as e:
         result.problem = Problem(e.where or case.scan_path, e.reason, case.scan_id)
         return result
     except Exception as e:  # noqa: BLE001 - a batch job reports any failure of one item and goes on
         result.problem = Problem(case.scan_path, f"unexpected error: {type(e).__name__}: {e}", case.scan_id)
         return result
-    spacing = isotropic_spacing(scan.meta.spacing_mm) or case.nominal_spacing_mm
-    factor = config.resolution.factor(spacing)
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
     result.sha256 = file_sha256(case.scan_path)
     for tile in config.tiles:
-        tiles, counts = tile_scan(scan.pixels, mask, rois, tile, factor, _stream(config.seed, case.scan_id, tile),
+        tiles, counts = tile_scan(scan.pixels, mask, rois, tile, grid.factor, _stream(config.seed, case.scan_id, tile),
                                   config.tiling)
         _collect(result, str(tile), tiles, counts)
     if config.full_scans:
-        record = full_scan_record(scan.pixels, mask, factor)
+        record = full_scan_record(scan.pixels, mask, grid)
         _collect(result, FULL, [record], TileCounts(full=1))
     return result
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ def model_file(path: str) -> str:
 
 
 def load_model(path: str) -> LoadedModel:
-    """Load a model in Keras safe mode; its resolution comes from the model (or ``data.json`` beside it)."""
+    """Load a model in Keras safe mode, with the training resolution it records (the one place that stores it)."""
     import keras
 
     import mammo_seg.losses  # noqa: F401  (registered custom objects)
@@ -49,9 +48,5 @@ def load_model(path: str) -> LoadedModel:
         raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
     resolution = getattr(model, "resolution", None) if isinstance(model, MammoFCN) else None
     if not resolution:
-        data_json = os.path.join(os.path.dirname(file), "data.json")
-        if not os.path.isfile(data_json):
-            raise MammoError(file, "the model does not record its training resolution and no data.json is beside it")
-        with open(data_json) as f:
-            resolution = json.load(f)["resolution"]
+        raise MammoError(file, "the model does not record its training resolution (not a MammoFCN saved by mammo train)")
     return LoadedModel(model, Resolution.from_dict(resolution), file)

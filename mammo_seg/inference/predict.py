@@ -25,8 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mammo_seg import __version__
-from mammo_seg.data.resolution import isotropic_spacing
-from mammo_seg.data.tiling import resize_image
+from mammo_seg.data.resolution import SPACING_HEADER
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
@@ -47,6 +46,7 @@ class PredictOptions:
     force: bool = False  # run on DICOMs that are not mammograms
     breast_mask: bool = True  # drop findings outside the breast (film labels, markers)
     image_area_fraction: float = 1 / 750
+    spacing_mm: float | None = None  # override every scan's spacing (else PixelSpacing, else the model's nominal)
 
 
 def find_scans(path: str) -> tuple[str, list[str]]:
@@ -100,19 +100,20 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
     scan, dataset = read_checked(path, options.force)
     lap("read")
     h, w = scan.pixels.shape
-    spacing = isotropic_spacing(scan.meta.spacing_mm)
-    factor = loaded.resolution.factor(spacing)
-    small = resize_image(scan.pixels, (max(1, round(h * factor)), max(1, round(w * factor))))
+    try:
+        grid = loaded.resolution.grid((h, w), scan.meta.spacing_mm, options.spacing_mm)
+    except MammoError as e:
+        raise MammoError(path, e.reason) from None
+    small = grid.image_to_training(scan.pixels)
     lap("resample")
     prob = predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
                                  batch_size=options.batch_size)
     lap("model")
     if options.breast_mask:
         prob[~breast_region(small)] = 0.0
-    model_shape = small.shape
     del small
     # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
-    prob = np.clip(resize_image(prob, (h, w)), 0.0, 1.0).astype(np.float16).astype(np.float32)
+    prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
     mask = prob >= options.threshold
     lap("postprocess")
     outputs = {}
@@ -120,17 +121,17 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
         outputs["mask"] = writers.write_mask_png(os.path.join(out, f"{scan_id}_mask.png"), mask)
     if "prob" in options.formats:
         outputs["prob"] = writers.write_probabilities(os.path.join(out, f"{scan_id}_prob.npz"), prob,
-                                                      options.threshold, factor)
+                                                      options.threshold, grid.factor)
     if "overlay" in options.formats:
         outputs["overlay"], _ = writers.write_overlay(os.path.join(out, f"{scan_id}_overlay.png"), scan.pixels,
                                                       mask)
     if "seg" in options.formats and dataset is not None:
         outputs["seg"] = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask)
+    spacing_pair = scan.meta.spacing_mm if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
     record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
-              "sha256": file_sha256(path), "shape": [h, w], "spacing_mm": scan.meta.spacing_mm,
-              "spacing_assumed": spacing is None, "laterality": scan.meta.laterality, "view": scan.meta.view,
-              "resampling_factor": factor, "model_input_shape": list(model_shape), "threshold": options.threshold,
-              **writers.lesion_report(mask, prob, scan.meta.spacing_mm, options.image_area_fraction)}
+              "sha256": file_sha256(path), "shape": [h, w], **grid.to_dict(), "laterality": scan.meta.laterality,
+              "view": scan.meta.view, "threshold": options.threshold,
+              **writers.lesion_report(mask, prob, spacing_pair, options.image_area_fraction)}
     record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
     lap("write")
     record["seconds"] = round(clock[-1] - clock[0], 3)

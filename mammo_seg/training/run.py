@@ -2,7 +2,7 @@
 
 Run directory::
 
-    config.yaml     the resolved config          data.json     data folder, tile, resolution (for predict)
+    config.yaml     the resolved config          data.json     data folder, tile, dataset
     train.log       a line per epoch              history.csv   every logged value per epoch
     tensorboard/    TensorBoard events            progress.png  loss, lesion IoU, precision, recall
     best.keras      best by ``train.checkpoint_metric`` (validation lesion IoU)
@@ -151,7 +151,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
 
         atomic_write_json(os.path.join(run_dir, "data.json"), {
             "data_dir": os.path.abspath(data_dir), "kind": manifest.get("kind"), "tile_size": manifest.get("tile_size"),
-            "resolution": manifest["resolution"], "dataset": manifest.get("dataset"), "crop": config.data.crop})
+            "dataset": manifest.get("dataset"), "crop": config.data.crop})
     with strategy.scope():
         model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
                          sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
