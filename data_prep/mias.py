@@ -8,7 +8,9 @@ Info.txt quirks handled (all present in the real file, ``tests/data/mias_info.tx
   image is reported and skipped: its lesion cannot be located, so neither positive nor negative
   tiles can be trusted;
 * y is measured from the **bottom-left** corner: row = H - 1 - y;
-* an optional header line (``REFNUM BG CLASS SEVERITY X Y RADIUS``, as in the Kaggle copy).
+* the prose header of the original file (title, credits, column legend, notes: about 100 lines before
+  the table) or the one-line header of the Kaggle copy (``REFNUM BG CLASS SEVERITY X Y RADIUS``): a
+  line is a table row when its first word starts with ``mdb``; other lines are text and are skipped.
 
 Consecutive images (mdb001/mdb002, …) are the right and left breast of one woman: the patient id is
 ``mias_<(n + 1) // 2>`` so that splits never separate them.
@@ -53,8 +55,8 @@ def parse_info(path: str) -> tuple[list[InfoRow], list[Problem]]:
     with open(path, encoding="ascii", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             tokens = line.split()
-            if not tokens or (number == 1 and tokens[0].upper() == "REFNUM"):
-                continue
+            if not tokens or not tokens[0].lower().startswith("mdb"):
+                continue  # the prose header, the Kaggle header line, blank lines
             try:
                 rows.append(_parse_tokens(number, tokens))
             except ValueError as e:
@@ -64,7 +66,7 @@ def parse_info(path: str) -> tuple[list[InfoRow], list[Problem]]:
 
 def _parse_tokens(number: int, tokens: list[str]) -> InfoRow:
     ref, *rest = tokens
-    if not REF.match(ref):
+    if not REF.match(ref.lower()):
         raise ValueError(f"reference {ref!r} is not mdbNNN")
     if len(rest) < 2:
         raise ValueError("expected at least reference, background and class")
@@ -134,10 +136,11 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
             problems.append(Problem(info, f"line {lines}: {ref} {missing[0].cls} has no coordinates; "
                                           f"image skipped (its lesion cannot be located)", ref))
             continue
-        abnormalities = tuple(Abnormality(CLASS_KIND[r.cls], circle=(r.x, r.y, r.radius)) for r in abnormal)
+        abnormalities = tuple(Abnormality(CLASS_KIND[r.cls], circle=(r.x, r.y, r.radius), label=r.cls)
+                              for r in abnormal)
         n = int(ref[3:])
         cases.append(Case(scan_id=ref, patient_id=f"mias_{(n + 1) // 2:03d}", source=SOURCE, scan_path=path,
-                          abnormalities=abnormalities, nominal_spacing_mm=NOMINAL_SPACING_MM))
+                          abnormalities=abnormalities))
     listed = set(by_ref)
     unlisted = sorted(set(images) - listed)
     for ref in unlisted:
