@@ -46,16 +46,29 @@ def cmd_synth(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- prep
+def prep_settings(args):
+    """The prep settings: each flag given on the command line, else the recipe's prep: section, else the default."""
+    import dataclasses
+
+    from mammo_seg.config import PrepSection, load_prep_config
+
+    section = load_prep_config(args.config) if args.config else PrepSection()
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PrepSection)
+             if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(section, **given)
+
+
 def cmd_prep(args) -> int:
     from data_prep.prepare import prepare
     from mammo_seg.data.resolution import Resolution
     from mammo_seg.data.tiling import TilingConfig
 
-    summary = prepare(args.dataset, args.raw, args.out, tiles=args.tiles, workers=args.workers, seed=args.seed,
-                      resolution=Resolution(scale=args.scale),
-                      tiling=TilingConfig(roi_crops=args.roi_crops, random_crops=args.random_crops),
-                      val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                      scans_per_shard=args.scans_per_shard, full_scans=args.full_scans, progress=not args.quiet)
+    s = prep_settings(args)
+    summary = prepare(args.dataset, args.raw, args.out, tiles=s.tiles, workers=args.workers, seed=s.seed,
+                      resolution=Resolution(scale=s.scale),
+                      tiling=TilingConfig(roi_crops=s.roi_crops, random_crops=s.random_crops),
+                      val_fraction=s.val_fraction, test_fraction=s.test_fraction,
+                      scans_per_shard=s.scans_per_shard, full_scans=s.full_scans, progress=not args.quiet)
     records = ", ".join(f"{name}: {n} records" for name, n in summary.records.items())
     print(f"prepared {summary.scans} scans into {args.out} ({records}); "
           f"{len(summary.problems)} problems listed in {os.path.join(args.out, 'problems.csv')}")
@@ -98,6 +111,14 @@ def cmd_train(args) -> int:
     for result in results:
         best = "n/a" if result.best is None else f"{result.best:.4f}"
         print(f"trained {result.run_dir}: {result.epochs_done} epochs; best {config.train.checkpoint_metric} {best}")
+    if config.operating_point.enabled:
+        from mammo_seg.inference.operating_point import choose_for_run
+
+        point = choose_for_run(out, config)
+        if point:
+            print(f"operating point of {point['model']}: threshold {point['threshold']:g}, minimum lesion "
+                  f"{point['min_area_mm2']:g} mm² (validation: mean lesion Dice {point['validation']['mean_dice']:.3f}, "
+                  f"lesion-free scans flagged {point['validation']['normal_with_detection_rate']:.2f})")
     return 0
 
 
@@ -108,7 +129,7 @@ def cmd_predict(args) -> int:
     formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(","))
     options = PredictOptions(threshold=args.threshold, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=formats, force=args.force,
-                             breast_mask=not args.no_breast_mask)
+                             breast_mask=not args.no_breast_mask, spacing_mm=args.spacing)
     summary = predict(args.model, args.input, args.output, options, progress=not args.quiet)
     counts = summary["counts"]
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
@@ -191,18 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = prep_ds.add_parser(name, help=f"prepare {name}", description=f"Prepare {name} into OUT/<tile>/ shards.")
         p.add_argument("--raw", required=True, help="the dataset directory")
         p.add_argument("--out", required=True, help="output directory (OUT/<tile>/, splits.json, problems.csv)")
-        p.add_argument("--tiles", type=_int_list, default=(320, 640), help="tile sizes (default 320,640)")
-        p.add_argument("--full-scans", action="store_true", help="also write whole scans (OUT/full/)")
-        p.add_argument("--scale", type=_positive_float, default=320 / 598,
+        p.add_argument("-c", "--config", help="a recipe whose prep: section gives the settings below "
+                                               "(flags given here override it)")
+        p.add_argument("--tiles", type=_int_list, default=None, help="tile sizes (default 320,640)")
+        p.add_argument("--full-scans", action="store_true", default=None, help="also write whole scans (OUT/full/)")
+        p.add_argument("--scale", type=_positive_float, default=None,
                        help="training px per native px at 50 µm (default 320/598 ≈ 0.535)")
         p.add_argument("--workers", type=int, default=1, help="parallel processes (output is identical for any)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--roi-crops", type=int, default=2, help="crops around each abnormality (default 2)")
-        p.add_argument("--random-crops", type=int, default=4, help="crops anywhere in each scan (default 4)")
-        p.add_argument("--val-fraction", type=float, default=0.1, help="patients held out for validation")
-        p.add_argument("--test-fraction", type=float, default=0.2,
-                       help="patients held out for test when the dataset has no official split")
-        p.add_argument("--scans-per-shard", type=int, default=64)
+        p.add_argument("--seed", type=int, default=None, help="split and crop positions (default 0)")
+        p.add_argument("--roi-crops", type=int, default=None, help="crops around each abnormality (default 2)")
+        p.add_argument("--random-crops", type=int, default=None, help="crops anywhere in each scan (default 4)")
+        p.add_argument("--val-fraction", type=float, default=None, help="patients held out for validation (0.1)")
+        p.add_argument("--test-fraction", type=float, default=None,
+                       help="patients held out for test when the dataset has no official split (0.2)")
+        p.add_argument("--scans-per-shard", type=int, default=None, help="(default 64)")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=cmd_prep)
@@ -236,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlap", type=float, default=0.25, help="window overlap (default 0.25)")
     pr.add_argument("--batch-size", type=int, default=4, help="windows per batch")
     pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,json")
+    pr.add_argument("--spacing", type=_positive_float, default=None, metavar="MM",
+                    help="pixel spacing of every input scan in mm, overriding PixelSpacing (default: PixelSpacing, "
+                         "else the nominal spacing of the model's training data)")
     pr.add_argument("--force", action="store_true", help="also run on DICOMs that are not mammograms")
     pr.add_argument("--no-breast-mask", action="store_true",
                     help="keep findings outside the breast (by default film labels and markers are dropped)")

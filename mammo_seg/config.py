@@ -22,6 +22,30 @@ PRECISIONS = (False, True, "float16", "bfloat16")
 
 
 @dataclass
+class PrepSection:
+    """``mammo prep`` settings: the defaults of its flags, and the ``prep:`` section of a recipe."""
+
+    tiles: list = field(default_factory=lambda: [320, 640])  # tile sizes in training pixels; [] for none
+    scale: float = 320 / 598  # training px per native px at 50 µm (the original's 320/598)
+    full_scans: bool = False  # also every scan whole, on the training grid (the whole-scan stage)
+    roi_crops: int = 2  # crops around each abnormality
+    random_crops: int = 4  # crops anywhere in each scan
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    scans_per_shard: int = 64
+    seed: int = 0  # split and crop positions
+
+
+@dataclass
+class OperatingPointSection:
+    """After training: choose the decision threshold and minimum lesion area on validation whole scans."""
+
+    enabled: bool = False
+    split: str = "val"
+    max_normal_rate: float = 0.25  # at most this share of lesion-free scans with any detection
+
+
+@dataclass
 class AugmentSection:
     flips: bool = True
     rot90: bool = True
@@ -93,6 +117,8 @@ class ExperimentConfig:
     loss: dict = field(default_factory=lambda: {"name": "iou"})
     train: TrainSection = field(default_factory=TrainSection)
     stages: list = field(default_factory=list)  # of StageSection; empty: one stage from data/train/loss
+    prep: PrepSection = field(default_factory=PrepSection)  # how the data were prepared (mammo prep --config)
+    operating_point: OperatingPointSection = field(default_factory=OperatingPointSection)
 
     def validate(self, where: str = "config") -> "ExperimentConfig":
         from mammo_seg.losses import resolve_loss
@@ -223,6 +249,12 @@ def read_yaml(path: str, sections: str) -> dict:
     if not isinstance(tree, dict):
         raise MammoError(path, f"expected a mapping of sections ({sections})")
     return tree
+
+
+def load_prep_config(path: str) -> PrepSection:
+    """The ``prep:`` section of a recipe (a training config); absent: the defaults."""
+    tree = read_yaml(path, "prep, and the training sections")
+    return from_dict(PrepSection, tree.get("prep"), where=path, prefix="prep.")
 
 
 def load_config(path: str, overrides=()) -> ExperimentConfig:

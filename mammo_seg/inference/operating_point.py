@@ -1,0 +1,132 @@
+"""The operating point of a trained model: decision threshold and minimum lesion area, chosen on validation scans.
+
+A probability map becomes findings through two numbers: the probability threshold and the smallest
+connected component that counts as a lesion (in mm², so that it means the same on any scanner). They
+are chosen once, on the validation split's whole scans of the prep output the model was trained on
+(on the training grid, exactly as ``mammo predict`` sees a scan: one pass, breast mask), and written
+to ``operating_point.json`` beside the model file; ``mammo predict`` applies them by default.
+
+Choice: among the (threshold, minimum area) pairs whose share of lesion-free validation scans with any
+detection is at most ``max_normal_rate``, the one with the highest mean lesion Dice over validation
+scans with a lesion (ties: the higher threshold, then the larger area); when no pair keeps the normal
+scans that clean, the pair with the fewest such scans (then the highest Dice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mammo_seg.detection import THRESHOLDS, detection_mask, min_area_px
+from mammo_seg.errors import MammoError
+
+FILE = "operating_point.json"
+MIN_AREAS_MM2 = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)  # 80 mm²: a 10-mm lesion
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float = 0.5
+    min_area_mm2: float = 0.0
+
+
+def path_for(model_file: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(model_file)), FILE)
+
+
+def load_operating_point(model_file: str) -> tuple[OperatingPoint, str]:
+    """The recorded operating point of ``model_file`` and where it came from ("default" when none is recorded)."""
+    path = path_for(model_file)
+    if not os.path.isfile(path):
+        return OperatingPoint(), "default"
+    try:
+        with open(path) as f:
+            content = json.load(f)
+        if content.get("model") != os.path.basename(model_file):
+            return OperatingPoint(), "default"
+        point = OperatingPoint(float(content["threshold"]), float(content["min_area_mm2"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MammoError(path, f"unreadable operating point ({type(e).__name__}: {e})") from None
+    if not (0 < point.threshold < 1 and point.min_area_mm2 >= 0):
+        raise MammoError(path, f"operating point out of range: {point}")
+    return point, os.path.basename(path)
+
+
+def validation_scans(data_dir: str, split: str):
+    """(image, mask) pairs on the training grid: the whole scans of ``split`` in a prep output."""
+    from mammo_seg.data import features
+    from mammo_seg.data.inspect import iterate_records, load_manifest
+
+    root = os.path.normpath(data_dir)
+    if os.path.isfile(os.path.join(root, "manifest.json")):  # a folder of the prep output: OUT/320 or OUT/full
+        root = os.path.dirname(root)
+    full = os.path.join(root, "full")
+    manifest = load_manifest(full)
+    shards = manifest.get("splits", {}).get(split, {}).get("shards", [])
+    if not shards:
+        raise MammoError(full, f"no whole scans of the {split!r} split to choose the operating point on "
+                               f"(prep with --full-scans)")
+    for name in shards:
+        for rec in iterate_records(os.path.join(full, name)):
+            yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0].astype(bool)
+
+
+def choose_operating_point(model_file: str, data_dir: str, split: str = "val", max_normal_rate: float = 0.25,
+                           thresholds=THRESHOLDS, min_areas_mm2=MIN_AREAS_MM2) -> dict:
+    """Choose and record the operating point of ``model_file`` on ``split`` of ``data_dir``; returns the record."""
+    from mammo_seg.evaluate import case_metrics
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.postprocess import breast_region
+    from mammo_seg.inference.sliding_window import Predictor, predict_probabilities
+
+    loaded = load_model(model_file)
+    predictor = Predictor(loaded.model)
+    pixel_mm2 = loaded.resolution.spacing_mm ** 2
+    scans = []
+    for image, mask in validation_scans(data_dir, split):
+        prob = predict_probabilities(predictor, image)
+        prob[~breast_region(image)] = 0.0
+        scans.append((prob, mask))
+    candidates = []
+    for threshold in thresholds:
+        for area in min_areas_mm2:
+            min_area = min_area_px(area, pixel_mm2)
+            dice, normal_hits, normal = [], 0, 0
+            for prob, ref in scans:
+                pred = detection_mask(prob, threshold, min_area)
+                if ref.any():
+                    dice.append(case_metrics(pred, ref)["Dice"])
+                else:
+                    normal += 1
+                    normal_hits += bool(pred.any())
+            candidates.append({"threshold": float(threshold), "min_area_mm2": float(area),
+                               "mean_dice": float(np.mean(dice)) if dice else 0.0,
+                               "normal_with_detection_rate": normal_hits / normal if normal else 0.0})
+    clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate]
+    if clean:
+        best = max(clean, key=lambda c: (c["mean_dice"], c["threshold"], c["min_area_mm2"]))
+    else:
+        best = max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"]))
+    record = {"model": os.path.basename(model_file), **asdict(OperatingPoint(best["threshold"], best["min_area_mm2"])),
+              "chosen_on": {"data": os.path.abspath(data_dir), "split": split, "scans": len(scans),
+                            "scans_with_lesion": sum(bool(m.any()) for _, m in scans)},
+              "rule": f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged",
+              "validation": best}
+    from mammo_seg.data.writer import atomic_write_json
+
+    atomic_write_json(path_for(model_file), record)
+    return record
+
+
+def choose_for_run(run: str, config) -> dict | None:
+    """After ``mammo train``: choose the operating point of the run's final model (on the chief only)."""
+    from mammo_seg.inference.model import model_file
+    from mammo_seg.training.strategy import is_chief
+
+    if not is_chief():
+        return None
+    section = config.operating_point
+    return choose_operating_point(model_file(run), config.data.dir, section.split, section.max_normal_rate)
