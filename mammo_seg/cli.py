@@ -125,16 +125,20 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from mammo_seg.data.cases import printable
     from mammo_seg.evaluate import evaluate
 
     result = evaluate(args.predictions, args.ground_truth, args.output)
+    for problem in result["problems"]:
+        print(printable(f"problem: {problem['file']}: {problem['reason']}"), file=sys.stderr)
     mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]
     print(f"{len(result['metric_per_case'])} cases: mean lesion IoU {mean['IoU']:.4f}, Dice {mean['Dice']:.4f}, "
           f"precision {mean['precision']:.4f}, recall {mean['recall']:.4f}; pooled IoU {pooled['IoU']:.4f}; "
-          f"image accuracy {image['accuracy']:.3f}, recall {image['recall']:.3f}; summary {args.output}")
+          f"image accuracy {image['accuracy']:.3f}, recall {image['recall']:.3f}; "
+          f"{len(result['problems'])} problems; evaluation {args.output}")
     if result["unmatched_predictions"]:
         print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
-    return 0
+    return 0 if result["metric_per_case"] else 1
 
 
 # ---------------------------------------------------------------------------------------------- study
@@ -253,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-p", "--predictions", required=True, help="a mammo predict output directory")
     ev.add_argument("-g", "--ground-truth", required=True,
                     help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
-    ev.add_argument("-o", "--output", default="summary.json", help="summary JSON (default summary.json)")
+    ev.add_argument("-o", "--output", default="evaluation.json",
+                    help="evaluation JSON (default evaluation.json; never predict's summary.json)")
     ev.set_defaults(func=cmd_evaluate)
 
     st = verbs.add_parser("study", help="compare losses: each trains the same model, several seeds",

@@ -1,0 +1,128 @@
+"""A catalogue of bad inputs beside good ones, each batch driven through the real verb (``cli.main``).
+
+For every bad item: no traceback, exactly one line naming its file (or key/flag) and the reason;
+for every good item: produced; the batch's manifest / evaluation written.
+"""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mammo_seg.cli import main
+
+SCALE = 0.2
+
+
+def one_line_each(err: str, names) -> dict:
+    """The stderr line naming each of ``names`` (exactly one each); no traceback anywhere."""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    found = {}
+    for name in names:
+        hits = [line for line in lines if name in line]
+        assert len(hits) == 1, (name, hits)
+        found[name] = hits[0]
+    return found
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+@pytest.fixture(scope="module")
+def cbis_cases(cbis_raw):
+    from data_prep.cbis_ddsm import collect_cases
+    from mammo_seg.data.cases import load_case
+
+    cases, _, _ = collect_cases(cbis_raw, progress=False)
+    return [(case, load_case(case)[1]) for case in cases[:3]]
+
+
+def _record(folder, name, case, mask=None, **changes):
+    from mammo_seg.io import file_sha256
+
+    if mask is not None:
+        Image.fromarray(mask).save(os.path.join(folder, f"{name}_mask.png"))
+    record = {"id": name, "status": "ok", "sha256": file_sha256(case.scan_path),
+              "file_size": os.path.getsize(case.scan_path), "outputs": {"mask": f"{name}_mask.png"}}
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path, capsys, monkeypatch):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (case0, ref0), (case1, ref1), (case2, ref2) = cbis_cases
+    assert ref0.shape[0] != ref0.shape[1]
+    as_png = [(r * 255).astype(np.uint8) for r in (ref0, ref1, ref2)]
+    bigger = np.zeros((ref0.shape[0] + 3, ref0.shape[1]), np.uint8)
+    scans = [
+        _record(pred, "good0", case0, as_png[0]),
+        _record(pred, "good1", case1, as_png[1]),
+        _record(pred, "good2", case2, np.zeros_like(as_png[2])),  # no lesion predicted: precision NaN
+        _record(pred, "missing", case0),  # no mask file written
+        _record(pred, "rgb", case0, np.stack([as_png[0]] * 3, axis=-1)),
+        _record(pred, "transposed", case0, as_png[0].T.copy()),
+        _record(pred, "bigger", case0, bigger),
+        _record(pred, "nosha", case1, as_png[1], sha256=None),
+        _record(pred, "nomask", case1, outputs={}),
+        "garbage",
+        {"id": "failed", "status": "error", "reason": "predict's own problem"},
+    ]
+    (pred / "summary.json").write_text(json.dumps({"scans": scans}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw]) == 0  # default -o: ./evaluation.json
+    err = capsys.readouterr().err
+    lines = one_line_each(err, ["missing_mask.png", "rgb_mask.png", "transposed_mask.png", "bigger_mask.png",
+                                "nosha", "nomask", "scans[9]"])
+    h, w = ref0.shape
+    assert lines["missing_mask.png"] == f"problem: {pred}/missing_mask.png: missing: mask PNG not found"
+    assert lines["rgb_mask.png"] == f"problem: {pred}/rgb_mask.png: colour image (mode RGB) is not a mammogram"
+    assert lines["transposed_mask.png"] == (f"problem: {pred}/transposed_mask.png: transposed: mask {w}x{h} does "
+                                            f"not fit the reference {case0.scan_id} ({h}x{w}); not resized")
+    assert lines["bigger_mask.png"].endswith(f"mask {h + 3}x{w} does not fit the reference {case0.scan_id} "
+                                             f"({h}x{w}); not resized")
+    assert lines["nosha"] == "problem: nosha: record without a valid sha256"
+    assert lines["nomask"] == "problem: nomask: record without a valid outputs.mask (predict with --format " \
+                              "including mask)"
+    assert lines["scans[9]"] == "problem: scans[9]: record is not a mapping: 'garbage'"
+    text = (tmp_path / "evaluation.json").read_text()
+    result = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert [c["prediction"] for c in result["metric_per_case"]] == ["good0", "good1", "good2"]
+    assert result["counts"] == {"predictions": 11, "evaluated": 3, "problems": 7, "unmatched": 0}
+    assert result["metric_per_case"][2]["metrics"]["1"]["precision"] is None
+    assert result["mean"]["1"]["precision"] == 1.0 and result["mean"]["1"]["IoU"] == pytest.approx(2 / 3)
+    summary = (pred / "summary.json").read_text()
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", os.path.join(pred, ".", "summary.json")]) == 2
+    assert capsys.readouterr().err == (f"mammo evaluate: error: {pred}/./summary.json: is predict's summary.json; "
+                                       f"choose another evaluation output\n")
+    assert (pred / "summary.json").read_text() == summary
+    (pred / "summary.json").write_text('{"scans": [')
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mammo evaluate: error: {pred}/summary.json: not a mammo predict summary (JSONDecodeError")
+    assert err.count("\n") == 1
+
+
+def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cbis_cases, tmp_path, capsys):
+    from data_prep.prepare import prepare
+    from mammo_seg.data.resolution import Resolution
+
+    out = str(tmp_path / "prep")
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=SCALE),
+            progress=False)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (case0, ref0), (case1, ref1), _ = cbis_cases
+    scans = [_record(pred, "good", case0, (ref0 * 255).astype(np.uint8)),
+             _record(pred, "transposed", case1, (ref1.T * 255).astype(np.uint8))]
+    (pred / "summary.json").write_text(json.dumps({"scans": scans}))
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e.json")]) == 0
+    line = one_line_each(capsys.readouterr().err, ["transposed"])["transposed"]
+    assert line.startswith(f"problem: {pred}/transposed_mask.png: transposed: mask {ref1.shape[1]}x{ref1.shape[0]} "
+                           f"does not fit the reference {case1.scan_id}")
+    result = json.load(open(tmp_path / "e.json"))
+    assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
+    assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
