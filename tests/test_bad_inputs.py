@@ -126,3 +126,90 @@ def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cb
     result = json.load(open(tmp_path / "e.json"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
     assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
+
+
+# --------------------------------------------------------------------------------------- configs, CLI
+GOOD_CONFIG = """name: tiny
+seed: 0
+data: {dir: DATA, tile: "96"}
+train:
+  epochs: 2
+  steps_per_epoch: 8
+  lr_decay_epochs: 15
+  checkpoint_metric: val_lesion_iou
+"""
+BAD_CONFIGS = {  # file name: (content, what its one line must say after "<file>: ")
+    "duplicate.yaml": (GOOD_CONFIG + "train: {epochs: 5}\n", "not valid YAML (duplicate key 'train' in"),
+    "latin1.yaml": (GOOD_CONFIG.replace("tiny", "t\xefny").encode("latin-1"),
+                    "not UTF-8 text (byte 0xef at offset 7)"),
+    "escape.yaml": (GOOD_CONFIG.replace("name: tiny", "name: ../../.."),
+                    "name: must be a relative folder name that stays inside runs/, got '../../..'"),
+    "absolute.yaml": (GOOD_CONFIG.replace("name: tiny", "name: /etc"),
+                      "name: must be a relative folder name that stays inside runs/, got '/etc'"),
+    "seed.yaml": (GOOD_CONFIG.replace("seed: 0", "seed: -1"), "seed: must be at least 0"),
+    "decay.yaml": (GOOD_CONFIG.replace("lr_decay_epochs: 15", "lr_decay_epochs: 0"),
+                   "train.lr_decay_epochs: must be at least 1"),
+    "steps.yaml": (GOOD_CONFIG.replace("steps_per_epoch: 8", "steps_per_epoch: -3"),
+                   "train.steps_per_epoch: must be at least 1, or null for one pass over the training records"),
+    "metric.yaml": (GOOD_CONFIG.replace("val_lesion_iou", "val_lesion_iuo"),
+                    "train.checkpoint_metric: must be one of val_lesion_iou, val_lesion_dice,"),
+    "stage.yaml": (GOOD_CONFIG + "stages:\n  - {name: ../../../../x}\n",
+                   "stages[0]: name: must be a relative folder name that stays inside runs/, got "
+                   "'tiny/../../../../x'"),
+}
+
+
+def test_bad_configs_are_one_line_each(tmp_path, capsys):
+    for name, (content, reason) in BAD_CONFIGS.items():
+        path = tmp_path / name
+        data = content if isinstance(content, bytes) else content.replace("DATA", str(tmp_path)).encode()
+        path.write_bytes(data)
+        assert main(["train", "-c", str(path), "--out", str(tmp_path / "run")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"mammo train: error: {path}: {reason}"), (name, err)
+    assert not (tmp_path / "run").exists()
+
+
+BAD_FLAGS = [  # (verb and flags, the flag and reason its one line must name)
+    (["prep", "mias", "--val-fraction", "2"], "argument --val-fraction: expected a fraction in [0, 1), got '2'"),
+    (["prep", "mias", "--tiles", "100000"], "argument --tiles: tile sizes must be from 16 to 4096 px, got '100000'"),
+    (["prep", "mias", "--tiles", "48,-5"], "argument --tiles: tile sizes must be from 16 to 4096 px, got '48,-5'"),
+    (["prep", "mias", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    (["prep", "mias", "--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
+    (["prep", "mias", "--scans-per-shard", "x"], "argument --scans-per-shard: expected an integer, got 'x'"),
+    (["predict", "--tile", "-1"], "argument --tile: expected an integer in [16, 4096], got '-1'"),
+    (["predict", "--tile", "100000"], "argument --tile: expected an integer in [16, 4096], got '100000'"),
+    (["predict", "--overlap", "1.5"], "argument --overlap: expected a fraction in [0, 1), got '1.5'"),
+    (["predict", "--overlap", "nan"], "argument --overlap: expected a fraction in [0, 1), got 'nan'"),
+    (["predict", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+    (["predict", "--threshold", "2"], "argument --threshold: expected a probability in [0, 1], got '2'"),
+    (["synth", "mias", "--images", "-4"], "argument --images: expected an integer >= 1, got '-4'"),
+]
+
+
+def test_bad_cli_numbers_are_one_line_each(tmp_path, capsys):
+    required = {"prep": ["--raw", str(tmp_path), "--out", str(tmp_path / "o")],
+                "predict": ["-m", "m.keras", "-i", str(tmp_path), "-o", str(tmp_path / "o")],
+                "synth": ["--out", str(tmp_path / "o")]}
+    for argv, reason in BAD_FLAGS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, *required[argv[0]]])
+        err = capsys.readouterr().err
+        prog = " ".join(["mammo", *argv[:2]]) if argv[0] != "predict" else "mammo predict"
+        assert exit_info.value.code == 2 and err == f"{prog}: error: {reason} (see {prog} --help)\n", err
+    assert not (tmp_path / "o").exists()
+
+
+def test_prepare_refuses_bad_numbers_as_a_library(mias_raw, tmp_path):
+    from data_prep.prepare import prepare
+    from mammo_seg.errors import MammoError
+
+    for kwargs, message in [({"val_fraction": 2}, "--val-fraction: must be in [0, 1), got 2"),
+                            ({"val_fraction": 0.5, "test_fraction": 0.5}, "--val-fraction: and --test-fraction "
+                                                                           "must sum to less than 1"),
+                            ({"tiles": (100000,)}, "--tiles: tile sizes must be from 16 to 4096 px, got [100000]"),
+                            ({"seed": -1}, "--seed: must be at least 0, got -1")]:
+        with pytest.raises(MammoError) as info:
+            prepare("mias", mias_raw, str(tmp_path / "o"), progress=False, **kwargs)
+        assert str(info.value).startswith(message)
+    assert not (tmp_path / "o").exists()
