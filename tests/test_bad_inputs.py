@@ -213,3 +213,100 @@ def test_prepare_refuses_bad_numbers_as_a_library(mias_raw, tmp_path):
             prepare("mias", mias_raw, str(tmp_path / "o"), progress=False, **kwargs)
         assert str(info.value).startswith(message)
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ prep
+def _prep(raw, out):
+    return main(["prep", raw.split("/")[-1], "--raw", raw, "--out", out, "--tiles", "48", "--scale", str(SCALE),
+                 "--full-scans", "--quiet"])
+
+
+def _produced(out) -> set:
+    for name in ("48", "full"):
+        assert os.path.isfile(os.path.join(out, name, "manifest.json"))
+    return set(json.load(open(os.path.join(out, "scans.json"))))
+
+
+def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "cbis-ddsm")
+    shutil.copytree(cbis_raw, raw)
+    cases, _, _ = collect_cases(raw, progress=False)
+    data = open(cases[0].scan_path, "rb").read()
+    at = data.index(b"\x28\x00\x10\x00US")  # (0028,0010) Rows
+    stray = os.path.join(raw, "stray")
+    os.makedirs(stray)
+    dicoms = {"unknown_vr.dcm": data[:at + 4] + b"ZZ" + data[at + 6:],
+              "odd_length.dcm": data[:at + 6] + b"\x03\x00" + data[at + 8:at + 10] + b"\x00" + data[at + 10:],
+              "cut_header.dcm": data[:300], "empty.dcm": b"", "text.dcm": b"hello\n" * 50,
+              os.fsdecode(b"latin1_\xe9.dcm"): b"not a dicom"}
+    for name, content in dicoms.items():
+        open(os.path.join(stray, name), "wb").write(content)
+    victim = cases[1]
+    with open(victim.scan_path, "r+b") as f:  # header intact, pixel data cut short
+        f.truncate(os.path.getsize(victim.scan_path) * 2 // 3)
+    csv_path = os.path.join(raw, "mass_case_description_extra_set.csv")
+    header = ["patient_id", "left or right breast", "image view", "abnormality id", "abnormality type",
+              "image file path", "cropped image file path", "ROI mask file path"]
+    good = ["P_99999", "LEFT", "CC", "1", "mass", "a/1.2/1.3/000000.dcm", "b/1.2/1.4/000000.dcm", "b/1.2/1.5/x.dcm"]
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([
+            header, good[:4],  # line 2: short row
+            good[:7] + ["x" * 200_000],  # line 3: a field over the csv limit
+            [good[0], "MIDDLE", *good[2:]],  # line 4: bad side
+            [*good[:4], float("nan"), *good[5:]],  # line 5: nan as abnormality type
+            good,  # line 6: well formed, but its files do not exist
+        ])
+    no_columns = os.path.join(raw, "calc_case_description_broken_set.csv")
+    open(no_columns, "w").write("patient_id,image view\nP_00001,CC\n")
+    out = str(tmp_path / "out")
+    assert _prep(raw, out) == 0
+    err = capsys.readouterr().err
+    items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name] + [
+        os.path.join(stray, "latin1_\\xe9.dcm"), victim.scan_path, no_columns] + [
+        f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
+    lines = one_line_each(err, items)
+    assert all(line.startswith("problem: ") for line in lines.values())
+    assert "Unknown Value Representation 'ZZ'" in lines[os.path.join(stray, "unknown_vr.dcm")]
+    assert "BytesLengthException" in lines[os.path.join(stray, "odd_length.dcm")]
+    assert "field larger than field limit" in lines[f"{csv_path}: line 3:"]
+    assert "abnormality type 'nan'" in lines[f"{csv_path}: line 5:"]
+    assert "pixel data" in lines[victim.scan_path]
+    rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
+    assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
+    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id}
+
+
+def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys):
+    from data_prep.mias import collect_cases, parse_info
+
+    raw = str(tmp_path / "mias")
+    shutil.copytree(mias_raw, raw)
+    info = os.path.join(raw, "Info.txt")
+    cases, _, _ = collect_cases(raw, progress=False)
+    rows, _ = parse_info(info)
+    lines = open(info, "rb").read().decode("ascii").splitlines()
+    lesions = [r for r in rows if r.has_coordinates]
+    for row, coords in zip(lesions, ["10 10 999999999", "1500 10 5", "10 10 0", "-4 10 5"]):
+        lines[row.line_number - 1] = f"{row.ref} {row.background} {row.cls} {row.severity} {coords}"
+    bad_lines = ["mdb901 G CIRC B a b c", "mdb902 X NORM", "mdb903 G BLOB B 1 2 3", "mdb904 G CIRC B 1 2",
+                 "mdbXYZ G NORM", "mdb905 G CIRC Q 1 2 3"]
+    first_bad = len(lines) + 1
+    data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
+    open(info, "wb").write(data)
+    normal = next(c for c in cases if not c.abnormalities)
+    with open(normal.scan_path, "r+b") as f:  # a cut PGM
+        f.truncate(1000)
+    out = str(tmp_path / "out")
+    assert _prep(raw, out) == 0
+    err = capsys.readouterr().err
+    changed = [f"{info} [{r.ref}]: line {r.line_number}:" for r in lesions[:2]]
+    refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
+    appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
+        f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path])
+    assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
+    assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
+    expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
+    assert _produced(out) == expected
