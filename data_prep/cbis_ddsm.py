@@ -22,12 +22,12 @@ Quirks handled (original_pipeline.md §2; ``tests/data/cbis_ddsm_*_sample.csv`` 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from mammo_seg.data.cases import Abnormality, Case, Problem
@@ -40,6 +40,8 @@ REQUIRED = ("patient id", "left or right breast", "image view", "abnormality id"
             "image file path", "cropped image file path", "roi mask file path")
 ABNORMALITY_KIND = {"mass": "mass", "calcification": "calcification"}
 UID = re.compile(r"^\d+(\.\d+)+$")
+PATHS = ("image file path", "cropped image file path", "roi mask file path")
+MAX_PATH = 4096  # longer is no file path: a broken or hostile cell
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
 
 
@@ -60,7 +62,7 @@ class DicomInfo:
 @dataclass(frozen=True)
 class Row:
     csv: str
-    number: int  # 1-based data row in the CSV
+    line: int  # the CSV line where the row starts
     patient: str
     side: str
     view: str
@@ -72,7 +74,7 @@ class Row:
 
     @property
     def where(self) -> str:
-        return f"{self.csv}: row {self.number}"
+        return f"{self.csv}: line {self.line}"
 
 
 def find_csvs(raw: str) -> list[str]:
@@ -83,44 +85,70 @@ def find_csvs(raw: str) -> list[str]:
     return sorted(found)
 
 
+def _records(path: str):
+    """(first line, fields) per CSV record, or (first line, reason) for a record that cannot be read.
+
+    Line numbers are those of the file (quoted cells may span lines), so a problem names the line a
+    user opens. A field over the csv module's limit (128 kB) is reported, not dropped."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        line = 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield line, f"unreadable record ({e})"
+            else:
+                if fields and any(cell.strip() for cell in fields) or len(fields) > 1:
+                    yield line, [cell.strip() for cell in fields]
+            line = reader.line_num + 1
+
+
+def _column(name: str) -> str:
+    return " ".join(str(name).strip().lower().replace("_", " ").split())
+
+
 def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
-    """Read one case-description CSV; malformed rows become problems."""
-    problems, bad_lines = [], []
-
-    def on_bad_line(fields):
-        bad_lines.append(fields)
-        return None
-
+    """Read one case-description CSV; every malformed record becomes a problem naming its line."""
+    problems, rows = [], []
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, engine="python", on_bad_lines=on_bad_line)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        records = list(_records(path))
+    except (UnicodeDecodeError, OSError) as e:
         return [], [Problem(path, f"unreadable CSV ({' '.join(str(e).split())})")]
-    for fields in bad_lines:
-        problems.append(Problem(path, f"malformed row with {len(fields)} fields, expected "
-                                      f"{len(df.columns)}: {','.join(fields)[:120]}"))
-    df.columns = [" ".join(str(c).strip().lower().replace("_", " ").split()) for c in df.columns]
-    missing = [c for c in REQUIRED if c not in df.columns]
+    if not records or isinstance(records[0][1], str):
+        return [], [Problem(path, "unreadable CSV (no header line)")]
+    columns = [_column(c) for c in records[0][1]]
+    missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        return [], problems + [Problem(path, f"not a CBIS-DDSM case description: missing columns {missing}")]
-    df = df.apply(lambda col: col.str.strip())
-    rows = []
-    for number, rec in enumerate(df.to_dict("records"), start=1):
+        return [], [Problem(path, f"not a CBIS-DDSM case description: missing columns {missing}")]
+    for line, fields in records[1:]:
+        if isinstance(fields, str):
+            problems.append(Problem(path, f"line {line}: {fields}"))
+            continue
+        if len(fields) != len(columns):
+            problems.append(Problem(path, f"line {line}: malformed row with {len(fields)} fields, expected "
+                                          f"{len(columns)}: {','.join(fields)[:120]}"))
+            continue
+        rec = dict(zip(columns, fields))
         kind = ABNORMALITY_KIND.get(rec["abnormality type"].lower())
         checks = [
-            (re.fullmatch(r"P_\d+", rec["patient id"]), f"patient id {rec['patient id']!r}"),
-            (rec["left or right breast"].upper() in ("LEFT", "RIGHT"), f"side {rec['left or right breast']!r}"),
-            (rec["image view"].upper() in ("CC", "MLO"), f"view {rec['image view']!r}"),
-            (kind is not None, f"abnormality type {rec['abnormality type']!r}"),
+            (re.fullmatch(r"P_\d+", rec["patient id"]), f"patient id {rec['patient id'][:40]!r}"),
+            (rec["left or right breast"].upper() in ("LEFT", "RIGHT"),
+             f"side {rec['left or right breast'][:40]!r}"),
+            (rec["image view"].upper() in ("CC", "MLO"), f"view {rec['image view'][:40]!r}"),
+            (kind is not None, f"abnormality type {rec['abnormality type'][:40]!r}"),
             (rec["image file path"] and rec["roi mask file path"], "empty image or mask path"),
+            (all(len(rec[k]) <= MAX_PATH for k in PATHS), f"a file path longer than {MAX_PATH} characters"),
         ]
         bad = [what for ok, what in checks if not ok]
         if bad:
-            problems.append(Problem(path, f"row {number}: malformed row ({'; '.join(bad)})"))
+            problems.append(Problem(path, f"line {line}: malformed row ({'; '.join(bad)})"))
             continue
-        rows.append(Row(path, number, rec["patient id"], rec["left or right breast"].upper(),
+        rows.append(Row(path, line, rec["patient id"], rec["left or right breast"].upper(),
                         rec["image view"].upper(), rec["abnormality id"], kind,
-                        *(rec[k].replace("\\", "/") for k in ("image file path", "cropped image file path",
-                                                             "roi mask file path"))))
+                        *(rec[k].replace("\\", "/") for k in PATHS)))
     return rows, problems
 
 
@@ -148,6 +176,9 @@ def index_dicoms(raw: str, progress: bool = True) -> tuple[dict[str, list[DicomI
             continue
         except (AttributeError, TypeError, ValueError) as e:
             problems.append(Problem(path, f"DICOM header lacks series UID or image size ({e})"))
+            continue
+        except Exception as e:  # noqa: BLE001 - pydicom raises many types for a corrupt header; one file's problem
+            problems.append(Problem(path, f"corrupt DICOM header ({type(e).__name__}: {e})"))
             continue
         index.setdefault(info.series, []).append(info)
     for infos in index.values():
@@ -225,7 +256,7 @@ def _group_to_case(scan_id, patient, group: list[Row], index):
         uid = series_uid(row.image)
         files = index.get(uid, []) if uid else []
         if not files:
-            return None, [Problem(row.csv, f"row {row.number}: full mammogram {row.image} not found "
+            return None, [Problem(row.csv, f"line {row.line}: full mammogram {row.image} not found "
                                            f"(no readable DICOM with series {uid})", scan_id)], 0
         copies.setdefault(row.image, files[0])
     image = copies[sorted(copies)[0]]
@@ -242,7 +273,7 @@ def _group_to_case(scan_id, patient, group: list[Row], index):
         seen.add(key)
         mask, reason, was_swapped = _choose_mask(row, image, index)
         if mask is None:
-            problems.append(Problem(row.csv, f"row {row.number}: {reason}", scan_id))
+            problems.append(Problem(row.csv, f"line {row.line}: {reason}", scan_id))
             continue
         swapped += was_swapped
         abnormalities.append(Abnormality(row.kind, mask_path=mask.path))

@@ -22,6 +22,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from PIL import Image
+
 from mammo_seg.data.cases import Abnormality, Case, Problem
 
 SOURCE = "mias"
@@ -95,6 +97,24 @@ def _parse_tokens(number: int, tokens: list[str]) -> InfoRow:
     return InfoRow(number, ref, bg, cls, severity, x, y, radius)
 
 
+def _outside(path: str, rows: list[InfoRow]) -> str | None:
+    """Why a row's circle does not fit its image (centre outside it, or a radius over half its larger
+    side: such a disc labels most of the scan), or None. An unreadable image is left to prep to report."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception:  # noqa: BLE001 - read and reported per case by prep
+        return None
+    for r in rows:
+        if r.x >= width or r.y >= height:
+            return (f"line {r.line_number}: centre x={r.x}, y={r.y} is outside the {width}x{height} image; "
+                    f"image skipped")
+        if r.radius > max(width, height) / 2:
+            return (f"line {r.line_number}: radius {r.radius} exceeds half the {width}x{height} image; "
+                    f"image skipped")
+    return None
+
+
 def find_info(raw: str) -> str | None:
     for root, _, files in sorted(os.walk(raw)):
         for name in sorted(files):
@@ -135,6 +155,10 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
             lines = ", ".join(str(r.line_number) for r in missing)
             problems.append(Problem(info, f"line {lines}: {ref} {missing[0].cls} has no coordinates; "
                                           f"image skipped (its lesion cannot be located)", ref))
+            continue
+        outside = _outside(path, abnormal)
+        if outside:
+            problems.append(Problem(info, outside, ref))
             continue
         abnormalities = tuple(Abnormality(CLASS_KIND[r.cls], circle=(r.x, r.y, r.radius), label=r.cls)
                               for r in abnormal)

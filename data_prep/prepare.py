@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 
 from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
+from mammo_seg.data import MAX_TILE
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TilingConfig
-from mammo_seg.data.writer import PrepConfig, atomic_write_json, write_dataset
+from mammo_seg.data.writer import PrepConfig, atomic_write_json, prep_tmp_dir, write_dataset
 from mammo_seg.errors import MammoError
 
 CONVERTERS = {"cbis-ddsm": cbis_ddsm.collect_cases, "mias": mias.collect_cases}
@@ -41,10 +42,18 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
         raise MammoError(raw, "raw data directory not found")
     if not tiles and not full_scans:
         raise MammoError(None, "nothing to write: give --tiles and/or --full-scans")
-    if any(t < 16 for t in tiles):
-        raise MammoError(None, f"tile sizes must be at least 16 px, got {list(tiles)}")
+    if any(not 16 <= t <= MAX_TILE for t in tiles):
+        raise MammoError("--tiles", f"tile sizes must be from 16 to {MAX_TILE} px, got {list(tiles)}")
     if workers < 1 or scans_per_shard < 1:
         raise MammoError(None, "--workers and --scans-per-shard must be at least 1")
+    if seed < 0:
+        raise MammoError("--seed", f"must be at least 0, got {seed}")
+    for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise MammoError(flag, f"must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1:
+        raise MammoError("--val-fraction", f"and --test-fraction must sum to less than 1, got {val_fraction} "
+                                           f"and {test_fraction}")
     if resolution.nominal_spacing_mm is None:
         resolution = replace(resolution, nominal_spacing_mm=NOMINAL_SPACING_MM[dataset])
     cases, problems, report = CONVERTERS[dataset](raw, progress=progress)
@@ -55,7 +64,7 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
     config = PrepConfig(dataset=dataset, tiles=tuple(int(t) for t in tiles), resolution=resolution,
                         tiling=tiling, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                         scans_per_shard=scans_per_shard, full_scans=full_scans)
-    atomic_write_json(os.path.join(out, "splits.json"), {"dataset": dataset, **splits})
+    atomic_write_json(os.path.join(out, "splits.json"), {"dataset": dataset, **splits}, prep_tmp_dir(out))
     result = write_dataset(cases, scan_split, config, out, workers=workers, problems=problems,
                            extra_manifest={"dataset": dataset, "collection": report}, progress=progress,
                            raw_root=raw)

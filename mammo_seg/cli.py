@@ -9,7 +9,37 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: hide C++ info logs
 
 from mammo_seg import __version__  # noqa: E402
+from mammo_seg.data import MAX_TILE  # noqa: E402
 from mammo_seg.errors import MammoError  # noqa: E402
+
+
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``mammo prep mias: error: argument --seed: ... (see --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _number(kind, low=None, high=None, high_open=False, what=None):
+    """An argparse type: ``kind`` (int or float) within [low, high] (or [low, high) with high_open)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if (low is not None and value < low) or too_high or value != value:
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__} {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+_count = _number(int, 1, what="an integer")
+_seed = _number(int, 0, what="an integer")
+_fraction = _number(float, 0, 1, high_open=True, what="a fraction")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -17,6 +47,8 @@ def _int_list(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(not 16 <= v <= MAX_TILE for v in values):
+        raise argparse.ArgumentTypeError(f"tile sizes must be from 16 to {MAX_TILE} px, got {text!r}")
     return values
 
 
@@ -146,16 +178,20 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from mammo_seg.data.cases import printable
     from mammo_seg.evaluate import evaluate
 
     result = evaluate(args.predictions, args.ground_truth, args.output)
+    for problem in result["problems"]:
+        print(printable(f"problem: {problem['file']}: {problem['reason']}"), file=sys.stderr)
     mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]
     print(f"{len(result['metric_per_case'])} cases: mean lesion IoU {mean['IoU']:.4f}, Dice {mean['Dice']:.4f}, "
           f"precision {mean['precision']:.4f}, recall {mean['recall']:.4f}; pooled IoU {pooled['IoU']:.4f}; "
-          f"image accuracy {image['accuracy']:.3f}, recall {image['recall']:.3f}; summary {args.output}")
+          f"image accuracy {image['accuracy']:.3f}, recall {image['recall']:.3f}; "
+          f"{len(result['problems'])} problems; evaluation {args.output}")
     if result["unmatched_predictions"]:
         print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
-    return 0
+    return 0 if result["metric_per_case"] else 1
 
 
 # ---------------------------------------------------------------------------------------------- study
@@ -180,7 +216,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mammo", description="Mammography lesion segmentation pipeline.")
+    parser = _Parser(prog="mammo", description="Mammography lesion segmentation pipeline.")
     parser.add_argument("--version", action="version", version=f"mammo-seg {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
@@ -190,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = synth_ds.add_parser("cbis-ddsm", help="DICOM tree + case-description CSVs",
                             description="CBIS-DDSM phantoms: 4 images per patient, CSVs with the real quirks.")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--patients", type=int, default=12, help="number of patients (default 12)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--patients", type=_count, default=12, help="number of patients (default 12)")
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--scale", type=_positive_float, default=0.25,
                    help="image size relative to real CBIS-DDSM scans (about 3000x5000 at 1.0; default 0.25)")
     s.add_argument("--layout", choices=("cbis", "nbia"), default="cbis",
@@ -200,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
     s = synth_ds.add_parser("mias", help="mdbNNN.pgm + Info.txt", description="MIAS phantoms: 1024x1024 PGMs.")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--images", type=int, default=24, help="number of images (default 24)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--images", type=_count, default=24, help="number of images (default 24)")
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
 
@@ -218,14 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--full-scans", action="store_true", default=None, help="also write whole scans (OUT/full/)")
         p.add_argument("--scale", type=_positive_float, default=None,
                        help="training px per native px at 50 µm (default 320/598 ≈ 0.535)")
-        p.add_argument("--workers", type=int, default=1, help="parallel processes (output is identical for any)")
-        p.add_argument("--seed", type=int, default=None, help="split and crop positions (default 0)")
-        p.add_argument("--roi-crops", type=int, default=None, help="crops around each abnormality (default 2)")
-        p.add_argument("--random-crops", type=int, default=None, help="crops anywhere in each scan (default 4)")
-        p.add_argument("--val-fraction", type=float, default=None, help="patients held out for validation (0.1)")
-        p.add_argument("--test-fraction", type=float, default=None,
-                       help="patients held out for test when the dataset has no official split (0.2)")
-        p.add_argument("--scans-per-shard", type=int, default=None, help="(default 64)")
+        p.add_argument("--workers", type=_count, default=1, help="parallel processes (output is identical for any)")
+        p.add_argument("--seed", type=_seed, default=None, help="split and crop positions (default 0)")
+        p.add_argument("--roi-crops", type=_seed, default=None, help="crops around each abnormality (default 2)")
+        p.add_argument("--random-crops", type=_seed, default=None, help="crops anywhere in each scan (default 4)")
+        p.add_argument("--val-fraction", type=_fraction, default=None,
+                       help="patients held out for validation (default 0.1)")
+        p.add_argument("--test-fraction", type=_fraction, default=None,
+                       help="patients held out for test when the dataset has no official split (default 0.2)")
+        p.add_argument("--scans-per-shard", type=_count, default=None, help="(default 64)")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=cmd_prep)
@@ -234,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Validate OUT/<tile> shards against manifest.json; write a contact sheet.")
     ins.add_argument("dir", help="a prep output folder, e.g. OUT/320")
     ins.add_argument("--sheet", help="contact sheet path (default DIR/contact_sheet.png)")
-    ins.add_argument("--samples", type=int, default=24)
-    ins.add_argument("--seed", type=int, default=0)
+    ins.add_argument("--samples", type=_count, default=24)
+    ins.add_argument("--seed", type=_seed, default=0)
     ins.set_defaults(func=cmd_inspect)
 
     tr = verbs.add_parser("train", help="train the FCN on prepared tiles",
@@ -253,11 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
     pr.add_argument("-i", "--input", required=True, help="a scan file or a directory of scans")
     pr.add_argument("-o", "--output", required=True, help="output directory")
-    pr.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    pr.add_argument("--tile", type=int, default=None,
+    pr.add_argument("--threshold", type=_number(float, 0, 1, what="a probability"), default=0.5,
+                    help="probability threshold (default 0.5)")
+    pr.add_argument("--tile", type=_number(int, 16, MAX_TILE, what="an integer"), default=None,
                     help="window size at the training resolution (default: one pass when the scan fits, else 1024)")
-    pr.add_argument("--overlap", type=float, default=0.25, help="window overlap (default 0.25)")
-    pr.add_argument("--batch-size", type=int, default=4, help="windows per batch")
+    pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap (default 0.25)")
+    pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch")
     pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,json")
     pr.add_argument("--spacing", type=_positive_float, default=None, metavar="MM",
                     help="pixel spacing of every input scan in mm, overriding PixelSpacing (default: PixelSpacing, "
@@ -279,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-p", "--predictions", required=True, help="a mammo predict output directory")
     ev.add_argument("-g", "--ground-truth", required=True,
                     help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
-    ev.add_argument("-o", "--output", default="summary.json", help="summary JSON (default summary.json)")
+    ev.add_argument("-o", "--output", default="evaluation.json",
+                    help="evaluation JSON (default evaluation.json; never predict's summary.json)")
     ev.set_defaults(func=cmd_evaluate)
 
     st = verbs.add_parser("study", help="compare losses: each trains the same model, several seeds",
@@ -296,10 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
                             description="synth → prep → inspect → curriculum → predict → evaluate on CBIS-DDSM "
                                         "phantoms, sized for a CPU (a few minutes).")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    demo.add_argument("--patients", type=int, default=12)
-    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--patients", type=_count, default=12)
+    demo.add_argument("--workers", type=_count, default=2)
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _fail(verb: str, message: str) -> int:
+    from mammo_seg.data.cases import printable
+
+    print(f"mammo {verb}: error: {printable(message)}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
@@ -307,8 +353,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except MammoError as e:
-        print(f"mammo {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args.verb, str(e))
+    except OSError as e:  # the environment (output not writable, disk full): one line, what is done stays done
+        return _fail(args.verb, f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
     except KeyboardInterrupt:
         print(f"mammo {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -124,6 +124,9 @@ class ExperimentConfig:
         from mammo_seg.losses import resolve_loss
 
         checks = [
+            (_stays_inside(self.name), "name", f"must be a relative folder name that stays inside runs/, got "
+                                               f"{self.name!r}"),
+            (self.seed >= 0, "seed", "must be at least 0"),
             (self.train.strategy in STRATEGIES, "train.strategy", f"must be one of {', '.join(STRATEGIES)}"),
             (self.train.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}"),
             (self.train.mixed_precision in PRECISIONS, "train.mixed_precision",
@@ -131,6 +134,16 @@ class ExperimentConfig:
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
             (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
             (self.train.lr > 0, "train.lr", "must be positive"),
+            (self.train.lr_decay > 0, "train.lr_decay", "must be positive"),
+            (self.train.lr_decay_epochs >= 1, "train.lr_decay_epochs", "must be at least 1"),
+            (self.train.steps_per_epoch is None or self.train.steps_per_epoch >= 1, "train.steps_per_epoch",
+             "must be at least 1, or null for one pass over the training records"),
+            (self.train.validation_steps is None or self.train.validation_steps >= 1, "train.validation_steps",
+             "must be at least 1, or null for the whole validation split"),
+            (self.train.checkpoint_metric in checkpoint_metrics(), "train.checkpoint_metric",
+             f"must be one of {', '.join(checkpoint_metrics())}, got {self.train.checkpoint_metric!r}"),
+            (self.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1"),
+            (self.data.crop is None or self.data.crop >= 16, "data.crop", "must be at least 16, or null"),
             (self.train.cpu_devices >= 1, "train.cpu_devices", "must be at least 1"),
             (self.model.width > 0, "model.width", "must be positive"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
@@ -148,6 +161,36 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _stays_inside(name: str) -> bool:
+    """A run name is a relative path of plain folder names (curriculum stages add ``/<stage>``)."""
+    parts = name.replace("\\", "/").split("/")
+    return bool(name) and not os.path.isabs(name) and all(p not in ("", ".", "..") for p in parts) \
+        and ":" not in name
+
+
+def checkpoint_metrics() -> tuple[str, ...]:
+    """Logs that ``best.keras`` can follow: every standard metric, on training or validation data."""
+    import inspect
+
+    from mammo_seg.metrics import ALL
+
+    names = [inspect.signature(cls).parameters["name"].default for cls in ALL]
+    return tuple(f"val_{n}" for n in names) + tuple(names)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _type_name(tp) -> str:
@@ -242,10 +285,14 @@ def read_yaml(path: str, sections: str) -> dict:
     if not os.path.isfile(path):
         raise MammoError(path, "config file not found")
     try:
-        with open(path) as f:
-            tree = yaml.safe_load(f) or {}
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.load(f, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise MammoError(path, f"not valid YAML ({' '.join(str(e).split())})") from None
+    except UnicodeDecodeError as e:
+        raise MammoError(path, f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    except OSError as e:
+        raise MammoError(path, f"cannot be read ({e.strerror})") from None
     if not isinstance(tree, dict):
         raise MammoError(path, f"expected a mapping of sections ({sections})")
     return tree

@@ -9,10 +9,15 @@ Ground truth comes from
 Predictions are matched to ground truth by the SHA-256 of the scan file (recorded by predict and by
 prep), so copies and symlinks of the scans match; no DICOM attribute is needed.
 
-Per case: TP, FP, FN, TN pixels, lesion IoU, Dice, precision, recall (IoU and Dice are NaN when
-neither mask has a lesion, as in nnU-Net), and the image-level call (positive when the lesion area
+Per case: TP, FP, FN, TN pixels, lesion IoU, Dice, precision, recall (IoU and Dice are NaN, written
+as null, when neither mask has a lesion, as in nnU-Net), and the image-level call (positive when the lesion area
 exceeds 1/750 of the image) against "the reference has a lesion". Means over cases ignore NaN; the
 pooled values sum the pixel counts over all cases first.
+
+A bad item (a record without sha256, a missing or colour mask, a mask whose size or orientation
+differs from the reference) is that case's line in ``problems``, counted in ``counts``; the rest
+are evaluated. A predicted mask is resized only against prep ground truth (training resolution)
+and only when its aspect matches.
 """
 
 from __future__ import annotations
@@ -23,12 +28,11 @@ import os
 from collections import defaultdict
 
 import numpy as np
-from PIL import Image
 
 from mammo_seg import __version__
 from mammo_seg.data.tiling import resize_mask
 from mammo_seg.errors import MammoError
-from mammo_seg.io import file_sha256
+from mammo_seg.io import file_sha256, read_mask
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, image_area_fraction: float = 1 / 750) -> dict:
@@ -120,29 +124,98 @@ def _mean(values):
     return float(np.mean(values)) if values else math.nan
 
 
-def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_fraction: float = 1 / 750) -> dict:
-    summary_path = os.path.join(pred_dir, "summary.json")
+def _json_safe(value):
+    """NaN (and ±inf) → None, recursively: the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _read_predictions(pred_dir: str, summary_path: str) -> list:
+    """The records of predict's ``summary.json``; an unreadable file is an error for the whole run."""
     if not os.path.isfile(summary_path):
         raise MammoError(pred_dir, "no summary.json: not a mammo predict output")
-    with open(summary_path) as f:
-        predictions = [s for s in json.load(f)["scans"] if s["status"] == "ok"]
+    try:
+        with open(summary_path, encoding="utf-8") as f:
+            scans = json.load(f)["scans"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MammoError(summary_path, f"not a mammo predict summary ({type(e).__name__}: {e})") from None
+    if not isinstance(scans, list):
+        raise MammoError(summary_path, "not a mammo predict summary (scans is not a list)")
+    return scans
+
+
+def _check_record(record, number: int) -> str:
+    """The record's id; raises MammoError when a field evaluate needs is missing or malformed."""
+    if not isinstance(record, dict):
+        raise MammoError(f"scans[{number}]", f"record is not a mapping: {str(record)[:80]!r}")
+    name = record.get("id")
+    name = name if isinstance(name, str) and name else f"scans[{number}]"
+    checks = [(isinstance(record.get("sha256"), str) and len(record["sha256"]) == 64, "sha256"),
+              (isinstance(record.get("file_size"), int), "file_size"),
+              (isinstance(record.get("outputs"), dict) and isinstance(record["outputs"].get("mask"), str),
+               "outputs.mask (predict with --format including mask)")]
+    bad = [what for ok, what in checks if not ok]
+    if bad:
+        raise MammoError(name, f"record without a valid {', '.join(bad)}")
+    return name
+
+
+def _fits(pred_shape, ref_shape, resampled: bool) -> bool:
+    """The predicted mask has the reference's grid, or (prep ground truth at the training resolution)
+    the same aspect: a transposed or other-size mask is never silently resized."""
+    if pred_shape == ref_shape:
+        return True
+    (ph, pw), (rh, rw) = pred_shape, ref_shape
+    return resampled and abs(pw * rh / ph - rw) <= 1.5 and abs(ph * rw / pw - rh) <= 1.5
+
+
+def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
+    """("case", per-case entry), ("unmatched", id) or raises MammoError naming the item."""
+    name = _check_record(record, number)
+    mask_file = os.path.join(pred_dir, record["outputs"]["mask"])
+    if not os.path.isfile(mask_file):
+        raise MammoError(mask_file, f"{name}: mask PNG not found")
+    found = truth.mask(record["sha256"], record["file_size"])
+    if found is None:
+        return "unmatched", name
+    ref, scan_id = found
+    pred = read_mask(mask_file)
+    if not _fits(pred.shape, ref.shape, isinstance(truth, PrepTruth)):
+        raise MammoError(mask_file, f"{name}: mask {pred.shape[0]}x{pred.shape[1]} does not fit the reference "
+                                    f"{scan_id} ({ref.shape[0]}x{ref.shape[1]}); not resized")
+    if pred.shape != ref.shape:  # documented: prep ground truth is at the training resolution
+        pred = resize_mask(pred, ref.shape)
+    return "case", {"prediction": name, "reference": scan_id,
+                    "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}
+
+
+def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_fraction: float = 1 / 750) -> dict:
+    """Score every prediction; a bad record, mask or reference is that case's problem (``problems``),
+    the others are evaluated. NaN values (IoU of two empty masks) are written to ``out`` as null."""
+    summary_path = os.path.join(pred_dir, "summary.json")
+    if out and os.path.realpath(out) == os.path.realpath(summary_path):
+        raise MammoError(out, "is predict's summary.json; choose another evaluation output")
+    predictions = _read_predictions(pred_dir, summary_path)
     truth = ground_truth(truth_path)
-    per_case, unmatched = [], []
-    for record in predictions:
-        mask_file = os.path.join(pred_dir, record["outputs"].get("mask", ""))
-        if "mask" not in record["outputs"] or not os.path.isfile(mask_file):
-            raise MammoError(pred_dir, f"{record['id']}: no mask PNG (predict with --format including mask)")
-        found = truth.mask(record["sha256"], record["file_size"])
-        if found is None:
-            unmatched.append(record["id"])
+    per_case, unmatched, problems = [], [], []
+    for number, record in enumerate(predictions):
+        if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
             continue
-        ref, scan_id = found
-        pred = np.asarray(Image.open(mask_file)) > 0
-        if pred.shape != ref.shape:
-            pred = resize_mask(pred, ref.shape)
-        per_case.append({"prediction": record["id"], "reference": scan_id,
-                         "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}})
-    if not per_case:
+        try:
+            kind, value = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
+        except MammoError as e:
+            problems.append({"file": e.where or pred_dir, "reason": e.reason})
+            continue
+        except Exception as e:  # noqa: BLE001 - one bad case never loses the others
+            problems.append({"file": summary_path, "reason": f"scans[{number}]: {type(e).__name__}: {e}"})
+            continue
+        (per_case if kind == "case" else unmatched).append(value)
+    if not per_case and not problems:
         raise MammoError(pred_dir, f"no prediction matches a scan of {truth_path}")
     metrics = [c["metrics"]["1"] for c in per_case]
     keys = ("IoU", "Dice", "precision", "recall", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
@@ -153,16 +226,20 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
               "precision": tp / (tp + fp) if tp + fp else math.nan, "recall": tp / (tp + fn) if tp + fn else math.nan}
     called = [(m["image_predicted_positive"], m["image_reference_positive"]) for m in metrics]
     positives = [p for p, r in called if r]
-    image = {"accuracy": sum(p == r for p, r in called) / len(called),
+    image = {"accuracy": sum(p == r for p, r in called) / len(called) if called else math.nan,
              "recall": sum(positives) / len(positives) if positives else math.nan,
              "cases": len(called), "reference_positive": len(positives)}
-    result = {"package_version": __version__, "predictions": os.path.abspath(pred_dir),
-              "ground_truth": os.path.abspath(truth_path), "labels": {"1": "lesion"},
-              "metric_per_case": per_case, "mean": {"1": mean}, "foreground_mean": mean,
-              "pooled": {"1": pooled}, "image_level": image, "unmatched_predictions": unmatched}
+    result = {
+        "package_version": __version__, "predictions": os.path.abspath(pred_dir),
+        "ground_truth": os.path.abspath(truth_path), "labels": {"1": "lesion"},
+        "metric_per_case": per_case, "mean": {"1": mean}, "foreground_mean": mean,
+        "pooled": {"1": pooled}, "image_level": image, "unmatched_predictions": unmatched,
+        "problems": problems,
+        "counts": {"predictions": len(predictions), "evaluated": len(per_case), "problems": len(problems),
+                   "unmatched": len(unmatched)}}
     if out:
         from mammo_seg.inference.writers import write_json
 
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        write_json(out, result)
+        write_json(out, _json_safe(result))
     return result

@@ -11,7 +11,8 @@ import pytest
 from conftest import CBIS_PATIENTS, CBIS_SCALE, CBIS_SEED, DATA
 from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
-from mammo_seg.data.cases import Case, load_case
+from mammo_seg.data.cases import Abnormality, Case, load_case
+from mammo_seg.errors import MammoError
 from mammo_seg.io import read_mask
 
 
@@ -57,6 +58,30 @@ def test_mias_phantoms_become_cases(mias_raw):
     assert scan.pixels.shape == (1024, 1024) and mask.any() and len(rois) == len(with_lesion.abnormalities)
     x, y, r = with_lesion.abnormalities[0].circle
     assert mask[1023 - y, x]  # the disc is centred at (row = 1023 - y, col = x)
+
+
+def test_mias_circles_outside_the_image_are_refused(mias_raw, tmp_path):
+    raw = str(tmp_path / "mias")
+    shutil.copytree(mias_raw, raw)
+    info = os.path.join(raw, "Info.txt")
+    rows, _ = mias.parse_info(info)
+    lesions = [r for r in rows if r.has_coordinates][:3]
+    lines = open(info).read().splitlines()
+    for row, (x, y, radius) in zip(lesions, [(10, 10, 999999999), (1024, 10, 5), (10, 5000, 5)]):
+        lines[row.line_number - 1] = f"{row.ref} {row.background} {row.cls} {row.severity} {x} {y} {radius}"
+    open(info, "w").write("\n".join(lines) + "\n")
+    cases, problems, _ = mias.collect_cases(raw, progress=False)
+    refused = [p for p in problems if "image skipped" in p.reason and "coordinates" not in p.reason]
+    assert [(p.item, p.reason) for p in refused] == [
+        (lesions[0].ref, f"line {lesions[0].line_number}: radius 999999999 exceeds half the 1024x1024 image; "
+                         f"image skipped"),
+        (lesions[1].ref, f"line {lesions[1].line_number}: centre x=1024, y=10 is outside the 1024x1024 image; "
+                         f"image skipped"),
+        (lesions[2].ref, f"line {lesions[2].line_number}: centre x=10, y=5000 is outside the 1024x1024 image; "
+                         f"image skipped")]
+    assert not {r.ref for r in lesions} & {c.scan_id for c in cases}
+    with pytest.raises(MammoError, match="circle x=10, y=10, radius=999999999 does not fit the 1024x1024 image"):
+        load_case(Case("m", "p", "mias", cases[0].scan_path, (Abnormality("mass", circle=(10, 10, 999999999)),)))
 
 
 # ------------------------------------------------------------------------------------------- CBIS-DDSM
@@ -132,6 +157,46 @@ def test_cbis_missing_and_corrupt_files_are_reported(cbis_raw, tmp_path):
     lines = [p.line() for p in problems]
     assert any(broken.scan_path in line and "DICOM" in line for line in lines)
     assert any(gone.scan_id in line and "not found" in line for line in lines)
+
+
+def test_cbis_short_long_and_unreadable_rows_are_one_problem_each(tmp_path):
+    with open(os.path.join(DATA, "cbis_ddsm_mass_train_sample.csv"), newline="") as f:
+        header, good, *_ = [[cell.strip() for cell in row] for row in csv.reader(f)]
+    path = tmp_path / "mass_case_description_train_set.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerows([header, good[:5], good[:-1] + ["x" * 200_000], good, [], good[:-1] + ["y" * 5000]])
+    rows, problems = cbis_ddsm.read_csv(str(path))
+    assert [r.line for r in rows] == [4]
+    assert [p.reason for p in problems] == [
+        "line 2: malformed row with 5 fields, expected 14: P_00001,3,LEFT,CC,1",
+        "line 3: unreadable record (field larger than field limit (131072))",
+        "line 6: malformed row (a file path longer than 4096 characters)"]
+    no_columns = tmp_path / "calc_case_description_test_set.csv"
+    no_columns.write_text("patient_id,image view\nP_00001,CC\n")
+    assert cbis_ddsm.read_csv(str(no_columns))[1][0].reason.startswith(
+        "not a CBIS-DDSM case description: missing columns ['left or right breast', 'abnormality id'")
+
+
+def test_cbis_corrupt_headers_anywhere_are_one_problem_each(cbis_raw, tmp_path):
+    raw = str(tmp_path / "raw")
+    shutil.copytree(cbis_raw, raw)
+    cases, before, _ = cbis_ddsm.collect_cases(raw, progress=False)
+    data = open(cases[0].scan_path, "rb").read()
+    rows_at = data.index(b"\x28\x00\x10\x00US")  # (0028,0010) Rows, explicit VR
+    os.makedirs(os.path.join(raw, "stray"))
+    unknown_vr = os.path.join(raw, "stray", "unknown_vr.dcm")
+    open(unknown_vr, "wb").write(data[:rows_at + 4] + b"ZZ" + data[rows_at + 6:])
+    odd_length = os.path.join(raw, "stray", "odd_length.dcm")
+    open(odd_length, "wb").write(data[:rows_at + 6] + b"\x03\x00" + data[rows_at + 8:rows_at + 10] + b"\x00" +
+                                 data[rows_at + 10:])
+    after, problems, _ = cbis_ddsm.collect_cases(raw, progress=False)
+    assert [c.scan_id for c in after] == [c.scan_id for c in cases]  # unreferenced strays: nothing lost
+    new = [p for p in problems if p not in before]
+    assert [(p.file, p.reason.split(" (")[0]) for p in new] == [(odd_length, "corrupt DICOM header"),
+                                                                  (unknown_vr, "corrupt DICOM header")]
+    assert "NotImplementedError: Unknown Value Representation 'ZZ' in tag (0028,0010)" in new[1].reason
+    assert "BytesLengthException" in new[0].reason
 
 
 # ---------------------------------------------------------------------------------------------- splits

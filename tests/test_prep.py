@@ -123,7 +123,8 @@ def test_rerun_skips_finished_work_and_refuses_other_settings(prepped, cbis_raw,
     copy = str(tmp_path / "again")
     shutil.copytree(out, copy)
     before = tree(copy)
-    states = [os.path.join(copy, ".prep", f) for f in os.listdir(os.path.join(copy, ".prep"))]
+    states = [os.path.join(copy, ".prep", f) for f in os.listdir(os.path.join(copy, ".prep"))
+              if f.endswith(".json")]  # completion records (.prep/tmp/ holds the temporaries)
     mtimes = {s: os.path.getmtime(s) for s in states}
     prepare("cbis-ddsm", cbis_raw, copy, workers=1, **OPTIONS)
     assert tree(copy) == before and all(os.path.getmtime(s) == t for s, t in mtimes.items())
@@ -207,3 +208,25 @@ def test_every_verb_answers_help():
         result = subprocess.run([sys.executable, "-m", "mammo_seg.cli", *verb, "--help"], capture_output=True,
                                 text=True, timeout=60)
         assert result.returncode == 0 and "usage: mammo" in result.stdout
+
+
+def test_prep_keeps_user_files_and_survives_a_name_that_is_not_utf8(cbis_raw, tmp_path, capsys):
+    raw = str(tmp_path / "raw")
+    shutil.copytree(cbis_raw, raw)
+    stray = os.path.join(raw, os.fsdecode(b"caf\xe9.dcm"))  # not UTF-8, and not a DICOM
+    open(stray, "wb").write(b"not a dicom")
+    out = tmp_path / "out"
+    user_files = [out / "notes.tmp-1.txt", out / "48" / "mine.tmp-2", out / ".prep" / "x.tmp-3"]
+    for f in user_files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("keep me")
+    args = ["prep", "cbis-ddsm", "--raw", raw, "--out", str(out), "--tiles", "48", "--scale", str(SCALE), "--quiet"]
+    for _ in range(2):  # a first run and a rerun
+        assert main(args) == 0
+        assert all(f.read_text() == "keep me" for f in user_files)
+        assert os.listdir(out / ".prep" / "tmp") == []
+        assert os.path.isfile(out / "48" / "manifest.json")
+        rows = list(csv.DictReader(open(out / "problems.csv", encoding="utf-8")))
+        assert [r["file"] for r in rows if "caf" in r["file"]] == [os.path.join(raw, "caf\\xe9.dcm")]
+    err = capsys.readouterr().err
+    assert f"problem: {os.path.join(raw, 'caf')}\\xe9.dcm: not a DICOM file" in err and "Traceback" not in err

@@ -7,6 +7,7 @@ the scan's grid. Everything here is plain data, picklable for worker processes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,20 @@ class Problem:
 
     def line(self) -> str:
         where = f"{self.file} [{self.item}]" if self.item else self.file
-        return f"{where}: {self.reason}"
+        return printable(f"{where}: {self.reason}")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8 on one line: bytes of a file name that is not UTF-8 (held by
+    Python as surrogate escapes) become ``\\xNN``, control characters such as a newline ``\\n``."""
+    if text.isprintable():
+        return text
+    text = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(text) else text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def circle_mask(shape: tuple[int, int], x: float, y_from_bottom: float, radius: float) -> np.ndarray:
@@ -105,7 +119,11 @@ def lesion_masks(case: Case, shape: tuple[int, int]) -> list[np.ndarray]:
                                                 f"image {shape[0]}x{shape[1]} ({case.scan_id})")
             where = abn.mask_path
         else:
-            mask = circle_mask(shape, *abn.circle)
+            x, y, radius = abn.circle
+            if not (0 <= x < shape[1] and 0 <= y < shape[0] and 0 < radius <= max(shape) / 2):
+                raise MammoError(case.scan_path, f"{abn.kind} circle x={x}, y={y}, radius={radius} does not fit "
+                                                 f"the {shape[1]}x{shape[0]} image ({case.scan_id})")
+            mask = circle_mask(shape, x, y, radius)
             where = case.scan_path
         if not mask.any():
             raise MammoError(where, f"{abn.kind} mask of {case.scan_id} is empty")

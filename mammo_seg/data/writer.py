@@ -21,7 +21,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -31,7 +33,7 @@ from tqdm import tqdm
 
 from mammo_seg import __version__
 from mammo_seg.data import features
-from mammo_seg.data.cases import Case, Problem, load_case
+from mammo_seg.data.cases import Case, Problem, load_case, printable
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
@@ -84,17 +86,21 @@ def _stream(seed: int, scan_id: str, tile: int) -> np.random.Generator:
 
 
 def process_case(case: Case, config: PrepConfig) -> CaseResult:
-    """Read, tile and encode one case (runs in a worker). Bad input becomes ``result.problem``."""
-    result = CaseResult(case.scan_id)
+    """Read, tile and encode one case (runs in a worker). Anything raised for this case becomes
+    ``result.problem``: one bad case never stops the batch."""
     try:
-        scan, mask, rois = load_case(case)
-        grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
+        return _process_case(case, config)
     except MammoError as e:
-        result.problem = Problem(e.where or case.scan_path, e.reason, case.scan_id)
-        return result
+        return CaseResult(case.scan_id, problem=Problem(e.where or case.scan_path, e.reason, case.scan_id))
     except Exception as e:  # noqa: BLE001 - a batch job reports any failure of one item and goes on
-        result.problem = Problem(case.scan_path, f"unexpected error: {type(e).__name__}: {e}", case.scan_id)
-        return result
+        return CaseResult(case.scan_id, problem=Problem(case.scan_path, f"unexpected error: {type(e).__name__}: {e}",
+                                                        case.scan_id))
+
+
+def _process_case(case: Case, config: PrepConfig) -> CaseResult:
+    result = CaseResult(case.scan_id)
+    scan, mask, rois = load_case(case)
+    grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
     result.sha256 = file_sha256(case.scan_path)
     for tile in config.tiles:
@@ -156,8 +162,19 @@ def plan_shards(scan_split: dict[str, str], scans_per_shard: int, seed: int) -> 
     return shards
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+def _temporary(path: str, tmp_dir: str | None) -> str:
+    """A fresh temporary name for ``path``: inside ``tmp_dir`` (a folder prep owns and empties on
+    every run) when given, else beside ``path``."""
+    if tmp_dir is None:
+        return f"{path}.tmp-{os.getpid()}"
+    os.makedirs(tmp_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=f"-{os.path.basename(path)}")
+    os.close(fd)
+    return tmp
+
+
+def _atomic_write_bytes(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+    tmp = _temporary(path, tmp_dir)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -165,14 +182,20 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: str, content) -> None:
-    _atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: str, content, tmp_dir: str | None = None) -> None:
+    """Write JSON by a temporary and a rename; prep passes ``tmp_dir=prep_tmp_dir(out)``."""
+    _atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode(), tmp_dir)
 
 
-def _write_tfrecord(path: str, serialized: list[bytes]) -> None:
+def prep_tmp_dir(out: str) -> str:
+    """The only folder where prep keeps temporaries; emptied at the start of every run."""
+    return os.path.join(out, STATE_DIR, "tmp")
+
+
+def _write_tfrecord(path: str, serialized: list[bytes], tmp_dir: str) -> None:
     import tensorflow as tf
 
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = _temporary(path, tmp_dir)
     with tf.io.TFRecordWriter(tmp) as w:
         for s in serialized:
             w.write(s)
@@ -199,11 +222,9 @@ def _prepare_state(out: str, fingerprint: dict) -> str:
             raise MammoError(out, f"holds an unfinished or finished prep with other {what}; "
                                   f"choose a new --out or delete it")
     else:
-        atomic_write_json(path, fingerprint)
-    for root, _, files in os.walk(out):
-        for name in files:
-            if ".tmp-" in name:
-                os.remove(os.path.join(root, name))
+        atomic_write_json(path, fingerprint, prep_tmp_dir(out))
+    shutil.rmtree(prep_tmp_dir(out), ignore_errors=True)  # an interrupted run's temporaries, and only those
+    os.makedirs(prep_tmp_dir(out), exist_ok=True)
     return state
 
 
@@ -283,9 +304,9 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
                     **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
                     "source": case.source, "abnormality": case.kinds}))
         stats["records"] = len(serialized)
-        _write_tfrecord(os.path.join(out, name, shard.name), serialized)
+        _write_tfrecord(os.path.join(out, name, shard.name), serialized, prep_tmp_dir(out))
         summary["outputs"][name] = stats
-    atomic_write_json(os.path.join(state, shard.name + ".json"), summary)
+    atomic_write_json(os.path.join(state, shard.name + ".json"), summary, prep_tmp_dir(out))
 
 
 def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, raw_root) -> dict:
@@ -296,7 +317,7 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
     problems = list(problems)
     for s in shards:
         problems += [Problem(**p) for p in summaries[s.name]["problems"]]
-    _write_problems(os.path.join(out, "problems.csv"), problems)
+    _write_problems(os.path.join(out, "problems.csv"), problems, prep_tmp_dir(out))
     sources = sorted({c.source for c in by_id.values()})
     raw = {src: {"raw_min": None, "raw_max": None, "raw_mean": 0.0, "scans": 0} for src in sources}
     for s in shards:
@@ -315,11 +336,11 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
             scans[scan_id] = {"patient_id": case.patient_id, "split": s.split, "source": case.source,
                               "file": os.path.relpath(case.scan_path, raw_root) if raw_root else case.scan_path,
                               "sha256": digest}
-    atomic_write_json(os.path.join(out, "scans.json"), scans)
+    atomic_write_json(os.path.join(out, "scans.json"), scans, prep_tmp_dir(out))
     manifests = {}
     for name in config.outputs:
         manifest = _manifest(name, shards, summaries, config, raw, extra, len(problems))
-        atomic_write_json(os.path.join(out, name, "manifest.json"), manifest)
+        atomic_write_json(os.path.join(out, name, "manifest.json"), manifest, prep_tmp_dir(out))
         manifests[name] = manifest
     return {"manifests": manifests, "problems": problems}
 
@@ -363,11 +384,13 @@ def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problem
     }
 
 
-def _write_problems(path: str, problems: list[Problem]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+def _write_problems(path: str, problems: list[Problem], tmp_dir: str) -> None:
+    """UTF-8 CSV; a file name that is not UTF-8 is written with its odd bytes as ``\\xNN``, so no
+    name can stop the run after all shards are written."""
+    tmp = _temporary(path, tmp_dir)
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file", "item", "reason"])
         for p in problems:
-            w.writerow([p.file, p.item, p.reason])
+            w.writerow([printable(p.file), printable(p.item), printable(p.reason)])
     os.replace(tmp, path)

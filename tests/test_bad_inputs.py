@@ -1,0 +1,312 @@
+"""A catalogue of bad inputs beside good ones, each batch driven through the real verb (``cli.main``).
+
+For every bad item: no traceback, exactly one line naming its file (or key/flag) and the reason;
+for every good item: produced; the batch's manifest / evaluation written.
+"""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mammo_seg.cli import main
+
+SCALE = 0.2
+
+
+def one_line_each(err: str, names) -> dict:
+    """The stderr line naming each of ``names`` (exactly one each); no traceback anywhere."""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    found = {}
+    for name in names:
+        hits = [line for line in lines if name in line]
+        assert len(hits) == 1, (name, hits)
+        found[name] = hits[0]
+    return found
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+@pytest.fixture(scope="module")
+def cbis_cases(cbis_raw):
+    from data_prep.cbis_ddsm import collect_cases
+    from mammo_seg.data.cases import load_case
+
+    cases, _, _ = collect_cases(cbis_raw, progress=False)
+    return [(case, load_case(case)[1]) for case in cases[:3]]
+
+
+def _record(folder, name, case, mask=None, **changes):
+    from mammo_seg.io import file_sha256
+
+    if mask is not None:
+        Image.fromarray(mask).save(os.path.join(folder, f"{name}_mask.png"))
+    record = {"id": name, "status": "ok", "sha256": file_sha256(case.scan_path),
+              "file_size": os.path.getsize(case.scan_path), "outputs": {"mask": f"{name}_mask.png"}}
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path, capsys, monkeypatch):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (case0, ref0), (case1, ref1), (case2, ref2) = cbis_cases
+    assert ref0.shape[0] != ref0.shape[1]
+    as_png = [(r * 255).astype(np.uint8) for r in (ref0, ref1, ref2)]
+    bigger = np.zeros((ref0.shape[0] + 3, ref0.shape[1]), np.uint8)
+    scans = [
+        _record(pred, "good0", case0, as_png[0]),
+        _record(pred, "good1", case1, as_png[1]),
+        _record(pred, "good2", case2, np.zeros_like(as_png[2])),  # no lesion predicted: precision NaN
+        _record(pred, "missing", case0),  # no mask file written
+        _record(pred, "rgb", case0, np.stack([as_png[0]] * 3, axis=-1)),
+        _record(pred, "transposed", case0, as_png[0].T.copy()),
+        _record(pred, "bigger", case0, bigger),
+        _record(pred, "nosha", case1, as_png[1], sha256=None),
+        _record(pred, "nomask", case1, outputs={}),
+        "garbage",
+        {"id": "failed", "status": "error", "reason": "predict's own problem"},
+    ]
+    (pred / "summary.json").write_text(json.dumps({"scans": scans}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw]) == 0  # default -o: ./evaluation.json
+    err = capsys.readouterr().err
+    lines = one_line_each(err, ["missing_mask.png", "rgb_mask.png", "transposed_mask.png", "bigger_mask.png",
+                                "nosha", "nomask", "scans[9]"])
+    h, w = ref0.shape
+    assert lines["missing_mask.png"] == f"problem: {pred}/missing_mask.png: missing: mask PNG not found"
+    assert lines["rgb_mask.png"] == f"problem: {pred}/rgb_mask.png: colour image (mode RGB) is not a mammogram"
+    assert lines["transposed_mask.png"] == (f"problem: {pred}/transposed_mask.png: transposed: mask {w}x{h} does "
+                                            f"not fit the reference {case0.scan_id} ({h}x{w}); not resized")
+    assert lines["bigger_mask.png"].endswith(f"mask {h + 3}x{w} does not fit the reference {case0.scan_id} "
+                                             f"({h}x{w}); not resized")
+    assert lines["nosha"] == "problem: nosha: record without a valid sha256"
+    assert lines["nomask"] == "problem: nomask: record without a valid outputs.mask (predict with --format " \
+                              "including mask)"
+    assert lines["scans[9]"] == "problem: scans[9]: record is not a mapping: 'garbage'"
+    text = (tmp_path / "evaluation.json").read_text()
+    result = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert [c["prediction"] for c in result["metric_per_case"]] == ["good0", "good1", "good2"]
+    assert result["counts"] == {"predictions": 11, "evaluated": 3, "problems": 7, "unmatched": 0}
+    assert result["metric_per_case"][2]["metrics"]["1"]["precision"] is None
+    assert result["mean"]["1"]["precision"] == 1.0 and result["mean"]["1"]["IoU"] == pytest.approx(2 / 3)
+    summary = (pred / "summary.json").read_text()
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", os.path.join(pred, ".", "summary.json")]) == 2
+    assert capsys.readouterr().err == (f"mammo evaluate: error: {pred}/./summary.json: is predict's summary.json; "
+                                       f"choose another evaluation output\n")
+    assert (pred / "summary.json").read_text() == summary
+    (pred / "summary.json").write_text('{"scans": [')
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mammo evaluate: error: {pred}/summary.json: not a mammo predict summary (JSONDecodeError")
+    assert err.count("\n") == 1
+
+
+def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cbis_cases, tmp_path, capsys):
+    from data_prep.prepare import prepare
+    from mammo_seg.data.resolution import Resolution
+
+    out = str(tmp_path / "prep")
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=SCALE),
+            progress=False)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (case0, ref0), (case1, ref1), _ = cbis_cases
+    scans = [_record(pred, "good", case0, (ref0 * 255).astype(np.uint8)),
+             _record(pred, "transposed", case1, (ref1.T * 255).astype(np.uint8))]
+    (pred / "summary.json").write_text(json.dumps({"scans": scans}))
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e.json")]) == 0
+    line = one_line_each(capsys.readouterr().err, ["transposed"])["transposed"]
+    assert line.startswith(f"problem: {pred}/transposed_mask.png: transposed: mask {ref1.shape[1]}x{ref1.shape[0]} "
+                           f"does not fit the reference {case1.scan_id}")
+    result = json.load(open(tmp_path / "e.json"))
+    assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
+    assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
+
+
+# --------------------------------------------------------------------------------------- configs, CLI
+GOOD_CONFIG = """name: tiny
+seed: 0
+data: {dir: DATA, tile: "96"}
+train:
+  epochs: 2
+  steps_per_epoch: 8
+  lr_decay_epochs: 15
+  checkpoint_metric: val_lesion_iou
+"""
+BAD_CONFIGS = {  # file name: (content, what its one line must say after "<file>: ")
+    "duplicate.yaml": (GOOD_CONFIG + "train: {epochs: 5}\n", "not valid YAML (duplicate key 'train' in"),
+    "latin1.yaml": (GOOD_CONFIG.replace("tiny", "t\xefny").encode("latin-1"),
+                    "not UTF-8 text (byte 0xef at offset 7)"),
+    "escape.yaml": (GOOD_CONFIG.replace("name: tiny", "name: ../../.."),
+                    "name: must be a relative folder name that stays inside runs/, got '../../..'"),
+    "absolute.yaml": (GOOD_CONFIG.replace("name: tiny", "name: /etc"),
+                      "name: must be a relative folder name that stays inside runs/, got '/etc'"),
+    "seed.yaml": (GOOD_CONFIG.replace("seed: 0", "seed: -1"), "seed: must be at least 0"),
+    "decay.yaml": (GOOD_CONFIG.replace("lr_decay_epochs: 15", "lr_decay_epochs: 0"),
+                   "train.lr_decay_epochs: must be at least 1"),
+    "steps.yaml": (GOOD_CONFIG.replace("steps_per_epoch: 8", "steps_per_epoch: -3"),
+                   "train.steps_per_epoch: must be at least 1, or null for one pass over the training records"),
+    "metric.yaml": (GOOD_CONFIG.replace("val_lesion_iou", "val_lesion_iuo"),
+                    "train.checkpoint_metric: must be one of val_lesion_iou, val_lesion_dice,"),
+    "stage.yaml": (GOOD_CONFIG + "stages:\n  - {name: ../../../../x}\n",
+                   "stages[0]: name: must be a relative folder name that stays inside runs/, got "
+                   "'tiny/../../../../x'"),
+}
+
+
+def test_bad_configs_are_one_line_each(tmp_path, capsys):
+    for name, (content, reason) in BAD_CONFIGS.items():
+        path = tmp_path / name
+        data = content if isinstance(content, bytes) else content.replace("DATA", str(tmp_path)).encode()
+        path.write_bytes(data)
+        assert main(["train", "-c", str(path), "--out", str(tmp_path / "run")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"mammo train: error: {path}: {reason}"), (name, err)
+    assert not (tmp_path / "run").exists()
+
+
+BAD_FLAGS = [  # (verb and flags, the flag and reason its one line must name)
+    (["prep", "mias", "--val-fraction", "2"], "argument --val-fraction: expected a fraction in [0, 1), got '2'"),
+    (["prep", "mias", "--tiles", "100000"], "argument --tiles: tile sizes must be from 16 to 4096 px, got '100000'"),
+    (["prep", "mias", "--tiles", "48,-5"], "argument --tiles: tile sizes must be from 16 to 4096 px, got '48,-5'"),
+    (["prep", "mias", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    (["prep", "mias", "--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
+    (["prep", "mias", "--scans-per-shard", "x"], "argument --scans-per-shard: expected an integer, got 'x'"),
+    (["predict", "--tile", "-1"], "argument --tile: expected an integer in [16, 4096], got '-1'"),
+    (["predict", "--tile", "100000"], "argument --tile: expected an integer in [16, 4096], got '100000'"),
+    (["predict", "--overlap", "1.5"], "argument --overlap: expected a fraction in [0, 1), got '1.5'"),
+    (["predict", "--overlap", "nan"], "argument --overlap: expected a fraction in [0, 1), got 'nan'"),
+    (["predict", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+    (["predict", "--threshold", "2"], "argument --threshold: expected a probability in [0, 1], got '2'"),
+    (["synth", "mias", "--images", "-4"], "argument --images: expected an integer >= 1, got '-4'"),
+]
+
+
+def test_bad_cli_numbers_are_one_line_each(tmp_path, capsys):
+    required = {"prep": ["--raw", str(tmp_path), "--out", str(tmp_path / "o")],
+                "predict": ["-m", "m.keras", "-i", str(tmp_path), "-o", str(tmp_path / "o")],
+                "synth": ["--out", str(tmp_path / "o")]}
+    for argv, reason in BAD_FLAGS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, *required[argv[0]]])
+        err = capsys.readouterr().err
+        prog = " ".join(["mammo", *argv[:2]]) if argv[0] != "predict" else "mammo predict"
+        assert exit_info.value.code == 2 and err == f"{prog}: error: {reason} (see {prog} --help)\n", err
+    assert not (tmp_path / "o").exists()
+
+
+def test_prepare_refuses_bad_numbers_as_a_library(mias_raw, tmp_path):
+    from data_prep.prepare import prepare
+    from mammo_seg.errors import MammoError
+
+    for kwargs, message in [({"val_fraction": 2}, "--val-fraction: must be in [0, 1), got 2"),
+                            ({"val_fraction": 0.5, "test_fraction": 0.5}, "--val-fraction: and --test-fraction "
+                                                                           "must sum to less than 1"),
+                            ({"tiles": (100000,)}, "--tiles: tile sizes must be from 16 to 4096 px, got [100000]"),
+                            ({"seed": -1}, "--seed: must be at least 0, got -1")]:
+        with pytest.raises(MammoError) as info:
+            prepare("mias", mias_raw, str(tmp_path / "o"), progress=False, **kwargs)
+        assert str(info.value).startswith(message)
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ prep
+def _prep(raw, out):
+    return main(["prep", raw.split("/")[-1], "--raw", raw, "--out", out, "--tiles", "48", "--scale", str(SCALE),
+                 "--full-scans", "--quiet"])
+
+
+def _produced(out) -> set:
+    for name in ("48", "full"):
+        assert os.path.isfile(os.path.join(out, name, "manifest.json"))
+    return set(json.load(open(os.path.join(out, "scans.json"))))
+
+
+def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "cbis-ddsm")
+    shutil.copytree(cbis_raw, raw)
+    cases, _, _ = collect_cases(raw, progress=False)
+    data = open(cases[0].scan_path, "rb").read()
+    at = data.index(b"\x28\x00\x10\x00US")  # (0028,0010) Rows
+    stray = os.path.join(raw, "stray")
+    os.makedirs(stray)
+    dicoms = {"unknown_vr.dcm": data[:at + 4] + b"ZZ" + data[at + 6:],
+              "odd_length.dcm": data[:at + 6] + b"\x03\x00" + data[at + 8:at + 10] + b"\x00" + data[at + 10:],
+              "cut_header.dcm": data[:300], "empty.dcm": b"", "text.dcm": b"hello\n" * 50,
+              os.fsdecode(b"latin1_\xe9.dcm"): b"not a dicom"}
+    for name, content in dicoms.items():
+        open(os.path.join(stray, name), "wb").write(content)
+    victim = cases[1]
+    with open(victim.scan_path, "r+b") as f:  # header intact, pixel data cut short
+        f.truncate(os.path.getsize(victim.scan_path) * 2 // 3)
+    csv_path = os.path.join(raw, "mass_case_description_extra_set.csv")
+    header = ["patient_id", "left or right breast", "image view", "abnormality id", "abnormality type",
+              "image file path", "cropped image file path", "ROI mask file path"]
+    good = ["P_99999", "LEFT", "CC", "1", "mass", "a/1.2/1.3/000000.dcm", "b/1.2/1.4/000000.dcm", "b/1.2/1.5/x.dcm"]
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([
+            header, good[:4],  # line 2: short row
+            good[:7] + ["x" * 200_000],  # line 3: a field over the csv limit
+            [good[0], "MIDDLE", *good[2:]],  # line 4: bad side
+            [*good[:4], float("nan"), *good[5:]],  # line 5: nan as abnormality type
+            good,  # line 6: well formed, but its files do not exist
+        ])
+    no_columns = os.path.join(raw, "calc_case_description_broken_set.csv")
+    open(no_columns, "w").write("patient_id,image view\nP_00001,CC\n")
+    out = str(tmp_path / "out")
+    assert _prep(raw, out) == 0
+    err = capsys.readouterr().err
+    items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name] + [
+        os.path.join(stray, "latin1_\\xe9.dcm"), victim.scan_path, no_columns] + [
+        f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
+    lines = one_line_each(err, items)
+    assert all(line.startswith("problem: ") for line in lines.values())
+    assert "Unknown Value Representation 'ZZ'" in lines[os.path.join(stray, "unknown_vr.dcm")]
+    assert "BytesLengthException" in lines[os.path.join(stray, "odd_length.dcm")]
+    assert "field larger than field limit" in lines[f"{csv_path}: line 3:"]
+    assert "abnormality type 'nan'" in lines[f"{csv_path}: line 5:"]
+    assert "pixel data" in lines[victim.scan_path]
+    rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
+    assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
+    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id}
+
+
+def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys):
+    from data_prep.mias import collect_cases, parse_info
+
+    raw = str(tmp_path / "mias")
+    shutil.copytree(mias_raw, raw)
+    info = os.path.join(raw, "Info.txt")
+    cases, _, _ = collect_cases(raw, progress=False)
+    rows, _ = parse_info(info)
+    lines = open(info, "rb").read().decode("ascii").splitlines()
+    lesions = [r for r in rows if r.has_coordinates]
+    for row, coords in zip(lesions, ["10 10 999999999", "1500 10 5", "10 10 0", "-4 10 5"]):
+        lines[row.line_number - 1] = f"{row.ref} {row.background} {row.cls} {row.severity} {coords}"
+    bad_lines = ["mdb901 G CIRC B a b c", "mdb902 X NORM", "mdb903 G BLOB B 1 2 3", "mdb904 G CIRC B 1 2",
+                 "mdbXYZ G NORM", "mdb905 G CIRC Q 1 2 3"]
+    first_bad = len(lines) + 1
+    data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
+    open(info, "wb").write(data)
+    normal = next(c for c in cases if not c.abnormalities)
+    with open(normal.scan_path, "r+b") as f:  # a cut PGM
+        f.truncate(1000)
+    out = str(tmp_path / "out")
+    assert _prep(raw, out) == 0
+    err = capsys.readouterr().err
+    changed = [f"{info} [{r.ref}]: line {r.line_number}:" for r in lesions[:2]]
+    refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
+    appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
+        f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path])
+    assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
+    assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
+    expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
+    assert _produced(out) == expected
