@@ -16,10 +16,12 @@ DICOM SEG carries patient and study attributes.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -70,6 +72,57 @@ def file_id(path: str, root: str) -> str:
     parts = os.path.splitext(os.path.relpath(path, root))[0].split(os.sep)
     kept = [p for p in parts if not UID.match(p)] or parts[-1:]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-_") or "scan"
+
+
+def printable(text: str) -> str:
+    """``text`` with newlines and other control characters escaped: a file name never splits a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _reason(error: BaseException) -> str:
+    """One line naming the cause: a MammoError's reason, else the exception type and message."""
+    if isinstance(error, MammoError):
+        return printable(error.reason)
+    message = " ".join(str(error).split())
+    return printable(f"{type(error).__name__}: {message}" if message else type(error).__name__)
+
+
+#: Errors writing outputs that no later scan can escape.
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _dooms_the_run(error: BaseException, out: str) -> bool:
+    """A full disk anywhere, or no permission on the output folder: every later scan would fail too."""
+    if not isinstance(error, OSError) or error.errno not in FATAL_ERRNOS:
+        return False
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    names = [n for n in (error.filename, error.filename2) if n]
+    out = os.path.abspath(out)
+    return any(os.path.abspath(os.fspath(n)).startswith(out + os.sep) or os.path.abspath(os.fspath(n)) == out
+               for n in names)
+
+
+def _check_writable(out: str) -> None:
+    """Create ``out`` and prove a file can be written there, before any scan is read."""
+    probe = os.path.join(out, ".mammo-write-test")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as e:
+        raise MammoError(out, f"output folder is not writable ({e.strerror or _reason(e)})") from None
+
+
+def _readable_model(path: str) -> str:
+    """The model file, checked to be a zip archive (a ``.keras`` file), so that a corrupt one says so."""
+    from mammo_seg.inference.model import model_file
+
+    file = model_file(path)
+    if not zipfile.is_zipfile(file):
+        raise MammoError(file, "corrupt or truncated .keras model (not a zip archive)")
+    return file
 
 
 def read_checked(path: str, force: bool):
@@ -156,9 +209,9 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
-    loaded = load_model(model_path)
+    loaded = load_model(_readable_model(model_path))
     predictor = Predictor(loaded.model)
-    os.makedirs(out, exist_ok=True)
+    _check_writable(out)
     records, used = [], set()
     for path in tqdm(files, desc="predict", unit="scan", disable=not progress):
         scan_id = base = file_id(path, root)
@@ -169,9 +222,12 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         source = os.path.relpath(path, root)
         try:
             records.append(predict_file(loaded, predictor, path, out, scan_id, options, source))
-        except MammoError as e:
-            tqdm.write(f"problem: {e}", file=sys.stderr)
-            records.append({"id": scan_id, "source": source, "status": "error", "reason": e.reason})
+        except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
+            if _dooms_the_run(e, out):
+                raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
+            reason = _reason(e)
+            tqdm.write(f"problem: {printable(path)}: {reason}", file=sys.stderr)
+            records.append({"id": scan_id, "source": source, "status": "error", "reason": reason})
     ok = [r for r in records if r["status"] == "ok"]
     summary = {
         "package_version": __version__,

@@ -61,9 +61,11 @@ def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
     """The stored pixel values of a single-frame grayscale image, decoded (compressed syntaxes too)."""
     path = os.fspath(path)
     if "PixelData" not in ds:
-        kind = getattr(ds, "SOPClassUID", None)
-        kind = getattr(kind, "name", kind) or "unknown SOP class"
-        raise MammoError(path, f"DICOM has no pixel data (not an image: {kind})")
+        kind = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+        name = getattr(kind, "name", kind) or "unknown SOP class"
+        if "Rows" in ds or "Image" in str(name):
+            raise MammoError(path, f"truncated DICOM: the file ends before its pixel data ({name})")
+        raise MammoError(path, f"DICOM has no pixel data (not an image: {name})")
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         raise MammoError(path, f"multi-frame DICOM ({ds.NumberOfFrames} frames) is not a 2D mammogram")
     if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:

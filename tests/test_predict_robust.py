@@ -1,0 +1,96 @@
+"""predict survives bad input: one line per failed scan, the batch goes on; outputs are reproducible."""
+
+import errno
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import write_dicom
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.errors import MammoError
+from mammo_seg.inference import predict as predict_module
+from mammo_seg.inference import writers
+from mammo_seg.inference.predict import PredictOptions, predict
+from mammo_seg.models.fcn import MammoFCN
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    keras.utils.set_random_seed(3)
+    model = MammoFCN(width=0.125, resolution=Resolution(scale=0.25).to_dict())
+    path = str(tmp_path_factory.mktemp("model") / "model.keras")
+    model.save(path)
+    return path
+
+
+def phantom(seed: int, shape=(96, 72)) -> np.ndarray:
+    """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(500, 1500, shape).astype(np.uint16)
+    pixels[30:50, 20:40] += 2000
+    return pixels
+
+
+def scan_folder(folder, names=("a.dcm", "b.dcm", "c.dcm")):
+    os.makedirs(folder, exist_ok=True)
+    for seed, name in enumerate(names):
+        write_dicom(os.path.join(folder, name), phantom(seed), spacing_mm=0.2, laterality="L", view="CC")
+    return str(folder)
+
+
+def test_any_error_in_one_scan_is_that_scans_one_line(model_file, tmp_path, monkeypatch, capsys):
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "bad\nname.dcm", "c.dcm"))
+    real = predict_module.read_checked
+
+    def read_checked(path, force):
+        if "bad" in path:
+            raise RuntimeError("boom\nsecond line")
+        return real(path, force)
+
+    monkeypatch.setattr(predict_module, "read_checked", read_checked)
+    summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask", "json")),
+                      progress=False)
+    assert summary["counts"]["scans"] == 3 and summary["counts"]["ok"] == 2 and summary["counts"]["failed"] == 1
+    bad = [s for s in summary["scans"] if s["status"] == "error"]
+    assert bad == [{"id": "bad-name", "source": "bad\nname.dcm", "status": "error",
+                    "reason": "RuntimeError: boom second line"}]
+    err = capsys.readouterr().err.splitlines()
+    problems = [line for line in err if line.startswith("problem:")]
+    assert problems == [f"problem: {folder}/bad\\nname.dcm: RuntimeError: boom second line"]
+
+
+def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypatch):
+    folder = scan_folder(tmp_path / "in")
+    calls = []
+
+    def full(path, mask):
+        calls.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
+
+    monkeypatch.setattr(writers, "write_mask_png", full)
+    with pytest.raises(MammoError, match=r"cannot write the outputs \(.*No space left on device.*\); stopped"):
+        predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask",)), progress=False)
+    assert len(calls) == 1  # the second scan was not tried
+
+
+def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(MammoError, match="output folder is not writable"):
+        predict(model_file, folder, str(tmp_path / "taken"), progress=False)
+
+
+def test_reasons_name_the_real_cause(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    whole = open(os.path.join(folder, "a.dcm"), "rb").read()
+    (tmp_path / "in" / "cut.dcm").write_bytes(whole[:400])  # ends inside the header
+    summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("json",)), progress=False)
+    reason = {s["id"]: s.get("reason") for s in summary["scans"]}["cut"]
+    assert reason == "truncated DICOM: the file ends before its pixel data (Secondary Capture Image Storage)"
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip" * 10)
+    with pytest.raises(MammoError) as caught:
+        predict(str(broken), folder, str(tmp_path / "out2"), progress=False)
+    assert caught.value.reason == "corrupt or truncated .keras model (not a zip archive)"
