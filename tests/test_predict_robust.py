@@ -1,6 +1,7 @@
 """predict survives bad input: one line per failed scan, the batch goes on; outputs are reproducible."""
 
 import errno
+import json
 import os
 
 import keras
@@ -94,3 +95,66 @@ def test_reasons_name_the_real_cause(model_file, tmp_path):
     with pytest.raises(MammoError) as caught:
         predict(str(broken), folder, str(tmp_path / "out2"), progress=False)
     assert caught.value.reason == "corrupt or truncated .keras model (not a zip archive)"
+
+
+def dciodvfy_errors(path) -> list:
+    """The lines of dciodvfy's report that start with "Error" (dicom3tools; CI installs it)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def deidentified(path):
+    """A legal de-identified mammogram: no patient/study type-2 attributes, no UIDs but its own SOP
+    instance in the file meta, a two-valued PatientName, an unknown character set, a bad birth date."""
+    import warnings
+
+    import pydicom
+
+    write_dicom(path, phantom(5), spacing_mm=0.2, laterality="R", view="MLO")
+    ds = pydicom.dcmread(path)
+    for keyword in ("PatientID", "PatientSex", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID",
+                    "SOPInstanceUID", "PatientOrientation"):
+        del ds[keyword]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.PatientName = ["ANON^ONE", "ANON^TWO"]
+        ds.SpecificCharacterSet = "ISO_IR 999"
+        ds.PatientBirthDate = "19xx0101"
+        ds.save_as(path)
+
+
+def test_seg_of_a_deidentified_source_fills_a_copy_and_passes_dciodvfy(model_file, tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    os.makedirs(tmp_path / "in")
+    source = str(tmp_path / "in" / "anon.dcm")
+    deidentified(source)
+    before = open(source, "rb").read()
+    summary = predict(model_file, str(tmp_path / "in"), str(tmp_path / "out"), PredictOptions(), progress=False)
+    assert summary["counts"]["ok"] == 1
+    assert open(source, "rb").read() == before  # the user's file is never changed
+    record = json.load(open(tmp_path / "out" / "anon.json"))
+    assert record["seg_filled"] == ["SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate",
+                                    "PatientSex", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                                    "ReferringPhysicianName", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                    "SeriesInstanceUID"]
+    seg_path = tmp_path / "out" / "anon_seg.dcm"
+    seg = hd.seg.segread(str(seg_path))
+    meta_uid = pydicom.dcmread(source).file_meta.MediaStorageSOPInstanceUID
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == meta_uid
+    assert (seg.PatientID, str(seg.PatientName), seg.PatientOrientation) == ("", "", "")
+    assert dciodvfy_errors(seg_path) == []
+
+
+def test_phantom_and_its_seg_pass_dciodvfy(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("seg",)), progress=False)
+    assert dciodvfy_errors(os.path.join(folder, "a.dcm")) == []
+    assert dciodvfy_errors(tmp_path / "out" / "a_seg.dcm") == []

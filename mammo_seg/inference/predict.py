@@ -139,7 +139,7 @@ def read_checked(path: str, force: bool):
 
 
 def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: PredictOptions,
-                 source: str) -> dict:
+                 source: str, model_hash: str = "") -> dict:
     """Predict one scan and write its outputs; returns its summary record."""
     from mammo_seg.inference.sliding_window import predict_probabilities
 
@@ -151,6 +151,7 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
         timings[name] = round(clock[-1] - clock[-2], 3)
 
     scan, dataset = read_checked(path, options.force)
+    digest = file_sha256(path)
     lap("read")
     h, w = scan.pixels.shape
     spacing = isotropic_spacing(scan.meta.spacing_mm)
@@ -178,12 +179,15 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
         outputs["overlay"], _ = writers.write_overlay(os.path.join(out, f"{scan_id}_overlay.png"), scan.pixels,
                                                       mask)
     if "seg" in options.formats and dataset is not None:
-        outputs["seg"] = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask)
+        outputs["seg"], filled = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask,
+                                                   model_hash=model_hash, source_hash=digest)
     record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
-              "sha256": file_sha256(path), "shape": [h, w], "spacing_mm": scan.meta.spacing_mm,
+              "sha256": digest, "shape": [h, w], "spacing_mm": scan.meta.spacing_mm,
               "spacing_assumed": spacing is None, "laterality": scan.meta.laterality, "view": scan.meta.view,
               "resampling_factor": factor, "model_input_shape": list(model_shape), "threshold": options.threshold,
               **writers.lesion_report(mask, prob, scan.meta.spacing_mm, options.image_area_fraction)}
+    if "seg" in outputs:
+        record["seg_filled"] = filled
     record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
     lap("write")
     record["seconds"] = round(clock[-1] - clock[0], 3)
@@ -211,6 +215,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
     loaded = load_model(_readable_model(model_path))
     predictor = Predictor(loaded.model)
+    model_hash = file_sha256(loaded.path)
     _check_writable(out)
     records, used = [], set()
     for path in tqdm(files, desc="predict", unit="scan", disable=not progress):
@@ -221,7 +226,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         used.add(scan_id)
         source = os.path.relpath(path, root)
         try:
-            records.append(predict_file(loaded, predictor, path, out, scan_id, options, source))
+            records.append(predict_file(loaded, predictor, path, out, scan_id, options, source, model_hash))
         except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
             if _dooms_the_run(e, out):
                 raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
