@@ -158,3 +158,65 @@ def test_phantom_and_its_seg_pass_dciodvfy(model_file, tmp_path):
     predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("seg",)), progress=False)
     assert dciodvfy_errors(os.path.join(folder, "a.dcm")) == []
     assert dciodvfy_errors(tmp_path / "out" / "a_seg.dcm") == []
+
+
+def output_bytes(folder) -> dict:
+    """{name: bytes} of every predict output but timings.json (the one file that may differ)."""
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))
+            if name != "timings.json"}
+
+
+def test_two_runs_write_the_same_bytes(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in")
+    deidentified(str(tmp_path / "in" / "anon.dcm"))
+    first = predict(model_file, folder, str(tmp_path / "one"), progress=False)
+    predict(model_file, folder, str(tmp_path / "two"), progress=False)
+    one, two = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "two")
+    assert sorted(one) == ["a.json", "a_mask.png", "a_overlay.png", "a_prob.npz", "a_seg.dcm",
+                           "anon.json", "anon_mask.png", "anon_overlay.png", "anon_prob.npz", "anon_seg.dcm",
+                           "b.json", "b_mask.png", "b_overlay.png", "b_prob.npz", "b_seg.dcm",
+                           "c.json", "c_mask.png", "c_overlay.png", "c_prob.npz", "c_seg.dcm",
+                           "predictions.jsonl", "summary.json"]
+    assert [name for name in one if one[name] != two[name]] == []
+    assert sorted(first["timings"]["scans"]) == ["a", "anon", "b", "c"]
+    assert b"seconds" not in one["summary.json"] and b"timings" not in one["a.json"]
+
+
+KILLER = """
+import os, signal, sys
+from mammo_seg.inference import writers
+from mammo_seg.inference.predict import predict
+real = writers.write_mask_png
+def write_mask_png(path, mask):
+    real(path, mask)
+    if os.path.basename(path) == "c_mask.png":  # the third scan has begun writing its outputs
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+writers.write_mask_png = write_mask_png
+predict(sys.argv[1], sys.argv[2], sys.argv[3], progress=False)
+"""
+
+
+def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "b.dcm", "c.dcm", "d.dcm", "e.dcm"))
+    out = str(tmp_path / "killed")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", KILLER, model_file, folder, out], env=env, capture_output=True)
+    assert run.returncode == -9
+    journal = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
+    assert [r["id"] for r in journal] == ["a", "b"] and not os.path.exists(os.path.join(out, "summary.json"))
+    predicted = []
+    real = predict_module.predict_file
+
+    def predict_file(loaded, predictor, path, *args):
+        predicted.append(os.path.basename(path))
+        return real(loaded, predictor, path, *args)
+
+    monkeypatch.setattr(predict_module, "predict_file", predict_file)
+    summary = predict(model_file, folder, out, progress=False, resume=True)
+    assert predicted == ["c.dcm", "d.dcm", "e.dcm"] and summary["counts"]["ok"] == 5
+    predict(model_file, folder, str(tmp_path / "whole"), progress=False)
+    assert output_bytes(out) == output_bytes(tmp_path / "whole")

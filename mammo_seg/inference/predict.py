@@ -17,6 +17,7 @@ DICOM SEG carries patient and study attributes.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ from mammo_seg.io import file_sha256, is_dicom, read_scan_with_dataset
 
 FORMATS = ("mask", "prob", "overlay", "seg", "json")
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
+JOURNAL = "predictions.jsonl"
 UID = re.compile(r"^\d+(\.\d+){3,}$")
 
 
@@ -188,18 +190,67 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
               **writers.lesion_report(mask, prob, scan.meta.spacing_mm, options.image_area_fraction)}
     if "seg" in outputs:
         record["seg_filled"] = filled
-    record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
-    lap("write")
-    record["seconds"] = round(clock[-1] - clock[0], 3)
-    record["timings"] = timings
     if "json" in options.formats:
-        writers.write_json(os.path.join(out, f"{scan_id}.json"), record)
-    return record
+        outputs["json"] = os.path.join(out, f"{scan_id}.json")
+    record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
+    if "json" in options.formats:
+        writers.write_json(outputs["json"], record)
+    lap("write")
+    timings["seconds"] = round(clock[-1] - clock[0], 3)
+    return record, timings
+
+
+def scan_ids(files: list[str], root: str) -> list[str]:
+    """Each file's id (:func:`file_id`), numbered where two files would share one."""
+    ids, used = [], set()
+    for path in files:
+        scan_id = base = file_id(path, root)
+        n = 2
+        while scan_id in used:
+            scan_id, n = f"{base}-{n}", n + 1
+        used.add(scan_id)
+        ids.append(scan_id)
+    return ids
+
+
+def _append(log, record: dict) -> None:
+    """One journal line, on disk before the next scan starts: a killed run loses no finished scan."""
+    log.write(json.dumps(record, sort_keys=True) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+
+
+def _completed(journal: str, out: str) -> dict:
+    """{id: record} of the journal's scans that finished and whose outputs are all still there.
+
+    A line cut by a kill, a failed scan and a scan with a missing output are predicted again.
+    """
+    done = {}
+    if not os.path.isfile(journal):
+        return done
+    with open(journal) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if (isinstance(record, dict) and record.get("status") == "ok"
+                    and all(os.path.isfile(os.path.join(out, name)) for name in record.get("outputs", {}).values())):
+                done[record["id"]] = record
+    # rewrite it without the cut or failed lines: appended lines then start on a line of their own
+    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
+    return done
 
 
 def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
-            progress: bool = True) -> dict:
-    """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary."""
+            progress: bool = True, resume: bool = False) -> dict:
+    """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary.
+
+    Each finished scan's record is appended to ``predictions.jsonl`` at once (valid after a kill);
+    ``summary.json`` is rebuilt from the records at the end. ``resume`` (``--continue``) skips the
+    scans the journal lists as finished with all their outputs present. Timings go to
+    ``timings.json`` alone, so that every other output is the same bytes on every run.
+    """
     from tqdm import tqdm
 
     from mammo_seg.inference.model import load_model
@@ -217,31 +268,40 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     predictor = Predictor(loaded.model)
     model_hash = file_sha256(loaded.path)
     _check_writable(out)
-    records, used = [], set()
-    for path in tqdm(files, desc="predict", unit="scan", disable=not progress):
-        scan_id = base = file_id(path, root)
-        n = 2
-        while scan_id in used:
-            scan_id, n = f"{base}-{n}", n + 1
-        used.add(scan_id)
-        source = os.path.relpath(path, root)
-        try:
-            records.append(predict_file(loaded, predictor, path, out, scan_id, options, source, model_hash))
-        except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
-            if _dooms_the_run(e, out):
-                raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
-            reason = _reason(e)
-            tqdm.write(f"problem: {printable(path)}: {reason}", file=sys.stderr)
-            records.append({"id": scan_id, "source": source, "status": "error", "reason": reason})
+    journal = os.path.join(out, JOURNAL)
+    done = _completed(journal, out) if resume else {}
+    ids = scan_ids(files, root)
+    records, timings, started = [], {}, time.perf_counter()
+    with open(journal, "a" if resume else "w") as log:
+        for path, scan_id in tqdm(list(zip(files, ids)), desc="predict", unit="scan", disable=not progress):
+            source = os.path.relpath(path, root)
+            if scan_id in done and done[scan_id]["source"] == source:
+                records.append(done[scan_id])
+                continue
+            try:
+                record, timings[scan_id] = predict_file(loaded, predictor, path, out, scan_id, options, source,
+                                                        model_hash)
+            except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
+                if _dooms_the_run(e, out):
+                    raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
+                reason = _reason(e)
+                tqdm.write(f"problem: {printable(path)}: {reason}", file=sys.stderr)
+                record = {"id": scan_id, "source": source, "status": "error", "reason": reason}
+            records.append(record)
+            _append(log, record)
     ok = [r for r in records if r["status"] == "ok"]
     summary = {
         "package_version": __version__,
-        "model": {"file": os.path.abspath(loaded.path), "resolution": loaded.resolution.to_dict(),
-                  "width": getattr(loaded.model, "width", None)},
+        "model": {"file": os.path.abspath(loaded.path), "sha256": model_hash,
+                  "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
         "input": root, "options": {**asdict(options), "formats": list(options.formats)},
         "counts": {"scans": len(records), "ok": len(ok), "failed": len(records) - len(ok),
                    "positive": sum(r["image_positive"] for r in ok)},
         "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
     }
+    # the journal in the order of the scans (a continued run appended out of order), then the summary
+    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
+    writers.write_json(os.path.join(out, "timings.json"), run_timings)
     writers.write_json(os.path.join(out, "summary.json"), summary)
-    return summary
+    return {**summary, "timings": run_timings}

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import warnings
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -36,10 +37,20 @@ def write_mask_png(path: str, mask: np.ndarray) -> str:
 
 
 def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: float) -> str:
-    """``prob`` as float16 (plenty for probabilities), with the threshold and resampling factor used."""
+    """``prob`` as float16 (plenty for probabilities), with the threshold and resampling factor used.
+
+    An ``.npz`` as ``np.savez_compressed`` writes it, but with fixed member timestamps (numpy stamps
+    the clock): the same probabilities give the same bytes.
+    """
+    arrays = {"probability": prob.astype(np.float16), "threshold": np.float32(threshold),
+              "resampling_factor": np.float32(factor)}
     tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, probability=prob.astype(np.float16), threshold=np.float32(threshold),
-                        resampling_factor=np.float32(factor))
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return _replace(tmp, path)
 
 
@@ -156,6 +167,21 @@ def _content_date_time(source) -> tuple[str, str]:
     return DEFAULT_CONTENT
 
 
+def _pin_clock_and_uids(seg, date_time: tuple[str, str], dimension_uid: str) -> None:
+    """Replace what highdicom takes from the clock or a random UID: the date and time of the source,
+    a dimension organisation UID derived like the SEG's own UIDs."""
+    date, time = date_time
+    seg.ContentDate, seg.ContentTime = date, time
+    seg.InstanceCreationDate, seg.InstanceCreationTime = date, time
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
+    for sequence in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in seg.get(sequence, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dimension_uid
+
+
 def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "MammoFCN",
               model_hash: str = "", source_hash: str = "") -> tuple[str, list]:
     """A DICOM Segmentation (highdicom, BINARY, one segment "lesion") referencing ``source_dataset``.
@@ -191,7 +217,7 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
             sop_instance_uid=generate_uid(entropy_srcs=identity + ["instance"]), instance_number=1,
             manufacturer="mammo-seg", manufacturer_model_name=model_name, software_versions=__version__,
             device_serial_number="0", pixel_measures=measures, omit_empty_frames=False)
-    seg.ContentDate, seg.ContentTime = _content_date_time(source)
+    _pin_clock_and_uids(seg, _content_date_time(source), generate_uid(entropy_srcs=identity + ["dimensions"]))
     seg.PatientOrientation = source.get("PatientOrientation", "")  # type 2C in General Image
     tmp = path + ".tmp"
     seg.save_as(tmp)
@@ -218,8 +244,15 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, image_area_fra
             "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
 
 
+def write_text(path: str, text: str) -> str:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    return _replace(tmp, path)
+
+
 def write_json(path: str, content: dict) -> str:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
+        json.dump(content, f, indent=2, sort_keys=True)
     return _replace(tmp, path)
