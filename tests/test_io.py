@@ -116,3 +116,12 @@ def test_masks_are_binary_or_refused(tmp_path):
     grey = str(tmp_path / "grey.dcm")
     write_dicom(grey, np.array([[0, 128], [255, 0]], dtype=np.uint8))
     _one_line_error(lambda: read_mask(grey), grey, "not binary")
+
+
+def test_pixel_padding_is_darkest_after_monochrome1_inversion(tmp_path):
+    path = str(tmp_path / "pad1.dcm")
+    ds = write_dicom(path, np.array([[65535, 1000], [2000, 3000]], dtype=np.uint16), photometric="MONOCHROME1")
+    ds.PixelPaddingValue = 65535
+    ds.save_as(path, enforce_file_format=True)
+    # stored 1000 is the brightest once inverted; the padding is as dark as stored 3000
+    np.testing.assert_allclose(read_scan(path).pixels, [[0, 1], [0.5, 0]], atol=1e-6)

@@ -102,14 +102,16 @@ def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike) -> Scan:
     path = os.fspath(path)
     stored = stored_pixels(ds, path)
     values = apply_modality_lut(stored, ds)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise MammoError(path, f"photometric interpretation {photometric} is not a grayscale mammogram")
     padding = ds.get("PixelPaddingValue")
     if padding is not None:
         pad_mask = stored == padding
         if pad_mask.any() and not pad_mask.all():
-            values = np.where(pad_mask, values[~pad_mask].min(), values)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise MammoError(path, f"photometric interpretation {photometric} is not a grayscale mammogram")
+            # the darkest value once displayed: the highest stored value where MONOCHROME1 is inverted
+            darkest = values[~pad_mask].max() if photometric == "MONOCHROME1" else values[~pad_mask].min()
+            values = np.where(pad_mask, darkest, values)
     pixels, stats = normalise(values, path, invert=photometric == "MONOCHROME1")
     view = str(ds.get("ViewPosition", "") or "").strip().upper() or None
     meta = ScanMeta(
