@@ -89,7 +89,7 @@ def test_reasons_name_the_real_cause(model_file, tmp_path):
     (tmp_path / "in" / "cut.dcm").write_bytes(whole[:400])  # ends inside the header
     summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("json",)), progress=False)
     reason = {s["id"]: s.get("reason") for s in summary["scans"]}["cut"]
-    assert reason == "truncated DICOM: the file ends before its pixel data (Secondary Capture Image Storage)"
+    assert reason == "truncated DICOM: the file ends before its pixel data"
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip" * 10)
     with pytest.raises(MammoError) as caught:
