@@ -220,3 +220,28 @@ def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path,
     assert predicted == ["c.dcm", "d.dcm", "e.dcm"] and summary["counts"]["ok"] == 5
     predict(model_file, folder, str(tmp_path / "whole"), progress=False)
     assert output_bytes(out) == output_bytes(tmp_path / "whole")
+
+
+def test_malformed_header_values_never_reach_the_console(model_file, tmp_path, capfd):
+    import warnings
+
+    import pydicom
+
+    os.makedirs(tmp_path / "in")
+    path = str(tmp_path / "in" / "anon.dcm")
+    deidentified(path)
+    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.SOPInstanceUID = "1.2.3.ANON77"  # a malformed value highdicom copies into the SEG, with a warning
+        ds.save_as(path)
+    capfd.readouterr()
+    predict(model_file, str(tmp_path / "in"), str(tmp_path / "out"), progress=False)
+    console = "".join(capfd.readouterr())
+    assert "19xx0101" not in console and "ANON" not in console and "problem" not in console
+    record = json.load(open(tmp_path / "out" / "anon.json"))
+    assert record["warnings"] == [
+        "Unknown encoding '…' - using default encoding instead",
+        "Invalid value for VR UI: '…'. Please see <https://dicom.nema.org/medical/dicom/current/output/html/"
+        "part05.html#table_6.2-1> for allowed values for each VR."]
+    assert "19xx0101" not in json.dumps(record) and "ANON" not in json.dumps(record)

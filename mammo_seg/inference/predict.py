@@ -16,12 +16,15 @@ DICOM SEG carries patient and study attributes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 
@@ -79,6 +82,52 @@ def file_id(path: str, root: str) -> str:
 def printable(text: str) -> str:
     """``text`` with newlines and other control characters escaped: a file name never splits a line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+#: Libraries whose warnings and log lines may quote header values (names, dates): never on the console.
+HEADER_LIBRARIES = ("pydicom", "highdicom", "PIL")
+_QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"")
+
+
+@contextlib.contextmanager
+def header_warnings():
+    """Collect the warnings and log lines of :data:`HEADER_LIBRARIES` instead of printing them.
+
+    Yields a live list of their messages with every quoted value replaced by ``'…'`` (pydicom
+    quotes the malformed value: a birth date, a name). Other warnings are shown as usual.
+    """
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        text = printable(_QUOTED.sub("'…'", " ".join(str(message).split())))
+        if text not in notes:
+            notes.append(text)
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            note(record.getMessage())
+
+    loggers = [logging.getLogger(name) for name in HEADER_LIBRARIES]
+    saved = [(logger.propagate, logger.handlers[:]) for logger in loggers]
+    handler = Collect()
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if any(f"{os.sep}{name}{os.sep}" in str(filename) for name in HEADER_LIBRARIES):
+            note(message)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = showwarning
+        for logger in loggers:
+            logger.handlers, logger.propagate = [handler], False
+        try:
+            yield notes
+        finally:
+            for logger, (propagate, handlers) in zip(loggers, saved):
+                logger.handlers, logger.propagate = handlers, propagate
 
 
 def _reason(error: BaseException) -> str:
@@ -141,7 +190,7 @@ def read_checked(path: str, force: bool):
 
 
 def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: PredictOptions,
-                 source: str, model_hash: str = "") -> dict:
+                 source: str, model_hash: str = "", notes: list | None = None) -> dict:
     """Predict one scan and write its outputs; returns its summary record."""
     from mammo_seg.inference.sliding_window import predict_probabilities
 
@@ -190,6 +239,8 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
               **writers.lesion_report(mask, prob, scan.meta.spacing_mm, options.image_area_fraction)}
     if "seg" in outputs:
         record["seg_filled"] = filled
+    if notes:
+        record["warnings"] = list(notes)  # values already masked
     if "json" in options.formats:
         outputs["json"] = os.path.join(out, f"{scan_id}.json")
     record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
@@ -279,12 +330,13 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
                 records.append(done[scan_id])
                 continue
             try:
-                record, timings[scan_id] = predict_file(loaded, predictor, path, out, scan_id, options, source,
-                                                        model_hash)
+                with header_warnings() as notes:
+                    record, timings[scan_id] = predict_file(loaded, predictor, path, out, scan_id, options,
+                                                            source, model_hash, notes)
             except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
                 if _dooms_the_run(e, out):
                     raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
-                reason = _reason(e)
+                reason = _reason(e) + (f" (warnings: {'; '.join(notes)})" if notes else "")
                 tqdm.write(f"problem: {printable(path)}: {reason}", file=sys.stderr)
                 record = {"id": scan_id, "source": source, "status": "error", "reason": reason}
             records.append(record)
