@@ -245,3 +245,53 @@ def test_malformed_header_values_never_reach_the_console(model_file, tmp_path, c
         "Invalid value for VR UI: '…'. Please see <https://dicom.nema.org/medical/dicom/current/output/html/"
         "part05.html#table_6.2-1> for allowed values for each VR."]
     assert "19xx0101" not in json.dumps(record) and "ANON" not in json.dumps(record)
+
+
+def test_special_files_are_never_opened_and_ids_stay_short(model_file, tmp_path):
+    import threading
+
+    from mammo_seg.inference.predict import file_id, find_scans
+
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    os.mkfifo(tmp_path / "in" / "pipe.dcm")  # opening it would block for ever
+    os.mkfifo(tmp_path / "in" / "pipe")
+    os.symlink("loop.dcm", tmp_path / "in" / "loop.dcm")  # a link to itself
+    os.symlink("gone.dcm", tmp_path / "in" / "dangling.dcm")
+    found = []
+    finder = threading.Thread(target=lambda: found.append(find_scans(folder)), daemon=True)
+    finder.start()
+    finder.join(20)
+    assert found == [(folder, [os.path.join(folder, "a.dcm")])]
+    with pytest.raises(MammoError, match="not a regular file"):
+        find_scans(str(tmp_path / "in" / "pipe.dcm"))
+    long = "/data/" + "x" * 300 + ".dcm"
+    assert len(file_id(long, "/data")) == 100
+    assert file_id(long, "/data") != file_id("/data/" + "x" * 299 + "y.dcm", "/data")
+    nbia = ("/d/Mass-Test_P_00016_LEFT_CC/07-20-2016-DDSM-NA-74994/1.000000-full mammogram images-24515/1-1.dcm")
+    assert file_id(nbia, "/d") == "Mass-Test_P_00016_LEFT_CC_1-1"
+
+
+def test_only_full_mammograms_by_default(model_file, tmp_path):
+    import pydicom
+
+    folder = scan_folder(tmp_path / "in", ("full.dcm",))
+    study = pydicom.dcmread(os.path.join(folder, "full.dcm")).StudyInstanceUID
+    write_dicom(os.path.join(folder, "crop.dcm"), phantom(1, (30, 20)))  # 600 px beside 6912 px
+    write_dicom(os.path.join(folder, "roi.dcm"), phantom(2), series_description="cropped images")
+    write_dicom(os.path.join(folder, "mask.dcm"), (phantom(3) > 1500).astype(np.uint8) * 255)
+    for name in ("crop.dcm",):
+        ds = pydicom.dcmread(os.path.join(folder, name))
+        ds.StudyInstanceUID = study
+        ds.save_as(os.path.join(folder, name))
+    summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("json",)), progress=False)
+    status = {s["id"]: (s["status"], s.get("reason")) for s in summary["scans"]}
+    assert status == {
+        "crop": ("skipped", "600 pixels, under 0.25 of the largest image of its study: a crop, not a full mammogram; "
+                            "--all-images includes it"),
+        "full": ("ok", None),
+        "mask": ("skipped", "has only two grey levels: a mask, not a mammogram; --force runs it anyway"),
+        "roi": ("skipped", "SeriesDescription says 'cropped': not a full mammogram; --all-images includes it")}
+    assert summary["counts"]["skipped"] == 3 and summary["counts"]["failed"] == 0
+    every = predict(model_file, folder, str(tmp_path / "all"), PredictOptions(formats=("json",), all_images=True),
+                    progress=False)
+    assert [s["status"] for s in every["scans"]] == ["ok", "ok", "error", "ok"]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import sys
 import time
 import warnings
@@ -36,7 +38,8 @@ from mammo_seg.data.tiling import resize_image
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
-from mammo_seg.io import file_sha256, is_dicom, read_scan_with_dataset
+from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
+from mammo_seg.io.dicom import INDEX_TAGS
 
 FORMATS = ("mask", "prob", "overlay", "seg", "json")
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
@@ -53,30 +56,91 @@ class PredictOptions:
     formats: tuple = FORMATS
     force: bool = False  # run on DICOMs that are not mammograms
     breast_mask: bool = True  # drop findings outside the breast (film labels, markers)
+    all_images: bool = False  # also crops and ROI masks (by default only full mammograms)
     image_area_fraction: float = 1 / 750
 
 
+def _regular(path: str) -> bool:
+    """True for a regular file (after symlinks); FIFOs, sockets, devices, dangling links and link loops
+    are never opened (a FIFO would block the run forever)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def find_scans(path: str) -> tuple[str, list[str]]:
-    """(root, scan files): a file, or every scan file below a directory (sorted)."""
-    if os.path.isfile(path):
+    """(root, scan files): a file, or every regular scan file below a directory (sorted)."""
+    if os.path.isdir(path):
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                if _regular(full) and (name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full))):
+                    files.append(os.path.abspath(full))
+        return os.path.abspath(path), files
+    if _regular(path):
         return os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)]
-    if not os.path.isdir(path):
-        raise MammoError(path, "no such file or directory")
-    files = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            full = os.path.join(root, name)
-            if name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full)):
-                files.append(os.path.abspath(full))
-    return os.path.abspath(path), files
+    if os.path.lexists(path):
+        raise MammoError(path, "not a regular file (a FIFO, socket, device or broken link)")
+    raise MammoError(path, "no such file or directory")
+
+
+#: Longest output id; longer ones are cut and given a hash of the whole id, so they stay unique.
+MAX_ID = 100
+#: Folder names of the NBIA download of CBIS-DDSM: a study date folder and a numbered series folder.
+NBIA_FOLDER = re.compile(r"^(\d{2}-\d{2}-\d{4}-.*|\d+\.\d+-.*)$")
 
 
 def file_id(path: str, root: str) -> str:
-    """The path below ``root`` without its extension and without UID components, made file-name safe."""
+    """The path below ``root`` without its extension, UID and NBIA date/series folders, made file-name
+    safe and at most :data:`MAX_ID` characters."""
     parts = os.path.splitext(os.path.relpath(path, root))[0].split(os.sep)
-    kept = [p for p in parts if not UID.match(p)] or parts[-1:]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-_") or "scan"
+    kept = [p for p in parts[:-1] if not UID.match(p) and not NBIA_FOLDER.match(p)] + parts[-1:]
+    scan_id = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-_.") or "scan"
+    if len(scan_id) > MAX_ID:
+        scan_id = scan_id[:MAX_ID - 9] + "-" + hashlib.sha256(scan_id.encode()).hexdigest()[:8]
+    return scan_id
+
+
+class NotFullMammogram(MammoError):
+    """A crop or ROI mask beside the full mammograms: skipped unless ``all_images``."""
+
+
+#: A DICOM with fewer than this fraction of the pixels of its study's largest image is a crop.
+CROP_FRACTION = 0.25
+CROP_WORDS = ("cropped", "roi mask")
+
+
+def not_full_mammograms(files: list[str]) -> dict:
+    """{path: reason} for the DICOMs whose headers say they are crops or ROI masks, not full mammograms:
+    a SeriesDescription naming them (CBIS-DDSM, NBIA), or far fewer pixels than the largest image of
+    the same study. Files whose header cannot be read are left to the scan's own error."""
+    headers = {}
+    for path in files:
+        if not is_dicom(path):
+            continue
+        try:
+            with header_warnings():
+                ds = read_dicom(path, header_only=True, tags=INDEX_TAGS)
+                headers[path] = (str(ds.get("SeriesDescription", "") or "").lower(),
+                                 str(ds.get("StudyInstanceUID", "")),
+                                 int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0))
+        except Exception:
+            continue
+    largest = {}
+    for description, study, pixels in headers.values():
+        largest[study] = max(largest.get(study, 0), pixels)
+    skipped = {}
+    for path, (description, study, pixels) in headers.items():
+        word = next((w for w in CROP_WORDS if w in description), None)
+        if word:
+            skipped[path] = f"SeriesDescription says {word!r}: not a full mammogram; --all-images includes it"
+        elif study and pixels and pixels < CROP_FRACTION * largest[study]:
+            skipped[path] = (f"{pixels} pixels, under {CROP_FRACTION:g} of the largest image of its study: a crop, "
+                             f"not a full mammogram; --all-images includes it")
+    return skipped
 
 
 def printable(text: str) -> str:
@@ -185,7 +249,7 @@ def read_checked(path: str, force: bool):
             raise MammoError(path, f"is a {modality} image, not a mammogram (Modality {modality}); "
                                    f"--force runs it anyway")
         if not np.count_nonzero((scan.pixels > 0) & (scan.pixels < 1)):
-            raise MammoError(path, "has only two grey levels: a mask, not a mammogram; --force runs it anyway")
+            raise NotFullMammogram(path, "has only two grey levels: a mask, not a mammogram; --force runs it anyway")
     return scan, dataset
 
 
@@ -322,6 +386,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     journal = os.path.join(out, JOURNAL)
     done = _completed(journal, out) if resume else {}
     ids = scan_ids(files, root)
+    skipped = {} if options.all_images else not_full_mammograms(files)
     records, timings, started = [], {}, time.perf_counter()
     with open(journal, "a" if resume else "w") as log:
         for path, scan_id in tqdm(list(zip(files, ids)), desc="predict", unit="scan", disable=not progress):
@@ -329,10 +394,20 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
             if scan_id in done and done[scan_id]["source"] == source:
                 records.append(done[scan_id])
                 continue
+            if path in skipped:
+                record = {"id": scan_id, "source": source, "status": "skipped", "reason": skipped[path]}
+                records.append(record)
+                _append(log, record)
+                continue
             try:
                 with header_warnings() as notes:
                     record, timings[scan_id] = predict_file(loaded, predictor, path, out, scan_id, options,
                                                             source, model_hash, notes)
+            except NotFullMammogram as e:
+                record = {"id": scan_id, "source": source, "status": "skipped" if not options.all_images else "error",
+                          "reason": _reason(e)}
+                if options.all_images:
+                    tqdm.write(f"problem: {printable(path)}: {record['reason']}", file=sys.stderr)
             except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
                 if _dooms_the_run(e, out):
                     raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
@@ -347,7 +422,9 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         "model": {"file": os.path.abspath(loaded.path), "sha256": model_hash,
                   "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
         "input": root, "options": {**asdict(options), "formats": list(options.formats)},
-        "counts": {"scans": len(records), "ok": len(ok), "failed": len(records) - len(ok),
+        "counts": {"scans": len(records), "ok": len(ok),
+                   "failed": sum(r["status"] == "error" for r in records),
+                   "skipped": sum(r["status"] == "skipped" for r in records),
                    "positive": sum(r["image_positive"] for r in ok)},
         "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
     }

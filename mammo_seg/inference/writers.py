@@ -118,7 +118,8 @@ def seg_source(dataset, seed: str = "") -> tuple:
 
     Legal de-identified files lack type-2 attributes or carry malformed ones, and some lack their
     UIDs: absent or malformed type-2 attributes become empty, missing UIDs are derived from ``seed``
-    (the source file's hash: deterministic), an unknown character set becomes UTF-8. ``dataset`` itself is never changed.
+    (the source file's hash: deterministic), an unknown character set becomes UTF-8. ``dataset`` itself
+    is never changed.
     pydicom's warnings about malformed values are swallowed here: they would print patient data.
     """
     from pydicom.charset import python_encoding
