@@ -65,6 +65,7 @@ def child(scan: str, model: str, tile: int | None, out: str) -> None:
         os.symlink(scan, os.path.join(folder, name))
     summary = predict(model, folder, os.path.join(out, "predictions"), PredictOptions(tile=tile), progress=False)
     record = summary["scans"][1]
+    timings = summary["timings"]["scans"][record["id"]]
     from mammo_seg.inference.model import load_model
     from mammo_seg.inference.sliding_window import window_starts
 
@@ -75,9 +76,9 @@ def child(scan: str, model: str, tile: int | None, out: str) -> None:
         flops = windows * forward_flops(net, tile, tile)
     else:
         windows, flops = 1, forward_flops(net, h, w)
-    result = {"tile": tile, "windows": windows, "model_input_shape": [h, w], "timings": record["timings"],
-              "seconds": record["seconds"], "model_flops": flops, "matmul_flops": peak,
-              "flop_limit_seconds": flops / peak, "model_over_flop_limit": record["timings"]["model"] / (flops / peak),
+    result = {"tile": tile, "windows": windows, "model_input_shape": [h, w], "timings": timings,
+              "seconds": timings["seconds"], "model_flops": flops, "matmul_flops": peak,
+              "flop_limit_seconds": flops / peak, "model_over_flop_limit": timings["model"] / (flops / peak),
               "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
               "tensorflow": tf.__version__}
     print("RESULT " + json.dumps(result), flush=True)

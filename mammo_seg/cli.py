@@ -161,8 +161,9 @@ def cmd_predict(args) -> int:
     formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(","))
     options = PredictOptions(threshold=args.threshold, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=formats, force=args.force,
-                             breast_mask=not args.no_breast_mask, spacing_mm=args.spacing)
-    summary = predict(args.model, args.input, args.output, options, progress=not args.quiet)
+                             breast_mask=not args.no_breast_mask, all_images=args.all_images,
+                             spacing_mm=args.spacing)
+    summary = predict(args.model, args.input, args.output, options, progress=not args.quiet, resume=args.resume)
     counts = summary["counts"]
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
           f"{args.output}; overlays *_overlay.png, summary {os.path.join(args.output, 'summary.json')}")
@@ -303,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="also run on DICOMs that are not mammograms")
     pr.add_argument("--no-breast-mask", action="store_true",
                     help="keep findings outside the breast (by default film labels and markers are dropped)")
+    pr.add_argument("--all-images", action="store_true",
+                    help="also crops and ROI masks (by default only full mammograms are predicted)")
+    pr.add_argument("--continue", dest="resume", action="store_true",
+                    help="skip the scans a previous (interrupted) run into --output finished")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 

@@ -105,10 +105,13 @@ def test_predict_a_folder_of_dicoms(model_file, scans, tmp_path):
     out = str(tmp_path / "pred")
     summary = predict(model_file, folder, out, PredictOptions(), progress=False)
     by_id = {s["id"]: s for s in summary["scans"]}
-    assert summary["counts"] == {"scans": 5, "ok": 2, "failed": 3, "positive": summary["counts"]["positive"]}
+    assert summary["counts"] == {"scans": 5, "ok": 2, "failed": 2, "skipped": 1,
+                                 "positive": summary["counts"]["positive"]}
     assert "not a mammogram (Modality CT)" in by_id["ct"]["reason"]
     assert "DICOM" in by_id["broken"]["reason"]
-    assert "mask, not a mammogram" in by_id["roi_mask"]["reason"]
+    assert by_id["roi_mask"]["status"] == "skipped"
+    assert by_id["roi_mask"]["reason"] == ("SeriesDescription says 'roi mask': not a full mammogram; "
+                                           "--all-images includes it")
     import highdicom as hd
 
     for case in cases:

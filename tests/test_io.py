@@ -116,3 +116,90 @@ def test_masks_are_binary_or_refused(tmp_path):
     grey = str(tmp_path / "grey.dcm")
     write_dicom(grey, np.array([[0, 128], [255, 0]], dtype=np.uint8))
     _one_line_error(lambda: read_mask(grey), grey, "not binary")
+
+
+def test_pixel_padding_is_darkest_after_monochrome1_inversion(tmp_path):
+    path = str(tmp_path / "pad1.dcm")
+    ds = write_dicom(path, np.array([[65535, 1000], [2000, 3000]], dtype=np.uint16), photometric="MONOCHROME1")
+    ds.PixelPaddingValue = 65535
+    ds.save_as(path, enforce_file_format=True)
+    # stored 1000 is the brightest once inverted; the padding is as dark as stored 3000
+    np.testing.assert_allclose(read_scan(path).pixels, [[0, 1], [0.5, 0]], atol=1e-6)
+
+
+def _patched(path, old: bytes, new: bytes):
+    """Rewrite bytes of a written file in place (same length): values pydicom would not write."""
+    data = open(path, "rb").read()
+    assert data.count(old) == 1 and len(old) == len(new)
+    open(path, "wb").write(data.replace(old, new))
+
+
+def test_header_size_is_checked_before_decoding(tmp_path):
+    path = str(tmp_path / "big.dcm")
+    write_dicom(path, STORED)
+    with pytest.raises(MammoError) as caught:
+        read_scan(path, max_pixels=3)
+    assert caught.value.reason == "image of 2 x 2 = 4 pixels exceeds the limit of 3 pixels"
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 10000, 8000  # 80 Mpx claimed, 8 bytes stored
+    ds.save_as(path)
+    with pytest.raises(MammoError, match="^.*: image of 10000 x 8000 = 80000000 pixels exceeds the limit of "
+                                         "60000000 pixels$"):
+        read_scan(path)
+
+
+def test_rows_smaller_than_the_pixel_data_is_an_error(tmp_path):
+    path = str(tmp_path / "rows.dcm")
+    ds = write_dicom(path, np.arange(16, dtype=np.uint16).reshape(4, 4))
+    ds.Rows = 2
+    ds.save_as(path)
+    with pytest.raises(MammoError) as caught:
+        read_scan(path)
+    assert caught.value.reason == ("pixel data holds 32 bytes, more than the 16 that 2 rows x 4 columns need "
+                                   "(Rows or Columns is wrong)")
+
+
+@pytest.mark.parametrize("old,new,reason", [
+    (b"(\x00\x08\x00IS\x02\x001 ", b"(\x00\x08\x00IS\x02\x00x ", "NumberOfFrames is not a number"),
+    (b"(\x00S\x10DS\x02\x002 ", b"(\x00S\x10DS\x02\x00? ", "RescaleSlope is not a number")])
+def test_non_numeric_header_values_are_refused(tmp_path, old, new, reason):
+    path = str(tmp_path / "bad.dcm")
+    ds = write_dicom(path, STORED, rescale=(2.0, 0.0))
+    ds.NumberOfFrames = 1
+    ds.save_as(path, enforce_file_format=True)
+    _patched(path, old, new)
+    with pytest.raises(MammoError) as caught:
+        read_scan(path)
+    assert caught.value.reason == reason
+
+
+def test_deflated_dicom_that_inflates_too_far_is_refused(tmp_path):
+    path = str(tmp_path / "deflated.dcm")
+    ds = write_dicom(path, np.zeros((1024, 1024), np.uint16) + np.eye(1024, dtype=np.uint16))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    assert read_scan(path).pixels.shape == (1024, 1024)  # within the default limit it reads
+    with pytest.raises(MammoError) as caught:
+        read_scan(path, max_pixels=1000)  # 2 MiB inflated from a few kB on disk
+    assert caught.value.reason == "deflated DICOM inflates beyond 1052576 bytes (decompression bomb)"
+
+
+def test_image_headers_claiming_too_many_pixels_are_refused(tmp_path):
+    import struct
+    import zlib
+
+    pgm = tmp_path / "huge.pgm"
+    pgm.write_bytes(b"P5\n20000 10000\n255\n" + bytes(100))  # 200 Mpx claimed: Pillow's own bomb limit
+    with pytest.raises(MammoError) as caught:
+        read_scan(str(pgm))
+    assert caught.value.reason == "image header claims too many pixels (decompression bomb)"
+    png = str(tmp_path / "big.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png)
+    data = bytearray(open(png, "rb").read())
+    ihdr = struct.pack(">II", 10000, 7000) + bytes(data[24:29])  # 70 Mpx claimed: above our limit only
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    open(png, "wb").write(bytes(data))
+    with pytest.raises(MammoError) as caught:
+        read_scan(png)
+    assert caught.value.reason == "image of 7000 x 10000 = 70000000 pixels exceeds the limit of 60000000 pixels"

@@ -16,10 +16,18 @@ DICOM SEG carries patient and study attributes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
+import logging
 import os
 import re
+import stat
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,10 +37,12 @@ from mammo_seg.data.resolution import SPACING_HEADER
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
-from mammo_seg.io import file_sha256, is_dicom, read_scan_with_dataset
+from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
+from mammo_seg.io.dicom import INDEX_TAGS
 
 FORMATS = ("mask", "prob", "overlay", "seg", "json")
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
+JOURNAL = "predictions.jsonl"
 UID = re.compile(r"^\d+(\.\d+){3,}$")
 
 
@@ -45,31 +55,189 @@ class PredictOptions:
     formats: tuple = FORMATS
     force: bool = False  # run on DICOMs that are not mammograms
     breast_mask: bool = True  # drop findings outside the breast (film labels, markers)
+    all_images: bool = False  # also crops and ROI masks (by default only full mammograms)
     image_area_fraction: float = 1 / 750
     spacing_mm: float | None = None  # override every scan's spacing (else PixelSpacing, else the model's nominal)
 
 
+def _regular(path: str) -> bool:
+    """True for a regular file (after symlinks); FIFOs, sockets, devices, dangling links and link loops
+    are never opened (a FIFO would block the run forever)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def find_scans(path: str) -> tuple[str, list[str]]:
-    """(root, scan files): a file, or every scan file below a directory (sorted)."""
-    if os.path.isfile(path):
+    """(root, scan files): a file, or every regular scan file below a directory (sorted)."""
+    if os.path.isdir(path):
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                if _regular(full) and (name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full))):
+                    files.append(os.path.abspath(full))
+        return os.path.abspath(path), files
+    if _regular(path):
         return os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)]
-    if not os.path.isdir(path):
-        raise MammoError(path, "no such file or directory")
-    files = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            full = os.path.join(root, name)
-            if name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full)):
-                files.append(os.path.abspath(full))
-    return os.path.abspath(path), files
+    if os.path.lexists(path):
+        raise MammoError(path, "not a regular file (a FIFO, socket, device or broken link)")
+    raise MammoError(path, "no such file or directory")
+
+
+#: Longest output id; longer ones are cut and given a hash of the whole id, so they stay unique.
+MAX_ID = 100
+#: Folder names of the NBIA download of CBIS-DDSM: a study date folder and a numbered series folder.
+NBIA_FOLDER = re.compile(r"^(\d{2}-\d{2}-\d{4}-.*|\d+\.\d+-.*)$")
 
 
 def file_id(path: str, root: str) -> str:
-    """The path below ``root`` without its extension and without UID components, made file-name safe."""
+    """The path below ``root`` without its extension, UID and NBIA date/series folders, made file-name
+    safe and at most :data:`MAX_ID` characters."""
     parts = os.path.splitext(os.path.relpath(path, root))[0].split(os.sep)
-    kept = [p for p in parts if not UID.match(p)] or parts[-1:]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-_") or "scan"
+    kept = [p for p in parts[:-1] if not UID.match(p) and not NBIA_FOLDER.match(p)] + parts[-1:]
+    scan_id = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-_.") or "scan"
+    if len(scan_id) > MAX_ID:
+        scan_id = scan_id[:MAX_ID - 9] + "-" + hashlib.sha256(scan_id.encode()).hexdigest()[:8]
+    return scan_id
+
+
+class NotFullMammogram(MammoError):
+    """A crop or ROI mask beside the full mammograms: skipped unless ``all_images``."""
+
+
+#: A DICOM with fewer than this fraction of the pixels of its study's largest image is a crop.
+CROP_FRACTION = 0.25
+CROP_WORDS = ("cropped", "roi mask")
+
+
+def not_full_mammograms(files: list[str]) -> dict:
+    """{path: reason} for the DICOMs whose headers say they are crops or ROI masks, not full mammograms:
+    a SeriesDescription naming them (CBIS-DDSM, NBIA), or far fewer pixels than the largest image of
+    the same study. Files whose header cannot be read are left to the scan's own error."""
+    headers = {}
+    for path in files:
+        if not is_dicom(path):
+            continue
+        try:
+            with header_warnings():
+                ds = read_dicom(path, header_only=True, tags=INDEX_TAGS)
+                headers[path] = (str(ds.get("SeriesDescription", "") or "").lower(),
+                                 str(ds.get("StudyInstanceUID", "")),
+                                 int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0))
+        except Exception:
+            continue
+    largest = {}
+    for description, study, pixels in headers.values():
+        largest[study] = max(largest.get(study, 0), pixels)
+    skipped = {}
+    for path, (description, study, pixels) in headers.items():
+        word = next((w for w in CROP_WORDS if w in description), None)
+        if word:
+            skipped[path] = f"SeriesDescription says {word!r}: not a full mammogram; --all-images includes it"
+        elif study and pixels and pixels < CROP_FRACTION * largest[study]:
+            skipped[path] = (f"{pixels} pixels, under {CROP_FRACTION:g} of the largest image of its study: a crop, "
+                             f"not a full mammogram; --all-images includes it")
+    return skipped
+
+
+def printable(text: str) -> str:
+    """``text`` with newlines and other control characters escaped: a file name never splits a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+#: Libraries whose warnings and log lines may quote header values (names, dates): never on the console.
+HEADER_LIBRARIES = ("pydicom", "highdicom", "PIL")
+_QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"")
+
+
+@contextlib.contextmanager
+def header_warnings():
+    """Collect the warnings and log lines of :data:`HEADER_LIBRARIES` instead of printing them.
+
+    Yields a live list of their messages with every quoted value replaced by ``'…'`` (pydicom
+    quotes the malformed value: a birth date, a name). Other warnings are shown as usual.
+    """
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        text = printable(_QUOTED.sub("'…'", " ".join(str(message).split())))
+        if text not in notes:
+            notes.append(text)
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            note(record.getMessage())
+
+    loggers = [logging.getLogger(name) for name in HEADER_LIBRARIES]
+    saved = [(logger.propagate, logger.handlers[:]) for logger in loggers]
+    handler = Collect()
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if any(f"{os.sep}{name}{os.sep}" in str(filename) for name in HEADER_LIBRARIES):
+            note(message)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = showwarning
+        for logger in loggers:
+            logger.handlers, logger.propagate = [handler], False
+        try:
+            yield notes
+        finally:
+            for logger, (propagate, handlers) in zip(loggers, saved):
+                logger.handlers, logger.propagate = handlers, propagate
+
+
+def _reason(error: BaseException) -> str:
+    """One line naming the cause: a MammoError's reason, else the exception type and message."""
+    if isinstance(error, MammoError):
+        return printable(error.reason)
+    message = " ".join(str(error).split())
+    return printable(f"{type(error).__name__}: {message}" if message else type(error).__name__)
+
+
+#: Errors writing outputs that no later scan can escape.
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _dooms_the_run(error: BaseException, out: str) -> bool:
+    """A full disk anywhere, or no permission on the output folder: every later scan would fail too."""
+    if not isinstance(error, OSError) or error.errno not in FATAL_ERRNOS:
+        return False
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    names = [n for n in (error.filename, error.filename2) if n]
+    out = os.path.abspath(out)
+    return any(os.path.abspath(os.fspath(n)).startswith(out + os.sep) or os.path.abspath(os.fspath(n)) == out
+               for n in names)
+
+
+def _check_writable(out: str) -> None:
+    """Create ``out`` and prove a file can be written there, before any scan is read."""
+    probe = os.path.join(out, ".mammo-write-test")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as e:
+        raise MammoError(out, f"output folder is not writable ({e.strerror or _reason(e)})") from None
+
+
+def _readable_model(path: str) -> str:
+    """The model file, checked to be a zip archive (a ``.keras`` file), so that a corrupt one says so."""
+    from mammo_seg.inference.model import model_file
+
+    file = model_file(path)
+    if not zipfile.is_zipfile(file):
+        raise MammoError(file, "corrupt or truncated .keras model (not a zip archive)")
+    return file
 
 
 def read_checked(path: str, force: bool):
@@ -81,12 +249,12 @@ def read_checked(path: str, force: bool):
             raise MammoError(path, f"is a {modality} image, not a mammogram (Modality {modality}); "
                                    f"--force runs it anyway")
         if not np.count_nonzero((scan.pixels > 0) & (scan.pixels < 1)):
-            raise MammoError(path, "has only two grey levels: a mask, not a mammogram; --force runs it anyway")
+            raise NotFullMammogram(path, "has only two grey levels: a mask, not a mammogram; --force runs it anyway")
     return scan, dataset
 
 
 def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: PredictOptions,
-                 source: str) -> dict:
+                 source: str, model_hash: str = "", notes: list | None = None) -> dict:
     """Predict one scan and write its outputs; returns its summary record."""
     from mammo_seg.inference.sliding_window import predict_probabilities
 
@@ -98,6 +266,7 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
         timings[name] = round(clock[-1] - clock[-2], 3)
 
     scan, dataset = read_checked(path, options.force)
+    digest = file_sha256(path)
     lap("read")
     h, w = scan.pixels.shape
     try:
@@ -126,24 +295,78 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
         outputs["overlay"], _ = writers.write_overlay(os.path.join(out, f"{scan_id}_overlay.png"), scan.pixels,
                                                       mask)
     if "seg" in options.formats and dataset is not None:
-        outputs["seg"] = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask)
+        outputs["seg"], filled = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask,
+                                                   model_hash=model_hash, source_hash=digest)
     spacing_pair = scan.meta.spacing_mm if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
     record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
-              "sha256": file_sha256(path), "shape": [h, w], **grid.to_dict(), "laterality": scan.meta.laterality,
+              "sha256": digest, "shape": [h, w], **grid.to_dict(), "laterality": scan.meta.laterality,
               "view": scan.meta.view, "threshold": options.threshold,
               **writers.lesion_report(mask, prob, spacing_pair, options.image_area_fraction)}
-    record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
-    lap("write")
-    record["seconds"] = round(clock[-1] - clock[0], 3)
-    record["timings"] = timings
+    if "seg" in outputs:
+        record["seg_filled"] = filled
+    if notes:
+        record["warnings"] = list(notes)  # values already masked
     if "json" in options.formats:
-        writers.write_json(os.path.join(out, f"{scan_id}.json"), record)
-    return record
+        outputs["json"] = os.path.join(out, f"{scan_id}.json")
+    record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
+    if "json" in options.formats:
+        writers.write_json(outputs["json"], record)
+    lap("write")
+    timings["seconds"] = round(clock[-1] - clock[0], 3)
+    return record, timings
+
+
+def scan_ids(files: list[str], root: str) -> list[str]:
+    """Each file's id (:func:`file_id`), numbered where two files would share one."""
+    ids, used = [], set()
+    for path in files:
+        scan_id = base = file_id(path, root)
+        n = 2
+        while scan_id in used:
+            scan_id, n = f"{base}-{n}", n + 1
+        used.add(scan_id)
+        ids.append(scan_id)
+    return ids
+
+
+def _append(log, record: dict) -> None:
+    """One journal line, on disk before the next scan starts: a killed run loses no finished scan."""
+    log.write(json.dumps(record, sort_keys=True) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+
+
+def _completed(journal: str, out: str) -> dict:
+    """{id: record} of the journal's scans that finished and whose outputs are all still there.
+
+    A line cut by a kill, a failed scan and a scan with a missing output are predicted again.
+    """
+    done = {}
+    if not os.path.isfile(journal):
+        return done
+    with open(journal) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if (isinstance(record, dict) and record.get("status") == "ok"
+                    and all(os.path.isfile(os.path.join(out, name)) for name in record.get("outputs", {}).values())):
+                done[record["id"]] = record
+    # rewrite it without the cut or failed lines: appended lines then start on a line of their own
+    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
+    return done
 
 
 def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
-            progress: bool = True) -> dict:
-    """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary."""
+            progress: bool = True, resume: bool = False) -> dict:
+    """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary.
+
+    Each finished scan's record is appended to ``predictions.jsonl`` at once (valid after a kill);
+    ``summary.json`` is rebuilt from the records at the end. ``resume`` (``--continue``) skips the
+    scans the journal lists as finished with all their outputs present. Timings go to
+    ``timings.json`` alone, so that every other output is the same bytes on every run.
+    """
     from tqdm import tqdm
 
     from mammo_seg.inference.model import load_model
@@ -157,31 +380,58 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
-    loaded = load_model(model_path)
+    loaded = load_model(_readable_model(model_path))
     predictor = Predictor(loaded.model)
-    os.makedirs(out, exist_ok=True)
-    records, used = [], set()
-    for path in tqdm(files, desc="predict", unit="scan", disable=not progress):
-        scan_id = base = file_id(path, root)
-        n = 2
-        while scan_id in used:
-            scan_id, n = f"{base}-{n}", n + 1
-        used.add(scan_id)
-        source = os.path.relpath(path, root)
-        try:
-            records.append(predict_file(loaded, predictor, path, out, scan_id, options, source))
-        except MammoError as e:
-            tqdm.write(f"problem: {e}", file=sys.stderr)
-            records.append({"id": scan_id, "source": source, "status": "error", "reason": e.reason})
+    model_hash = file_sha256(loaded.path)
+    _check_writable(out)
+    journal = os.path.join(out, JOURNAL)
+    done = _completed(journal, out) if resume else {}
+    ids = scan_ids(files, root)
+    skipped = {} if options.all_images else not_full_mammograms(files)
+    records, timings, started = [], {}, time.perf_counter()
+    with open(journal, "a" if resume else "w") as log:
+        for path, scan_id in tqdm(list(zip(files, ids)), desc="predict", unit="scan", disable=not progress):
+            source = os.path.relpath(path, root)
+            if scan_id in done and done[scan_id]["source"] == source:
+                records.append(done[scan_id])
+                continue
+            if path in skipped:
+                record = {"id": scan_id, "source": source, "status": "skipped", "reason": skipped[path]}
+                records.append(record)
+                _append(log, record)
+                continue
+            try:
+                with header_warnings() as notes:
+                    record, timings[scan_id] = predict_file(loaded, predictor, path, out, scan_id, options,
+                                                            source, model_hash, notes)
+            except NotFullMammogram as e:
+                record = {"id": scan_id, "source": source, "status": "skipped" if not options.all_images else "error",
+                          "reason": _reason(e)}
+                if options.all_images:
+                    tqdm.write(f"problem: {printable(path)}: {record['reason']}", file=sys.stderr)
+            except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
+                if _dooms_the_run(e, out):
+                    raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
+                reason = _reason(e) + (f" (warnings: {'; '.join(notes)})" if notes else "")
+                tqdm.write(f"problem: {printable(path)}: {reason}", file=sys.stderr)
+                record = {"id": scan_id, "source": source, "status": "error", "reason": reason}
+            records.append(record)
+            _append(log, record)
     ok = [r for r in records if r["status"] == "ok"]
     summary = {
         "package_version": __version__,
-        "model": {"file": os.path.abspath(loaded.path), "resolution": loaded.resolution.to_dict(),
-                  "width": getattr(loaded.model, "width", None)},
+        "model": {"file": os.path.abspath(loaded.path), "sha256": model_hash,
+                  "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
         "input": root, "options": {**asdict(options), "formats": list(options.formats)},
-        "counts": {"scans": len(records), "ok": len(ok), "failed": len(records) - len(ok),
+        "counts": {"scans": len(records), "ok": len(ok),
+                   "failed": sum(r["status"] == "error" for r in records),
+                   "skipped": sum(r["status"] == "skipped" for r in records),
                    "positive": sum(r["image_positive"] for r in ok)},
         "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
     }
+    # the journal in the order of the scans (a continued run appended out of order), then the summary
+    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
+    writers.write_json(os.path.join(out, "timings.json"), run_timings)
     writers.write_json(os.path.join(out, "summary.json"), summary)
-    return summary
+    return {**summary, "timings": run_timings}

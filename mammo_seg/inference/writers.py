@@ -6,12 +6,17 @@ requires of a derived object); every other output names the scan by its file id 
 
 from __future__ import annotations
 
+import copy
+import datetime
 import json
 import os
+import re
 import warnings
+import zipfile
 
 import numpy as np
 from PIL import Image
+from pydicom.multival import MultiValue
 from skimage.measure import label, regionprops
 from skimage.segmentation import find_boundaries
 
@@ -32,10 +37,20 @@ def write_mask_png(path: str, mask: np.ndarray) -> str:
 
 
 def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: float) -> str:
-    """``prob`` as float16 (plenty for probabilities), with the threshold and resampling factor used."""
+    """``prob`` as float16 (plenty for probabilities), with the threshold and resampling factor used.
+
+    An ``.npz`` as ``np.savez_compressed`` writes it, but with fixed member timestamps (numpy stamps
+    the clock): the same probabilities give the same bytes.
+    """
+    arrays = {"probability": prob.astype(np.float16), "threshold": np.float32(threshold),
+              "resampling_factor": np.float32(factor)}
     tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, probability=prob.astype(np.float16), threshold=np.float32(threshold),
-                        resampling_factor=np.float32(factor))
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return _replace(tmp, path)
 
 
@@ -62,16 +77,127 @@ def _block_any(mask: np.ndarray, step: int) -> np.ndarray:
     return padded.reshape(h // step, step, w // step, step).any(axis=(1, 3))
 
 
-def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "MammoFCN") -> str:
+#: Type-2 patient and study attributes a derived object copies from its source: present, possibly empty.
+SEG_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+             "StudyID", "AccessionNumber", "ReferringPhysicianName")
+_DATE = re.compile(r"^\d{8}$")
+_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: ContentDate/Time of a SEG whose source has no valid date: fixed, so that outputs are reproducible.
+DEFAULT_CONTENT = ("19700101", "000000")
+
+
+def _valid_date(value) -> bool:
+    if not _DATE.match(str(value)):
+        return False
+    try:
+        datetime.date(int(str(value)[:4]), int(str(value)[4:6]), int(str(value)[6:8]))
+    except ValueError:
+        return False
+    return True
+
+
+def _malformed(keyword: str, value) -> bool:
+    """True when a type-2 value cannot be written as it is (a DICOM reader would reject it)."""
+    if value is None or value == "":
+        return False
+    if isinstance(value, MultiValue):
+        return True  # multi-valued PatientName and the like: VM is 1
+    text = str(value)
+    if keyword.endswith("Date"):
+        return not _valid_date(text)
+    if keyword.endswith("Time"):
+        return not _TIME.match(text)
+    if keyword == "PatientSex":
+        return text not in ("M", "F", "O")
+    return False
+
+
+def seg_source(dataset, seed: str = "") -> tuple:
+    """(a copy of ``dataset`` highdicom accepts, the keywords filled or generated in it).
+
+    Legal de-identified files lack type-2 attributes or carry malformed ones, and some lack their
+    UIDs: absent or malformed type-2 attributes become empty, missing UIDs are derived from ``seed``
+    (the source file's hash: deterministic), an unknown character set becomes UTF-8. ``dataset`` itself
+    is never changed.
+    pydicom's warnings about malformed values are swallowed here: they would print patient data.
+    """
+    from pydicom.charset import python_encoding
+    from pydicom.uid import generate_uid
+
+    filled = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = copy.deepcopy(dataset)
+        charset = source.get("SpecificCharacterSet")
+        charsets = list(charset) if isinstance(charset, MultiValue) else [charset] if charset else []
+        if any(str(c).strip() not in python_encoding for c in charsets):
+            source.SpecificCharacterSet = "ISO_IR 192"
+            filled.append("SpecificCharacterSet")
+        for keyword in SEG_TYPE2:
+            try:
+                value = source.get(keyword)
+                bad = keyword not in source or _malformed(keyword, value)
+            except Exception:  # a value pydicom cannot even parse
+                bad = True
+            if bad:
+                if keyword in source:
+                    del source[keyword]
+                setattr(source, keyword, "")
+                filled.append(keyword)
+        meta = getattr(dataset, "file_meta", None)
+        for keyword, fallback in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                                  ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+                                  ("StudyInstanceUID", None), ("SeriesInstanceUID", None)):
+            if not source.get(keyword):
+                value = meta.get(fallback) if meta is not None and fallback else None
+                if not value:
+                    value = SECONDARY_CAPTURE if keyword == "SOPClassUID" else generate_uid(
+                        entropy_srcs=[seed, keyword])
+                setattr(source, keyword, value)
+                filled.append(keyword)
+    return source, filled
+
+
+def _content_date_time(source) -> tuple[str, str]:
+    """The source's own content (else acquisition, series, study) date and time: never the clock."""
+    for prefix in ("Content", "Acquisition", "Series", "Study"):
+        date, time = str(source.get(prefix + "Date", "") or ""), str(source.get(prefix + "Time", "") or "")
+        if _valid_date(date):
+            return date, time if _TIME.match(time) else DEFAULT_CONTENT[1]
+    return DEFAULT_CONTENT
+
+
+def _pin_clock_and_uids(seg, date_time: tuple[str, str], dimension_uid: str) -> None:
+    """Replace what highdicom takes from the clock or a random UID: the date and time of the source,
+    a dimension organisation UID derived like the SEG's own UIDs."""
+    date, time = date_time
+    seg.ContentDate, seg.ContentTime = date, time
+    seg.InstanceCreationDate, seg.InstanceCreationTime = date, time
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
+    for sequence in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in seg.get(sequence, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dimension_uid
+
+
+def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "MammoFCN",
+              model_hash: str = "", source_hash: str = "") -> tuple[str, list]:
     """A DICOM Segmentation (highdicom, BINARY, one segment "lesion") referencing ``source_dataset``.
 
-    It reads back with ``highdicom.seg.segread`` to the exact mask. Where the source has
-    PixelSpacing, an explicit PixelMeasuresSequence (with a nominal slice thickness) is given, which
-    ``segread`` needs.
+    Returns the path and the keywords filled in a copy of the source (see :func:`seg_source`). It
+    reads back with ``highdicom.seg.segread`` to the exact mask. Where the source has PixelSpacing,
+    an explicit PixelMeasuresSequence (with a nominal slice thickness) is given, which ``segread``
+    needs. Its UIDs derive from the source SOP instance and ``model_hash``, its content date and time from
+    the source: the same model on the same scan writes the same bytes.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
 
+    source, filled = seg_source(source_dataset, source_hash)
     algorithm = hd.AlgorithmIdentificationSequence(name="mammo-seg", version=__version__,
                                                    family=codes.cid7162.ArtificialIntelligence)
     segment = hd.seg.SegmentDescription(
@@ -79,20 +205,24 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
-    spacing = source_dataset.get("PixelSpacing")
+    spacing = source.get("PixelSpacing")
     measures = (hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0)
                 if spacing else None)
+    identity = [str(source.SOPInstanceUID), model_hash]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # single-component PatientName of dataset ids
         seg = hd.seg.Segmentation(
-            source_images=[source_dataset], pixel_array=mask.astype(bool),
+            source_images=[source], pixel_array=mask.astype(bool),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
-            series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
+            series_instance_uid=generate_uid(entropy_srcs=identity + ["series"]), series_number=900,
+            sop_instance_uid=generate_uid(entropy_srcs=identity + ["instance"]), instance_number=1,
             manufacturer="mammo-seg", manufacturer_model_name=model_name, software_versions=__version__,
             device_serial_number="0", pixel_measures=measures, omit_empty_frames=False)
+    _pin_clock_and_uids(seg, _content_date_time(source), generate_uid(entropy_srcs=identity + ["dimensions"]))
+    seg.PatientOrientation = source.get("PatientOrientation", "")  # type 2C in General Image
     tmp = path + ".tmp"
     seg.save_as(tmp)
-    return _replace(tmp, path)
+    return _replace(tmp, path), filled
 
 
 def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, image_area_fraction: float) -> dict:
@@ -115,8 +245,15 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, image_area_fra
             "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
 
 
+def write_text(path: str, text: str) -> str:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    return _replace(tmp, path)
+
+
 def write_json(path: str, content: dict) -> str:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
+        json.dump(content, f, indent=2, sort_keys=True)
     return _replace(tmp, path)

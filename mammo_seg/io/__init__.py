@@ -14,26 +14,27 @@ import numpy as np
 from mammo_seg.errors import MammoError
 from mammo_seg.io.dicom import dicom_to_scan, is_dicom, read_dicom, stored_pixels
 from mammo_seg.io.image import read_image_array, read_image_scan
-from mammo_seg.io.scan import Scan, ScanMeta, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, normalise
 
-__all__ = ["Scan", "ScanMeta", "MammoError", "read_scan", "read_scan_with_dataset", "read_mask", "binary_mask", "normalise",
+__all__ = ["MAX_PIXELS", "Scan", "ScanMeta", "MammoError", "read_scan", "read_scan_with_dataset", "read_mask", "binary_mask", "normalise",
            "read_dicom", "is_dicom", "file_sha256"]
 
 
-def read_scan_with_dataset(path: str | os.PathLike):
+def read_scan_with_dataset(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
     """(:class:`Scan`, its pydicom dataset or None for image files): for writing derived DICOM objects."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MammoError(path, "file not found")
     if is_dicom(path):
-        dataset = read_dicom(path)
-        return dicom_to_scan(dataset, path), dataset
-    return read_image_scan(path), None
+        dataset = read_dicom(path, max_pixels=max_pixels)
+        return dicom_to_scan(dataset, path, max_pixels), dataset
+    return read_image_scan(path, max_pixels), None
 
 
-def read_scan(path: str | os.PathLike) -> Scan:
-    """Read a mammogram (DICOM, PGM, PNG or TIFF) as a normalised :class:`Scan`."""
-    return read_scan_with_dataset(path)[0]
+def read_scan(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Scan:
+    """Read a mammogram (DICOM, PGM, PNG or TIFF) as a normalised :class:`Scan`; images claiming more
+    than ``max_pixels`` pixels are refused from their header, before decoding."""
+    return read_scan_with_dataset(path, max_pixels)[0]
 
 
 def binary_mask(values: np.ndarray, where: str) -> np.ndarray:
@@ -46,13 +47,13 @@ def binary_mask(values: np.ndarray, where: str) -> np.ndarray:
     return values > 0
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+def read_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a binary lesion mask (DICOM or image file) as a bool array."""
     path = os.fspath(path)
     if is_dicom(path):
-        values = stored_pixels(read_dicom(path), path)
+        values = stored_pixels(read_dicom(path, max_pixels=max_pixels), path, max_pixels)
     else:
-        values = read_image_array(path)
+        values = read_image_array(path, max_pixels)
     return binary_mask(values, path)
 
 

@@ -9,6 +9,7 @@ window. Pixel padding (``PixelPaddingValue``) is set to the darkest value before
 from __future__ import annotations
 
 import os
+import zlib
 
 import numpy as np
 import pydicom
@@ -16,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from mammo_seg.errors import MammoError
-from mammo_seg.io.scan import Scan, ScanMeta, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, normalise
 
 UID_KEYWORDS = (
     "SOPClassUID",
@@ -44,30 +45,109 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return False
 
 
-def read_dicom(path: str | os.PathLike, header_only: bool = False, tags=None) -> pydicom.Dataset:
+def _refuse_inflation_bomb(path: str, max_pixels: int) -> None:
+    """A deflated dataset (the whole file after its meta header is zlib data) must not inflate beyond
+    what ``max_pixels`` 32-bit pixels and a header need: pydicom would inflate it all into memory."""
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return
+    limit = 4 * max_pixels + (1 << 20)
+    inflate, size = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as f:
+        # the deflated stream starts after the preamble, "DICM" and the group length element
+        f.seek(128 + 4 + 12 + int(meta.FileMetaInformationGroupLength))
+        for block in iter(lambda: f.read(1 << 16), b""):
+            while block:
+                size += len(inflate.decompress(block, limit + 1 - size))
+                if size > limit:
+                    raise MammoError(path, f"deflated DICOM inflates beyond {limit} bytes (decompression bomb)")
+                block = inflate.unconsumed_tail
+
+
+def read_dicom(path: str | os.PathLike, header_only: bool = False, tags=None,
+               max_pixels: int = MAX_PIXELS) -> pydicom.Dataset:
     """Read a DICOM file; bad files raise :class:`MammoError` naming the file and the reason."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MammoError(path, "file not found")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=header_only, specific_tags=tags)
+        if not header_only:
+            _refuse_inflation_bomb(path, max_pixels)
+        ds = pydicom.dcmread(path, stop_before_pixels=header_only, specific_tags=tags)
     except InvalidDicomError as e:
         raise MammoError(path, f"not a DICOM file ({e})") from None
-    except (EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+    except MammoError:
+        raise
+    except (EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, zlib.error) as e:
         raise MammoError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
+    except Exception as e:  # pydicom's parsers raise many more; their messages may quote header bytes
+        raise MammoError(path, f"corrupt or truncated DICOM ({type(e).__name__})") from None
+    if not header_only and tags is None and "PixelData" not in ds and _ends_early(ds, path):
+        raise MammoError(path, "truncated DICOM: the file ends before its pixel data")
+    return ds
 
 
-def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
-    """The stored pixel values of a single-frame grayscale image, decoded (compressed syntaxes too)."""
+def _ends_early(ds: pydicom.Dataset, path: str) -> bool:
+    """True when the file stops inside its last element (pydicom keeps the short value silently) or
+    right after its meta header. Call it on a freshly read dataset: its last element, still raw, must
+    end exactly where the file does.
+    """
+    if not len(ds):
+        return True
+    last = ds.get_item(max(ds.keys()))
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return False
+    return tell + length != os.path.getsize(path)
+
+
+def _header_int(ds: pydicom.Dataset, keyword: str, path: str, default: int | None = None) -> int:
+    """An integer attribute of the image header; a value that is not a number is refused by name."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            if default is None:
+                raise MammoError(path, f"DICOM image has no {keyword}")
+            return default
+        return int(value)
+    except (TypeError, ValueError):
+        raise MammoError(path, f"{keyword} is not a number") from None
+
+
+def _check_stored_length(ds: pydicom.Dataset, path: str, rows: int, columns: int) -> None:
+    """Native (uncompressed) pixel data must hold exactly Rows × Columns values: pydicom would drop
+    the excess of a too-small Rows silently."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    bits = _header_int(ds, "BitsAllocated", path, 16)
+    if syntax is None or syntax.is_compressed or bits % 8:
+        return
+    expected, actual = rows * columns * bits // 8, len(ds.PixelData)
+    if actual < expected:
+        raise MammoError(path, f"truncated DICOM: {actual} bytes of pixel data for the {expected} that "
+                               f"{rows} rows x {columns} columns need")
+    if actual > expected + expected % 2:
+        raise MammoError(path, f"pixel data holds {actual} bytes, more than the {expected} that {rows} rows x "
+                               f"{columns} columns need (Rows or Columns is wrong)")
+
+
+def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The stored pixel values of a single-frame grayscale image, decoded (compressed syntaxes too).
+
+    Its size is checked from the header (Rows × Columns × frames ≤ ``max_pixels``) before decoding.
+    """
     path = os.fspath(path)
     if "PixelData" not in ds:
-        kind = getattr(ds, "SOPClassUID", None)
-        kind = getattr(kind, "name", kind) or "unknown SOP class"
-        raise MammoError(path, f"DICOM has no pixel data (not an image: {kind})")
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-        raise MammoError(path, f"multi-frame DICOM ({ds.NumberOfFrames} frames) is not a 2D mammogram")
-    if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
+        kind = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+        name = getattr(kind, "name", kind) or "unknown SOP class"
+        raise MammoError(path, f"DICOM has no pixel data (not an image: {name})")
+    frames = _header_int(ds, "NumberOfFrames", path, 1)
+    rows, columns = _header_int(ds, "Rows", path), _header_int(ds, "Columns", path)
+    check_pixel_count(path, rows, columns, frames, max_pixels)
+    if frames > 1:
+        raise MammoError(path, f"multi-frame DICOM ({frames} frames) is not a 2D mammogram")
+    if _header_int(ds, "SamplesPerPixel", path, 1) != 1:
         raise MammoError(path, f"colour DICOM ({ds.get('PhotometricInterpretation', '?')}) is not a mammogram")
+    _check_stored_length(ds, path, rows, columns)
     try:
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises many types for broken or truncated pixel data
@@ -95,19 +175,32 @@ def _laterality(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike) -> Scan:
+def _check_rescale(ds: pydicom.Dataset, path: str) -> None:
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        try:
+            value = ds.get(keyword)
+            if value is not None and value != "":
+                float(value)
+        except (TypeError, ValueError):
+            raise MammoError(path, f"{keyword} is not a number") from None
+
+
+def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Scan:
     """Turn a read DICOM dataset into a :class:`Scan` (see the module docstring for the steps)."""
     path = os.fspath(path)
-    stored = stored_pixels(ds, path)
+    stored = stored_pixels(ds, path, max_pixels)
+    _check_rescale(ds, path)
     values = apply_modality_lut(stored, ds)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise MammoError(path, f"photometric interpretation {photometric} is not a grayscale mammogram")
     padding = ds.get("PixelPaddingValue")
     if padding is not None:
         pad_mask = stored == padding
         if pad_mask.any() and not pad_mask.all():
-            values = np.where(pad_mask, values[~pad_mask].min(), values)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise MammoError(path, f"photometric interpretation {photometric} is not a grayscale mammogram")
+            # the darkest value once displayed: the highest stored value where MONOCHROME1 is inverted
+            darkest = values[~pad_mask].max() if photometric == "MONOCHROME1" else values[~pad_mask].min()
+            values = np.where(pad_mask, darkest, values)
     pixels, stats = normalise(values, path, invert=photometric == "MONOCHROME1")
     view = str(ds.get("ViewPosition", "") or "").strip().upper() or None
     meta = ScanMeta(

@@ -8,22 +8,28 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mammo_seg.errors import MammoError
-from mammo_seg.io.scan import Scan, ScanMeta, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, normalise
 
 
-def read_image_array(path: str | os.PathLike) -> np.ndarray:
-    """The pixel values of a single-channel image file as a 2D array (uint8 or uint16)."""
+def read_image_array(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The pixel values of a single-channel image file as a 2D array (uint8 or uint16).
+
+    The size in the header is checked against ``max_pixels`` before the pixels are decoded.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MammoError(path, "file not found")
     try:
         with Image.open(path) as im:
+            check_pixel_count(path, im.height, im.width, max_pixels=max_pixels)
             im.load()
             if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
                 raise MammoError(path, f"colour image (mode {im.mode}) is not a mammogram")
             arr = np.array(im)
     except MammoError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own limit, met before ours only if ours is raised
+        raise MammoError(path, "image header claims too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:
         raise MammoError(path, "not a readable image file") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -35,9 +41,9 @@ def read_image_array(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def read_image_scan(path: str | os.PathLike) -> Scan:
+def read_image_scan(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Scan:
     path = os.fspath(path)
-    arr = read_image_array(path)
+    arr = read_image_array(path, max_pixels)
     pixels, stats = normalise(arr, path)
     bits = 8 if arr.dtype == np.uint8 else 16
     meta = ScanMeta(path=path, format="image", shape=pixels.shape, bits_stored=bits, **stats)

@@ -9,6 +9,19 @@ import numpy as np
 from mammo_seg.errors import MammoError
 
 
+#: The most pixels a scan may have (CBIS-DDSM's largest are about 5000 × 3000 = 15 Mpx). Checked from
+#: the header, before any pixel is decoded: a forged header cannot make a reader allocate gigabytes.
+MAX_PIXELS = 60_000_000
+
+
+def check_pixel_count(where: str, rows: int, columns: int, frames: int = 1, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose header claims more than ``max_pixels`` pixels."""
+    count = rows * columns * frames
+    if count > max_pixels:
+        raise MammoError(where, f"image of {rows} x {columns}" + (f" x {frames} frames" if frames > 1 else "")
+                         + f" = {count} pixels exceeds the limit of {max_pixels} pixels")
+
+
 @dataclass(frozen=True)
 class ScanMeta:
     """What the pipeline needs to know about a scan besides its pixels.

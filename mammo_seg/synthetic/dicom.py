@@ -62,9 +62,9 @@ def image_dataset(pixels: np.ndarray, *, patient_id: str, study_uid: str, series
     ds.PatientSex = "F" if modality == "MG" else ""
     ds.StudyDate = ""
     ds.StudyTime = ""
-    if laterality:
+    ds.PatientOrientation = ""  # type 2C in General Image: present, unknown for a digitised film
+    if laterality:  # ImageLaterality only: a series-level Laterality beside it is an error (dciodvfy)
         ds.ImageLaterality = laterality
-        ds.Laterality = laterality
     if view:
         ds.ViewPosition = view
     if spacing_mm:

@@ -1,0 +1,297 @@
+"""predict survives bad input: one line per failed scan, the batch goes on; outputs are reproducible."""
+
+import errno
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import write_dicom
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.errors import MammoError
+from mammo_seg.inference import predict as predict_module
+from mammo_seg.inference import writers
+from mammo_seg.inference.predict import PredictOptions, predict
+from mammo_seg.models.fcn import MammoFCN
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    keras.utils.set_random_seed(3)
+    model = MammoFCN(width=0.125, resolution=Resolution(scale=0.25, nominal_spacing_mm=0.05).to_dict())
+    path = str(tmp_path_factory.mktemp("model") / "model.keras")
+    model.save(path)
+    return path
+
+
+def phantom(seed: int, shape=(96, 72)) -> np.ndarray:
+    """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(500, 1500, shape).astype(np.uint16)
+    pixels[30:50, 20:40] += 2000
+    return pixels
+
+
+def scan_folder(folder, names=("a.dcm", "b.dcm", "c.dcm")):
+    os.makedirs(folder, exist_ok=True)
+    for seed, name in enumerate(names):
+        write_dicom(os.path.join(folder, name), phantom(seed), spacing_mm=0.2, laterality="L", view="CC")
+    return str(folder)
+
+
+def test_any_error_in_one_scan_is_that_scans_one_line(model_file, tmp_path, monkeypatch, capsys):
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "bad\nname.dcm", "c.dcm"))
+    real = predict_module.read_checked
+
+    def read_checked(path, force):
+        if "bad" in path:
+            raise RuntimeError("boom\nsecond line")
+        return real(path, force)
+
+    monkeypatch.setattr(predict_module, "read_checked", read_checked)
+    summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask", "json")),
+                      progress=False)
+    assert summary["counts"]["scans"] == 3 and summary["counts"]["ok"] == 2 and summary["counts"]["failed"] == 1
+    bad = [s for s in summary["scans"] if s["status"] == "error"]
+    assert bad == [{"id": "bad-name", "source": "bad\nname.dcm", "status": "error",
+                    "reason": "RuntimeError: boom second line"}]
+    err = capsys.readouterr().err.splitlines()
+    problems = [line for line in err if line.startswith("problem:")]
+    assert problems == [f"problem: {folder}/bad\\nname.dcm: RuntimeError: boom second line"]
+
+
+def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypatch):
+    folder = scan_folder(tmp_path / "in")
+    calls = []
+
+    def full(path, mask):
+        calls.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
+
+    monkeypatch.setattr(writers, "write_mask_png", full)
+    with pytest.raises(MammoError, match=r"cannot write the outputs \(.*No space left on device.*\); stopped"):
+        predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask",)), progress=False)
+    assert len(calls) == 1  # the second scan was not tried
+
+
+def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(MammoError, match="output folder is not writable"):
+        predict(model_file, folder, str(tmp_path / "taken"), progress=False)
+
+
+def test_reasons_name_the_real_cause(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    whole = open(os.path.join(folder, "a.dcm"), "rb").read()
+    (tmp_path / "in" / "cut.dcm").write_bytes(whole[:400])  # ends inside the header
+    summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("json",)), progress=False)
+    reason = {s["id"]: s.get("reason") for s in summary["scans"]}["cut"]
+    assert reason == "truncated DICOM: the file ends before its pixel data"
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip" * 10)
+    with pytest.raises(MammoError) as caught:
+        predict(str(broken), folder, str(tmp_path / "out2"), progress=False)
+    assert caught.value.reason == "corrupt or truncated .keras model (not a zip archive)"
+
+
+def dciodvfy_errors(path) -> list:
+    """The lines of dciodvfy's report that start with "Error" (dicom3tools; CI installs it)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def deidentified(path):
+    """A legal de-identified mammogram: no patient/study type-2 attributes, no UIDs but its own SOP
+    instance in the file meta, a two-valued PatientName, an unknown character set, a bad birth date."""
+    import warnings
+
+    import pydicom
+
+    write_dicom(path, phantom(5), spacing_mm=0.2, laterality="R", view="MLO")
+    ds = pydicom.dcmread(path)
+    for keyword in ("PatientID", "PatientSex", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID",
+                    "SOPInstanceUID", "PatientOrientation"):
+        del ds[keyword]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.PatientName = ["ANON^ONE", "ANON^TWO"]
+        ds.SpecificCharacterSet = "ISO_IR 999"
+        ds.PatientBirthDate = "19xx0101"
+        ds.save_as(path)
+
+
+def test_seg_of_a_deidentified_source_fills_a_copy_and_passes_dciodvfy(model_file, tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    os.makedirs(tmp_path / "in")
+    source = str(tmp_path / "in" / "anon.dcm")
+    deidentified(source)
+    before = open(source, "rb").read()
+    summary = predict(model_file, str(tmp_path / "in"), str(tmp_path / "out"), PredictOptions(), progress=False)
+    assert summary["counts"]["ok"] == 1
+    assert open(source, "rb").read() == before  # the user's file is never changed
+    record = json.load(open(tmp_path / "out" / "anon.json"))
+    assert record["seg_filled"] == ["SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate",
+                                    "PatientSex", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                                    "ReferringPhysicianName", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                    "SeriesInstanceUID"]
+    seg_path = tmp_path / "out" / "anon_seg.dcm"
+    seg = hd.seg.segread(str(seg_path))
+    meta_uid = pydicom.dcmread(source).file_meta.MediaStorageSOPInstanceUID
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == meta_uid
+    assert (seg.PatientID, str(seg.PatientName), seg.PatientOrientation) == ("", "", "")
+    assert dciodvfy_errors(seg_path) == []
+
+
+def test_phantom_and_its_seg_pass_dciodvfy(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("seg",)), progress=False)
+    assert dciodvfy_errors(os.path.join(folder, "a.dcm")) == []
+    assert dciodvfy_errors(tmp_path / "out" / "a_seg.dcm") == []
+
+
+def output_bytes(folder) -> dict:
+    """{name: bytes} of every predict output but timings.json (the one file that may differ)."""
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))
+            if name != "timings.json"}
+
+
+def test_two_runs_write_the_same_bytes(model_file, tmp_path):
+    folder = scan_folder(tmp_path / "in")
+    deidentified(str(tmp_path / "in" / "anon.dcm"))
+    first = predict(model_file, folder, str(tmp_path / "one"), progress=False)
+    predict(model_file, folder, str(tmp_path / "two"), progress=False)
+    one, two = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "two")
+    assert sorted(one) == ["a.json", "a_mask.png", "a_overlay.png", "a_prob.npz", "a_seg.dcm",
+                           "anon.json", "anon_mask.png", "anon_overlay.png", "anon_prob.npz", "anon_seg.dcm",
+                           "b.json", "b_mask.png", "b_overlay.png", "b_prob.npz", "b_seg.dcm",
+                           "c.json", "c_mask.png", "c_overlay.png", "c_prob.npz", "c_seg.dcm",
+                           "predictions.jsonl", "summary.json"]
+    assert [name for name in one if one[name] != two[name]] == []
+    assert sorted(first["timings"]["scans"]) == ["a", "anon", "b", "c"]
+    assert b"seconds" not in one["summary.json"] and b"timings" not in one["a.json"]
+
+
+KILLER = """
+import os, signal, sys
+from mammo_seg.inference import writers
+from mammo_seg.inference.predict import predict
+real = writers.write_mask_png
+def write_mask_png(path, mask):
+    real(path, mask)
+    if os.path.basename(path) == "c_mask.png":  # the third scan has begun writing its outputs
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+writers.write_mask_png = write_mask_png
+predict(sys.argv[1], sys.argv[2], sys.argv[3], progress=False)
+"""
+
+
+def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "b.dcm", "c.dcm", "d.dcm", "e.dcm"))
+    out = str(tmp_path / "killed")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", KILLER, model_file, folder, out], env=env, capture_output=True)
+    assert run.returncode == -9
+    journal = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
+    assert [r["id"] for r in journal] == ["a", "b"] and not os.path.exists(os.path.join(out, "summary.json"))
+    predicted = []
+    real = predict_module.predict_file
+
+    def predict_file(loaded, predictor, path, *args):
+        predicted.append(os.path.basename(path))
+        return real(loaded, predictor, path, *args)
+
+    monkeypatch.setattr(predict_module, "predict_file", predict_file)
+    summary = predict(model_file, folder, out, progress=False, resume=True)
+    assert predicted == ["c.dcm", "d.dcm", "e.dcm"] and summary["counts"]["ok"] == 5
+    predict(model_file, folder, str(tmp_path / "whole"), progress=False)
+    assert output_bytes(out) == output_bytes(tmp_path / "whole")
+
+
+def test_malformed_header_values_never_reach_the_console(model_file, tmp_path, capfd):
+    import warnings
+
+    import pydicom
+
+    os.makedirs(tmp_path / "in")
+    path = str(tmp_path / "in" / "anon.dcm")
+    deidentified(path)
+    ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.SOPInstanceUID = "1.2.3.ANON77"  # a malformed value highdicom copies into the SEG, with a warning
+        ds.save_as(path)
+    capfd.readouterr()
+    predict(model_file, str(tmp_path / "in"), str(tmp_path / "out"), progress=False)
+    console = "".join(capfd.readouterr())
+    assert "19xx0101" not in console and "ANON" not in console and "problem" not in console
+    record = json.load(open(tmp_path / "out" / "anon.json"))
+    assert record["warnings"] == [
+        "Unknown encoding '…' - using default encoding instead",
+        "Invalid value for VR UI: '…'. Please see <https://dicom.nema.org/medical/dicom/current/output/html/"
+        "part05.html#table_6.2-1> for allowed values for each VR."]
+    assert "19xx0101" not in json.dumps(record) and "ANON" not in json.dumps(record)
+
+
+def test_special_files_are_never_opened_and_ids_stay_short(model_file, tmp_path):
+    import threading
+
+    from mammo_seg.inference.predict import file_id, find_scans
+
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    os.mkfifo(tmp_path / "in" / "pipe.dcm")  # opening it would block for ever
+    os.mkfifo(tmp_path / "in" / "pipe")
+    os.symlink("loop.dcm", tmp_path / "in" / "loop.dcm")  # a link to itself
+    os.symlink("gone.dcm", tmp_path / "in" / "dangling.dcm")
+    found = []
+    finder = threading.Thread(target=lambda: found.append(find_scans(folder)), daemon=True)
+    finder.start()
+    finder.join(20)
+    assert found == [(folder, [os.path.join(folder, "a.dcm")])]
+    with pytest.raises(MammoError, match="not a regular file"):
+        find_scans(str(tmp_path / "in" / "pipe.dcm"))
+    long = "/data/" + "x" * 300 + ".dcm"
+    assert len(file_id(long, "/data")) == 100
+    assert file_id(long, "/data") != file_id("/data/" + "x" * 299 + "y.dcm", "/data")
+    nbia = ("/d/Mass-Test_P_00016_LEFT_CC/07-20-2016-DDSM-NA-74994/1.000000-full mammogram images-24515/1-1.dcm")
+    assert file_id(nbia, "/d") == "Mass-Test_P_00016_LEFT_CC_1-1"
+
+
+def test_only_full_mammograms_by_default(model_file, tmp_path):
+    import pydicom
+
+    folder = scan_folder(tmp_path / "in", ("full.dcm",))
+    study = pydicom.dcmread(os.path.join(folder, "full.dcm")).StudyInstanceUID
+    write_dicom(os.path.join(folder, "crop.dcm"), phantom(1, (30, 20)))  # 600 px beside 6912 px
+    write_dicom(os.path.join(folder, "roi.dcm"), phantom(2), series_description="cropped images")
+    write_dicom(os.path.join(folder, "mask.dcm"), (phantom(3) > 1500).astype(np.uint8) * 255)
+    for name in ("crop.dcm",):
+        ds = pydicom.dcmread(os.path.join(folder, name))
+        ds.StudyInstanceUID = study
+        ds.save_as(os.path.join(folder, name))
+    summary = predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("json",)), progress=False)
+    status = {s["id"]: (s["status"], s.get("reason")) for s in summary["scans"]}
+    assert status == {
+        "crop": ("skipped", "600 pixels, under 0.25 of the largest image of its study: a crop, not a full mammogram; "
+                            "--all-images includes it"),
+        "full": ("ok", None),
+        "mask": ("skipped", "has only two grey levels: a mask, not a mammogram; --force runs it anyway"),
+        "roi": ("skipped", "SeriesDescription says 'cropped': not a full mammogram; --all-images includes it")}
+    assert summary["counts"]["skipped"] == 3 and summary["counts"]["failed"] == 0
+    every = predict(model_file, folder, str(tmp_path / "all"), PredictOptions(formats=("json",), all_images=True),
+                    progress=False)
+    assert [s["status"] for s in every["scans"]] == ["ok", "ok", "error", "ok"]
