@@ -240,7 +240,7 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     dicoms = {"unknown_vr.dcm": data[:at + 4] + b"ZZ" + data[at + 6:],
               "odd_length.dcm": data[:at + 6] + b"\x03\x00" + data[at + 8:at + 10] + b"\x00" + data[at + 10:],
               "cut_header.dcm": data[:300], "empty.dcm": b"", "text.dcm": b"hello\n" * 50,
-              os.fsdecode(b"latin1_\xe9.dcm"): b"not a dicom"}
+              os.fsdecode(b"latin1_\xe9.dcm"): b"not a dicom", "new\nline.dcm": b"not a dicom"}
     for name, content in dicoms.items():
         open(os.path.join(stray, name), "wb").write(content)
     victim = cases[1]
@@ -263,8 +263,9 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
-    items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name] + [
-        os.path.join(stray, "latin1_\\xe9.dcm"), victim.scan_path, no_columns] + [
+    items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
+        os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
+        no_columns] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -276,6 +277,12 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
     assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
     assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id}
+    open(os.path.join(out, ".prep", "fingerprint.json"), "w").write('{"torn": ')
+    assert _prep(raw, out) == 2
+    err = capsys.readouterr().err  # the collection's problems again, then the one error
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        f"mammo prep: error: {out}/.prep/fingerprint.json: unreadable prep state (JSONDecodeError); "
+        f"choose a new --out or delete {out}")
 
 
 def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys):

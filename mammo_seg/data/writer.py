@@ -222,8 +222,12 @@ def _prepare_state(out: str, fingerprint: dict) -> str:
     os.makedirs(state, exist_ok=True)
     path = os.path.join(state, "fingerprint.json")
     if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, ValueError) as e:
+            raise MammoError(path, f"unreadable prep state ({type(e).__name__}); choose a new --out or delete "
+                                   f"{out}") from None
         if previous != fingerprint:
             keys = [k for k in fingerprint["config"] if previous.get("config", {}).get(k) != fingerprint["config"][k]]
             what = f"settings {keys}" if keys else "input data"
