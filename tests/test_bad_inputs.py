@@ -317,3 +317,15 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
     expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
     assert _produced(out) == expected
+
+
+def _dies_on_3(x):
+    if x == 3:
+        os._exit(9)  # as a worker killed for memory
+    return 10 * x
+
+
+def test_a_dead_worker_is_its_items_problem_not_a_hang():
+    from mammo_seg.data.writer import in_order
+
+    assert list(in_order(_dies_on_3, list(range(7)), 2, lambda x: -x)) == [0, 10, 20, -3, 40, 50, 60]

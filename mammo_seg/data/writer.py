@@ -261,9 +261,8 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
                disable=not progress)
     work = [by_id[sid] for s in pending for sid in s.scan_ids]
     task = partial(process_case, config=config)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and work else None
+    results = in_order(task, work, workers, _worker_died)
     try:
-        results = pool.imap(task, work, chunksize=1) if pool else map(task, work)
         for shard in pending:
             batch = []
             for _ in shard.scan_ids:
@@ -275,10 +274,56 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
             _finish_shard(out, state, shard, batch, by_id, config)
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        results.close()
     return _finalise(out, state, shards, by_id, config, list(problems), extra_manifest or {}, raw_root)
+
+
+def _worker_died(case: Case) -> CaseResult:
+    return CaseResult(case.scan_id, problem=Problem(case.scan_path, "the worker process reading this scan died "
+                                                                   "(out of memory?)", case.scan_id))
+
+
+def in_order(task, items: list, workers: int, died):
+    """``task(item)`` for every item, results in the items' order; ``workers > 1`` runs them in
+    ``spawn`` processes, at most ``2 × workers`` ahead. A worker that dies (killed for memory) breaks
+    the pool: the earliest unfinished item is retried alone, and if it kills its worker again its
+    result is ``died(item)``; the pool is rebuilt for the rest. Never hangs on a dead worker."""
+    if workers <= 1 or not items:
+        yield from map(task, items)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    def new_pool():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    pool, queue, ahead = new_pool(), deque(), iter(items)
+    try:
+        while True:
+            while len(queue) < 2 * workers and (item := next(ahead, _END)) is not _END:
+                queue.append((item, pool.submit(task, item)))
+            if not queue:
+                return
+            item, future = queue.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                pool.shutdown(cancel_futures=True)
+                pool = new_pool()
+                try:
+                    result = pool.submit(task, item).result()
+                except BrokenProcessPool:
+                    result = died(item)
+                    pool.shutdown(cancel_futures=True)
+                    pool = new_pool()
+                queue = deque((i, pool.submit(task, i)) for i, _ in queue)
+            yield result
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+_END = object()
 
 
 def _add_intensity(table: dict, key: str, stats) -> None:
