@@ -126,6 +126,10 @@ def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cb
     result = json.load(open(tmp_path / "e.json"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
     assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
+    open(os.path.join(out, "scans.json"), "w").write("{")
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e2.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"mammo evaluate: error: {out}: unreadable prep output "
+                                              f"(JSONDecodeError: ")
 
 
 # --------------------------------------------------------------------------------------- configs, CLI
