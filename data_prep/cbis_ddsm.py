@@ -190,7 +190,7 @@ def _is_binary(path: str) -> bool:
     from mammo_seg.io.dicom import stored_pixels
     try:
         values = stored_pixels(read_dicom(path), path)
-    except MammoError:
+    except Exception:  # noqa: BLE001 - any unreadable candidate is not the mask; prep reports the chosen one
         return False
     return np.unique(values).size <= 2
 

@@ -197,6 +197,7 @@ def test_cbis_corrupt_headers_anywhere_are_one_problem_each(cbis_raw, tmp_path):
                                                                   (unknown_vr, "corrupt DICOM header")]
     assert "NotImplementedError: Unknown Value Representation 'ZZ' in tag (0028,0010)" in new[1].reason
     assert "BytesLengthException" in new[0].reason
+    assert not cbis_ddsm._is_binary(unknown_vr)  # a corrupt mask candidate is no candidate, not a crash
 
 
 # ---------------------------------------------------------------------------------------------- splits
