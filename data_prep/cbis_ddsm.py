@@ -113,6 +113,8 @@ def _column(name: str) -> str:
 def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
     """Read one case-description CSV; every malformed record becomes a problem naming its line."""
     problems, rows = [], []
+    if not os.path.isfile(path):  # a FIFO would block for ever
+        return [], [Problem(path, "not a regular file (FIFO, device or broken link); skipped")]
     try:
         records = list(_records(path))
     except (UnicodeDecodeError, OSError) as e:

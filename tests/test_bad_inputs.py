@@ -264,12 +264,15 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
         ])
     no_columns = os.path.join(raw, "calc_case_description_broken_set.csv")
     open(no_columns, "w").write("patient_id,image view\nP_00001,CC\n")
+    fifo_csv, fifo_dcm = os.path.join(raw, "mass_case_description_fifo_set.csv"), os.path.join(stray, "fifo.dcm")
+    os.mkfifo(fifo_csv)
+    os.mkfifo(fifo_dcm)
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
     items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
         os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
-        no_columns] + [
+        no_columns, fifo_csv, fifo_dcm] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -306,6 +309,7 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     first_bad = len(lines) + 1
     data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
     open(info, "wb").write(data)
+    os.mkfifo(os.path.join(raw, "mdb950.pgm"))  # unlisted, and never opened
     normal = next(c for c in cases if not c.abnormalities)
     with open(normal.scan_path, "r+b") as f:  # a cut PGM
         f.truncate(1000)
@@ -316,7 +320,7 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
     appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
         f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
-    found = one_line_each(err, changed + refused + appended + [normal.scan_path])
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path, "mdb950.pgm"])
     assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
     expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
