@@ -99,6 +99,10 @@ def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path,
     assert capsys.readouterr().err == (f"mammo evaluate: error: {pred}/./summary.json: is predict's summary.json; "
                                        f"choose another evaluation output\n")
     assert (pred / "summary.json").read_text() == summary
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", str(in_the_way / "e.json")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"mammo evaluate: error: {in_the_way}: File exists"
     (pred / "summary.json").write_text('{"scans": [')
     assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", str(tmp_path / "e.json")]) == 2
     err = capsys.readouterr().err
