@@ -6,9 +6,10 @@ Determinism and resumability:
   depend on which worker processed the scan or in what order;
 * scans are assigned to shards up front (a seeded permutation per split, ``scans_per_shard`` each),
   and a shard holds its scans' tiles in that order: output is byte-identical for any ``--workers``;
-* a shard is written to a temporary name and renamed, then a small completion record is written
-  to ``OUT/.prep/``; a rerun skips completed shards and redoes the rest, so after ``kill -9`` at any
-  moment the same command finishes the job with output identical to an uninterrupted run.
+* a shard is written to a temporary file in ``OUT/.prep/tmp/`` and renamed, then a small completion
+  record is written to ``OUT/.prep/``; a rerun empties ``OUT/.prep/tmp/`` (the only place prep ever
+  deletes anything), skips completed shards and redoes the rest, so after ``kill -9`` at any moment
+  the same command finishes the job with output identical to an uninterrupted run.
 
 Workers are separate processes (``spawn``) that read scans, tile them and PNG-encode tiles; only
 the parent imports TensorFlow, to write the records.
