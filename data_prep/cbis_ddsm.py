@@ -113,6 +113,8 @@ def _column(name: str) -> str:
 def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
     """Read one case-description CSV; every malformed record becomes a problem naming its line."""
     problems, rows = [], []
+    if not os.path.isfile(path):  # a FIFO would block for ever
+        return [], [Problem(path, "not a regular file (FIFO, device or broken link); skipped")]
     try:
         records = list(_records(path))
     except (UnicodeDecodeError, OSError) as e:
@@ -190,7 +192,7 @@ def _is_binary(path: str) -> bool:
     from mammo_seg.io.dicom import stored_pixels
     try:
         values = stored_pixels(read_dicom(path), path)
-    except MammoError:
+    except Exception:  # noqa: BLE001 - any unreadable candidate is not the mask; prep reports the chosen one
         return False
     return np.unique(values).size <= 2
 

@@ -54,6 +54,8 @@ class InfoRow:
 def parse_info(path: str) -> tuple[list[InfoRow], list[Problem]]:
     """Parse Info.txt; malformed lines become problems and are skipped."""
     rows, problems = [], []
+    if not os.path.isfile(path):  # a FIFO would block for ever
+        return [], [Problem(path, "not a regular file (FIFO, device or broken link)")]
     with open(path, encoding="ascii", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             tokens = line.split()
@@ -101,6 +103,8 @@ def _outside(path: str, rows: list[InfoRow]) -> str | None:
     """Why a row's circle does not fit its image (centre outside it, or a radius over half its larger
     side: such a disc labels most of the scan), or None. An unreadable image is left to prep to report."""
     try:
+        if not os.path.isfile(path):  # never open a FIFO
+            return None
         with Image.open(path) as im:
             width, height = im.size
     except Exception:  # noqa: BLE001 - read and reported per case by prep

@@ -111,7 +111,13 @@ def ground_truth(path: str) -> Truth:
     if not os.path.isdir(path):
         raise MammoError(path, "ground truth directory not found")
     if os.path.isfile(os.path.join(path, "scans.json")) or os.path.basename(os.path.normpath(path)) == "full":
-        return PrepTruth(path)
+        try:
+            return PrepTruth(path)
+        except MammoError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged prep output: one line, not a traceback
+            raise MammoError(path, f"unreadable prep output ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                                   f"check it with mammo inspect") from None
     if cbis_ddsm.find_csvs(path):
         return RawTruth(path, "cbis-ddsm")
     if mias.find_info(path):

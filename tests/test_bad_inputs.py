@@ -99,6 +99,10 @@ def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path,
     assert capsys.readouterr().err == (f"mammo evaluate: error: {pred}/./summary.json: is predict's summary.json; "
                                        f"choose another evaluation output\n")
     assert (pred / "summary.json").read_text() == summary
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", str(in_the_way / "e.json")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"mammo evaluate: error: {in_the_way}: File exists"
     (pred / "summary.json").write_text('{"scans": [')
     assert main(["evaluate", "-p", str(pred), "-g", cbis_raw, "-o", str(tmp_path / "e.json")]) == 2
     err = capsys.readouterr().err
@@ -126,6 +130,10 @@ def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cb
     result = json.load(open(tmp_path / "e.json"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
     assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
+    open(os.path.join(out, "scans.json"), "w").write("{")
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e2.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"mammo evaluate: error: {out}: unreadable prep output "
+                                              f"(JSONDecodeError: ")
 
 
 # --------------------------------------------------------------------------------------- configs, CLI
@@ -240,7 +248,7 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     dicoms = {"unknown_vr.dcm": data[:at + 4] + b"ZZ" + data[at + 6:],
               "odd_length.dcm": data[:at + 6] + b"\x03\x00" + data[at + 8:at + 10] + b"\x00" + data[at + 10:],
               "cut_header.dcm": data[:300], "empty.dcm": b"", "text.dcm": b"hello\n" * 50,
-              os.fsdecode(b"latin1_\xe9.dcm"): b"not a dicom"}
+              os.fsdecode(b"latin1_\xe9.dcm"): b"not a dicom", "new\nline.dcm": b"not a dicom"}
     for name, content in dicoms.items():
         open(os.path.join(stray, name), "wb").write(content)
     victim = cases[1]
@@ -260,11 +268,15 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
         ])
     no_columns = os.path.join(raw, "calc_case_description_broken_set.csv")
     open(no_columns, "w").write("patient_id,image view\nP_00001,CC\n")
+    fifo_csv, fifo_dcm = os.path.join(raw, "mass_case_description_fifo_set.csv"), os.path.join(stray, "fifo.dcm")
+    os.mkfifo(fifo_csv)
+    os.mkfifo(fifo_dcm)
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
-    items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name] + [
-        os.path.join(stray, "latin1_\\xe9.dcm"), victim.scan_path, no_columns] + [
+    items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
+        os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
+        no_columns, fifo_csv, fifo_dcm] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -276,6 +288,12 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
     assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
     assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id}
+    open(os.path.join(out, ".prep", "fingerprint.json"), "w").write('{"torn": ')
+    assert _prep(raw, out) == 2
+    err = capsys.readouterr().err  # the collection's problems again, then the one error
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        f"mammo prep: error: {out}/.prep/fingerprint.json: unreadable prep state (JSONDecodeError); "
+        f"choose a new --out or delete {out}")
 
 
 def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys):
@@ -295,6 +313,7 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     first_bad = len(lines) + 1
     data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
     open(info, "wb").write(data)
+    os.mkfifo(os.path.join(raw, "mdb950.pgm"))  # unlisted, and never opened
     normal = next(c for c in cases if not c.abnormalities)
     with open(normal.scan_path, "r+b") as f:  # a cut PGM
         f.truncate(1000)
@@ -305,8 +324,20 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
     appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
         f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
-    found = one_line_each(err, changed + refused + appended + [normal.scan_path])
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path, "mdb950.pgm"])
     assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
     expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
     assert _produced(out) == expected
+
+
+def _dies_on_3(x):
+    if x == 3:
+        os._exit(9)  # as a worker killed for memory
+    return 10 * x
+
+
+def test_a_dead_worker_is_its_items_problem_not_a_hang():
+    from mammo_seg.data.writer import in_order
+
+    assert list(in_order(_dies_on_3, list(range(7)), 2, lambda x: -x)) == [0, 10, 20, -3, 40, 50, 60]

@@ -197,6 +197,10 @@ def test_cbis_corrupt_headers_anywhere_are_one_problem_each(cbis_raw, tmp_path):
                                                                   (unknown_vr, "corrupt DICOM header")]
     assert "NotImplementedError: Unknown Value Representation 'ZZ' in tag (0028,0010)" in new[1].reason
     assert "BytesLengthException" in new[0].reason
+    samples_at = data.index(b"\x28\x00\x02\x00US")  # (0028,0002) SamplesPerPixel: read only with the pixels
+    odd_candidate = str(tmp_path / "odd_candidate.dcm")
+    open(odd_candidate, "wb").write(data[:samples_at + 4] + b"ZZ" + data[samples_at + 6:])
+    assert not cbis_ddsm._is_binary(odd_candidate)  # a corrupt mask candidate is no candidate, not a crash
 
 
 # ---------------------------------------------------------------------------------------------- splits

@@ -6,9 +6,10 @@ Determinism and resumability:
   depend on which worker processed the scan or in what order;
 * scans are assigned to shards up front (a seeded permutation per split, ``scans_per_shard`` each),
   and a shard holds its scans' tiles in that order: output is byte-identical for any ``--workers``;
-* a shard is written to a temporary name and renamed, then a small completion record is written
-  to ``OUT/.prep/``; a rerun skips completed shards and redoes the rest, so after ``kill -9`` at any
-  moment the same command finishes the job with output identical to an uninterrupted run.
+* a shard is written to a temporary file in ``OUT/.prep/tmp/`` and renamed, then a small completion
+  record is written to ``OUT/.prep/``; a rerun empties ``OUT/.prep/tmp/`` (the only place prep ever
+  deletes anything), skips completed shards and redoes the rest, so after ``kill -9`` at any moment
+  the same command finishes the job with output identical to an uninterrupted run.
 
 Workers are separate processes (``spawn``) that read scans, tile them and PNG-encode tiles; only
 the parent imports TensorFlow, to write the records.
@@ -214,8 +215,12 @@ def _prepare_state(out: str, fingerprint: dict) -> str:
     os.makedirs(state, exist_ok=True)
     path = os.path.join(state, "fingerprint.json")
     if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, ValueError) as e:
+            raise MammoError(path, f"unreadable prep state ({type(e).__name__}); choose a new --out or delete "
+                                   f"{out}") from None
         if previous != fingerprint:
             keys = [k for k in fingerprint["config"] if previous.get("config", {}).get(k) != fingerprint["config"][k]]
             what = f"settings {keys}" if keys else "input data"
@@ -249,9 +254,8 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
                disable=not progress)
     work = [by_id[sid] for s in pending for sid in s.scan_ids]
     task = partial(process_case, config=config)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 and work else None
+    results = in_order(task, work, workers, _worker_died)
     try:
-        results = pool.imap(task, work, chunksize=1) if pool else map(task, work)
         for shard in pending:
             batch = []
             for _ in shard.scan_ids:
@@ -263,10 +267,56 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
             _finish_shard(out, state, shard, batch, by_id, config)
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        results.close()
     return _finalise(out, state, shards, by_id, config, list(problems), extra_manifest or {}, raw_root)
+
+
+def _worker_died(case: Case) -> CaseResult:
+    return CaseResult(case.scan_id, problem=Problem(case.scan_path, "the worker process reading this scan died "
+                                                                   "(out of memory?)", case.scan_id))
+
+
+def in_order(task, items: list, workers: int, died):
+    """``task(item)`` for every item, results in the items' order; ``workers > 1`` runs them in
+    ``spawn`` processes, at most ``2 × workers`` ahead. A worker that dies (killed for memory) breaks
+    the pool: the earliest unfinished item is retried alone, and if it kills its worker again its
+    result is ``died(item)``; the pool is rebuilt for the rest. Never hangs on a dead worker."""
+    if workers <= 1 or not items:
+        yield from map(task, items)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    def new_pool():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    pool, queue, ahead = new_pool(), deque(), iter(items)
+    try:
+        while True:
+            while len(queue) < 2 * workers and (item := next(ahead, _END)) is not _END:
+                queue.append((item, pool.submit(task, item)))
+            if not queue:
+                return
+            item, future = queue.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                pool.shutdown(cancel_futures=True)
+                pool = new_pool()
+                try:
+                    result = pool.submit(task, item).result()
+                except BrokenProcessPool:
+                    result = died(item)
+                    pool.shutdown(cancel_futures=True)
+                    pool = new_pool()
+                queue = deque((i, pool.submit(task, i)) for i, _ in queue)
+            yield result
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+_END = object()
 
 
 def _add_intensity(table: dict, key: str, stats) -> None:
