@@ -358,6 +358,15 @@ def _completed(journal: str, out: str) -> dict:
     return done
 
 
+def _earlier_timings(out: str, done: dict) -> dict:
+    """The timings a continued run keeps: those of the scans it will not predict again."""
+    try:
+        with open(os.path.join(out, "timings.json")) as f:
+            return {k: v for k, v in json.load(f)["scans"].items() if k in done}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
             progress: bool = True, resume: bool = False) -> dict:
     """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary.
@@ -388,7 +397,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     done = _completed(journal, out) if resume else {}
     ids = scan_ids(files, root)
     skipped = {} if options.all_images else not_full_mammograms(files)
-    records, timings, started = [], {}, time.perf_counter()
+    records, timings, started = [], _earlier_timings(out, done), time.perf_counter()
     with open(journal, "a" if resume else "w") as log:
         for path, scan_id in tqdm(list(zip(files, ids)), desc="predict", unit="scan", disable=not progress):
             source = os.path.relpath(path, root)
