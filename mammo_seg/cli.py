@@ -159,7 +159,7 @@ def cmd_predict(args) -> int:
     from mammo_seg.inference.predict import FORMATS, PredictOptions, predict
 
     formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(","))
-    options = PredictOptions(threshold=args.threshold, tile=args.tile, overlap=args.overlap,
+    options = PredictOptions(threshold=args.threshold, min_area_mm2=args.min_area, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=formats, force=args.force,
                              breast_mask=not args.no_breast_mask, all_images=args.all_images,
                              spacing_mm=args.spacing)
@@ -182,7 +182,7 @@ def cmd_evaluate(args) -> int:
     from mammo_seg.data.cases import printable
     from mammo_seg.evaluate import evaluate
 
-    result = evaluate(args.predictions, args.ground_truth, args.output)
+    result = evaluate(args.predictions, args.ground_truth, args.output, min_area_mm2=args.min_area)
     for problem in result["problems"]:
         print(printable(f"problem: {problem['file']}: {problem['reason']}"), file=sys.stderr)
     mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]
@@ -190,6 +190,12 @@ def cmd_evaluate(args) -> int:
           f"precision {mean['precision']:.4f}, recall {mean['recall']:.4f}; pooled IoU {pooled['IoU']:.4f}; "
           f"image accuracy {image['accuracy']:.3f}, recall {image['recall']:.3f}; "
           f"{len(result['problems'])} problems; evaluation {args.output}")
+    if "detection" in result:
+        froc, point = result["detection"]["froc"], result["detection"]["at_operating_point"]
+        at = ", ".join(f"{k}: {'n/a' if v is None else f'{v:.2f}'}" for k, v in froc["sensitivity_at_fp_per_image"].items())
+        print(f"lesions found at {at} false positives per image; at the operating point "
+              f"{point['found']}/{point['lesions']} lesions, {point['false_positives']} false positives, "
+              f"{point['normal_scans_with_detection']}/{point['normal_scans']} lesion-free scans flagged")
     if result["unmatched_predictions"]:
         print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
     return 0 if result["metric_per_case"] else 1
@@ -291,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
     pr.add_argument("-i", "--input", required=True, help="a scan file or a directory of scans")
     pr.add_argument("-o", "--output", required=True, help="output directory")
-    pr.add_argument("--threshold", type=_number(float, 0, 1, what="a probability"), default=0.5,
-                    help="probability threshold (default 0.5)")
+    pr.add_argument("--threshold", type=_number(float, 0, 1, what="a probability"), default=None,
+                    help="probability threshold (default: the model's operating point, else 0.5)")
+    pr.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
+                    help="smallest lesion reported, in mm² (default: the model's operating point, else 0)")
     pr.add_argument("--tile", type=_number(int, 16, MAX_TILE, what="an integer"), default=None,
                     help="window size at the training resolution (default: one pass when the scan fits, else 1024)")
     pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap (default 0.25)")
@@ -324,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
     ev.add_argument("-o", "--output", default="evaluation.json",
                     help="evaluation JSON (default evaluation.json; never predict's summary.json)")
+    ev.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
+                    help="smallest detection for the lesion-level scores (default: predict's minimum)")
     ev.set_defaults(func=cmd_evaluate)
 
     st = verbs.add_parser("study", help="compare losses: each trains the same model, several seeds",

@@ -10,9 +10,17 @@ Predictions are matched to ground truth by the SHA-256 of the scan file (recorde
 prep), so copies and symlinks of the scans match; no DICOM attribute is needed.
 
 Per case: TP, FP, FN, TN pixels, lesion IoU, Dice, precision, recall (IoU and Dice are NaN, written
-as null, when neither mask has a lesion, as in nnU-Net), and the image-level call (positive when the lesion area
-exceeds 1/750 of the image) against "the reference has a lesion". Means over cases ignore NaN; the
-pooled values sum the pixel counts over all cases first.
+as null, when neither mask has a lesion, as in nnU-Net), and the image-level call against "the reference
+has a lesion": a whole scan is called positive when predict reported any lesion (predict drops lesions
+under its minimum area in mm²; the 1/750-of-the-image rule of the original is for tiles, see
+``mammo_seg.metrics``). Means over cases ignore NaN; the pooled values sum the pixel counts over all
+cases first; ``lesion_images`` gives the mean Dice and IoU over the scans that have a lesion.
+
+Lesion-level detection (:mod:`mammo_seg.detection`), from predict's probability maps (``--format``
+with ``prob``) and the reference lesions one by one (MIAS circles, CBIS-DDSM masks): FROC points and
+the sensitivity at 0.25-4 false positives per image, and at predict's operating point the sensitivity
+by lesion type and the share of lesion-free scans with any detection. A scan whose prediction failed
+counts as an image with no detection (its lesions missed).
 
 A bad item (a record without sha256, a missing or colour mask, a mask whose size or orientation
 differs from the reference) is that case's line in ``problems``, counted in ``counts``; the rest
@@ -26,11 +34,13 @@ import json
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from mammo_seg import __version__
-from mammo_seg.data.tiling import resize_mask
+from mammo_seg.data.resolution import resize_image, resize_mask
+from mammo_seg.detection import ScanLesions, froc, score_scans
 from mammo_seg.errors import MammoError
 from mammo_seg.io import file_sha256, read_mask
 
@@ -52,10 +62,20 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, image_area_fraction: float =
             "image_reference_positive": bool(tp + fn > 0)}
 
 
+@dataclass
+class Reference:
+    """A scan's ground truth: the merged lesion mask and each lesion with its type."""
+
+    mask: np.ndarray
+    scan_id: str
+    lesions: list  # bool masks, one per lesion
+    types: list  # one type per lesion (MIAS CIRC/SPIC/…, CBIS mass/calcification, "lesion")
+
+
 class Truth:
     """Reference masks by scan-file SHA-256."""
 
-    def mask(self, digest: str, size: int) -> tuple[np.ndarray, str] | None:
+    def find(self, digest: str, size: int) -> Reference | None:
         raise NotImplementedError
 
 
@@ -69,14 +89,18 @@ class RawTruth(Truth):
             self.by_size[os.path.getsize(case.scan_path)].append(case)
         self.digests = {}
 
-    def mask(self, digest, size):
-        from mammo_seg.data.cases import load_case
+    def find(self, digest, size):
+        from mammo_seg.data.cases import lesion_masks
+        from mammo_seg.io import read_scan
 
         for case in self.by_size.get(size, []):
             if case.scan_path not in self.digests:
                 self.digests[case.scan_path] = file_sha256(case.scan_path)
             if self.digests[case.scan_path] == digest:
-                return load_case(case)[1], case.scan_id
+                shape = read_scan(case.scan_path).pixels.shape
+                lesions = lesion_masks(case, shape)
+                merged = np.logical_or.reduce(lesions) if lesions else np.zeros(shape, bool)
+                return Reference(merged, case.scan_id, lesions, [a.type for a in case.abnormalities])
         return None
 
 
@@ -98,11 +122,15 @@ class PrepTruth(Truth):
                     self.masks[rec["scan_id"].decode()] = rec["mask"][..., 0].astype(bool)
         self.scan_of = scan_of
 
-    def mask(self, digest, size):
+    def find(self, digest, size):
+        from skimage.measure import label
+
         scan_id = self.scan_of.get(digest)
         if scan_id is None or scan_id not in self.masks:
             return None
-        return self.masks[scan_id], scan_id
+        mask = self.masks[scan_id]
+        components, n = label(mask, connectivity=2, return_num=True)
+        return Reference(mask, scan_id, [components == k for k in range(1, n + 1)], ["lesion"] * n)
 
 
 def ground_truth(path: str) -> Truth:
@@ -141,18 +169,19 @@ def _json_safe(value):
     return value
 
 
-def _read_predictions(pred_dir: str, summary_path: str) -> list:
-    """The records of predict's ``summary.json``; an unreadable file is an error for the whole run."""
+def _read_predictions(pred_dir: str, summary_path: str) -> dict:
+    """Predict's ``summary.json`` (its ``scans`` a list); an unreadable file is an error for the whole run."""
     if not os.path.isfile(summary_path):
         raise MammoError(pred_dir, "no summary.json: not a mammo predict output")
     try:
         with open(summary_path, encoding="utf-8") as f:
-            scans = json.load(f)["scans"]
+            summary = json.load(f)
+        scans = summary["scans"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MammoError(summary_path, f"not a mammo predict summary ({type(e).__name__}: {e})") from None
     if not isinstance(scans, list):
         raise MammoError(summary_path, "not a mammo predict summary (scans is not a list)")
-    return scans
+    return summary
 
 
 def _check_record(record, number: int) -> str:
@@ -180,16 +209,55 @@ def _fits(pred_shape, ref_shape, resampled: bool) -> bool:
     return resampled and abs(pw * rh / ph - rw) <= 1.5 and abs(ph * rw / pw - rh) <= 1.5
 
 
+def _pixel_area_mm2(record: dict) -> float:
+    """The area of one pixel of the prediction's grid (its spacing: PixelSpacing or the nominal one)."""
+    spacing = record.get("spacing_mm")
+    if isinstance(spacing, (int, float)) and spacing > 0:
+        return float(spacing) ** 2
+    if isinstance(spacing, list) and len(spacing) == 2:
+        return float(spacing[0]) * float(spacing[1])
+    raise MammoError(record.get("id", "record"), "record without a pixel spacing: lesion areas cannot be measured")
+
+
+def _scan_lesions(record: dict, pred_dir: str, ref: Reference) -> ScanLesions | None:
+    """The case for detection scoring, on the reference's grid; None without a probability map."""
+    name = record["outputs"].get("prob")
+    if not name:
+        return None
+    path = os.path.join(pred_dir, name)
+    try:
+        with np.load(path) as npz:
+            prob = npz["probability"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise MammoError(path, f"unreadable probability map ({type(e).__name__}: {e})") from None
+    area = _pixel_area_mm2(record) * prob.size / ref.mask.size
+    if prob.shape != ref.mask.shape:  # prep ground truth, at the training resolution (aspect checked)
+        prob = resize_image(prob, ref.mask.shape)
+    return ScanLesions(prob, ref.lesions, ref.types, area)
+
+
+def _failed_scan(record: dict, input_root, truth: Truth) -> ScanLesions | None:
+    """A scan predict failed on, when its ground truth is known: an image with no detection."""
+    source = record.get("source")
+    if not isinstance(source, str) or not isinstance(input_root, str):
+        return None
+    path = os.path.join(input_root, source)
+    if not os.path.isfile(path):
+        return None
+    ref = truth.find(file_sha256(path), os.path.getsize(path))
+    return None if ref is None else ScanLesions(None, ref.lesions, ref.types, 1.0)
+
+
 def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
-    """("case", per-case entry), ("unmatched", id) or raises MammoError naming the item."""
+    """("case", per-case entry, ScanLesions or None), ("unmatched", id, None) or raises MammoError naming the item."""
     name = _check_record(record, number)
     mask_file = os.path.join(pred_dir, record["outputs"]["mask"])
     if not os.path.isfile(mask_file):
         raise MammoError(mask_file, f"{name}: mask PNG not found")
-    found = truth.mask(record["sha256"], record["file_size"])
+    found = truth.find(record["sha256"], record["file_size"])
     if found is None:
-        return "unmatched", name
-    ref, scan_id = found
+        return "unmatched", name, None
+    ref, scan_id = found.mask, found.scan_id
     pred = read_mask(mask_file)
     if not _fits(pred.shape, ref.shape, isinstance(truth, PrepTruth)):
         raise MammoError(mask_file, f"{name}: mask {pred.shape[0]}x{pred.shape[1]} does not fit the reference "
@@ -197,23 +265,41 @@ def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
     if pred.shape != ref.shape:  # documented: prep ground truth is at the training resolution
         pred = resize_mask(pred, ref.shape)
     return "case", {"prediction": name, "reference": scan_id,
-                    "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}
+                    "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}, _scan_lesions(record, pred_dir,
+                                                                                                   found)
 
 
-def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_fraction: float = 1 / 750) -> dict:
+def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_fraction: float = 0.0,
+             min_area_mm2: float | None = None) -> dict:
     """Score every prediction; a bad record, mask or reference is that case's problem (``problems``),
-    the others are evaluated. NaN values (IoU of two empty masks) are written to ``out`` as null."""
+    the others are evaluated. NaN values (IoU of two empty masks) are written to ``out`` as null.
+
+    ``image_area_fraction``: a scan is called positive when its predicted lesion area exceeds this
+    share of it (0: any reported lesion, the whole-scan rule). ``min_area_mm2``: the smallest
+    detection (None: predict's own minimum).
+    """
     summary_path = os.path.join(pred_dir, "summary.json")
     if out and os.path.realpath(out) == os.path.realpath(summary_path):
         raise MammoError(out, "is predict's summary.json; choose another evaluation output")
-    predictions = _read_predictions(pred_dir, summary_path)
+    summary = _read_predictions(pred_dir, summary_path)
+    predictions = summary["scans"]
+    options = summary.get("options") if isinstance(summary.get("options"), dict) else {}
+    threshold = options.get("threshold") if isinstance(options.get("threshold"), float) else 0.5
+    if min_area_mm2 is None:
+        min_area_mm2 = options.get("min_area_mm2") if isinstance(options.get("min_area_mm2"), (int, float)) else 0.0
     truth = ground_truth(truth_path)
-    per_case, unmatched, problems = [], [], []
+    per_case, unmatched, problems, scans, failed = [], [], [], [], 0
+    without_prob = 0
     for number, record in enumerate(predictions):
-        if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
-            continue
         try:
-            kind, value = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
+            if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
+                if record.get("status") == "error":
+                    failed += 1
+                    scan = _failed_scan(record, summary.get("input"), truth)
+                    if scan is not None:
+                        scans.append(scan)
+                continue
+            kind, value, scan = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
         except MammoError as e:
             problems.append({"file": e.where or pred_dir, "reason": e.reason})
             continue
@@ -221,6 +307,11 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
             problems.append({"file": summary_path, "reason": f"scans[{number}]: {type(e).__name__}: {e}"})
             continue
         (per_case if kind == "case" else unmatched).append(value)
+        if kind == "case":
+            if scan is None:
+                without_prob += 1
+            else:
+                scans.append(scan)
     if not per_case and not problems:
         raise MammoError(pred_dir, f"no prediction matches a scan of {truth_path}")
     metrics = [c["metrics"]["1"] for c in per_case]
@@ -234,15 +325,25 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
     positives = [p for p, r in called if r]
     image = {"accuracy": sum(p == r for p, r in called) / len(called) if called else math.nan,
              "recall": sum(positives) / len(positives) if positives else math.nan,
-             "cases": len(called), "reference_positive": len(positives)}
+             "cases": len(called), "reference_positive": len(positives),
+             "rule": ("positive when any lesion was reported" if image_area_fraction == 0
+                      else f"positive when the lesion area exceeds {image_area_fraction:.6g} of the image")}
+    with_lesion = [m for m in metrics if m["n_ref"] > 0]
+    lesion_images = {"cases": len(with_lesion), "Dice": _mean([m["Dice"] for m in with_lesion]),
+                     "IoU": _mean([m["IoU"] for m in with_lesion])}
     result = {
         "package_version": __version__, "predictions": os.path.abspath(pred_dir),
         "ground_truth": os.path.abspath(truth_path), "labels": {"1": "lesion"},
         "metric_per_case": per_case, "mean": {"1": mean}, "foreground_mean": mean,
-        "pooled": {"1": pooled}, "image_level": image, "unmatched_predictions": unmatched,
-        "problems": problems,
+        "pooled": {"1": pooled}, "image_level": image, "lesion_images": lesion_images,
+        "unmatched_predictions": unmatched, "problems": problems,
         "counts": {"predictions": len(predictions), "evaluated": len(per_case), "problems": len(problems),
-                   "unmatched": len(unmatched)}}
+                   "unmatched": len(unmatched), "failed_predictions": failed,
+                   "ground_truth_scans": len(per_case) + failed,
+                   "without_probabilities": without_prob}}
+    if scans:
+        result["detection"] = {"froc": froc(scans, min_area_mm2),
+                               "at_operating_point": score_scans(scans, threshold, min_area_mm2)}
     if out:
         from mammo_seg.inference.writers import write_json
 

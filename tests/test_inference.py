@@ -58,14 +58,15 @@ def test_lesion_report_exact_areas_and_image_call():
     mask[50:52, 60:63] = True  # 6 px
     prob = np.where(mask, 0.9, 0.1).astype(np.float32)
     prob[11, 11] = 0.99
-    report = lesion_report(mask, prob, (0.1, 0.2), image_area_fraction=1 / 750)
+    report = lesion_report(mask, prob, (0.1, 0.2), min_area_mm2=0.1)
     assert report["lesion_count"] == 2 and report["lesion_area_px"] == 56
     assert report["lesion_area_mm2"] == pytest.approx(56 * 0.02)
     first = report["lesions"][0]
     assert first["bbox"] == [10, 10, 20, 15] and first["area_mm2"] == pytest.approx(1.0)
-    assert first["max_probability"] == 0.99 and report["image_positive"]  # 56 > 8000 / 750
-    assert lesion_report(mask, prob, None, 1 / 100)["lesion_area_mm2"] is None
-    assert not lesion_report(mask, prob, None, 1 / 100)["image_positive"]  # 56 < 80
+    assert first["max_probability"] == 0.99 and report["image_positive"]  # a whole scan: any lesion calls it
+    assert report["image_rule"].startswith("positive when it has a lesion of at least 0.1 mm²")
+    assert lesion_report(mask, prob, None)["lesion_area_mm2"] is None
+    assert not lesion_report(np.zeros_like(mask), prob, None)["image_positive"]
 
 
 def test_breast_region_drops_labels_and_background():
@@ -215,9 +216,13 @@ def test_evaluate_against_raw_and_prep_ground_truth(cbis_raw, tmp_path):
     _fake_predictions(str(tmp_path / "perfect"), cases, truth)
     _fake_predictions(str(tmp_path / "half"), cases, half)
     perfect = evaluate(str(tmp_path / "perfect"), cbis_raw, str(tmp_path / "s1.json"))
-    # the original's image rule: called positive above 1/750 of the image, so tiny lesions are missed
+    # whole scans: called positive when any lesion is reported
+    assert perfect["mean"]["1"]["IoU"] == 1.0 and perfect["image_level"]["recall"] == 1.0
+    assert perfect["lesion_images"] == {"cases": 3, "Dice": 1.0, "IoU": 1.0}
+    # the original's tile rule, on request: called positive above 1/750 of the image, so tiny lesions are missed
     called = np.mean([t.sum() > t.size / 750 for t in truth])
-    assert perfect["mean"]["1"]["IoU"] == 1.0 and perfect["image_level"]["recall"] == pytest.approx(called)
+    tile_rule = evaluate(str(tmp_path / "perfect"), cbis_raw, image_area_fraction=1 / 750)
+    assert tile_rule["image_level"]["recall"] == pytest.approx(called)
     assert len(perfect["metric_per_case"]) == 3 and perfect["unmatched_predictions"] == []
     assert json.load(open(tmp_path / "s1.json"))["labels"] == {"1": "lesion"}
     partial = evaluate(str(tmp_path / "half"), cbis_raw)
@@ -287,3 +292,46 @@ def test_a_model_without_nominal_spacing_refuses_scans_without_spacing(mias_raw,
     given = predict(model_file, os.path.join(mias_raw, pgm), str(tmp_path / "q"),
                     PredictOptions(formats=("json",), spacing_mm=0.2), progress=False)
     assert given["scans"][0]["resampling_factor"] == pytest.approx(1.0)  # 0.2 mm scan, 0.2 mm training pixels
+
+
+def test_evaluate_scores_lesions_one_by_one_from_the_probability_maps(mias_raw, tmp_path):
+    """A found lesion scan, a missed one, a false positive on a normal scan and a failed prediction."""
+    from data_prep.mias import CLASS_KIND, collect_cases
+    from mammo_seg.data.cases import lesion_masks
+    from mammo_seg.io import file_sha256
+
+    cases, _, _ = collect_cases(mias_raw, progress=False)
+    found, missed, failed = [c for c in cases if c.abnormalities][:3]
+    normal = next(c for c in cases if not c.abnormalities)
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    records = []
+    for case in (found, missed, normal):
+        prob = np.zeros((1024, 1024), np.float16)
+        if case is found:
+            for lesion in lesion_masks(case, prob.shape):
+                prob[lesion] = 0.9
+        if case is normal:
+            prob[100:110, 200:210] = 0.8
+        np.savez_compressed(folder / f"{case.scan_id}_prob.npz", probability=prob)
+        Image.fromarray((prob >= 0.5).astype(np.uint8) * 255).save(folder / f"{case.scan_id}_mask.png")
+        records.append({"id": case.scan_id, "status": "ok", "sha256": file_sha256(case.scan_path),
+                        "file_size": os.path.getsize(case.scan_path), "spacing_mm": 0.2,
+                        "outputs": {"mask": f"{case.scan_id}_mask.png", "prob": f"{case.scan_id}_prob.npz"}})
+    records.append({"id": failed.scan_id, "status": "error", "reason": "boom",
+                    "source": os.path.relpath(failed.scan_path, mias_raw)})
+    with open(folder / "summary.json", "w") as f:
+        json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": records}, f)
+    result = evaluate(str(folder), mias_raw, str(tmp_path / "evaluation.json"))
+    n_found, n_missed, n_failed = (len(c.abnormalities) for c in (found, missed, failed))
+    lesions = n_found + n_missed + n_failed
+    point = result["detection"]["at_operating_point"]
+    assert (point["lesions"], point["found"], point["false_positives"]) == (lesions, n_found, 1)
+    assert point["fp_per_image"] == pytest.approx(1 / 4) and point["normal_with_detection_rate"] == 1.0
+    assert set(point["sensitivity_by_kind"]) <= set(CLASS_KIND)  # MIAS's own types: CIRC, SPIC, CALC, …
+    froc = result["detection"]["froc"]
+    assert froc["min_area_mm2"] == 2.0 and froc["images"] == 4
+    assert froc["sensitivity_at_fp_per_image"]["0.25"] == pytest.approx(n_found / lesions)
+    assert result["counts"]["failed_predictions"] == 1 and result["counts"]["ground_truth_scans"] == 4
+    assert result["lesion_images"]["cases"] == 2 and result["lesion_images"]["Dice"] == pytest.approx(0.5)
+    assert "NaN" not in open(tmp_path / "evaluation.json").read()

@@ -28,12 +28,13 @@ import sys
 import time
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from mammo_seg import __version__
 from mammo_seg.data.resolution import SPACING_HEADER
+from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
@@ -48,7 +49,8 @@ UID = re.compile(r"^\d+(\.\d+){3,}$")
 
 @dataclass
 class PredictOptions:
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the model's recorded operating point, else 0.5
+    min_area_mm2: float | None = None  # smallest lesion reported; None: the operating point's, else 0 (any)
     tile: int | None = None  # None: one pass when it fits, else 1024-px windows
     overlap: float = 0.25
     batch_size: int = 4
@@ -56,7 +58,6 @@ class PredictOptions:
     force: bool = False  # run on DICOMs that are not mammograms
     breast_mask: bool = True  # drop findings outside the breast (film labels, markers)
     all_images: bool = False  # also crops and ROI masks (by default only full mammograms)
-    image_area_fraction: float = 1 / 750
     spacing_mm: float | None = None  # override every scan's spacing (else PixelSpacing, else the model's nominal)
 
 
@@ -283,7 +284,8 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
     del small
     # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
     prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
-    mask = prob >= options.threshold
+    spacing_pair = scan.meta.spacing_mm if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
+    mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, spacing_pair[0] * spacing_pair[1]))
     lap("postprocess")
     outputs = {}
     if "mask" in options.formats:
@@ -297,11 +299,10 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
     if "seg" in options.formats and dataset is not None:
         outputs["seg"], filled = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask,
                                                    model_hash=model_hash, source_hash=digest)
-    spacing_pair = scan.meta.spacing_mm if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
     record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
               "sha256": digest, "shape": [h, w], **grid.to_dict(), "laterality": scan.meta.laterality,
               "view": scan.meta.view, "threshold": options.threshold,
-              **writers.lesion_report(mask, prob, spacing_pair, options.image_area_fraction)}
+              **writers.lesion_report(mask, prob, spacing_pair, options.min_area_mm2)}
     if "seg" in outputs:
         record["seg_filled"] = filled
     if notes:
@@ -379,17 +380,23 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     from tqdm import tqdm
 
     from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.operating_point import load_operating_point
     from mammo_seg.inference.sliding_window import Predictor
 
     unknown = set(options.formats) - set(FORMATS)
     if unknown:
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
-    if not 0 < options.threshold < 1:
+    if options.threshold is not None and not 0 < options.threshold < 1:
         raise MammoError("--threshold", "must be between 0 and 1")
+    if options.min_area_mm2 is not None and not options.min_area_mm2 >= 0:
+        raise MammoError("--min-area", "must be at least 0")
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
     loaded = load_model(_readable_model(model_path))
+    point, point_source = load_operating_point(loaded.path)
+    options = replace(options, threshold=point.threshold if options.threshold is None else options.threshold,
+                      min_area_mm2=point.min_area_mm2 if options.min_area_mm2 is None else options.min_area_mm2)
     predictor = Predictor(loaded.model)
     model_hash = file_sha256(loaded.path)
     _check_writable(out)
@@ -432,6 +439,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         "model": {"file": os.path.abspath(loaded.path), "sha256": model_hash,
                   "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
         "input": root, "options": {**asdict(options), "formats": list(options.formats)},
+        "operating_point": point_source,
         "counts": {"scans": len(records), "ok": len(ok),
                    "failed": sum(r["status"] == "error" for r in records),
                    "skipped": sum(r["status"] == "skipped" for r in records),

@@ -225,7 +225,7 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
     return _replace(tmp, path), filled
 
 
-def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, image_area_fraction: float) -> dict:
+def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: float = 0.0) -> dict:
     """Lesion count, areas (px; mm² when the pixel spacing is known), boxes, probabilities, image-level call."""
     components = label(mask, connectivity=2)
     pixel_mm2 = float(spacing_mm[0] * spacing_mm[1]) if spacing_mm else None
@@ -240,8 +240,8 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, image_area_fra
     area = int(mask.sum())
     return {"lesion_count": len(lesions), "lesion_area_px": area,
             "lesion_area_mm2": None if pixel_mm2 is None else round(area * pixel_mm2, 3),
-            "image_positive": bool(area > mask.size * image_area_fraction),
-            "image_rule": f"positive when the lesion area exceeds {image_area_fraction:.6g} of the image",
+            "image_positive": bool(lesions),
+            "image_rule": f"positive when it has a lesion of at least {min_area_mm2:g} mm² (smaller ones are dropped)",
             "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
 
 
