@@ -116,6 +116,23 @@ def test_keras_file_round_trip_in_safe_mode(tiny_model, tmp_path):
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in tiny_model.weights]
 
 
+def test_default_weight_decay_is_the_2018_codes_half_sum_of_squares():
+    from mammo_seg.config import ExperimentConfig
+    from mammo_seg.models.fcn import ORIGINAL_L2
+
+    assert ORIGINAL_L2 == 0.00125 and ExperimentConfig().model.l2 == ORIGINAL_L2
+    model = MammoFCN(width=0.125)  # the default l2
+    fc_1, logits = model.get_layer("fc_1"), model.get_layer("logits")
+    fc_1.kernel.assign(np.full(fc_1.kernel.shape, 0.5, "float32"))  # 1x1x64x32: 2048 weights of 0.5
+    logits.kernel.assign(np.full(logits.kernel.shape, 2.0, "float32"))  # 1x1x2x1: 2 weights of 2
+    assert fc_1.kernel.shape == (1, 1, 64, 32) and logits.kernel.shape == (1, 1, 2, 1)
+    penalty = float(sum(keras.ops.convert_to_numpy(l) for l in model.losses))
+    # the 2018 code: 0.0025 · tf.nn.l2_loss(w) = 0.0025 · Σw²/2, over fc_1 and the logits only
+    assert penalty == pytest.approx(0.0025 * (2048 * 0.25 + 2 * 4.0) / 2, rel=1e-6)  # 0.65
+    assert penalty == pytest.approx(0.0025 * float(tf.nn.l2_loss(fc_1.kernel) + tf.nn.l2_loss(logits.kernel)),
+                                    rel=1e-6)
+
+
 # -------------------------------------------------------------------------------------------- pipeline
 @pytest.fixture(scope="module")
 def tile_dir(cbis_raw, tmp_path_factory):
