@@ -83,8 +83,11 @@ def run(strategy, loss_name="iou", reverse=False, naive=False):
         optimizer = keras.optimizers.SGD(LR)
         optimizer.build(model.trainable_variables)
         train_metrics = standard_metrics()
-    step = naive_step(model, loss, optimizer, strategy) if naive else \
-        Steps(model, loss, optimizer, strategy, train_metrics, []).train_step
+    if naive:
+        step = naive_step(model, loss, optimizer, strategy)
+    else:
+        steps = Steps(model, loss, optimizer, strategy, train_metrics, [])
+        step = lambda iterator: steps.train_step(iterator)["loss"]  # noqa: E731  (the data loss)
     x, y = data(reverse)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     options = tf.data.Options()

@@ -43,7 +43,9 @@ def test_tiny_run_writes_the_run_directory(data_dir, tmp_path):
         assert os.path.exists(os.path.join(run, name)), name
     rows = history(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert {"loss", "lesion_iou", "precision", "recall", "val_loss", "val_lesion_iou"} <= set(rows[0])
+    assert {"loss", "regularization", "lesion_iou", "precision", "recall", "val_loss", "val_lesion_iou"} <= set(rows[0])
+    for row in rows:  # the IoU loss alone, without the weight decay that used to push it above 1
+        assert 0 <= float(row["loss"]) <= 1 and 0 <= float(row["val_loss"]) <= 1 and float(row["regularization"]) > 0
     assert json.load(open(os.path.join(run, "data.json")))["resolution"]["scale"] == 0.125
     log = open(os.path.join(run, "train.log")).read()
     assert "epoch 2/2" in log and "saved best.keras" in log
@@ -225,3 +227,26 @@ def test_bad_stage_key_is_named(data_dir, tmp_path):
 
     with pytest.raises(MammoError, match=r"stages\[0\].*train.lr_max"):
         load_config(str(config))
+
+
+def test_train_step_returns_the_data_loss_and_the_regularization_apart():
+    import keras
+    import tensorflow as tf
+
+    from mammo_seg.losses import SoftIoULoss
+    from mammo_seg.training.step import Steps
+
+    # a 1x1 convolution, kernel 2 and no bias: logits = 2x; L2(0.5) on the kernel: penalty 0.5 · 2² = 2
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(2.0),
+                               kernel_regularizer=keras.regularizers.L2(0.5))
+    model = keras.Sequential([keras.Input((1, 4, 1)), conv])
+    optimizer = keras.optimizers.SGD(0.0)
+    optimizer.build(model.trainable_variables)
+    steps = Steps(model, SoftIoULoss(smooth=0), optimizer, tf.distribute.get_strategy(), [], [])
+    x = np.array([15, 15, -15, -15], "float32").reshape(1, 1, 4, 1)  # logits ±30: p = 1, 1, 0, 0
+    y = np.array([1, 0, 1, 0], "float32").reshape(1, 1, 4, 1)  # TP 1, FP 1, FN 1: IoU loss 1 − 1/3
+    out = steps.train_step(iter(tf.data.Dataset.from_tensors((x, y))))
+    assert set(out) == {"loss", "regularization"}
+    assert float(out["loss"]) == pytest.approx(2 / 3, abs=1e-6)
+    assert float(out["regularization"]) == pytest.approx(2.0, rel=1e-6)
+    assert float(steps.eval_step((x, y))) == pytest.approx(2 / 3, abs=1e-6)  # validation: the data loss too

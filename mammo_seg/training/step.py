@@ -13,6 +13,10 @@ batch. Per-pixel statistics that cannot be summed (a batch-level Lovász loss so
 the batch) are concatenated over replicas instead, through the same all-reduce. Regularisation terms
 are divided by the number of replicas for the same reason. BatchNorm is synchronised
 (``MammoFCN(sync_batchnorm=True)``), so its statistics are global too.
+
+The train step returns ``{"loss": L, "regularization": R}``: the data loss of the global batch and
+the weight-decay penalty, apart (their sum is what the gradient descends), so that a logged IoU loss
+stays within [0, 1]. The eval step returns the data loss alone.
 """
 
 from __future__ import annotations
@@ -85,9 +89,10 @@ class Steps:
         self.optimizer.apply_gradients(zip(gradients, variables))
         for metric in self.train_metrics:
             metric.update_state(y, logits)
-        return value + regularisation
+        return {"loss": value, "regularization": tf.cast(regularisation, tf.float32)}
 
     def _train_step(self, iterator):
+        """One step on the next global batch: {"loss": data loss, "regularization": weight-decay penalty}."""
         x, y = next(iterator)
         per_replica = self.strategy.run(self._train_replica, args=(x, y))
         return self.strategy.experimental_local_results(per_replica)[0]
@@ -100,7 +105,7 @@ class Steps:
         value = self.loss.from_statistics(_global_statistics(self.loss, y, logits)[1])
         for metric in self.val_metrics:
             metric.update_state(y, logits)
-        return value + self._regularisation()
+        return value
 
     def _eval_step(self, batch):
         x, y = batch
