@@ -220,3 +220,24 @@ def test_checked_in_configs_load():
                 load_config(os.path.join(dirpath, name))
                 loaded += 1
     assert loaded >= 3
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_input_layers_compute_in_float32_under_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = MammoFCN(width=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for name in ("pad", "normalize", "conv0_1"):
+        assert model.get_layer(name).compute_dtype == "float32", name
+    assert model.get_layer("conv0_2").compute_dtype == policy.split("_")[1]  # the rest keeps the policy
+    # 4096 distinct levels inside a 1 % intensity band (0.5 to 0.505): bfloat16 keeps 4 of them
+    levels = (0.5 + np.arange(4096, dtype="float32") * (0.005 / 4096)).reshape(1, 64, 64, 1)
+    assert len(np.unique(levels)) == 4096
+    probe = keras.Model(model.input, [model.get_layer("normalize").output, model.get_layer("conv0_1").output,
+                                      model.output])
+    normalized, first_conv, logits = probe(levels, training=False)
+    assert normalized.dtype == "float32" and first_conv.dtype == "float32" and logits.dtype == "float32"
+    assert len(np.unique(keras.ops.convert_to_numpy(normalized))) == 4096
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalized), levels - 0.5, atol=1e-7)
