@@ -143,6 +143,18 @@ def test_mirrored_strategy_equals_one_device_on_the_global_batch(tmp_path):
         assert _update_error(runs["naive"], single) > 30 * floor[0]
 
 
+def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica(tmp_path):
+    result = _check("overflow", str(tmp_path / "o.json"))
+    assert result["replicas"] == 2
+    before, overflow, clean = result["before"], result["overflow"], result["clean"]
+    assert before == {"kernel": [1.0], "bias": [0.0], "scale": 2.0 ** 15}
+    # replica 1 overflowed: no replica applies the step, and the loss scale is halved
+    assert overflow == {"kernel": [1.0], "bias": [0.0], "scale": 2.0 ** 14}
+    # the next, clean step applies on both, at the lowered scale
+    assert np.isfinite(clean["kernel"] + clean["bias"]).all() and clean["kernel"] != [1.0]
+    assert clean["scale"] == 2.0 ** 14
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
