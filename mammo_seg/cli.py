@@ -158,6 +158,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_set(parser, what: str, example: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable: every value of every ``--set`` in one list."""
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=f"override {what}, e.g. --set {example} (several after one --set, or repeated)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mammo", description="Mammography lesion segmentation pipeline.")
     parser.add_argument("--version", action="version", version=f"mammo-seg {__version__}")
@@ -218,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verbs.add_parser("train", help="train the FCN on prepared tiles",
                           description="Train as a YAML config says (see experiments/); writes a run directory.")
     tr.add_argument("-c", "--config", required=True, help="experiment YAML")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    _add_set(tr, "a config key", "train.epochs=5 train.lr=0.001")
     tr.add_argument("--out", help="run directory (default runs/<name>)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed epoch")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -260,8 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Train the same model under each loss of a study config (experiments/"
                                       "loss_study/), score on the test split, write tables and plots.")
     st.add_argument("-c", "--config", required=True, help="study YAML")
-    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a study key, e.g. --set seeds=[0] (repeatable)")
+    _add_set(st, "a study key", "seeds=[0] name=quick")
     st.add_argument("--out", help="output directory (default runs/<name>)")
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     st.set_defaults(func=cmd_study)

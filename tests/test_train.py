@@ -262,3 +262,31 @@ def test_train_step_returns_the_data_loss_and_the_regularization_apart():
     assert float(out["loss"]) == pytest.approx(2 / 3, abs=1e-6)
     assert float(out["regularization"]) == pytest.approx(2.0, rel=1e-6)
     assert float(steps.eval_step((x, y))) == pytest.approx(2 / 3, abs=1e-6)  # validation: the data loss too
+
+
+def _verbs_with_set():
+    import argparse
+
+    from mammo_seg.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(name for name, p in verbs.choices.items() if any("--set" in a.option_strings for a in p._actions))
+
+
+def test_set_takes_several_values_and_repeats_for_every_verb_that_has_it():
+    from mammo_seg.cli import build_parser
+
+    assert _verbs_with_set() == ["study", "train"]
+    for verb in _verbs_with_set():
+        one_flag = build_parser().parse_args([verb, "-c", "x.yaml", "--set", "a=1", "b.c=[2, 3]", "--out", "o"])
+        assert one_flag.set == ["a=1", "b.c=[2, 3]"] and one_flag.out == "o"
+        repeated = build_parser().parse_args([verb, "-c", "x.yaml", "--set", "a=1", "--set", "b=2", "c=3"])
+        assert repeated.set == ["a=1", "b=2", "c=3"]
+        assert build_parser().parse_args([verb, "-c", "x.yaml"]).set == []
+
+    from mammo_seg.config import load_config
+
+    parsed = build_parser().parse_args(["train", "-c", TINY, "--set", "train.epochs=5", "train.lr=0.01",
+                                        "--set", "seed=7"])
+    config = load_config(parsed.config, parsed.set)
+    assert (config.train.epochs, config.train.lr, config.seed) == (5, 0.01, 7)
