@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow impo
 
 from mammo_seg import __version__  # noqa: E402
 from mammo_seg.errors import MammoError  # noqa: E402
+from mammo_seg.export import FORMATS as EXPORT_FORMATS  # noqa: E402
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -119,8 +120,9 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from mammo_seg.export import export_model
 
-    info = export_model(args.model, args.output)
-    print(f"exported {info['model']} to {args.output} (signatures serve, serve_batch; resolution.json)")
+    info = export_model(args.model, args.output, args.format)
+    what = "signatures serve, serve_batch" if args.format == "savedmodel" else "model.onnx"
+    print(f"exported {info['model']} to {args.output} ({what}; resolution.json)")
     return 0
 
 
@@ -247,10 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
-    ex = verbs.add_parser("export", help="TensorFlow SavedModel for serving",
-                          description="Export a trained model as a SavedModel (scan in, lesion probabilities out).")
+    ex = verbs.add_parser("export", help="TensorFlow SavedModel or ONNX for serving",
+                          description="Export a trained model as a SavedModel or ONNX (scan in, lesion "
+                                      "probabilities out).")
     ex.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
-    ex.add_argument("-o", "--output", required=True, help="SavedModel directory (new or empty)")
+    ex.add_argument("-o", "--output", required=True, help="export directory (new or empty)")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                    help="savedmodel (default) or onnx (OUT/model.onnx; needs the onnx extra)")
     ex.set_defaults(func=cmd_export)
 
     ev = verbs.add_parser("evaluate", help="score predictions against ground truth",
