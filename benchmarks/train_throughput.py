@@ -82,7 +82,7 @@ def tensorflow_steps(tile: int, batch: int, width: float):
         optimizer.build(model.trainable_variables)
         steps = Steps(model, loss, optimizer, strategy, [], [])
         iterator = iter(ds)
-        result[name] = (lambda s=steps, it=iterator: float(s.train_step(it)))
+        result[name] = (lambda s=steps, it=iterator: float(s.train_step(it)["loss"]))
     return result, model
 
 

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow impo
 from mammo_seg import __version__  # noqa: E402
 from mammo_seg.data import MAX_TILE  # noqa: E402
 from mammo_seg.errors import MammoError  # noqa: E402
+from mammo_seg.export import FORMATS as EXPORT_FORMATS  # noqa: E402
 
 
 
@@ -173,8 +174,9 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from mammo_seg.export import export_model
 
-    info = export_model(args.model, args.output)
-    print(f"exported {info['model']} to {args.output} (signatures serve, serve_batch; resolution.json)")
+    info = export_model(args.model, args.output, args.format)
+    what = "signatures serve, serve_batch" if args.format == "savedmodel" else "model.onnx"
+    print(f"exported {info['model']} to {args.output} ({what}; resolution.json)")
     return 0
 
 
@@ -220,6 +222,12 @@ def cmd_demo(args) -> int:
 
     run_demo(args.out, workers=args.workers, patients=args.patients)
     return 0
+
+
+def _add_set(parser, what: str, example: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable: every value of every ``--set`` in one list."""
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=f"override {what}, e.g. --set {example} (several after one --set, or repeated)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,8 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verbs.add_parser("train", help="train the FCN on prepared tiles",
                           description="Train as a YAML config says (see experiments/); writes a run directory.")
     tr.add_argument("-c", "--config", required=True, help="experiment YAML")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    _add_set(tr, "a config key", "train.epochs=5 train.lr=0.001")
     tr.add_argument("--out", help="run directory (default runs/<name>)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed epoch")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -319,10 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
-    ex = verbs.add_parser("export", help="TensorFlow SavedModel for serving",
-                          description="Export a trained model as a SavedModel (scan in, lesion probabilities out).")
+    ex = verbs.add_parser("export", help="TensorFlow SavedModel or ONNX for serving",
+                          description="Export a trained model as a SavedModel or ONNX (scan in, lesion "
+                                      "probabilities out).")
     ex.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
-    ex.add_argument("-o", "--output", required=True, help="SavedModel directory (new or empty)")
+    ex.add_argument("-o", "--output", required=True, help="export directory (new or empty)")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                    help="savedmodel (default) or onnx (OUT/model.onnx; needs the onnx extra)")
     ex.set_defaults(func=cmd_export)
 
     ev = verbs.add_parser("evaluate", help="score predictions against ground truth",
@@ -340,8 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Train the same model under each loss of a study config (experiments/"
                                       "loss_study/), score on the test split, write tables and plots.")
     st.add_argument("-c", "--config", required=True, help="study YAML")
-    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a study key, e.g. --set seeds=[0] (repeatable)")
+    _add_set(st, "a study key", "seeds=[0] name=quick")
     st.add_argument("--out", help="output directory (default runs/<name>)")
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     st.set_defaults(func=cmd_study)

@@ -72,7 +72,7 @@ class DataSection:
 class ModelSection:
     width: float = 1.0
     dropout: float = 0.25
-    l2: float = 0.0025
+    l2: float = 0.00125  # Keras L2 factor (l2·Σw²): the 2018 code's 0.0025·Σw²/2, see models/fcn.py
     sync_batchnorm: bool = True
     bn_momentum: float = 0.99  # BatchNorm moving averages; short runs need less (0.9)
 

@@ -195,7 +195,15 @@ class FocalTverskyLoss(TverskyLoss):
     γ > 1 (default 4/3) raises the loss and its gradient where TI is already high, focusing on hard,
     small lesions. Reference: N. Abraham, N. M. Khan, "A novel focal Tversky loss function with
     improved attention U-Net for lesion segmentation", ISBI 2019.
+
+    Computed as max(1 − TI, ε)^(1/γ) with ε = ``FLOOR`` = 1e-7: d/dTI of (1 − TI)^(1/γ) is infinite
+    at TI = 1 (a perfect prediction, or an empty tile with logits below about −28, where TI rounds
+    to 1 in float32), which made the gradient NaN. Below ε (about the float32 resolution of 1 − TI,
+    6e-8 just under 1) the loss is constant at ε^(1/γ) (5.6e-6 for γ = 4/3) with zero gradient; above
+    it the gradient is at most (1/γ)·ε^(1/γ − 1) (42 for γ = 4/3).
     """
+
+    FLOOR = 1e-7
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4 / 3, smooth: float = 1.0,
                  per_image: bool = False, from_logits: bool = True, name="focal_tversky", **kwargs):
@@ -204,7 +212,7 @@ class FocalTverskyLoss(TverskyLoss):
         self.gamma = float(gamma)
 
     def from_counts(self, tp, fp, fn):
-        return ops.power(ops.maximum(1.0 - self.tversky_index(tp, fp, fn), 0.0), 1.0 / self.gamma)
+        return ops.power(ops.maximum(1.0 - self.tversky_index(tp, fp, fn), self.FLOOR), 1.0 / self.gamma)
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}

@@ -6,6 +6,9 @@
                                                     loss Keras's fit() uses; same start, same data
     python distributed_check.py single OUT.json     one device
     python distributed_check.py worker OUT.json     MultiWorkerMirroredStrategy from TF_CONFIG
+    python distributed_check.py overflow OUT.json   mixed_float16 with a LossScaleOptimizer on two
+                                                    logical CPUs: a float16 overflow on replica 1 only,
+                                                    then a clean step
 
 Each for two losses: the batch-pooled soft IoU (sums over replicas) and the batch-level Lovász
 hinge (every pixel of the global batch sorted at once: statistics concatenated over replicas).
@@ -83,8 +86,11 @@ def run(strategy, loss_name="iou", reverse=False, naive=False):
         optimizer = keras.optimizers.SGD(LR)
         optimizer.build(model.trainable_variables)
         train_metrics = standard_metrics()
-    step = naive_step(model, loss, optimizer, strategy) if naive else \
-        Steps(model, loss, optimizer, strategy, train_metrics, []).train_step
+    if naive:
+        step = naive_step(model, loss, optimizer, strategy)
+    else:
+        steps = Steps(model, loss, optimizer, strategy, train_metrics, [])
+        step = lambda iterator: steps.train_step(iterator)["loss"]  # noqa: E731  (the data loss)
     x, y = data(reverse)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     options = tf.data.Options()
@@ -97,10 +103,54 @@ def run(strategy, loss_name="iou", reverse=False, naive=False):
             "deltas": [np.asarray(a - b).ravel().tolist() for a, b in zip(after, before)]}
 
 
+def overflow(strategy):
+    """Two steps of a 1x1 convolution under mixed_float16, one image per replica. Step 1: replica 1's
+    image holds 1e6, infinite in float16, so only replica 1's gradients overflow. Step 2: clean.
+    Writes the kernel and the loss scale before and after each step."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mammo_seg.losses import SoftIoULoss
+    from mammo_seg.training.step import Steps
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(
+            1, 1, kernel_initializer=keras.initializers.Constant(1.0), name="conv")])
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0 ** 15)
+        optimizer.build(model.trainable_variables)
+    steps = Steps(model, SoftIoULoss(), optimizer, strategy, [], [])
+    x = np.tile(np.linspace(-1, 1, 16, dtype="float32").reshape(1, 4, 4, 1), (4, 1, 1, 1))
+    y = (x > 0.3).astype("float32")
+    x[1, 2, 2] = 1e6  # the second image of the first global batch: replica 1's
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    iterator = iter(strategy.experimental_distribute_dataset(ds.with_options(options)))
+
+    def state():
+        return {"kernel": model.get_layer("conv").kernel.numpy().ravel().tolist(),
+                "bias": model.get_layer("conv").bias.numpy().ravel().tolist(),
+                "scale": float(optimizer.dynamic_scale.numpy())}
+
+    result = {"before": state()}
+    steps.train_step(iterator)
+    result["overflow"] = state()
+    steps.train_step(iterator)
+    result["clean"] = state()
+    return result
+
+
 def main(mode, out):
     import tensorflow as tf
 
-    if mode == "worker":
+    if mode == "overflow":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        result = {"replicas": mirrored.num_replicas_in_sync, **overflow(mirrored)}
+    elif mode == "worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF op
         result = {name: {"mwms": run(strategy, name)} for name in LOSSES}
         result["replicas"] = strategy.num_replicas_in_sync

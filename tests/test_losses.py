@@ -318,3 +318,57 @@ def test_every_loss_on_an_all_background_mask(spec, confident, uncertain):
     y = np.zeros((1, 2, 2, 1), "float32")
     assert value(L.get_loss(spec), y, np.full_like(y, -BIG)) == pytest.approx(confident, abs=1e-6)
     assert value(L.get_loss(spec), y, np.zeros_like(y)) == pytest.approx(uncertain, rel=1e-5)
+
+
+# ------------------------------------------------------------------ gradients at the extremes
+def _registered_losses():
+    """Every loss class of the registry (``L.LOSSES``), with per_image both ways where it has it.
+    MixedLoss mixes one default instance of each other class, so a new loss is covered twice."""
+    import inspect
+
+    classes = sorted(set(L.LOSSES.values()), key=lambda c: c.__name__)
+    singles = [c for c in classes if c is not L.MixedLoss]
+    cases = []
+    for cls in singles:
+        has_per_image = "per_image" in inspect.signature(cls.__init__).parameters
+        for per_image in ((False, True) if has_per_image else (None,)):
+            kwargs = {} if per_image is None else {"per_image": per_image}
+            cases.append(pytest.param(cls, kwargs, id=f"{cls.__name__}-{kwargs}"))
+    cases.append(pytest.param(L.MixedLoss, {"losses": [c() for c in singles]}, id="MixedLoss-all"))
+    return cases
+
+
+def _extreme_cases():
+    """(mask, logits) pairs: empty, full and half masks; logits +30 and −30 everywhere, perfect and
+    confidently wrong at ±30."""
+    half = np.zeros((2, 4, 4, 1), "float32")
+    half[0, :2] = 1
+    half[1, :, :3] = 1
+    for name, y in (("empty", np.zeros_like(half)), ("full", np.ones_like(half)), ("half", half)):
+        perfect = np.where(y > 0, BIG, -BIG).astype("float32")
+        for kind, x in (("+30", np.full_like(y, BIG)), ("-30", np.full_like(y, -BIG)), ("perfect", perfect),
+                        ("wrong", -perfect)):
+            yield f"{name} mask, {kind} logits", y, x
+
+
+@pytest.mark.parametrize("cls, kwargs", _registered_losses())
+def test_every_registered_loss_has_finite_gradients_at_the_extremes(cls, kwargs):
+    loss = cls(**kwargs)
+    for case, y, x in _extreme_cases():
+        assert np.isfinite(value(loss, y, x)), case
+        assert np.isfinite(_gradient(loss, y, x)).all(), case
+
+
+def test_focal_tversky_is_floored_not_singular_at_a_perfect_prediction():
+    y = np.zeros((1, 2, 2, 1), "float32")
+    y[0, 0] = 1
+    perfect = np.where(y > 0, BIG, -BIG).astype("float32")
+    for per_image in (False, True):
+        loss = L.FocalTverskyLoss(per_image=per_image)  # γ = 4/3: TI rounds to 1, loss ε^0.75
+        assert value(loss, y, perfect) == pytest.approx(1e-7 ** 0.75, rel=1e-5)
+        assert not _gradient(loss, y, perfect).any()  # below the floor: constant, zero gradient
+    # from the counts: TI = 1 exactly gives the floor; TI = 0.5 is untouched, 0.5^0.75
+    assert float(L.FocalTverskyLoss().from_counts(tf.constant(1.0), tf.constant(0.0), tf.constant(0.0))) \
+        == pytest.approx(1e-7 ** 0.75, rel=1e-5)
+    tp, fp = tf.constant(0.0), tf.constant(1 / 0.3)  # smooth 1: TI = 1 / (0 + 0.3·(1/0.3) + 1) = 0.5
+    assert float(L.FocalTverskyLoss().from_counts(tp, fp, tf.constant(0.0))) == pytest.approx(0.5 ** 0.75, rel=1e-6)

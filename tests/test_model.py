@@ -116,6 +116,23 @@ def test_keras_file_round_trip_in_safe_mode(tiny_model, tmp_path):
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in tiny_model.weights]
 
 
+def test_default_weight_decay_is_the_2018_codes_half_sum_of_squares():
+    from mammo_seg.config import ExperimentConfig
+    from mammo_seg.models.fcn import ORIGINAL_L2
+
+    assert ORIGINAL_L2 == 0.00125 and ExperimentConfig().model.l2 == ORIGINAL_L2
+    model = MammoFCN(width=0.125)  # the default l2
+    fc_1, logits = model.get_layer("fc_1"), model.get_layer("logits")
+    fc_1.kernel.assign(np.full(fc_1.kernel.shape, 0.5, "float32"))  # 1x1x64x32: 2048 weights of 0.5
+    logits.kernel.assign(np.full(logits.kernel.shape, 2.0, "float32"))  # 1x1x2x1: 2 weights of 2
+    assert fc_1.kernel.shape == (1, 1, 64, 32) and logits.kernel.shape == (1, 1, 2, 1)
+    penalty = float(sum(keras.ops.convert_to_numpy(l) for l in model.losses))
+    # the 2018 code: 0.0025 · tf.nn.l2_loss(w) = 0.0025 · Σw²/2, over fc_1 and the logits only
+    assert penalty == pytest.approx(0.0025 * (2048 * 0.25 + 2 * 4.0) / 2, rel=1e-6)  # 0.65
+    assert penalty == pytest.approx(0.0025 * float(tf.nn.l2_loss(fc_1.kernel) + tf.nn.l2_loss(logits.kernel)),
+                                    rel=1e-6)
+
+
 # -------------------------------------------------------------------------------------------- pipeline
 @pytest.fixture(scope="module")
 def tile_dir(cbis_raw, tmp_path_factory):
@@ -203,3 +220,24 @@ def test_checked_in_configs_load():
                 load_config(os.path.join(dirpath, name))
                 loaded += 1
     assert loaded >= 3
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_input_layers_compute_in_float32_under_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = MammoFCN(width=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for name in ("pad", "normalize", "conv0_1"):
+        assert model.get_layer(name).compute_dtype == "float32", name
+    assert model.get_layer("conv0_2").compute_dtype == policy.split("_")[1]  # the rest keeps the policy
+    # 4096 distinct levels inside a 1 % intensity band (0.5 to 0.505): bfloat16 keeps 4 of them
+    levels = (0.5 + np.arange(4096, dtype="float32") * (0.005 / 4096)).reshape(1, 64, 64, 1)
+    assert len(np.unique(levels)) == 4096
+    probe = keras.Model(model.input, [model.get_layer("normalize").output, model.get_layer("conv0_1").output,
+                                      model.output])
+    normalized, first_conv, logits = probe(levels, training=False)
+    assert normalized.dtype == "float32" and first_conv.dtype == "float32" and logits.dtype == "float32"
+    assert len(np.unique(keras.ops.convert_to_numpy(normalized))) == 4096
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalized), levels - 0.5, atol=1e-7)

@@ -43,7 +43,9 @@ def test_tiny_run_writes_the_run_directory(data_dir, tmp_path):
         assert os.path.exists(os.path.join(run, name)), name
     rows = history(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert {"loss", "lesion_iou", "precision", "recall", "val_loss", "val_lesion_iou"} <= set(rows[0])
+    assert {"loss", "regularization", "lesion_iou", "precision", "recall", "val_loss", "val_lesion_iou"} <= set(rows[0])
+    for row in rows:  # the IoU loss alone, without the weight decay that used to push it above 1
+        assert 0 <= float(row["loss"]) <= 1 and 0 <= float(row["val_loss"]) <= 1 and float(row["regularization"]) > 0
     log = open(os.path.join(run, "train.log")).read()
     assert "epoch 2/2" in log and "saved best.keras" in log
     import keras
@@ -143,6 +145,18 @@ def test_mirrored_strategy_equals_one_device_on_the_global_batch(tmp_path):
         assert _update_error(runs["naive"], single) > 30 * floor[0]
 
 
+def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica(tmp_path):
+    result = _check("overflow", str(tmp_path / "o.json"))
+    assert result["replicas"] == 2
+    before, overflow, clean = result["before"], result["overflow"], result["clean"]
+    assert before == {"kernel": [1.0], "bias": [0.0], "scale": 2.0 ** 15}
+    # replica 1 overflowed: no replica applies the step, and the loss scale is halved
+    assert overflow == {"kernel": [1.0], "bias": [0.0], "scale": 2.0 ** 14}
+    # the next, clean step applies on both, at the lowered scale
+    assert np.isfinite(clean["kernel"] + clean["bias"]).all() and clean["kernel"] != [1.0]
+    assert clean["scale"] == 2.0 ** 14
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -227,3 +241,54 @@ def test_bad_stage_key_is_named(data_dir, tmp_path):
 
     with pytest.raises(MammoError, match=r"stages\[0\].*train.lr_max"):
         load_config(str(config))
+
+
+def test_train_step_returns_the_data_loss_and_the_regularization_apart():
+    import keras
+    import tensorflow as tf
+
+    from mammo_seg.losses import SoftIoULoss
+    from mammo_seg.training.step import Steps
+
+    # a 1x1 convolution, kernel 2 and no bias: logits = 2x; L2(0.5) on the kernel: penalty 0.5 · 2² = 2
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(2.0),
+                               kernel_regularizer=keras.regularizers.L2(0.5))
+    model = keras.Sequential([keras.Input((1, 4, 1)), conv])
+    optimizer = keras.optimizers.SGD(0.0)
+    optimizer.build(model.trainable_variables)
+    steps = Steps(model, SoftIoULoss(smooth=0), optimizer, tf.distribute.get_strategy(), [], [])
+    x = np.array([15, 15, -15, -15], "float32").reshape(1, 1, 4, 1)  # logits ±30: p = 1, 1, 0, 0
+    y = np.array([1, 0, 1, 0], "float32").reshape(1, 1, 4, 1)  # TP 1, FP 1, FN 1: IoU loss 1 − 1/3
+    out = steps.train_step(iter(tf.data.Dataset.from_tensors((x, y))))
+    assert set(out) == {"loss", "regularization"}
+    assert float(out["loss"]) == pytest.approx(2 / 3, abs=1e-6)
+    assert float(out["regularization"]) == pytest.approx(2.0, rel=1e-6)
+    assert float(steps.eval_step((x, y))) == pytest.approx(2 / 3, abs=1e-6)  # validation: the data loss too
+
+
+def _verbs_with_set():
+    import argparse
+
+    from mammo_seg.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(name for name, p in verbs.choices.items() if any("--set" in a.option_strings for a in p._actions))
+
+
+def test_set_takes_several_values_and_repeats_for_every_verb_that_has_it():
+    from mammo_seg.cli import build_parser
+
+    assert _verbs_with_set() == ["study", "train"]
+    for verb in _verbs_with_set():
+        one_flag = build_parser().parse_args([verb, "-c", "x.yaml", "--set", "a=1", "b.c=[2, 3]", "--out", "o"])
+        assert one_flag.set == ["a=1", "b.c=[2, 3]"] and one_flag.out == "o"
+        repeated = build_parser().parse_args([verb, "-c", "x.yaml", "--set", "a=1", "--set", "b=2", "c=3"])
+        assert repeated.set == ["a=1", "b=2", "c=3"]
+        assert build_parser().parse_args([verb, "-c", "x.yaml"]).set == []
+
+    from mammo_seg.config import load_config
+
+    parsed = build_parser().parse_args(["train", "-c", TINY, "--set", "train.epochs=5", "train.lr=0.01",
+                                        "--set", "seed=7"])
+    config = load_config(parsed.config, parsed.set)
+    assert (config.train.epochs, config.train.lr, config.seed) == (5, 0.01, 7)

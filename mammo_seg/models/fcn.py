@@ -13,15 +13,26 @@ conv2_1..2_3       residual; then 2×2 max pool              64          H/16
 conv3_1..3_3       residual; then 2×2 max pool              128         H/32
 conv4, 4_1..4_3    residual 4_3 + 4 (pool4 removed)         256         H/32
 conv5, 5_1..5_3    dilation 2, residual 5_3 + 5             512         H/32
-fc_1               1×1 conv, L2, dropout 0.25               256         H/32
+fc_1               1×1 conv, L2 (below), dropout 0.25       256         H/32
 up_conv2           nearest ×4, conv                         128         H/8
 up_conv6           nearest ×2, conv                         64          H/4
 upsample_4         4×4 transposed conv stride 2, ReLU       64          H/2
 upsample_5         4×4 transposed conv stride 1, ReLU       32          H/2
 up_conv9           conv                                     16          H/2
-logits             1×1 conv, 1 filter, L2                   1           H/2
+logits             1×1 conv, 1 filter, L2 (below)           1           H/2
 logits_full        nearest ×2 (float32 under mixed precision)           H
 =================  =======================================  ==========  ====================
+
+Precision: under a mixed policy (``mixed_float16``, ``mixed_bfloat16``) the padding, the normalisation
+and conv0_1 still compute in float32 (``INPUT_DTYPE``): bfloat16 has an 8-bit mantissa, so a 16-bit
+scan normalised in it keeps about 256 levels per octave (4096 levels inside a 1 % intensity band
+came out as 4), erasing the low contrast of subtle masses. conv0_1's output is cast to the policy's
+compute dtype by its BatchNorm; the logits are float32 again.
+
+Weight decay: fc_1 and the logits only (the convolutions had none), Keras ``L2(0.00125)``, i.e. a
+penalty 0.00125·Σw². The 2018 code's ``tf.contrib.layers.l2_regularizer(0.0025)`` is
+0.0025·``tf.nn.l2_loss(w)`` = 0.0025·Σw²/2: the same effective weight decay. (Keras's ``L2(λ)`` has no
+½, so ``L2(0.0025)`` decayed twice as hard as the original.)
 
 Fixes to the original (``original_pipeline.md`` §1.3.1):
 
@@ -48,6 +59,10 @@ from keras import layers
 from mammo_seg.models.layers import BatchNorm, CropToReference, PadToMultiple
 
 STRIDE = 32
+#: dtype policy of the input layers (pad, normalize, conv0_1) whatever the global mixed-precision policy
+INPUT_DTYPE = "float32"
+#: Keras L2 factor equal to the 2018 code's l2_regularizer(0.0025), which halves Σw² (tf.nn.l2_loss)
+ORIGINAL_L2 = 0.0025 / 2
 
 
 def _filters(n: int, width: float) -> int:
@@ -56,7 +71,8 @@ def _filters(n: int, width: float) -> int:
 
 class MammoFCN(keras.Model):
     """The Scuccimarra FCN. ``width`` scales every filter count (1.0 = the original, about 11.5 M
-    parameters); ``dropout`` is fc_1's; ``l2`` the weight decay on fc_1 and the logits.
+    parameters); ``dropout`` is fc_1's; ``l2`` the Keras L2 factor on fc_1 and the logits (penalty
+    l2·Σw²; the default 0.00125 is the original's 0.0025·Σw²/2, see the module docstring).
 
     ``bn_momentum`` is BatchNorm's moving-average momentum (the original's 0.99 suits long runs; a
     run of a few hundred steps needs less, or its moving statistics still carry their initial values).
@@ -65,20 +81,20 @@ class MammoFCN(keras.Model):
     network.
     """
 
-    def __init__(self, width: float = 1.0, dropout: float = 0.25, l2: float = 0.0025,
+    def __init__(self, width: float = 1.0, dropout: float = 0.25, l2: float = ORIGINAL_L2,
                  sync_batchnorm: bool = True, bn_momentum: float = 0.99, resolution: dict | None = None,
                  name: str = "mammo_fcn", **kwargs):
         def f(n):
             return _filters(n, width)
 
-        def conv(x, filters, name, stride=1, dilation=1, activate=True):
+        def conv(x, filters, name, stride=1, dilation=1, activate=True, dtype=None):
             x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False,
-                              kernel_initializer="he_normal", name=name)(x)
+                              kernel_initializer="he_normal", dtype=dtype, name=name)(x)
             x = BatchNorm(momentum=bn_momentum, synchronized=sync_batchnorm, name=f"{name}_bn")(x)
             return layers.ReLU(name=f"{name}_relu")(x) if activate else x
 
-        def residual(x, names, filters, stride=1, dilation=1):
-            first = conv(x, filters, names[0], stride=stride, dilation=dilation)
+        def residual(x, names, filters, stride=1, dilation=1, first_dtype=None):
+            first = conv(x, filters, names[0], stride=stride, dilation=dilation, dtype=first_dtype)
             h = first
             for i, n in enumerate(names[1:], start=1):
                 h = conv(h, filters, n, dilation=dilation, activate=i < len(names) - 1)
@@ -89,9 +105,10 @@ class MammoFCN(keras.Model):
             return keras.regularizers.L2(l2) if l2 else None
 
         scan = keras.Input((None, None, 1), name="scan")
-        x = PadToMultiple(STRIDE, name="pad")(scan)
-        x = layers.Rescaling(1.0, offset=-0.5, name="normalize")(x)
-        x = residual(x, ["conv0_1", "conv0_2", "conv0_3"], f(32), stride=2)
+        # float32 under every policy: bfloat16 keeps 8 bits, merging a 16-bit scan's subtle contrast
+        x = PadToMultiple(STRIDE, dtype=INPUT_DTYPE, name="pad")(scan)
+        x = layers.Rescaling(1.0, offset=-0.5, dtype=INPUT_DTYPE, name="normalize")(x)
+        x = residual(x, ["conv0_1", "conv0_2", "conv0_3"], f(32), stride=2, first_dtype=INPUT_DTYPE)
         x = conv(x, f(48), "pool0", stride=2)
         x = residual(x, ["conv1_1", "conv1_2", "conv1_3"], f(48))
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)

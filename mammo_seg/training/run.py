@@ -216,18 +216,21 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
             metric.reset_state()
         started = time.perf_counter()
         iterator = iter(dataset(config.data.train_split, True, epoch))
-        total = 0.0
+        totals = {"loss": 0.0, "regularization": 0.0}
         bar = _progress(progress and chief, steps_per_epoch, f"epoch {epoch + 1}/{train.epochs}")
         for step in range(steps_per_epoch):
-            value = float(steps.train_step(iterator))
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}")
-            total += value
+            values = {k: float(v) for k, v in steps.train_step(iterator).items()}
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{name} became {value} at epoch {epoch + 1}, step {step + 1}")
+                totals[name] += value
             bar.update(1)
-            bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+            bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in totals.items()})
         bar.close()
         seconds = time.perf_counter() - started
-        logs = {"loss": total / steps_per_epoch, **{m.name: float(m.result()) for m in train_metrics},
+        # "loss" is the data loss alone (an IoU loss stays in [0, 1]); "regularization" the weight decay
+        logs = {**{k: v / steps_per_epoch for k, v in totals.items()},
+                **{m.name: float(m.result()) for m in train_metrics},
                 "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
                 "epoch_seconds": seconds, "tiles_per_second": steps_per_epoch * train.batch_size / seconds}
         if val_data is not None:

@@ -13,10 +13,22 @@ batch. Per-pixel statistics that cannot be summed (a batch-level Lovász loss so
 the batch) are concatenated over replicas instead, through the same all-reduce. Regularisation terms
 are divided by the number of replicas for the same reason. BatchNorm is synchronised
 (``MammoFCN(sync_batchnorm=True)``), so its statistics are global too.
+
+Dynamic loss scaling (float16, ``keras.optimizers.LossScaleOptimizer``) needs every replica to agree
+on whether the step overflowed. Keras 3.15 checks only the local replica's gradients (the first
+replica's under MirroredStrategy) before they are all-reduced, so an overflow on another replica
+put inf/NaN into every weight and left the loss scale unchanged. Here each replica's "gradients
+finite" flag is all-reduced first; if any replica overflowed, every replica's gradients are set to
+NaN, so that Keras's own check skips the update and halves the loss scale on every replica.
+
+The train step returns ``{"loss": L, "regularization": R}``: the data loss of the global batch and
+the weight-decay penalty, apart (their sum is what the gradient descends), so that a logged IoU loss
+stays within [0, 1]. The eval step returns the data loss alone.
 """
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 
@@ -60,12 +72,21 @@ def _global_loss(loss, y, logits):
     return value, surrogate
 
 
+def _agree_on_overflow(ctx, gradients):
+    """``gradients``, or NaN in their place on every replica if any replica's gradients are not finite."""
+    present = [g for g in gradients if g is not None]
+    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in present]))
+    overflowed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)) > 0
+    return [None if g is None else tf.where(overflowed, tf.constant(float("nan"), g.dtype), g) for g in gradients]
+
+
 class Steps:
     """Compiled train and evaluation steps for one model, loss, optimizer and strategy."""
 
     def __init__(self, model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=False):
         self.model, self.loss, self.optimizer, self.strategy = model, loss, optimizer, strategy
         self.train_metrics, self.val_metrics = train_metrics, val_metrics
+        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
         self.eval_step = tf.function(self._eval_step, reduce_retracing=True)
 
@@ -82,12 +103,15 @@ class Steps:
             objective = surrogate + regularisation / ctx.num_replicas_in_sync
             scaled = self.optimizer.scale_loss(objective)
         gradients = tape.gradient(scaled, variables)
+        if self.loss_scaled:
+            gradients = _agree_on_overflow(ctx, gradients)
         self.optimizer.apply_gradients(zip(gradients, variables))
         for metric in self.train_metrics:
             metric.update_state(y, logits)
-        return value + regularisation
+        return {"loss": value, "regularization": tf.cast(regularisation, tf.float32)}
 
     def _train_step(self, iterator):
+        """One step on the next global batch: {"loss": data loss, "regularization": weight-decay penalty}."""
         x, y = next(iterator)
         per_replica = self.strategy.run(self._train_replica, args=(x, y))
         return self.strategy.experimental_local_results(per_replica)[0]
@@ -100,7 +124,7 @@ class Steps:
         value = self.loss.from_statistics(_global_statistics(self.loss, y, logits)[1])
         for metric in self.val_metrics:
             metric.update_state(y, logits)
-        return value + self._regularisation()
+        return value
 
     def _eval_step(self, batch):
         x, y = batch
