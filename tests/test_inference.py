@@ -335,3 +335,33 @@ def test_evaluate_scores_lesions_one_by_one_from_the_probability_maps(mias_raw, 
     assert result["counts"]["failed_predictions"] == 1 and result["counts"]["ground_truth_scans"] == 4
     assert result["lesion_images"]["cases"] == 2 and result["lesion_images"]["Dice"] == pytest.approx(0.5)
     assert "NaN" not in open(tmp_path / "evaluation.json").read()
+
+
+def test_segmenter_gives_what_predict_writes_with_the_recorded_operating_point(mias_raw, mias_full, tmp_path):
+    import shutil
+
+    from skimage.measure import label
+
+    from mammo_seg.inference.predict import Segmenter
+
+    model, shapes = mias_full
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(model, run / "best.keras")
+    with open(run / "operating_point.json", "w") as f:
+        json.dump({"model": "best.keras", "threshold": 0.45, "min_area_mm2": 3.0}, f)
+    pgm = os.path.join(mias_raw, f"{sorted(shapes)[0]}.pgm")
+    result = Segmenter(str(run))(pgm)
+    out = str(tmp_path / "pred")
+    summary = predict(str(run), pgm, out, PredictOptions(formats=("mask", "prob", "json")), progress=False)
+    (record,) = summary["scans"]
+    assert summary["operating_point"] == "operating_point.json" and record["threshold"] == 0.45
+    assert summary["options"]["min_area_mm2"] == 3.0
+    np.testing.assert_array_equal(result.mask, np.asarray(Image.open(os.path.join(out, f"{record['id']}_mask.png"))) > 0)
+    stored = np.load(os.path.join(out, f"{record['id']}_prob.npz"))["probability"].astype(np.float32)
+    np.testing.assert_array_equal(result.probability, stored)
+    sizes = np.bincount(label(result.mask).ravel())[1:]
+    assert sizes.size == record["lesion_count"] and (sizes >= 75).all()  # 3 mm² at 0.2 mm: at least 75 px
+    explicit = predict(str(run), pgm, str(tmp_path / "p2"), PredictOptions(threshold=0.6, min_area_mm2=0.0,
+                                                                          formats=("json",)), progress=False)
+    assert explicit["options"]["threshold"] == 0.6 and explicit["options"]["min_area_mm2"] == 0.0

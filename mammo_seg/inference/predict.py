@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from mammo_seg import __version__
-from mammo_seg.data.resolution import SPACING_HEADER
+from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import writers
@@ -254,11 +254,77 @@ def read_checked(path: str, force: bool):
     return scan, dataset
 
 
+@dataclass
+class Segmentation:
+    """One scan's result on its original grid: what ``mammo predict`` writes."""
+
+    probability: np.ndarray  # float32, values of float16 (as the NPZ stores them)
+    mask: np.ndarray  # bool: probability ≥ threshold, lesions under the minimum area dropped
+    grid: ScanGrid  # the scan's spacing and its training grid
+    spacing_mm: tuple  # (row, column) spacing the areas are measured with
+
+
+def segment(loaded, predictor, scan, options: PredictOptions, lap=lambda name: None) -> Segmentation:
+    """The network on one scan read by the reader: training grid → probabilities → back → lesions.
+
+    ``options`` must hold the threshold and minimum area (see :func:`resolve_options`).
+    """
+    from mammo_seg.inference.sliding_window import predict_probabilities
+
+    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm)
+    small = grid.image_to_training(scan.pixels)
+    lap("resample")
+    prob = predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
+                                 batch_size=options.batch_size)
+    lap("model")
+    if options.breast_mask:
+        prob[~breast_region(small)] = 0.0
+    del small
+    # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
+    prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
+    spacing = tuple(scan.meta.spacing_mm) if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
+    mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, spacing[0] * spacing[1]))
+    lap("postprocess")
+    return Segmentation(prob, mask, grid, spacing)
+
+
+def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOptions, str]:
+    """``options`` with the threshold and minimum area the user left open taken from the model's operating
+    point (:mod:`mammo_seg.inference.operating_point`), and where they came from."""
+    from mammo_seg.inference.operating_point import load_operating_point
+
+    if options.threshold is not None and not 0 < options.threshold < 1:
+        raise MammoError("--threshold", "must be between 0 and 1")
+    if options.min_area_mm2 is not None and not options.min_area_mm2 >= 0:
+        raise MammoError("--min-area", "must be at least 0")
+    point, source = load_operating_point(model_file)
+    return replace(options, threshold=point.threshold if options.threshold is None else options.threshold,
+                   min_area_mm2=point.min_area_mm2 if options.min_area_mm2 is None else options.min_area_mm2), source
+
+
+class Segmenter:
+    """The Python entry point: a trained model with its training grid and operating point; scan in, arrays out.
+
+    ``Segmenter("runs/mias_real")("mdb001.pgm")`` gives the probabilities and mask that
+    ``mammo predict -m runs/mias_real`` writes for that scan.
+    """
+
+    def __init__(self, model_path: str, options: PredictOptions = PredictOptions()):
+        from mammo_seg.inference.model import load_model
+        from mammo_seg.inference.sliding_window import Predictor
+
+        self.loaded = load_model(_readable_model(model_path))
+        self.options, self.operating_point = resolve_options(options, self.loaded.path)
+        self.predictor = Predictor(self.loaded.model)
+
+    def __call__(self, path: str) -> Segmentation:
+        scan, _ = read_checked(path, self.options.force)
+        return segment(self.loaded, self.predictor, scan, self.options)
+
+
 def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: PredictOptions,
                  source: str, model_hash: str = "", notes: list | None = None) -> dict:
     """Predict one scan and write its outputs; returns its summary record."""
-    from mammo_seg.inference.sliding_window import predict_probabilities
-
     clock = [time.perf_counter()]
     timings = {}
 
@@ -271,22 +337,10 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
     lap("read")
     h, w = scan.pixels.shape
     try:
-        grid = loaded.resolution.grid((h, w), scan.meta.spacing_mm, options.spacing_mm)
+        result = segment(loaded, predictor, scan, options, lap)
     except MammoError as e:
         raise MammoError(path, e.reason) from None
-    small = grid.image_to_training(scan.pixels)
-    lap("resample")
-    prob = predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
-                                 batch_size=options.batch_size)
-    lap("model")
-    if options.breast_mask:
-        prob[~breast_region(small)] = 0.0
-    del small
-    # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
-    prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
-    spacing_pair = scan.meta.spacing_mm if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
-    mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, spacing_pair[0] * spacing_pair[1]))
-    lap("postprocess")
+    grid, prob, mask = result.grid, result.probability, result.mask
     outputs = {}
     if "mask" in options.formats:
         outputs["mask"] = writers.write_mask_png(os.path.join(out, f"{scan_id}_mask.png"), mask)
@@ -302,7 +356,7 @@ def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: 
     record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
               "sha256": digest, "shape": [h, w], **grid.to_dict(), "laterality": scan.meta.laterality,
               "view": scan.meta.view, "threshold": options.threshold,
-              **writers.lesion_report(mask, prob, spacing_pair, options.min_area_mm2)}
+              **writers.lesion_report(mask, prob, result.spacing_mm, options.min_area_mm2)}
     if "seg" in outputs:
         record["seg_filled"] = filled
     if notes:
@@ -380,23 +434,16 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     from tqdm import tqdm
 
     from mammo_seg.inference.model import load_model
-    from mammo_seg.inference.operating_point import load_operating_point
     from mammo_seg.inference.sliding_window import Predictor
 
     unknown = set(options.formats) - set(FORMATS)
     if unknown:
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
-    if options.threshold is not None and not 0 < options.threshold < 1:
-        raise MammoError("--threshold", "must be between 0 and 1")
-    if options.min_area_mm2 is not None and not options.min_area_mm2 >= 0:
-        raise MammoError("--min-area", "must be at least 0")
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
     loaded = load_model(_readable_model(model_path))
-    point, point_source = load_operating_point(loaded.path)
-    options = replace(options, threshold=point.threshold if options.threshold is None else options.threshold,
-                      min_area_mm2=point.min_area_mm2 if options.min_area_mm2 is None else options.min_area_mm2)
+    options, point_source = resolve_options(options, loaded.path)
     predictor = Predictor(loaded.model)
     model_hash = file_sha256(loaded.path)
     _check_writable(out)
