@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from mammo_seg.errors import MammoError
+from mammo_seg.run_dir import stage_folder
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 SCHEDULES = ("original", "constant")
@@ -346,7 +347,7 @@ def stage_configs(config: ExperimentConfig, where: str = "config") -> list[tuple
             tree["loss"] = stage.loss
         tree["name"] = f"{config.name}/{stage.name}"
         label = f"{where}: stages[{k - 1}]"
-        stages.append((f"stage{k}_{stage.name}", from_dict(ExperimentConfig, tree, where=label).validate(label)))
+        stages.append((stage_folder(k, stage.name), from_dict(ExperimentConfig, tree, where=label).validate(label)))
     return stages
 
 

@@ -123,7 +123,7 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
 
 def choose_for_run(run: str, config) -> dict | None:
     """After ``mammo train``: choose the operating point of the run's final model (on the chief only)."""
-    from mammo_seg.inference.model import model_file
+    from mammo_seg.run_dir import model_file
     from mammo_seg.training.strategy import is_chief
 
     if not is_chief():

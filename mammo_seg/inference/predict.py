@@ -233,7 +233,7 @@ def _check_writable(out: str) -> None:
 
 def _readable_model(path: str) -> str:
     """The model file, checked to be a zip archive (a ``.keras`` file), so that a corrupt one says so."""
-    from mammo_seg.inference.model import model_file
+    from mammo_seg.run_dir import model_file
 
     file = model_file(path)
     if not zipfile.is_zipfile(file):

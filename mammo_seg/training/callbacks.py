@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from mammo_seg.losses import MixedLoss, WeightedBCE
+from mammo_seg.run_dir import RunDir
 
 log = logging.getLogger("mammo_seg.train")
 
@@ -92,14 +93,13 @@ class TrainingBackup(keras.callbacks.Callback):
 class ModelSaver(keras.callbacks.Callback):
     """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically)."""
 
-    def __init__(self, directory: str, monitor: str = "val_lesion_iou", best: float | None = None,
+    def __init__(self, run: RunDir, monitor: str = "val_lesion_iou", best: float | None = None,
                  write: bool = True):
         super().__init__()
-        self.directory, self.monitor, self.best, self.write = directory, monitor, best, write
+        self.run, self.monitor, self.best, self.write = run, monitor, best, write
 
-    def _save(self, name: str):
-        path = os.path.join(self.directory, name)
-        tmp = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
+    def _save(self, path: str):
+        tmp = _tmp(path)
         self.model.save(tmp)
         os.replace(tmp, path)
 
@@ -110,10 +110,10 @@ class ModelSaver(keras.callbacks.Callback):
             self.best = float(value)
         if not self.write:
             return
-        self._save("last.keras")
+        self._save(self.run.last_model)
         if improved:
-            self._save("best.keras")
-            log.info("epoch %d: %s improved to %.4f, saved best.keras", epoch + 1, self.monitor, value)
+            self._save(self.run.best_model)
+            log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, RunDir.BEST_MODEL)
 
 
 def weighted_bce_terms(loss):
