@@ -181,7 +181,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from mammo_seg.data.cases import printable
+    from mammo_seg.errors import printable
     from mammo_seg.evaluate import evaluate
 
     result = evaluate(args.predictions, args.ground_truth, args.output, min_area_mm2=args.min_area)
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(verb: str, message: str) -> int:
-    from mammo_seg.data.cases import printable
+    from mammo_seg.errors import printable
 
     print(f"mammo {verb}: error: {printable(message)}", file=sys.stderr)
     return 2

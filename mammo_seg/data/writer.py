@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from mammo_seg import __version__
 from mammo_seg.data import features
-from mammo_seg.data.cases import Case, Problem, load_case, printable
+from mammo_seg.data.cases import Case, Problem, load_case
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
-from mammo_seg.errors import MammoError
+from mammo_seg.errors import MammoError, printable
 from mammo_seg.io import file_sha256
 
 FULL = "full"

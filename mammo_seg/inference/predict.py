@@ -35,7 +35,7 @@ import numpy as np
 from mammo_seg import __version__
 from mammo_seg.data.resolution import SPACING_HEADER
 from mammo_seg.detection import detection_mask, min_area_px
-from mammo_seg.errors import MammoError
+from mammo_seg.errors import MammoError, printable
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
@@ -142,11 +142,6 @@ def not_full_mammograms(files: list[str]) -> dict:
             skipped[path] = (f"{pixels} pixels, under {CROP_FRACTION:g} of the largest image of its study: a crop, "
                              f"not a full mammogram; --all-images includes it")
     return skipped
-
-
-def printable(text: str) -> str:
-    """``text`` with newlines and other control characters escaped: a file name never splits a line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 #: Libraries whose warnings and log lines may quote header values (names, dates): never on the console.
