@@ -93,6 +93,7 @@ def prep_settings(args):
 
 def cmd_prep(args) -> int:
     from data_prep.prepare import prepare
+    from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.data.resolution import Resolution
     from mammo_seg.data.tiling import TilingConfig
 
@@ -104,7 +105,7 @@ def cmd_prep(args) -> int:
                       scans_per_shard=s.scans_per_shard, full_scans=s.full_scans, progress=not args.quiet)
     records = ", ".join(f"{name}: {n} records" for name, n in summary.records.items())
     print(f"prepared {summary.scans} scans into {args.out} ({records}); "
-          f"{len(summary.problems)} problems listed in {os.path.join(args.out, 'problems.csv')}")
+          f"{len(summary.problems)} problems listed in {PrepOutput(args.out).problems_file}")
     if not summary.usable:
         print("mammo prep: error: no usable records were produced", file=sys.stderr)
         return 1

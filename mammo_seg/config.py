@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import stage_folder
 
@@ -64,7 +65,7 @@ class DataSection:
     augment: AugmentSection = field(default_factory=AugmentSection)
 
     def path(self) -> str:
-        if os.path.isfile(os.path.join(self.dir, "manifest.json")):
+        if is_output_folder(self.dir):
             return self.dir
         return os.path.join(self.dir, str(self.tile))
 

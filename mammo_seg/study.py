@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mammo_seg.config import ExperimentConfig, _merge, from_dict, parse_override, read_yaml, set_key
+from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import RunDir
 
@@ -118,7 +119,7 @@ def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
     runs = study.runs("study", out)
     base = runs[0][2]
     data_dir = base.data.path()
-    if not os.path.isfile(os.path.join(data_dir, "manifest.json")):
+    if not is_output_folder(data_dir):
         if study.benchmark is None:
             raise MammoError(data_dir, "no prep output here and no benchmark section to build one")
         print(f"building the phantom benchmark in {base.data.dir}")

@@ -241,11 +241,12 @@ def test_evaluate_against_raw_and_prep_ground_truth(cbis_raw, tmp_path):
 def mias_full(mias_raw, tmp_path_factory):
     """A MIAS whole-scan prep at 0.4 mm per training pixel (factor 0.5 for MIAS's 200 µm) and a model trained on it."""
     from data_prep.prepare import prepare
-    from mammo_seg.data.inspect import iterate_records, load_manifest
+    from mammo_seg.data.features import iterate_records
+    from mammo_seg.data.prep_output import Manifest
 
     out = str(tmp_path_factory.mktemp("mias_full"))
     prepare("mias", mias_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=0.125), progress=False)
-    manifest = load_manifest(os.path.join(out, "full"))
+    manifest = Manifest.load(os.path.join(out, "full")).content
     shapes = {}
     for split in manifest["splits"].values():
         for name in split["shards"]:

@@ -96,6 +96,15 @@ def parse(serialized) -> dict:
     return ex
 
 
+def iterate_records(path: str):
+    """Yield parsed records (numpy values) of one shard file."""
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset(path):
+        ex = parse(serialized)
+        yield {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ex.items()}
+
+
 def to_float(image, mask):
     """Stored tensors → float32 image in [0, 1] and float32 mask in {0, 1}."""
     import tensorflow as tf

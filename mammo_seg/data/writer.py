@@ -35,15 +35,13 @@ from tqdm import tqdm
 from mammo_seg import __version__
 from mammo_seg.data import features
 from mammo_seg.data.cases import Case, Problem, load_case
+from mammo_seg.data.prep_output import (FULL, MANIFEST, MANIFEST_VERSION, SHARD_PATTERN, PrepOutput, output_kind,
+                                        output_tile_size)
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError, printable
 from mammo_seg.io import file_sha256
 
-FULL = "full"
-STATE_DIR = ".prep"
-SHARD_PATTERN = "{split}-{index:05d}-of-{total:05d}.tfrecord"
-MANIFEST_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -190,7 +188,7 @@ def atomic_write_json(path: str, content, tmp_dir: str | None = None) -> None:
 
 def prep_tmp_dir(out: str) -> str:
     """The only folder where prep keeps temporaries; emptied at the start of every run."""
-    return os.path.join(out, STATE_DIR, "tmp")
+    return PrepOutput(out).tmp_dir
 
 
 def _write_tfrecord(path: str, serialized: list[bytes], tmp_dir: str) -> None:
@@ -211,7 +209,7 @@ def _fingerprint(config: PrepConfig, cases: list[Case], scan_split: dict[str, st
 
 
 def _prepare_state(out: str, fingerprint: dict) -> str:
-    state = os.path.join(out, STATE_DIR)
+    state = PrepOutput(out).state_dir
     os.makedirs(state, exist_ok=True)
     path = os.path.join(state, "fingerprint.json")
     if os.path.exists(path):
@@ -244,7 +242,7 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
     os.makedirs(out, exist_ok=True)
     state = _prepare_state(out, _fingerprint(config, cases, scan_split))
     for name in config.outputs:
-        os.makedirs(os.path.join(out, name), exist_ok=True)
+        os.makedirs(PrepOutput(out).folder(name), exist_ok=True)
     by_id = {c.scan_id: c for c in cases}
     shards = plan_shards(scan_split, config.scans_per_shard, config.seed)
     done = {s.name for s in shards if os.path.exists(os.path.join(state, s.name + ".json"))}
@@ -354,7 +352,7 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
                     **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
                     "source": case.source, "abnormality": case.kinds}))
         stats["records"] = len(serialized)
-        _write_tfrecord(os.path.join(out, name, shard.name), serialized, prep_tmp_dir(out))
+        _write_tfrecord(os.path.join(PrepOutput(out).folder(name), shard.name), serialized, prep_tmp_dir(out))
         summary["outputs"][name] = stats
     atomic_write_json(os.path.join(state, shard.name + ".json"), summary, prep_tmp_dir(out))
 
@@ -367,7 +365,7 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
     problems = list(problems)
     for s in shards:
         problems += [Problem(**p) for p in summaries[s.name]["problems"]]
-    _write_problems(os.path.join(out, "problems.csv"), problems, prep_tmp_dir(out))
+    _write_problems(PrepOutput(out).problems_file, problems, prep_tmp_dir(out))
     sources = sorted({c.source for c in by_id.values()})
     raw = {src: {"raw_min": None, "raw_max": None, "raw_mean": 0.0, "scans": 0} for src in sources}
     for s in shards:
@@ -386,11 +384,11 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
             scans[scan_id] = {"patient_id": case.patient_id, "split": s.split, "source": case.source,
                               "file": os.path.relpath(case.scan_path, raw_root) if raw_root else case.scan_path,
                               "sha256": digest}
-    atomic_write_json(os.path.join(out, "scans.json"), scans, prep_tmp_dir(out))
+    atomic_write_json(PrepOutput(out).scans_file, scans, prep_tmp_dir(out))
     manifests = {}
     for name in config.outputs:
         manifest = _manifest(name, shards, summaries, config, raw, extra, len(problems))
-        atomic_write_json(os.path.join(out, name, "manifest.json"), manifest, prep_tmp_dir(out))
+        atomic_write_json(os.path.join(PrepOutput(out).folder(name), MANIFEST), manifest, prep_tmp_dir(out))
         manifests[name] = manifest
     return {"manifests": manifests, "problems": problems}
 
@@ -421,8 +419,8 @@ def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problem
     return {
         "format_version": MANIFEST_VERSION,
         "package_version": __version__,
-        "kind": "whole_scans" if name == FULL else "tiles",
-        "tile_size": None if name == FULL else int(name),
+        "kind": output_kind(name),
+        "tile_size": output_tile_size(name),
         "resolution": config.resolution.to_dict(),
         "seed": config.seed,
         "config": config.to_dict(),

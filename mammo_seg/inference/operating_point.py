@@ -58,19 +58,10 @@ def load_operating_point(model_file: str) -> tuple[OperatingPoint, str]:
 def validation_scans(data_dir: str, split: str):
     """(image, mask) pairs on the training grid: the whole scans of ``split`` in a prep output."""
     from mammo_seg.data import features
-    from mammo_seg.data.inspect import iterate_records, load_manifest
+    from mammo_seg.data.prep_output import PrepOutput
 
-    root = os.path.normpath(data_dir)
-    if os.path.isfile(os.path.join(root, "manifest.json")):  # a folder of the prep output: OUT/320 or OUT/full
-        root = os.path.dirname(root)
-    full = os.path.join(root, "full")
-    manifest = load_manifest(full)
-    shards = manifest.get("splits", {}).get(split, {}).get("shards", [])
-    if not shards:
-        raise MammoError(full, f"no whole scans of the {split!r} split to choose the operating point on "
-                               f"(prep with --full-scans)")
-    for name in shards:
-        for rec in iterate_records(os.path.join(full, name)):
+    for file in PrepOutput.containing(data_dir).whole_scan_files(split):  # OUT, OUT/320 or OUT/full
+        for rec in features.iterate_records(file):
             yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0].astype(bool)
 
 

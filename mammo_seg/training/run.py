@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from mammo_seg.config import ExperimentConfig, dump_config
-from mammo_seg.data.inspect import load_manifest
+from mammo_seg.data.prep_output import Manifest
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import RunDir, model_file
 from mammo_seg.training.strategy import cluster, is_chief, make_strategy
@@ -111,7 +111,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
 
     train = config.train
     data_dir = config.data.path()
-    manifest = load_manifest(data_dir)
+    manifest = Manifest.load(data_dir)
     chief = is_chief()
     run = RunDir(run_dir)
     if chief and run.holds_run() and not resume:
@@ -124,7 +124,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     if n_records == 0:
         raise MammoError(data_dir, f"no {config.data.train_split!r} records to train on")
     steps_per_epoch = train.steps_per_epoch or max(1, n_records // train.batch_size)
-    has_val = config.data.val_split in manifest.get("splits", {})
+    has_val = manifest.has_split(config.data.val_split)
     monitor = train.checkpoint_metric if has_val or not train.checkpoint_metric.startswith("val_") \
         else train.checkpoint_metric[4:]
     if chief:
@@ -132,12 +132,12 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         from mammo_seg.data.writer import atomic_write_json
 
         atomic_write_json(run.data_info, {
-            "data_dir": os.path.abspath(data_dir), "kind": manifest.get("kind"), "tile_size": manifest.get("tile_size"),
-            "dataset": manifest.get("dataset"), "crop": config.data.crop})
+            "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
+            "dataset": manifest.dataset, "crop": config.data.crop})
     with strategy.scope():
         model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
                          sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
-                         resolution=manifest["resolution"])
+                         resolution=manifest.resolution)
         source = init_from or train.init_from
         if source:
             log.info("initialised %d layers from %s", transfer_weights(model, source), source)
