@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, _merge, from_dict, parse_override, read_yaml, set_key
 from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
@@ -134,9 +135,7 @@ def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
             print(f"[{k}/{len(runs)}] {name}, seed {seed}", flush=True)
             train_stage(config, run.path, resume=run.holds_run(), strategy=strategy, progress=progress)
             scores = test_metrics(run.path, data_dir, study.test_split, config.train.batch_size)
-            from mammo_seg.data.writer import atomic_write_json
-
-            atomic_write_json(done, scores)
+            atomic.write_json(done, scores)
         with open(done) as f:
             scores = json.load(f)
         results.append({"loss": name, "seed": seed, **scores,

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -32,7 +31,7 @@ from functools import partial
 import numpy as np
 from tqdm import tqdm
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 from mammo_seg.data import features
 from mammo_seg.data.cases import Case, Problem, load_case
 from mammo_seg.data.prep_output import (FULL, MANIFEST, MANIFEST_VERSION, SHARD_PATTERN, PrepOutput, output_kind,
@@ -161,31 +160,6 @@ def plan_shards(scan_split: dict[str, str], scans_per_shard: int, seed: int) -> 
     return shards
 
 
-def _temporary(path: str, tmp_dir: str | None) -> str:
-    """A fresh temporary name for ``path``: inside ``tmp_dir`` (a folder prep owns and empties on
-    every run) when given, else beside ``path``."""
-    if tmp_dir is None:
-        return f"{path}.tmp-{os.getpid()}"
-    os.makedirs(tmp_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=f"-{os.path.basename(path)}")
-    os.close(fd)
-    return tmp
-
-
-def _atomic_write_bytes(path: str, data: bytes, tmp_dir: str | None = None) -> None:
-    tmp = _temporary(path, tmp_dir)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, content, tmp_dir: str | None = None) -> None:
-    """Write JSON by a temporary and a rename; prep passes ``tmp_dir=prep_tmp_dir(out)``."""
-    _atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode(), tmp_dir)
-
-
 def prep_tmp_dir(out: str) -> str:
     """The only folder where prep keeps temporaries; emptied at the start of every run."""
     return PrepOutput(out).tmp_dir
@@ -194,11 +168,9 @@ def prep_tmp_dir(out: str) -> str:
 def _write_tfrecord(path: str, serialized: list[bytes], tmp_dir: str) -> None:
     import tensorflow as tf
 
-    tmp = _temporary(path, tmp_dir)
-    with tf.io.TFRecordWriter(tmp) as w:
+    with atomic.replacing(path, tmp_dir) as tmp, tf.io.TFRecordWriter(tmp) as w:
         for s in serialized:
             w.write(s)
-    os.replace(tmp, path)
 
 
 def _fingerprint(config: PrepConfig, cases: list[Case], scan_split: dict[str, str]) -> dict:
@@ -225,7 +197,7 @@ def _prepare_state(out: str, fingerprint: dict) -> str:
             raise MammoError(out, f"holds an unfinished or finished prep with other {what}; "
                                   f"choose a new --out or delete it")
     else:
-        atomic_write_json(path, fingerprint, prep_tmp_dir(out))
+        atomic.write_json(path, fingerprint, prep_tmp_dir(out))
     shutil.rmtree(prep_tmp_dir(out), ignore_errors=True)  # an interrupted run's temporaries, and only those
     os.makedirs(prep_tmp_dir(out), exist_ok=True)
     return state
@@ -354,7 +326,7 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
         stats["records"] = len(serialized)
         _write_tfrecord(os.path.join(PrepOutput(out).folder(name), shard.name), serialized, prep_tmp_dir(out))
         summary["outputs"][name] = stats
-    atomic_write_json(os.path.join(state, shard.name + ".json"), summary, prep_tmp_dir(out))
+    atomic.write_json(os.path.join(state, shard.name + ".json"), summary, prep_tmp_dir(out))
 
 
 def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, raw_root) -> dict:
@@ -384,11 +356,11 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
             scans[scan_id] = {"patient_id": case.patient_id, "split": s.split, "source": case.source,
                               "file": os.path.relpath(case.scan_path, raw_root) if raw_root else case.scan_path,
                               "sha256": digest}
-    atomic_write_json(PrepOutput(out).scans_file, scans, prep_tmp_dir(out))
+    atomic.write_json(PrepOutput(out).scans_file, scans, prep_tmp_dir(out))
     manifests = {}
     for name in config.outputs:
         manifest = _manifest(name, shards, summaries, config, raw, extra, len(problems))
-        atomic_write_json(os.path.join(PrepOutput(out).folder(name), MANIFEST), manifest, prep_tmp_dir(out))
+        atomic.write_json(os.path.join(PrepOutput(out).folder(name), MANIFEST), manifest, prep_tmp_dir(out))
         manifests[name] = manifest
     return {"manifests": manifests, "problems": problems}
 
@@ -435,10 +407,8 @@ def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problem
 def _write_problems(path: str, problems: list[Problem], tmp_dir: str) -> None:
     """UTF-8 CSV; a file name that is not UTF-8 is written with its odd bytes as ``\\xNN``, so no
     name can stop the run after all shards are written."""
-    tmp = _temporary(path, tmp_dir)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic.replacing(path, tmp_dir) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file", "item", "reason"])
         for p in problems:
             w.writerow([printable(p.file), printable(p.item), printable(p.reason)])
-    os.replace(tmp, path)

@@ -106,7 +106,7 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
                             "scans_with_lesion": sum(bool(m.any()) for _, m in scans)},
               "rule": f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged",
               "validation": best}
-    from mammo_seg.data.writer import atomic_write_json
+    from mammo_seg.atomic import write_json as atomic_write_json
 
     atomic_write_json(path_for(model_file), record)
     return record

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 from mammo_seg.data.resolution import SPACING_HEADER
 from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError, printable
@@ -350,7 +350,7 @@ def _completed(journal: str, out: str) -> dict:
                     and all(os.path.isfile(os.path.join(out, name)) for name in record.get("outputs", {}).values())):
                 done[record["id"]] = record
     # rewrite it without the cut or failed lines: appended lines then start on a line of their own
-    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
+    atomic.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
     return done
 
 
@@ -442,7 +442,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
     }
     # the journal in the order of the scans (a continued run appended out of order), then the summary
-    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    atomic.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
     writers.write_json(os.path.join(out, "timings.json"), run_timings)
     writers.write_json(os.path.join(out, "summary.json"), summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, stage_configs
 from mammo_seg.run_dir import RunDir
 from mammo_seg.training.run import StageResult, train_stage
@@ -32,9 +33,7 @@ def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True) -
         result = train_stage(stage, run.path, resume=run.holds_run(), strategy=strategy, progress=progress,
                              init_from=previous)
         if is_chief():
-            from mammo_seg.data.writer import atomic_write_json
-
-            atomic_write_json(run.done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
+            atomic.write_json(run.done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
                                          "best": result.best, "logs": result.logs})
         results.append(result)
         previous = run.path

@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, dump_config
 from mammo_seg.data.prep_output import Manifest
 from mammo_seg.errors import MammoError
@@ -129,9 +130,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         else train.checkpoint_metric[4:]
     if chief:
         dump_config(config, run.config)
-        from mammo_seg.data.writer import atomic_write_json
-
-        atomic_write_json(run.data_info, {
+        atomic.write_json(run.data_info, {
             "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
             "dataset": manifest.dataset, "crop": config.data.crop})
     with strategy.scope():
