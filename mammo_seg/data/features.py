@@ -41,13 +41,6 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_png` (numpy, for inspection and tests)."""
-    with Image.open(io.BytesIO(data)) as im:
-        arr = np.array(im)
-    return arr.astype(np.uint16) if arr.dtype == np.int32 else arr
-
-
 def image_to_uint16(pixels: np.ndarray) -> np.ndarray:
     """Scan values in [0, 1] → stored uint16."""
     return np.round(np.clip(pixels, 0.0, 1.0) * IMAGE_MAX).astype(np.uint16)
