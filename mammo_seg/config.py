@@ -174,11 +174,9 @@ def _stays_inside(name: str) -> bool:
 
 def checkpoint_metrics() -> tuple[str, ...]:
     """Logs that ``best.keras`` can follow: every standard metric, on training or validation data."""
-    import inspect
-
     from mammo_seg.metrics import ALL
 
-    names = [inspect.signature(cls).parameters["name"].default for cls in ALL]
+    names = [cls.default_name for cls in ALL]
     return tuple(f"val_{n}" for n in names) + tuple(names)
 
 

@@ -141,9 +141,8 @@ class MammoFCN(keras.Model):
         self.resolution = dict(resolution) if resolution else None
 
     def get_config(self):
-        return {"width": self.width, "dropout": self.dropout, "l2": self.l2, "sync_batchnorm": self.sync_batchnorm,
-                "bn_momentum": self.bn_momentum, "resolution": self.resolution, "name": self.name,
-                "trainable": self.trainable}
+        return {**super().get_config(), "width": self.width, "dropout": self.dropout, "l2": self.l2,
+                "sync_batchnorm": self.sync_batchnorm, "bn_momentum": self.bn_momentum, "resolution": self.resolution}
 
     @classmethod
     def from_config(cls, config):
