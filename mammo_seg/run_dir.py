@@ -28,6 +28,10 @@ def stage_folder(number: int, name: str) -> str:
     return f"stage{number}_{name}"
 
 
+def _inside(name: str) -> property:
+    return property(lambda self: self.file(name), doc=f"the path of ``{name}`` in this run directory")
+
+
 class RunDir:
     """The files of one run directory (nothing is created or read until asked)."""
 
@@ -42,54 +46,22 @@ class RunDir:
     BACKUP = "backup"
     DONE = "done.json"
 
+    config = _inside(CONFIG)
+    data_info = _inside(DATA_INFO)
+    log = _inside(LOG)
+    history = _inside(HISTORY)
+    tensorboard = _inside(TENSORBOARD)
+    progress_plot = _inside(PROGRESS_PLOT)
+    best_model = _inside(BEST_MODEL)
+    last_model = _inside(LAST_MODEL)
+    backup = _inside(BACKUP)
+    done = _inside(DONE)
+
     def __init__(self, path: str):
         self.path = path
 
-    def __fspath__(self) -> str:
-        return self.path
-
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
-
-    @property
-    def config(self) -> str:
-        return self.file(self.CONFIG)
-
-    @property
-    def data_info(self) -> str:
-        return self.file(self.DATA_INFO)
-
-    @property
-    def log(self) -> str:
-        return self.file(self.LOG)
-
-    @property
-    def history(self) -> str:
-        return self.file(self.HISTORY)
-
-    @property
-    def tensorboard(self) -> str:
-        return self.file(self.TENSORBOARD)
-
-    @property
-    def progress_plot(self) -> str:
-        return self.file(self.PROGRESS_PLOT)
-
-    @property
-    def best_model(self) -> str:
-        return self.file(self.BEST_MODEL)
-
-    @property
-    def last_model(self) -> str:
-        return self.file(self.LAST_MODEL)
-
-    @property
-    def backup(self) -> str:
-        return self.file(self.BACKUP)
-
-    @property
-    def done(self) -> str:
-        return self.file(self.DONE)
 
     def holds_run(self) -> bool:
         """A run was started here (its config is written first), so it can be resumed."""

@@ -107,6 +107,10 @@ class Manifest:
         return self.content.get("records_per_shard", {}).get(name)
 
 
+def _inside(name: str) -> property:
+    return property(lambda self: self.file(name), doc=f"the path of ``{name}`` in this prep output")
+
+
 class PrepOutput:
     """A prep output root ``OUT``."""
 
@@ -122,21 +126,10 @@ class PrepOutput:
     def file(self, name: str) -> str:
         return os.path.join(self.root, name)
 
-    @property
-    def scans_file(self) -> str:
-        return self.file(SCANS)
-
-    @property
-    def splits_file(self) -> str:
-        return self.file(SPLITS)
-
-    @property
-    def problems_file(self) -> str:
-        return self.file(PROBLEMS)
-
-    @property
-    def state_dir(self) -> str:
-        return self.file(STATE_DIR)
+    scans_file = _inside(SCANS)
+    splits_file = _inside(SPLITS)
+    problems_file = _inside(PROBLEMS)
+    state_dir = _inside(STATE_DIR)
 
     @property
     def tmp_dir(self) -> str:
