@@ -56,7 +56,7 @@ def child(scan: str, model: str, tile: int | None, out: str) -> None:
 
     from mammo_seg.inference.predict import PredictOptions, predict
     from common import matmul_flops
-    from mammo_seg.models.fcn import forward_flops
+    from mammo_seg.models.flops import forward_flops
 
     peak = matmul_flops("tensorflow")
     folder = os.path.join(out, "scans")

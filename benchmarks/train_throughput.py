@@ -127,7 +127,8 @@ def full_scan_forward(width: float, shape: tuple[int, int], backend: str, repeat
     import keras
     import numpy as np
 
-    from mammo_seg.models.fcn import MammoFCN, forward_flops
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.models.flops import forward_flops
 
     model = MammoFCN(width=width, sync_batchnorm=backend == "tensorflow")
     x = np.random.default_rng(0).random((1, *shape, 1), dtype=np.float32)
@@ -184,7 +185,8 @@ def main():
         os.environ["KERAS_BACKEND"] = "jax"
     import keras
 
-    from mammo_seg.models.fcn import MammoFCN, forward_flops
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.models.flops import forward_flops
 
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy(f"mixed_{args.mixed_precision}")

@@ -8,10 +8,12 @@ from dataclasses import dataclass, replace
 
 from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
+from mammo_seg import atomic
 from mammo_seg.data import MAX_TILE
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TilingConfig
-from mammo_seg.data.writer import PrepConfig, atomic_write_json, prep_tmp_dir, write_dataset
+from mammo_seg.data.prep_output import PrepOutput
+from mammo_seg.data.writer import PrepConfig, write_dataset
 from mammo_seg.errors import MammoError
 
 CONVERTERS = {"cbis-ddsm": cbis_ddsm.collect_cases, "mias": mias.collect_cases}
@@ -64,7 +66,7 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
     config = PrepConfig(dataset=dataset, tiles=tuple(int(t) for t in tiles), resolution=resolution,
                         tiling=tiling, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                         scans_per_shard=scans_per_shard, full_scans=full_scans)
-    atomic_write_json(os.path.join(out, "splits.json"), {"dataset": dataset, **splits}, prep_tmp_dir(out))
+    atomic.write_json(PrepOutput(out).splits_file, {"dataset": dataset, **splits}, PrepOutput(out).tmp_dir)
     result = write_dataset(cases, scan_split, config, out, workers=workers, problems=problems,
                            extra_manifest={"dataset": dataset, "collection": report}, progress=progress,
                            raw_root=raw)

@@ -93,6 +93,7 @@ def prep_settings(args):
 
 def cmd_prep(args) -> int:
     from data_prep.prepare import prepare
+    from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.data.resolution import Resolution
     from mammo_seg.data.tiling import TilingConfig
 
@@ -104,7 +105,7 @@ def cmd_prep(args) -> int:
                       scans_per_shard=s.scans_per_shard, full_scans=s.full_scans, progress=not args.quiet)
     records = ", ".join(f"{name}: {n} records" for name, n in summary.records.items())
     print(f"prepared {summary.scans} scans into {args.out} ({records}); "
-          f"{len(summary.problems)} problems listed in {os.path.join(args.out, 'problems.csv')}")
+          f"{len(summary.problems)} problems listed in {PrepOutput(args.out).problems_file}")
     if not summary.usable:
         print("mammo prep: error: no usable records were produced", file=sys.stderr)
         return 1
@@ -181,7 +182,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from mammo_seg.data.cases import printable
+    from mammo_seg.errors import printable
     from mammo_seg.evaluate import evaluate
 
     result = evaluate(args.predictions, args.ground_truth, args.output, min_area_mm2=args.min_area)
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(verb: str, message: str) -> int:
-    from mammo_seg.data.cases import printable
+    from mammo_seg.errors import printable
 
     print(f"mammo {verb}: error: {printable(message)}", file=sys.stderr)
     return 2

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
+from mammo_seg.run_dir import stage_folder
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 SCHEDULES = ("original", "constant")
@@ -63,7 +65,7 @@ class DataSection:
     augment: AugmentSection = field(default_factory=AugmentSection)
 
     def path(self) -> str:
-        if os.path.isfile(os.path.join(self.dir, "manifest.json")):
+        if is_output_folder(self.dir):
             return self.dir
         return os.path.join(self.dir, str(self.tile))
 
@@ -172,11 +174,9 @@ def _stays_inside(name: str) -> bool:
 
 def checkpoint_metrics() -> tuple[str, ...]:
     """Logs that ``best.keras`` can follow: every standard metric, on training or validation data."""
-    import inspect
-
     from mammo_seg.metrics import ALL
 
-    names = [inspect.signature(cls).parameters["name"].default for cls in ALL]
+    names = [cls.default_name for cls in ALL]
     return tuple(f"val_{n}" for n in names) + tuple(names)
 
 
@@ -346,7 +346,7 @@ def stage_configs(config: ExperimentConfig, where: str = "config") -> list[tuple
             tree["loss"] = stage.loss
         tree["name"] = f"{config.name}/{stage.name}"
         label = f"{where}: stages[{k - 1}]"
-        stages.append((f"stage{k}_{stage.name}", from_dict(ExperimentConfig, tree, where=label).validate(label)))
+        stages.append((stage_folder(k, stage.name), from_dict(ExperimentConfig, tree, where=label).validate(label)))
     return stages
 
 

@@ -6,11 +6,11 @@ crops) → predict on the held-out test patients' DICOMs → evaluate against th
 
 from __future__ import annotations
 
-import json
 import os
 
 from data_prep.prepare import prepare
 from mammo_seg.data.inspect import validate
+from mammo_seg.data.prep_output import PrepOutput
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.synthetic.cbis_ddsm import write_cbis_ddsm
 
@@ -24,8 +24,7 @@ CURRICULUM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 def _link_test_scans(data: str, raw: str, folder: str) -> int:
     """Symlink the test split's full mammograms into ``folder`` (named by scan id)."""
-    with open(os.path.join(data, "scans.json")) as f:
-        scans = json.load(f)
+    scans = PrepOutput(data).scans()
     os.makedirs(folder, exist_ok=True)
     n = 0
     for scan_id, info in sorted(scans.items()):
@@ -52,7 +51,7 @@ def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, conf
     print(f"[2/6] prep: tiles {DEMO_TILES} and whole scans → {data}")
     summary = prepare("cbis-ddsm", raw, data, tiles=DEMO_TILES, workers=workers, seed=seed,
                       resolution=Resolution(scale=DEMO_SCALE), full_scans=True)
-    print(f"      {summary.records}; {len(summary.problems)} problems in {os.path.join(data, 'problems.csv')}")
+    print(f"      {summary.records}; {len(summary.problems)} problems in {PrepOutput(data).problems_file}")
     print("[3/6] inspect")
     for name in summary.records:
         report = validate(os.path.join(data, name), sheet=os.path.join(data, name, "contact_sheet.png"))

@@ -1,4 +1,5 @@
-"""The one exception type for bad input: it names the file (or key) and the reason in one line."""
+"""The one exception type for bad input: it names the file (or key) and the reason in one line; and
+:func:`printable`, the one way a file name or message is made safe to print on one line."""
 
 from __future__ import annotations
 
@@ -15,3 +16,17 @@ class MammoError(Exception):
         self.where = None if where is None else str(where)
         self.reason = " ".join(str(reason).split())  # always one line
         super().__init__(self.reason if self.where is None else f"{self.where}: {self.reason}")
+
+
+def printable(text) -> str:
+    """``text`` safe to write as UTF-8 on one line: bytes of a file name that is not UTF-8 (held by
+    Python as surrogate escapes) become ``\\xNN``, control characters such as a newline ``\\n``."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    text = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(text) else text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)

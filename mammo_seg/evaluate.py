@@ -106,19 +106,16 @@ class RawTruth(Truth):
 
 class PrepTruth(Truth):
     def __init__(self, out: str):
-        from mammo_seg.data.inspect import iterate_records, load_manifest
+        from mammo_seg.data.features import iterate_records
+        from mammo_seg.data.prep_output import PrepOutput
 
-        full = out if os.path.basename(os.path.normpath(out)) == "full" else os.path.join(out, "full")
-        root = os.path.dirname(os.path.normpath(full))
-        manifest = load_manifest(full)
-        if manifest.get("kind") != "whole_scans":
-            raise MammoError(full, "not a whole-scan prep output (run mammo prep with --full-scans)")
-        with open(os.path.join(root, "scans.json")) as f:
-            scan_of = {v["sha256"]: k for k, v in json.load(f).items()}
+        prep = PrepOutput.containing(out)
+        manifest = prep.whole_scans()
+        scan_of = {v["sha256"]: k for k, v in prep.scans().items()}
         self.masks = {}
-        for split in manifest["splits"].values():
-            for name in split["shards"]:
-                for rec in iterate_records(os.path.join(full, name)):
+        for split in manifest.splits:
+            for file in manifest.shard_files(split):
+                for rec in iterate_records(file):
                     self.masks[rec["scan_id"].decode()] = rec["mask"][..., 0].astype(bool)
         self.scan_of = scan_of
 
@@ -135,10 +132,11 @@ class PrepTruth(Truth):
 
 def ground_truth(path: str) -> Truth:
     from data_prep import cbis_ddsm, mias
+    from mammo_seg.data.prep_output import FULL, PrepOutput
 
     if not os.path.isdir(path):
         raise MammoError(path, "ground truth directory not found")
-    if os.path.isfile(os.path.join(path, "scans.json")) or os.path.basename(os.path.normpath(path)) == "full":
+    if os.path.isfile(PrepOutput(path).scans_file) or os.path.basename(os.path.normpath(path)) == FULL:
         try:
             return PrepTruth(path)
         except MammoError:
@@ -339,7 +337,7 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
         "unmatched_predictions": unmatched, "problems": problems,
         "counts": {"predictions": len(predictions), "evaluated": len(per_case), "problems": len(problems),
                    "unmatched": len(unmatched), "failed_predictions": failed,
-                   "ground_truth_scans": len(per_case) + failed,
+                   "scans": len(per_case) + failed,  # evaluated or failed in predict
                    "without_probabilities": without_prob}}
     if scans:
         result["detection"] = {"froc": froc(scans, min_area_mm2),

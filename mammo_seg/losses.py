@@ -71,7 +71,7 @@ class PooledLoss(keras.losses.Loss):
         return self.from_statistics(self.statistics(y_true, y_pred))
 
     def get_config(self):
-        return {"name": self.name, "from_logits": self.from_logits}
+        return {**super().get_config(), "from_logits": self.from_logits}
 
 
 def _mean_over_images(per_image) -> list:
@@ -459,7 +459,7 @@ class LovaszHinge(PooledLoss):
         return lovasz_hinge_flat(stats[0], stats[1])
 
     def get_config(self):
-        return {"name": self.name, "per_image": self.per_image}
+        return {**super().get_config(), "per_image": self.per_image}
 
 
 @register

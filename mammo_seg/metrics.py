@@ -28,11 +28,13 @@ I, U, PRED, TRUE, N, IMG_TP, IMG_FP, IMG_FN, IMG_TN = range(9)
 
 
 class OverlapMetric(keras.metrics.Metric):
-    """Accumulates pixel and image counts; subclasses turn them into one number."""
+    """Accumulates pixel and image counts; each subclass turns them into one number, its :meth:`result`."""
+
+    default_name: str = "overlap"
 
     def __init__(self, threshold: float = 0.5, from_logits: bool = True, image_area_fraction: float = 1 / 750,
                  name=None, dtype=None):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name or self.default_name, dtype=dtype)
         self.threshold, self.from_logits, self.image_area_fraction = threshold, from_logits, image_area_fraction
         self.counts = self.add_variable(shape=(9,), initializer="zeros", dtype="float32", aggregation="sum",
                                         name="counts")
@@ -58,35 +60,94 @@ class OverlapMetric(keras.metrics.Metric):
     def reset_state(self):
         self.counts.assign(ops.zeros((9,), dtype="float32"))
 
-    def get_config(self):
-        return {"name": self.name, "threshold": self.threshold, "from_logits": self.from_logits,
-                "image_area_fraction": self.image_area_fraction}
-
-
-def _metric(name: str, formula, doc: str):
     def result(self):
-        return formula(self.counts)
+        raise NotImplementedError
 
-    def __init__(self, threshold=0.5, from_logits=True, image_area_fraction=1 / 750, name=name, dtype=None):
-        OverlapMetric.__init__(self, threshold, from_logits, image_area_fraction, name=name, dtype=dtype)
-
-    cls = type("".join(part.title() for part in name.split("_")).replace("Iou", "IoU"), (OverlapMetric,),
-               {"result": result, "__init__": __init__, "__doc__": doc, "__module__": __name__})
-    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold, "from_logits": self.from_logits,
+                "image_area_fraction": self.image_area_fraction}
 
 
 def _ratio(a, b):
     return ops.divide_no_nan(a, b)
 
 
-LesionIoU = _metric("lesion_iou", lambda c: iou(c[I], c[U]), "Lesion-class IoU, TP / (TP + FP + FN).")
-LesionDice = _metric("lesion_dice", lambda c: _ratio(2 * c[I], c[PRED] + c[TRUE]), "Dice, 2TP / (2TP + FP + FN).")
-PixelPrecision = _metric("precision", lambda c: _ratio(c[I], c[PRED]), "Pixel precision, TP / (TP + FP).")
-PixelRecall = _metric("recall", lambda c: _ratio(c[I], c[TRUE]), "Pixel recall, TP / (TP + FN).")
-PixelAccuracy = _metric("accuracy", lambda c: _ratio(c[N] - (c[U] - c[I]), c[N]), "Pixel accuracy.")
-ImageAccuracy = _metric("image_accuracy", lambda c: _ratio(c[IMG_TP] + c[IMG_TN], c[IMG_TP] + c[IMG_FP] +
-                                                           c[IMG_FN] + c[IMG_TN]), "Image-level accuracy.")
-ImageRecall = _metric("image_recall", lambda c: _ratio(c[IMG_TP], c[IMG_TP] + c[IMG_FN]), "Image-level recall.")
+register = keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+@register
+class LesionIoU(OverlapMetric):
+    """Lesion-class IoU, TP / (TP + FP + FN)."""
+
+    default_name = "lesion_iou"
+
+    def result(self):
+        return iou(self.counts[I], self.counts[U])
+
+
+@register
+class LesionDice(OverlapMetric):
+    """Dice, 2TP / (2TP + FP + FN)."""
+
+    default_name = "lesion_dice"
+
+    def result(self):
+        c = self.counts
+        return _ratio(2 * c[I], c[PRED] + c[TRUE])
+
+
+@register
+class PixelPrecision(OverlapMetric):
+    """Pixel precision, TP / (TP + FP)."""
+
+    default_name = "precision"
+
+    def result(self):
+        return _ratio(self.counts[I], self.counts[PRED])
+
+
+@register
+class PixelRecall(OverlapMetric):
+    """Pixel recall, TP / (TP + FN)."""
+
+    default_name = "recall"
+
+    def result(self):
+        return _ratio(self.counts[I], self.counts[TRUE])
+
+
+@register
+class PixelAccuracy(OverlapMetric):
+    """Pixel accuracy, (TP + TN) / N."""
+
+    default_name = "accuracy"
+
+    def result(self):
+        c = self.counts
+        return _ratio(c[N] - (c[U] - c[I]), c[N])
+
+
+@register
+class ImageAccuracy(OverlapMetric):
+    """Image-level accuracy of the image call."""
+
+    default_name = "image_accuracy"
+
+    def result(self):
+        c = self.counts
+        return _ratio(c[IMG_TP] + c[IMG_TN], c[IMG_TP] + c[IMG_FP] + c[IMG_FN] + c[IMG_TN])
+
+
+@register
+class ImageRecall(OverlapMetric):
+    """Image-level recall of the image call."""
+
+    default_name = "image_recall"
+
+    def result(self):
+        c = self.counts
+        return _ratio(c[IMG_TP], c[IMG_TP] + c[IMG_FN])
+
 
 ALL = (LesionIoU, LesionDice, PixelPrecision, PixelRecall, PixelAccuracy, ImageAccuracy, ImageRecall)
 

@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, _merge, from_dict, parse_override, read_yaml, set_key
+from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
+from mammo_seg.run_dir import RunDir
 
 METRICS = (("lesion_iou", "lesion IoU"), ("lesion_dice", "Dice"), ("precision", "pixel precision"),
            ("recall", "pixel recall"), ("image_recall", "image-level recall"))
@@ -100,7 +103,7 @@ def test_metrics(run_dir: str, data_dir: str, split: str, batch_size: int) -> di
     from mammo_seg.data.pipeline import make_dataset
     from mammo_seg.metrics import standard_metrics
 
-    model = keras.models.load_model(os.path.join(run_dir, "best.keras"), compile=False, safe_mode=True)
+    model = keras.models.load_model(RunDir(run_dir).best_model, compile=False, safe_mode=True)
     metrics = standard_metrics()
     for x, y in make_dataset(data_dir, split, batch_size, training=False):
         logits = model(x, training=False)
@@ -117,7 +120,7 @@ def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
     runs = study.runs("study", out)
     base = runs[0][2]
     data_dir = base.data.path()
-    if not os.path.isfile(os.path.join(data_dir, "manifest.json")):
+    if not is_output_folder(data_dir):
         if study.benchmark is None:
             raise MammoError(data_dir, "no prep output here and no benchmark section to build one")
         print(f"building the phantom benchmark in {base.data.dir}")
@@ -126,20 +129,17 @@ def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
     strategy = make_strategy(base.train.strategy, base.train.cpu_devices)
     results = []
     for k, (name, seed, config) in enumerate(runs, start=1):
-        run_dir = os.path.join(out, "runs", name, f"seed{seed}")
-        done = os.path.join(run_dir, "test_metrics.json")
+        run = RunDir(os.path.join(out, "runs", name, f"seed{seed}"))
+        done = run.file("test_metrics.json")
         if not os.path.isfile(done):
             print(f"[{k}/{len(runs)}] {name}, seed {seed}", flush=True)
-            resume = os.path.isfile(os.path.join(run_dir, "config.yaml"))
-            train_stage(config, run_dir, resume=resume, strategy=strategy, progress=progress)
-            scores = test_metrics(run_dir, data_dir, study.test_split, config.train.batch_size)
-            from mammo_seg.data.writer import atomic_write_json
-
-            atomic_write_json(done, scores)
+            train_stage(config, run.path, resume=run.holds_run(), strategy=strategy, progress=progress)
+            scores = test_metrics(run.path, data_dir, study.test_split, config.train.batch_size)
+            atomic.write_json(done, scores)
         with open(done) as f:
             scores = json.load(f)
         results.append({"loss": name, "seed": seed, **scores,
-                        "history": read_history(os.path.join(run_dir, "history.csv"))})
+                        "history": read_history(run.history)})
     summary = summarise(results, [name for name in study.losses])
     write_tables(summary, out, study, base, data_dir)
     plot_curves(results, [name for name in study.losses], out)

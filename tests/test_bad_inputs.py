@@ -91,7 +91,8 @@ def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path,
     text = (tmp_path / "evaluation.json").read_text()
     result = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good0", "good1", "good2"]
-    assert result["counts"] == {"predictions": 11, "evaluated": 3, "problems": 7, "unmatched": 0}
+    assert result["counts"] == {"predictions": 11, "evaluated": 3, "problems": 7, "unmatched": 0, "failed_predictions": 1,
+                                "scans": 4, "without_probabilities": 3}  # no probability maps: no lesion-level scores
     assert result["metric_per_case"][2]["metrics"]["1"]["precision"] is None
     assert result["mean"]["1"]["precision"] == 1.0 and result["mean"]["1"]["IoU"] == pytest.approx(2 / 3)
     summary = (pred / "summary.json").read_text()

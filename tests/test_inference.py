@@ -241,11 +241,12 @@ def test_evaluate_against_raw_and_prep_ground_truth(cbis_raw, tmp_path):
 def mias_full(mias_raw, tmp_path_factory):
     """A MIAS whole-scan prep at 0.4 mm per training pixel (factor 0.5 for MIAS's 200 µm) and a model trained on it."""
     from data_prep.prepare import prepare
-    from mammo_seg.data.inspect import iterate_records, load_manifest
+    from mammo_seg.data.features import iterate_records
+    from mammo_seg.data.prep_output import Manifest
 
     out = str(tmp_path_factory.mktemp("mias_full"))
     prepare("mias", mias_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=0.125), progress=False)
-    manifest = load_manifest(os.path.join(out, "full"))
+    manifest = Manifest.load(os.path.join(out, "full")).content
     shapes = {}
     for split in manifest["splits"].values():
         for name in split["shards"]:
@@ -332,7 +333,7 @@ def test_evaluate_scores_lesions_one_by_one_from_the_probability_maps(mias_raw, 
     froc = result["detection"]["froc"]
     assert froc["min_area_mm2"] == 2.0 and froc["images"] == 4
     assert froc["sensitivity_at_fp_per_image"]["0.25"] == pytest.approx(n_found / lesions)
-    assert result["counts"]["failed_predictions"] == 1 and result["counts"]["ground_truth_scans"] == 4
+    assert result["counts"]["failed_predictions"] == 1 and result["counts"]["scans"] == 4
     assert result["lesion_images"]["cases"] == 2 and result["lesion_images"]["Dice"] == pytest.approx(0.5)
     assert "NaN" not in open(tmp_path / "evaluation.json").read()
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 from mammo_seg import metrics as M
 from mammo_seg.config import load_config
 from mammo_seg.errors import MammoError
-from mammo_seg.models.fcn import MammoFCN, forward_flops
+from mammo_seg.models.fcn import MammoFCN
+from mammo_seg.models.flops import forward_flops
 from mammo_seg.overlap import iou, overlap_sums
 
 

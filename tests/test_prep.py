@@ -14,7 +14,8 @@ import pytest
 
 from data_prep.prepare import prepare
 from mammo_seg.cli import main
-from mammo_seg.data.inspect import iterate_records, validate
+from mammo_seg.data.features import iterate_records
+from mammo_seg.data.inspect import validate
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
 

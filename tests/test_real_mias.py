@@ -12,7 +12,8 @@ import pytest
 
 from data_prep import mias
 from data_prep.prepare import prepare
-from mammo_seg.data.inspect import iterate_records, load_manifest
+from mammo_seg.data.features import iterate_records
+from mammo_seg.data.prep_output import Manifest
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.inference.predict import PredictOptions, predict
 from mammo_seg.models.fcn import MammoFCN
@@ -51,7 +52,7 @@ def test_a_real_scan_goes_through_prep_and_predict_at_the_nominal_200_um(real_mi
     out = str(tmp_path / "prep")
     summary = prepare("mias", raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=0.125), progress=False)
     assert summary.scans == 4 and summary.problems == []
-    manifest = load_manifest(os.path.join(out, "full"))
+    manifest = Manifest.load(os.path.join(out, "full")).content
     assert manifest["resolution"]["nominal_spacing_mm"] == 0.2 and manifest["resolution"]["spacing_mm"] == 0.4
     shapes = {rec["scan_id"].decode(): rec["image"].shape[:2] for split in manifest["splits"].values()
               for name in split["shards"] for rec in iterate_records(os.path.join(out, "full", name))}

@@ -7,13 +7,12 @@ the scan's grid. Everything here is plain data, picklable for worker processes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from skimage.draw import disk
 
-from mammo_seg.errors import MammoError
+from mammo_seg.errors import MammoError, printable
 from mammo_seg.io import Scan, read_mask, read_scan
 
 
@@ -57,19 +56,6 @@ class Problem:
     def line(self) -> str:
         where = f"{self.file} [{self.item}]" if self.item else self.file
         return printable(f"{where}: {self.reason}")
-
-
-def printable(text: str) -> str:
-    """``text`` safe to write as UTF-8 on one line: bytes of a file name that is not UTF-8 (held by
-    Python as surrogate escapes) become ``\\xNN``, control characters such as a newline ``\\n``."""
-    if text.isprintable():
-        return text
-    text = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(text) else text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def circle_mask(shape: tuple[int, int], x: float, y_from_bottom: float, radius: float) -> np.ndarray:

@@ -41,13 +41,6 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_png` (numpy, for inspection and tests)."""
-    with Image.open(io.BytesIO(data)) as im:
-        arr = np.array(im)
-    return arr.astype(np.uint16) if arr.dtype == np.int32 else arr
-
-
 def image_to_uint16(pixels: np.ndarray) -> np.ndarray:
     """Scan values in [0, 1] → stored uint16."""
     return np.round(np.clip(pixels, 0.0, 1.0) * IMAGE_MAX).astype(np.uint16)
@@ -94,6 +87,15 @@ def parse(serialized) -> dict:
     ex["mask"] = tf.io.decode_png(ex["mask"], channels=1, dtype=tf.uint8)
     ex["abnormality"] = tf.sparse.to_dense(ex["abnormality"])
     return ex
+
+
+def iterate_records(path: str):
+    """Yield parsed records (numpy values) of one shard file."""
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset(path):
+        ex = parse(serialized)
+        yield {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ex.items()}
 
 
 def to_float(image, mask):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mammo_seg.data import features
-from mammo_seg.errors import MammoError
+from mammo_seg.data.features import iterate_records
+from mammo_seg.data.prep_output import Manifest
 
 
 @dataclass
@@ -25,39 +25,19 @@ class InspectReport:
         return not self.errors
 
 
-def load_manifest(directory: str) -> dict:
-    path = os.path.join(directory, "manifest.json")
-    if not os.path.isfile(path):
-        raise MammoError(directory, "no manifest.json: not a prep output folder (give OUT/<tile>)")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MammoError(path, f"manifest is not valid JSON ({e})") from None
-
-
-def iterate_records(path: str):
-    """Yield parsed records (numpy values) of one shard file."""
-    import tensorflow as tf
-
-    for serialized in tf.data.TFRecordDataset(path):
-        ex = features.parse(serialized)
-        yield {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ex.items()}
-
-
 def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: int = 0) -> InspectReport:
     """Check every shard the manifest lists; optionally write a contact sheet of random records."""
     import tensorflow as tf
 
-    manifest = load_manifest(directory)
+    manifest = Manifest.load(directory)
     report = InspectReport(directory)
-    tile = manifest.get("tile_size")
+    tile = manifest.tile_size
     picks = []
     rng = np.random.default_rng(seed)
     seen = 0
-    for split, info in sorted(manifest.get("splits", {}).items()):
+    for split in sorted(manifest.splits):
         positives = 0
-        for name in info["shards"]:
+        for name in manifest.shards(split):
             path = os.path.join(directory, name)
             if not os.path.isfile(path):
                 report.errors.append(f"{path}: shard listed in the manifest is missing")
@@ -84,13 +64,13 @@ def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: 
                         picks[j] = rec
             except tf.errors.OpError as e:
                 report.errors.append(f"{path}: corrupt shard ({e.message.splitlines()[0]})")
-            expected = manifest.get("records_per_shard", {}).get(name)
+            expected = manifest.records_in_shard(name)
             if expected is not None and count != expected:
                 report.errors.append(f"{path}: {count} records, manifest says {expected}")
             report.records += count
-        if positives != info.get("positive_pixels", positives):
-            report.errors.append(f"{directory}: {split} has {positives} lesion pixels, "
-                                 f"manifest says {info['positive_pixels']}")
+        expected = manifest.positive_pixels(split)
+        if expected is not None and positives != expected:
+            report.errors.append(f"{directory}: {split} has {positives} lesion pixels, manifest says {expected}")
         report.positive_pixels += positives
     if sheet and picks:
         report.contact_sheet = contact_sheet(picks, sheet)

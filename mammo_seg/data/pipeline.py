@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from mammo_seg.data import features
-from mammo_seg.data.inspect import load_manifest
+from mammo_seg.data.prep_output import MANIFEST, Manifest
 from mammo_seg.errors import MammoError
 
 
@@ -32,19 +32,17 @@ class AugmentConfig:
 
 
 def split_files(data_dir: str, split: str) -> list[str]:
-    manifest = load_manifest(data_dir)
-    info = manifest.get("splits", {}).get(split)
-    if not info or not info["shards"]:
-        raise MammoError(data_dir, f"no {split!r} shards in manifest.json")
-    files = [os.path.join(data_dir, name) for name in info["shards"]]
+    files = Manifest.load(data_dir).shard_files(split)
+    if not files:
+        raise MammoError(data_dir, f"no {split!r} shards in {MANIFEST}")
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
-        raise MammoError(missing[0], "shard listed in manifest.json is missing")
+        raise MammoError(missing[0], f"shard listed in {MANIFEST} is missing")
     return files
 
 
 def count_records(data_dir: str, split: str) -> int:
-    return int(load_manifest(data_dir)["splits"].get(split, {}).get("records", 0))
+    return Manifest.load(data_dir).records(split)
 
 
 def _seed(seed: int, epoch: int, salt: str) -> int:
@@ -122,6 +120,5 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
         ds = ds.enumerate().map(train_map, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
-        whole_scans = load_manifest(data_dir).get("kind") == "whole_scans"
-        ds = ds.batch(1 if whole_scans else batch_size)
+        ds = ds.batch(1 if Manifest.load(data_dir).whole_scans else batch_size)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

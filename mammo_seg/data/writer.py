@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -32,18 +31,16 @@ from functools import partial
 import numpy as np
 from tqdm import tqdm
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 from mammo_seg.data import features
-from mammo_seg.data.cases import Case, Problem, load_case, printable
+from mammo_seg.data.cases import Case, Problem, load_case
+from mammo_seg.data.prep_output import (FULL, MANIFEST, MANIFEST_VERSION, SHARD_PATTERN, PrepOutput, output_kind,
+                                        output_tile_size)
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.data.tiling import TileCounts, TilingConfig, full_scan_record, tile_scan
-from mammo_seg.errors import MammoError
+from mammo_seg.errors import MammoError, printable
 from mammo_seg.io import file_sha256
 
-FULL = "full"
-STATE_DIR = ".prep"
-SHARD_PATTERN = "{split}-{index:05d}-of-{total:05d}.tfrecord"
-MANIFEST_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -163,44 +160,17 @@ def plan_shards(scan_split: dict[str, str], scans_per_shard: int, seed: int) -> 
     return shards
 
 
-def _temporary(path: str, tmp_dir: str | None) -> str:
-    """A fresh temporary name for ``path``: inside ``tmp_dir`` (a folder prep owns and empties on
-    every run) when given, else beside ``path``."""
-    if tmp_dir is None:
-        return f"{path}.tmp-{os.getpid()}"
-    os.makedirs(tmp_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=f"-{os.path.basename(path)}")
-    os.close(fd)
-    return tmp
-
-
-def _atomic_write_bytes(path: str, data: bytes, tmp_dir: str | None = None) -> None:
-    tmp = _temporary(path, tmp_dir)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, content, tmp_dir: str | None = None) -> None:
-    """Write JSON by a temporary and a rename; prep passes ``tmp_dir=prep_tmp_dir(out)``."""
-    _atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode(), tmp_dir)
-
-
 def prep_tmp_dir(out: str) -> str:
     """The only folder where prep keeps temporaries; emptied at the start of every run."""
-    return os.path.join(out, STATE_DIR, "tmp")
+    return PrepOutput(out).tmp_dir
 
 
 def _write_tfrecord(path: str, serialized: list[bytes], tmp_dir: str) -> None:
     import tensorflow as tf
 
-    tmp = _temporary(path, tmp_dir)
-    with tf.io.TFRecordWriter(tmp) as w:
+    with atomic.replacing(path, tmp_dir) as tmp, tf.io.TFRecordWriter(tmp) as w:
         for s in serialized:
             w.write(s)
-    os.replace(tmp, path)
 
 
 def _fingerprint(config: PrepConfig, cases: list[Case], scan_split: dict[str, str]) -> dict:
@@ -211,7 +181,7 @@ def _fingerprint(config: PrepConfig, cases: list[Case], scan_split: dict[str, st
 
 
 def _prepare_state(out: str, fingerprint: dict) -> str:
-    state = os.path.join(out, STATE_DIR)
+    state = PrepOutput(out).state_dir
     os.makedirs(state, exist_ok=True)
     path = os.path.join(state, "fingerprint.json")
     if os.path.exists(path):
@@ -227,7 +197,7 @@ def _prepare_state(out: str, fingerprint: dict) -> str:
             raise MammoError(out, f"holds an unfinished or finished prep with other {what}; "
                                   f"choose a new --out or delete it")
     else:
-        atomic_write_json(path, fingerprint, prep_tmp_dir(out))
+        atomic.write_json(path, fingerprint, prep_tmp_dir(out))
     shutil.rmtree(prep_tmp_dir(out), ignore_errors=True)  # an interrupted run's temporaries, and only those
     os.makedirs(prep_tmp_dir(out), exist_ok=True)
     return state
@@ -244,7 +214,7 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
     os.makedirs(out, exist_ok=True)
     state = _prepare_state(out, _fingerprint(config, cases, scan_split))
     for name in config.outputs:
-        os.makedirs(os.path.join(out, name), exist_ok=True)
+        os.makedirs(PrepOutput(out).folder(name), exist_ok=True)
     by_id = {c.scan_id: c for c in cases}
     shards = plan_shards(scan_split, config.scans_per_shard, config.seed)
     done = {s.name for s in shards if os.path.exists(os.path.join(state, s.name + ".json"))}
@@ -354,9 +324,9 @@ def _finish_shard(out: str, state: str, shard: Shard, results: list[CaseResult],
                     **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
                     "source": case.source, "abnormality": case.kinds}))
         stats["records"] = len(serialized)
-        _write_tfrecord(os.path.join(out, name, shard.name), serialized, prep_tmp_dir(out))
+        _write_tfrecord(os.path.join(PrepOutput(out).folder(name), shard.name), serialized, prep_tmp_dir(out))
         summary["outputs"][name] = stats
-    atomic_write_json(os.path.join(state, shard.name + ".json"), summary, prep_tmp_dir(out))
+    atomic.write_json(os.path.join(state, shard.name + ".json"), summary, prep_tmp_dir(out))
 
 
 def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, raw_root) -> dict:
@@ -367,7 +337,7 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
     problems = list(problems)
     for s in shards:
         problems += [Problem(**p) for p in summaries[s.name]["problems"]]
-    _write_problems(os.path.join(out, "problems.csv"), problems, prep_tmp_dir(out))
+    _write_problems(PrepOutput(out).problems_file, problems, prep_tmp_dir(out))
     sources = sorted({c.source for c in by_id.values()})
     raw = {src: {"raw_min": None, "raw_max": None, "raw_mean": 0.0, "scans": 0} for src in sources}
     for s in shards:
@@ -386,11 +356,11 @@ def _finalise(out, state, shards, by_id, config: PrepConfig, problems, extra, ra
             scans[scan_id] = {"patient_id": case.patient_id, "split": s.split, "source": case.source,
                               "file": os.path.relpath(case.scan_path, raw_root) if raw_root else case.scan_path,
                               "sha256": digest}
-    atomic_write_json(os.path.join(out, "scans.json"), scans, prep_tmp_dir(out))
+    atomic.write_json(PrepOutput(out).scans_file, scans, prep_tmp_dir(out))
     manifests = {}
     for name in config.outputs:
         manifest = _manifest(name, shards, summaries, config, raw, extra, len(problems))
-        atomic_write_json(os.path.join(out, name, "manifest.json"), manifest, prep_tmp_dir(out))
+        atomic.write_json(os.path.join(PrepOutput(out).folder(name), MANIFEST), manifest, prep_tmp_dir(out))
         manifests[name] = manifest
     return {"manifests": manifests, "problems": problems}
 
@@ -421,8 +391,8 @@ def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problem
     return {
         "format_version": MANIFEST_VERSION,
         "package_version": __version__,
-        "kind": "whole_scans" if name == FULL else "tiles",
-        "tile_size": None if name == FULL else int(name),
+        "kind": output_kind(name),
+        "tile_size": output_tile_size(name),
         "resolution": config.resolution.to_dict(),
         "seed": config.seed,
         "config": config.to_dict(),
@@ -437,10 +407,8 @@ def _manifest(name, shards, summaries, config: PrepConfig, raw, extra, n_problem
 def _write_problems(path: str, problems: list[Problem], tmp_dir: str) -> None:
     """UTF-8 CSV; a file name that is not UTF-8 is written with its odd bytes as ``\\xNN``, so no
     name can stop the run after all shards are written."""
-    tmp = _temporary(path, tmp_dir)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic.replacing(path, tmp_dir) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file", "item", "reason"])
         for p in problems:
             w.writerow([printable(p.file), printable(p.item), printable(p.reason)])
-    os.replace(tmp, path)

@@ -1,12 +1,12 @@
-"""Finding and loading a trained model, with the training resolution it needs."""
+"""Loading a trained model (found by its run directory), with the training resolution it needs."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
+from mammo_seg.run_dir import model_file
 
 
 @dataclass
@@ -14,24 +14,6 @@ class LoadedModel:
     model: object  # keras.Model returning logits
     resolution: Resolution
     path: str  # the .keras file
-
-
-def model_file(path: str) -> str:
-    """A ``.keras`` file, a run directory (its best.keras, else last.keras) or a curriculum root (its last stage)."""
-    from mammo_seg.training.curriculum import final_run
-
-    if os.path.isfile(path):
-        if not path.endswith(".keras"):
-            raise MammoError(path, "not a .keras model file")
-        return path
-    if not os.path.isdir(path):
-        raise MammoError(path, "no such model file or run directory")
-    run = final_run(path)
-    for name in ("best.keras", "last.keras"):
-        candidate = os.path.join(run, name)
-        if os.path.isfile(candidate):
-            return candidate
-    raise MammoError(path, "no best.keras or last.keras in this run directory")
 
 
 def load_model(path: str) -> LoadedModel:

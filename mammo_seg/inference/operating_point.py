@@ -58,19 +58,10 @@ def load_operating_point(model_file: str) -> tuple[OperatingPoint, str]:
 def validation_scans(data_dir: str, split: str):
     """(image, mask) pairs on the training grid: the whole scans of ``split`` in a prep output."""
     from mammo_seg.data import features
-    from mammo_seg.data.inspect import iterate_records, load_manifest
+    from mammo_seg.data.prep_output import PrepOutput
 
-    root = os.path.normpath(data_dir)
-    if os.path.isfile(os.path.join(root, "manifest.json")):  # a folder of the prep output: OUT/320 or OUT/full
-        root = os.path.dirname(root)
-    full = os.path.join(root, "full")
-    manifest = load_manifest(full)
-    shards = manifest.get("splits", {}).get(split, {}).get("shards", [])
-    if not shards:
-        raise MammoError(full, f"no whole scans of the {split!r} split to choose the operating point on "
-                               f"(prep with --full-scans)")
-    for name in shards:
-        for rec in iterate_records(os.path.join(full, name)):
+    for file in PrepOutput.containing(data_dir).whole_scan_files(split):  # OUT, OUT/320 or OUT/full
+        for rec in features.iterate_records(file):
             yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0].astype(bool)
 
 
@@ -115,7 +106,7 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
                             "scans_with_lesion": sum(bool(m.any()) for _, m in scans)},
               "rule": f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged",
               "validation": best}
-    from mammo_seg.data.writer import atomic_write_json
+    from mammo_seg.atomic import write_json as atomic_write_json
 
     atomic_write_json(path_for(model_file), record)
     return record
@@ -123,7 +114,7 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
 
 def choose_for_run(run: str, config) -> dict | None:
     """After ``mammo train``: choose the operating point of the run's final model (on the chief only)."""
-    from mammo_seg.inference.model import model_file
+    from mammo_seg.run_dir import model_file
     from mammo_seg.training.strategy import is_chief
 
     if not is_chief():

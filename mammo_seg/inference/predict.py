@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
-from mammo_seg.errors import MammoError
+from mammo_seg.errors import MammoError, printable
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
@@ -144,11 +144,6 @@ def not_full_mammograms(files: list[str]) -> dict:
     return skipped
 
 
-def printable(text: str) -> str:
-    """``text`` with newlines and other control characters escaped: a file name never splits a line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 #: Libraries whose warnings and log lines may quote header values (names, dates): never on the console.
 HEADER_LIBRARIES = ("pydicom", "highdicom", "PIL")
 _QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"")
@@ -233,7 +228,7 @@ def _check_writable(out: str) -> None:
 
 def _readable_model(path: str) -> str:
     """The model file, checked to be a zip archive (a ``.keras`` file), so that a corrupt one says so."""
-    from mammo_seg.inference.model import model_file
+    from mammo_seg.run_dir import model_file
 
     file = model_file(path)
     if not zipfile.is_zipfile(file):
@@ -409,7 +404,7 @@ def _completed(journal: str, out: str) -> dict:
                     and all(os.path.isfile(os.path.join(out, name)) for name in record.get("outputs", {}).values())):
                 done[record["id"]] = record
     # rewrite it without the cut or failed lines: appended lines then start on a line of their own
-    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
+    atomic.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
     return done
 
 
@@ -494,7 +489,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
     }
     # the journal in the order of the scans (a continued run appended out of order), then the summary
-    writers.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    atomic.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
     writers.write_json(os.path.join(out, "timings.json"), run_timings)
     writers.write_json(os.path.join(out, "summary.json"), summary)

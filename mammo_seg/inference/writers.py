@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
-import os
 import re
 import warnings
 import zipfile
@@ -20,20 +18,15 @@ from pydicom.multival import MultiValue
 from skimage.measure import label, regionprops
 from skimage.segmentation import find_boundaries
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 
 OVERLAY_MAX_SIDE = 2048
 
 
-def _replace(tmp: str, path: str) -> str:
-    os.replace(tmp, path)
-    return path
-
-
 def write_mask_png(path: str, mask: np.ndarray) -> str:
-    tmp = path + ".tmp"
-    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-    return _replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+    return path
 
 
 def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: float) -> str:
@@ -44,14 +37,13 @@ def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: f
     """
     arrays = {"probability": prob.astype(np.float16), "threshold": np.float32(threshold),
               "resampling_factor": np.float32(factor)}
-    tmp = path + ".tmp.npz"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic.replacing(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-    return _replace(tmp, path)
+    return path
 
 
 def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray) -> tuple[str, int]:
@@ -65,9 +57,9 @@ def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray) -> tuple[str,
     edge = find_boundaries(small, mode="outer")
     edge |= np.roll(edge, 1, 0) | np.roll(edge, 1, 1)  # 2 px wide, visible at any zoom
     rgb[edge] = (255, 40, 40)
-    tmp = path + ".tmp"
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    return _replace(tmp, path), step
+    with atomic.replacing(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
+    return path, step
 
 
 def _block_any(mask: np.ndarray, step: int) -> np.ndarray:
@@ -220,9 +212,9 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
             device_serial_number="0", pixel_measures=measures, omit_empty_frames=False)
     _pin_clock_and_uids(seg, _content_date_time(source), generate_uid(entropy_srcs=identity + ["dimensions"]))
     seg.PatientOrientation = source.get("PatientOrientation", "")  # type 2C in General Image
-    tmp = path + ".tmp"
-    seg.save_as(tmp)
-    return _replace(tmp, path), filled
+    with atomic.replacing(path) as tmp:
+        seg.save_as(tmp)
+    return path, filled
 
 
 def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: float = 0.0) -> dict:
@@ -245,15 +237,6 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: 
             "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
 
 
-def write_text(path: str, text: str) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    return _replace(tmp, path)
-
-
 def write_json(path: str, content: dict) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2, sort_keys=True)
-    return _replace(tmp, path)
+    """Prediction JSON: indented by 2, keys sorted, no final newline."""
+    return atomic.write_json(path, content, final_newline=False)

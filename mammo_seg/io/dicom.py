@@ -19,14 +19,6 @@ from pydicom.pixels import apply_modality_lut
 from mammo_seg.errors import MammoError
 from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, normalise
 
-UID_KEYWORDS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "FrameOfReferenceUID",
-)
-
 #: Header fields the dataset index needs; read without touching pixel data.
 INDEX_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID", "Rows", "Columns",
               "InstanceNumber", "SeriesDescription", "BitsAllocated")
@@ -213,7 +205,6 @@ def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
         modality=str(ds.get("Modality", "") or "").strip().upper() or None,
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", stored.dtype.itemsize * 8)),
-        uids={k: str(ds.get(k)) for k in UID_KEYWORDS if ds.get(k)},
         **stats,
     )
     return Scan(pixels, meta)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,8 +27,8 @@ class ScanMeta:
     """What the pipeline needs to know about a scan besides its pixels.
 
     ``raw_*`` describe the stored values after the modality LUT and before normalisation, so that
-    intensity shifts between sources stay visible in manifests. The DICOM UIDs are kept for writing
-    derived objects (DICOM SEG); they never go into tiles, manifests or logs.
+    intensity shifts between sources stay visible in manifests. No DICOM UID is kept: the DICOM SEG
+    takes its UIDs from the source dataset itself, so none can reach tiles, manifests or logs.
     """
 
     path: str
@@ -43,14 +43,6 @@ class ScanMeta:
     raw_min: float = 0.0
     raw_max: float = 0.0
     raw_mean: float = 0.0
-    uids: dict = field(default_factory=dict)  # SOPClassUID, SOPInstanceUID, StudyInstanceUID, ...
-
-    def public_dict(self) -> dict:
-        """Metadata safe to write into outputs: no UIDs, no path."""
-        d = asdict(self)
-        d.pop("uids")
-        d.pop("path")
-        return d
 
 
 @dataclass(frozen=True)

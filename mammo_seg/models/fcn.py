@@ -141,9 +141,8 @@ class MammoFCN(keras.Model):
         self.resolution = dict(resolution) if resolution else None
 
     def get_config(self):
-        return {"width": self.width, "dropout": self.dropout, "l2": self.l2, "sync_batchnorm": self.sync_batchnorm,
-                "bn_momentum": self.bn_momentum, "resolution": self.resolution, "name": self.name,
-                "trainable": self.trainable}
+        return {**super().get_config(), "width": self.width, "dropout": self.dropout, "l2": self.l2,
+                "sync_batchnorm": self.sync_batchnorm, "bn_momentum": self.bn_momentum, "resolution": self.resolution}
 
     @classmethod
     def from_config(cls, config):
@@ -151,25 +150,3 @@ class MammoFCN(keras.Model):
 
 
 keras.saving.register_keras_serializable(package="mammo_seg")(MammoFCN)
-
-
-def forward_flops(model: keras.Model, height: int, width: int) -> float:
-    """Forward FLOPs (2 × multiply-adds of convolutions) for one ``height × width`` input."""
-    flops = 0.0
-    size = (-(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE)  # after padding
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2DTranspose):
-            kh, kw = layer.kernel_size
-            c_in, c_out = layer.kernel.shape[3], layer.kernel.shape[2]
-            flops += 2.0 * size[0] * size[1] * kh * kw * c_in * c_out
-            size = (size[0] * layer.strides[0], size[1] * layer.strides[1])
-        elif isinstance(layer, layers.Conv2D):
-            kh, kw = layer.kernel_size
-            c_in, c_out = layer.kernel.shape[2], layer.kernel.shape[3]
-            size = (-(-size[0] // layer.strides[0]), -(-size[1] // layer.strides[1]))
-            flops += 2.0 * size[0] * size[1] * kh * kw * c_in * c_out
-        elif isinstance(layer, layers.MaxPooling2D):
-            size = (-(-size[0] // layer.strides[0]), -(-size[1] // layer.strides[1]))
-        elif isinstance(layer, layers.UpSampling2D) and layer.name != "logits_full":
-            size = (size[0] * layer.size[0], size[1] * layer.size[1])
-    return flops

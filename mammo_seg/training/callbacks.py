@@ -1,7 +1,7 @@
 """Keras callbacks of a training run: backup/restore, checkpoints, pos_weight decay, log, plot.
 
-Files are replaced atomically (written under a temporary name, then renamed), so a run killed at
-any moment leaves every file either in its old or its new state.
+Files are replaced atomically (:mod:`mammo_seg.atomic`), so a run killed at any moment leaves every
+file either in its old or its new state.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import shutil
 import keras
 import numpy as np
 
+from mammo_seg import atomic
 from mammo_seg.losses import MixedLoss, WeightedBCE
+from mammo_seg.run_dir import RunDir
 
 log = logging.getLogger("mammo_seg.train")
-
-
-def _tmp(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".tmp-{os.getpid()}-{tail}")
 
 
 class TrainingBackup(keras.callbacks.Callback):
@@ -92,16 +89,14 @@ class TrainingBackup(keras.callbacks.Callback):
 class ModelSaver(keras.callbacks.Callback):
     """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically)."""
 
-    def __init__(self, directory: str, monitor: str = "val_lesion_iou", best: float | None = None,
+    def __init__(self, run: RunDir, monitor: str = "val_lesion_iou", best: float | None = None,
                  write: bool = True):
         super().__init__()
-        self.directory, self.monitor, self.best, self.write = directory, monitor, best, write
+        self.run, self.monitor, self.best, self.write = run, monitor, best, write
 
-    def _save(self, name: str):
-        path = os.path.join(self.directory, name)
-        tmp = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
-        self.model.save(tmp)
-        os.replace(tmp, path)
+    def _save(self, path: str):
+        with atomic.replacing(path) as tmp:
+            self.model.save(tmp)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -110,10 +105,10 @@ class ModelSaver(keras.callbacks.Callback):
             self.best = float(value)
         if not self.write:
             return
-        self._save("last.keras")
+        self._save(self.run.last_model)
         if improved:
-            self._save("best.keras")
-            log.info("epoch %d: %s improved to %.4f, saved best.keras", epoch + 1, self.monitor, value)
+            self._save(self.run.best_model)
+            log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, RunDir.BEST_MODEL)
 
 
 def weighted_bce_terms(loss):
@@ -190,10 +185,8 @@ def truncate_history(path: str, epochs_done: int) -> None:
     if not rows:
         return
     kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < epochs_done]
-    tmp = _tmp(path)
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(kept)
-    os.replace(tmp, path)
 
 
 def plot_history(rows: list[dict], path: str, panels) -> None:
@@ -215,7 +208,6 @@ def plot_history(rows: list[dict], path: str, panels) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = _tmp(path)
-    fig.savefig(tmp, dpi=90, format="png")
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -10,14 +10,12 @@ unfinished one from its last completed epoch.
 from __future__ import annotations
 
 import json
-import os
-import re
 
+from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, stage_configs
+from mammo_seg.run_dir import RunDir
 from mammo_seg.training.run import StageResult, train_stage
 from mammo_seg.training.strategy import is_chief, make_strategy
-
-DONE = "done.json"
 
 
 def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True) -> list[StageResult]:
@@ -25,33 +23,18 @@ def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True) -
     stages = stage_configs(config)
     strategy = make_strategy(stages[0][1].train.strategy, stages[0][1].train.cpu_devices)
     results, previous = [], None
-    for directory, stage in stages:
-        run_dir = os.path.join(root, directory)
-        done = os.path.join(run_dir, DONE)
-        if os.path.isfile(done):
-            with open(done) as f:
+    for folder, stage in stages:
+        run = RunDir(root).stage(folder)
+        if run.is_done():
+            with open(run.done) as f:
                 results.append(StageResult(**json.load(f)))
-            previous = run_dir
+            previous = run.path
             continue
-        resume = os.path.isfile(os.path.join(run_dir, "config.yaml"))
-        result = train_stage(stage, run_dir, resume=resume, strategy=strategy, progress=progress,
+        result = train_stage(stage, run.path, resume=run.holds_run(), strategy=strategy, progress=progress,
                              init_from=previous)
         if is_chief():
-            from mammo_seg.data.writer import atomic_write_json
-
-            atomic_write_json(done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
-                                     "best": result.best, "logs": result.logs})
+            atomic.write_json(run.done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
+                                         "best": result.best, "logs": result.logs})
         results.append(result)
-        previous = run_dir
+        previous = run.path
     return results
-
-
-def final_run(root: str) -> str:
-    """The directory whose model a curriculum root stands for: its last stage with a model."""
-    stages = sorted((d for d in os.listdir(root) if re.fullmatch(r"stage\d+_.*", d)
-                     and os.path.isdir(os.path.join(root, d))), key=lambda d: int(re.match(r"stage(\d+)", d)[1]))
-    for name in reversed(stages):
-        run = os.path.join(root, name)
-        if any(os.path.isfile(os.path.join(run, f)) for f in ("best.keras", "last.keras")):
-            return run
-    return root

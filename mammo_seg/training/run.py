@@ -1,13 +1,5 @@
-"""One training stage: strategy → data → model → loss → optimizer → epochs, into a run directory.
-
-Run directory::
-
-    config.yaml     the resolved config          data.json     data folder, tile, dataset
-    train.log       a line per epoch              history.csv   every logged value per epoch
-    tensorboard/    TensorBoard events            progress.png  loss, lesion IoU, precision, recall
-    best.keras      best by ``train.checkpoint_metric`` (validation lesion IoU)
-    last.keras      the latest epoch              backup/       the state ``--resume`` continues from
-"""
+"""One training stage: strategy → data → model → loss → optimizer → epochs, into a run directory
+(its layout: :mod:`mammo_seg.run_dir`)."""
 
 from __future__ import annotations
 
@@ -17,13 +9,14 @@ import os
 import time
 from dataclasses import dataclass
 
+from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, dump_config
-from mammo_seg.data.inspect import load_manifest
+from mammo_seg.data.prep_output import Manifest
 from mammo_seg.errors import MammoError
+from mammo_seg.run_dir import RunDir, model_file
 from mammo_seg.training.strategy import cluster, is_chief, make_strategy
 
 log = logging.getLogger("mammo_seg.train")
-RUN_MARKER = "config.yaml"
 
 
 @dataclass
@@ -34,7 +27,7 @@ class StageResult:
     logs: dict
 
 
-def _setup_logging(run_dir: str, write: bool, echo: bool) -> None:
+def _setup_logging(log_file: str, write: bool, echo: bool) -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
     for handler in list(log.handlers):
@@ -42,24 +35,13 @@ def _setup_logging(run_dir: str, write: bool, echo: bool) -> None:
         handler.close()
     formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if write:
-        handler = logging.FileHandler(os.path.join(run_dir, "train.log"))
+        handler = logging.FileHandler(log_file)
         handler.setFormatter(formatter)
         log.addHandler(handler)
     if echo:
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(console)
-
-
-def _weights_file(path: str) -> str:
-    if os.path.isdir(path):
-        for name in ("best.keras", "last.keras"):
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise MammoError(path, "run directory has no best.keras or last.keras")
-    if not os.path.isfile(path):
-        raise MammoError(path, "model file not found")
-    return path
 
 
 def transfer_weights(model, source_path: str) -> int:
@@ -70,7 +52,7 @@ def transfer_weights(model, source_path: str) -> int:
     import mammo_seg.losses  # noqa: F401  (registers the custom objects)
     import mammo_seg.models.fcn  # noqa: F401
 
-    source = keras.models.load_model(_weights_file(source_path), compile=False, safe_mode=True)
+    source = keras.models.load_model(model_file(source_path), compile=False, safe_mode=True)
     by_name = {layer.name: layer for layer in source.layers}
     copied = 0
     for layer in model.layers:
@@ -130,32 +112,31 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
 
     train = config.train
     data_dir = config.data.path()
-    manifest = load_manifest(data_dir)
+    manifest = Manifest.load(data_dir)
     chief = is_chief()
-    if chief and os.path.isfile(os.path.join(run_dir, RUN_MARKER)) and not resume:
+    run = RunDir(run_dir)
+    if chief and run.holds_run() and not resume:
         raise MammoError(run_dir, "run directory already holds a run; use --resume to continue it or another --out")
     os.makedirs(run_dir, exist_ok=True)
-    _setup_logging(run_dir, chief, progress)
+    _setup_logging(run.log, chief, progress)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(_precision_policy(train.mixed_precision))
     n_records = count_records(data_dir, config.data.train_split)
     if n_records == 0:
         raise MammoError(data_dir, f"no {config.data.train_split!r} records to train on")
     steps_per_epoch = train.steps_per_epoch or max(1, n_records // train.batch_size)
-    has_val = config.data.val_split in manifest.get("splits", {})
+    has_val = manifest.has_split(config.data.val_split)
     monitor = train.checkpoint_metric if has_val or not train.checkpoint_metric.startswith("val_") \
         else train.checkpoint_metric[4:]
     if chief:
-        dump_config(config, os.path.join(run_dir, RUN_MARKER))
-        from mammo_seg.data.writer import atomic_write_json
-
-        atomic_write_json(os.path.join(run_dir, "data.json"), {
-            "data_dir": os.path.abspath(data_dir), "kind": manifest.get("kind"), "tile_size": manifest.get("tile_size"),
-            "dataset": manifest.get("dataset"), "crop": config.data.crop})
+        dump_config(config, run.config)
+        atomic.write_json(run.data_info, {
+            "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
+            "dataset": manifest.dataset, "crop": config.data.crop})
     with strategy.scope():
         model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
                          sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
-                         resolution=manifest["resolution"])
+                         resolution=manifest.resolution)
         source = init_from or train.init_from
         if source:
             log.info("initialised %d layers from %s", transfer_weights(model, source), source)
@@ -170,13 +151,13 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         train_metrics, val_metrics = standard_metrics(), standard_metrics()
     steps = Steps(model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile)
 
-    saver = ModelSaver(run_dir, monitor=monitor, write=chief)
-    backup = TrainingBackup(os.path.join(run_dir, "backup"), state_fn=lambda: {"best": saver.best}, write=chief)
+    saver = ModelSaver(run, monitor=monitor, write=chief)
+    backup = TrainingBackup(run.backup, state_fn=lambda: {"best": saver.best}, write=chief)
     backup.set_model(model)
     state = backup.restore() if resume else None
     initial_epoch = state["epoch"] if state else 0
     saver.best = state.get("best") if state else None
-    history_csv = os.path.join(run_dir, "history.csv")
+    history_csv = run.history
     if chief:
         truncate_history(history_csv, initial_epoch)
     callbacks = [EpochLog(train.epochs)]
@@ -184,8 +165,8 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         callbacks.insert(0, PosWeightDecay(loss, train.pos_weight_decay, train.pos_weight_min))
     if chief:
         callbacks += [keras.callbacks.CSVLogger(history_csv, append=initial_epoch > 0),
-                      keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False)]
-    callbacks += [saver, ProgressPlot(history_csv, os.path.join(run_dir, "progress.png"), write=chief), backup]
+                      keras.callbacks.TensorBoard(run.tensorboard, write_graph=False)]
+    callbacks += [saver, ProgressPlot(history_csv, run.progress_plot, write=chief), backup]
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
 
     replicas = strategy.num_replicas_in_sync
