@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     evaluations = {"real MIAS → real test women": predict_and_evaluate("real", run, data, dev, args.work, log, timings)}
     report = {"recipe": os.path.relpath(args.recipe, ROOT), "dataset": "mini-MIAS dev set (Suckling et al. 1994)",
               "machine": f"{os.cpu_count()}-core CPU", "real": headline(evaluations["real MIAS → real test women"])}
-    with open(os.path.join(run, _final_stage(run), "operating_point.json")) as f:
+    with open(operating_point_file(run)) as f:
         report["operating_point"] = json.load(f)
     if not args.no_phantoms:
         phantoms = os.path.join(args.work, "phantoms")
@@ -224,10 +224,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _final_stage(run: str) -> str:
-    from mammo_seg.training.curriculum import final_run
+def operating_point_file(run: str) -> str:
+    from mammo_seg.inference.operating_point import path_for
+    from mammo_seg.run_dir import model_file
 
-    return os.path.relpath(final_run(run), run)
+    return path_for(model_file(run))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from mammo_seg.detection import THRESHOLDS, detection_mask, min_area_px
 from mammo_seg.errors import MammoError
 
 FILE = "operating_point.json"
-MIN_AREAS_MM2 = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)  # 80 mm²: a 10-mm lesion
+MIN_AREAS_MM2 = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)  # 80 mm²: a 10-mm lesion
 
 
 @dataclass(frozen=True)
