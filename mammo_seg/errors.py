@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 
 class MammoError(Exception):
@@ -26,6 +27,15 @@ def printable(text) -> str:
         return text
     text = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(text) else text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"")
+
+
+def without_values(message) -> str:
+    """A library's message on one line with every quoted value replaced by ``'…'``: pydicom quotes the
+    malformed value it met (a birth date, a name), which must never reach a console or a report."""
+    return printable(_QUOTED.sub("'…'", " ".join(str(message).split())))
 
 
 def _has_surrogates(text: str) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 from mammo_seg import __version__, atomic
 from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
-from mammo_seg.errors import MammoError, printable
+from mammo_seg.errors import MammoError, printable, without_values
 from mammo_seg.inference import writers
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
@@ -146,7 +146,6 @@ def not_full_mammograms(files: list[str]) -> dict:
 
 #: Libraries whose warnings and log lines may quote header values (names, dates): never on the console.
 HEADER_LIBRARIES = ("pydicom", "highdicom", "PIL")
-_QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"")
 
 
 @contextlib.contextmanager
@@ -159,7 +158,7 @@ def header_warnings():
     notes: list[str] = []
 
     def note(message: str) -> None:
-        text = printable(_QUOTED.sub("'…'", " ".join(str(message).split())))
+        text = without_values(message)
         if text not in notes:
             notes.append(text)
 

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from mammo_seg.errors import MammoError
+from mammo_seg.errors import MammoError, without_values
 from mammo_seg.io.dicom import dicom_to_scan, is_dicom, read_dicom, stored_pixels
 from mammo_seg.io.image import read_image_array, read_image_scan
 from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, normalise
@@ -25,10 +25,17 @@ def read_scan_with_dataset(path: str | os.PathLike, max_pixels: int = MAX_PIXELS
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MammoError(path, "file not found")
-    if is_dicom(path):
-        dataset = read_dicom(path, max_pixels=max_pixels)
-        return dicom_to_scan(dataset, path, max_pixels), dataset
-    return read_image_scan(path, max_pixels), None
+    try:
+        if is_dicom(path):
+            dataset = read_dicom(path, max_pixels=max_pixels)
+            return dicom_to_scan(dataset, path, max_pixels), dataset
+        return read_image_scan(path, max_pixels), None
+    except (MammoError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom/Pillow raise many types on damaged files: one reason
+        message = without_values(e)[:200]
+        raise MammoError(path, f"unreadable {'DICOM' if is_dicom(path) else 'image'} "
+                               f"({type(e).__name__}{': ' + message if message else ''})") from None
 
 
 def read_scan(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Scan:
