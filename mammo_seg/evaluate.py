@@ -43,21 +43,13 @@ from mammo_seg.data.resolution import resize_image, resize_mask
 from mammo_seg.detection import ScanLesions, froc, score_scans
 from mammo_seg.errors import MammoError
 from mammo_seg.io import file_sha256, read_mask
+from mammo_seg.overlap import confusion, scores
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, image_area_fraction: float = 1 / 750) -> dict:
-    pred, ref = pred.astype(bool), ref.astype(bool)
-    tp = int(np.count_nonzero(pred & ref))
-    fp = int(np.count_nonzero(pred & ~ref))
-    fn = int(np.count_nonzero(~pred & ref))
-    tn = int(pred.size - tp - fp - fn)
-
-    def ratio(a, b):
-        return a / b if b else math.nan
-
-    return {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn,
-            "IoU": ratio(tp, tp + fp + fn), "Dice": ratio(2 * tp, 2 * tp + fp + fn),
-            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+    """Pixel counts and scores of one case (:mod:`mammo_seg.overlap`) and its image-level call."""
+    tp, fp, fn, tn = confusion(pred, ref)
+    return {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn, **scores(tp, fp, fn),
             "image_predicted_positive": bool(tp + fp > pred.size * image_area_fraction),
             "image_reference_positive": bool(tp + fn > 0)}
 
@@ -316,9 +308,7 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
     keys = ("IoU", "Dice", "precision", "recall", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
     mean = {k: _mean([m[k] for m in metrics]) for k in keys}
     tp, fp, fn = (sum(m[k] for m in metrics) for k in ("TP", "FP", "FN"))
-    pooled = {"IoU": tp / (tp + fp + fn) if tp + fp + fn else math.nan,
-              "Dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan,
-              "precision": tp / (tp + fp) if tp + fp else math.nan, "recall": tp / (tp + fn) if tp + fn else math.nan}
+    pooled = scores(tp, fp, fn)
     called = [(m["image_predicted_positive"], m["image_reference_positive"]) for m in metrics]
     positives = [p for p, r in called if r]
     image = {"accuracy": sum(p == r for p, r in called) / len(called) if called else math.nan,
