@@ -65,21 +65,6 @@ def unpack(work: str) -> str:
     return dev
 
 
-def split_folder(data: str, raw: str, split: str, out: str) -> int:
-    """Symlinks to the scans of ``split`` (prep's scans.json) in a folder of their own, for mammo predict."""
-    with open(os.path.join(data, "scans.json")) as f:
-        scans = json.load(f)
-    os.makedirs(out, exist_ok=True)
-    n = 0
-    for scan in scans.values():
-        if scan["split"] == split:
-            link = os.path.join(out, os.path.basename(scan["file"]))
-            if not os.path.lexists(link):
-                os.symlink(os.path.join(os.path.abspath(raw), scan["file"]), link)
-            n += 1
-    return n
-
-
 def train_and_score(name: str, raw: str, work: str, recipe: str, log: str, timings: dict) -> tuple[str, str]:
     """prep + train by the recipe on ``raw``; returns (prep output, run directory)."""
     data, run = os.path.join(work, f"{name}_data"), os.path.join(work, f"{name}_run")
@@ -92,8 +77,10 @@ def train_and_score(name: str, raw: str, work: str, recipe: str, log: str, timin
 
 def predict_and_evaluate(name: str, run: str, data: str, raw: str, work: str, log: str, timings: dict) -> dict:
     """Predict the test split of ``data`` with ``run`` and evaluate against ``raw``; returns the evaluation."""
+    from mammo_seg.data.prep_output import PrepOutput
+
     folder = os.path.join(work, f"{name}_test_scans")
-    split_folder(data, raw, "test", folder)
+    PrepOutput(data).link_split("test", raw, folder)
     pred = os.path.join(work, f"{name}_pred")
     shutil.rmtree(pred, ignore_errors=True)
     timings[f"{name}_predict"] = mammo("predict", "-m", run, "-i", folder, "-o", pred, "--format", "mask,prob,json",

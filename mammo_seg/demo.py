@@ -22,21 +22,6 @@ CURRICULUM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "curriculum_cpu.yaml")
 
 
-def _link_test_scans(data: str, raw: str, folder: str) -> int:
-    """Symlink the test split's full mammograms into ``folder`` (named by scan id)."""
-    scans = PrepOutput(data).scans()
-    os.makedirs(folder, exist_ok=True)
-    n = 0
-    for scan_id, info in sorted(scans.items()):
-        if info["split"] != "test":
-            continue
-        link = os.path.join(folder, f"{scan_id}.dcm")
-        if not os.path.lexists(link):
-            os.symlink(os.path.abspath(os.path.join(raw, info["file"])), link)
-        n += 1
-    return n
-
-
 def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, config: str = CURRICULUM) -> dict:
     from mammo_seg.config import load_config
     from mammo_seg.evaluate import evaluate
@@ -62,7 +47,7 @@ def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, conf
     results = run_curriculum(load_config(config, [f"data.dir={data}"]), runs)
     for r in results:
         print(f"      {os.path.basename(r.run_dir)}: best validation lesion IoU {r.best:.3f}")
-    n = _link_test_scans(data, raw, tests)
+    n = PrepOutput(data).link_split("test", raw, tests)
     print(f"[5/6] predict: {n} held-out test scans ({tests}) → {predictions}")
     result = predict(runs, tests, predictions)
     print(f"[6/6] evaluate against the raw annotations → {os.path.join(out, 'evaluation.json')}")

@@ -165,3 +165,17 @@ class PrepOutput:
         """``scans.json``: scan id → patient_id, split, source, file, sha256."""
         with open(self.scans_file) as f:
             return json.load(f)
+
+    def link_split(self, split: str, raw: str, folder: str) -> int:
+        """Symlink the scan files of ``split`` (below ``raw``) into ``folder`` as ``<scan id><ext>``, a folder
+        for ``mammo predict``; returns how many."""
+        os.makedirs(folder, exist_ok=True)
+        n = 0
+        for scan_id, info in sorted(self.scans().items()):
+            if info["split"] != split:
+                continue
+            link = os.path.join(folder, scan_id + os.path.splitext(info["file"])[1])
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(os.path.join(raw, info["file"])), link)
+            n += 1
+        return n
