@@ -183,9 +183,10 @@ def cmd_export(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from mammo_seg.errors import printable
+    from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import evaluate
 
-    result = evaluate(args.predictions, args.ground_truth, args.output, min_area_mm2=args.min_area)
+    result = evaluate(args.predictions, ground_truth(args.ground_truth), args.output, min_area_mm2=args.min_area)
     for problem in result["problems"]:
         print(printable(f"problem: {problem['file']}: {problem['reason']}"), file=sys.stderr)
     mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]

@@ -24,6 +24,7 @@ CURRICULUM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, config: str = CURRICULUM) -> dict:
     from mammo_seg.config import load_config
+    from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import evaluate
     from mammo_seg.inference.predict import predict
     from mammo_seg.training.curriculum import run_curriculum
@@ -51,7 +52,7 @@ def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, conf
     print(f"[5/6] predict: {n} held-out test scans ({tests}) → {predictions}")
     result = predict(runs, tests, predictions)
     print(f"[6/6] evaluate against the raw annotations → {os.path.join(out, 'evaluation.json')}")
-    scores = evaluate(predictions, raw, os.path.join(out, "evaluation.json"))
+    scores = evaluate(predictions, ground_truth(raw), os.path.join(out, "evaluation.json"))
     mean, image = scores["mean"]["1"], scores["image_level"]
     print(f"      {len(scores['metric_per_case'])} test scans: mean lesion IoU {mean['IoU']:.3f}, Dice "
           f"{mean['Dice']:.3f}, precision {mean['precision']:.3f}, recall {mean['recall']:.3f}; "

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,42 +64,22 @@ class Reference:
 
 
 class Truth:
-    """Reference masks by scan-file SHA-256."""
+    """Reference masks by scan-file SHA-256; ``source`` names where they come from (a folder)."""
+
+    source: str = ""
 
     def find(self, digest: str, size: int) -> Reference | None:
         raise NotImplementedError
 
 
-class RawTruth(Truth):
-    def __init__(self, raw: str, dataset: str):
-        from data_prep.prepare import CONVERTERS
-
-        self.cases, self.problems, _ = CONVERTERS[dataset](raw, progress=False)
-        self.by_size = defaultdict(list)
-        for case in self.cases:
-            self.by_size[os.path.getsize(case.scan_path)].append(case)
-        self.digests = {}
-
-    def find(self, digest, size):
-        from mammo_seg.data.cases import lesion_masks
-        from mammo_seg.io import read_scan
-
-        for case in self.by_size.get(size, []):
-            if case.scan_path not in self.digests:
-                self.digests[case.scan_path] = file_sha256(case.scan_path)
-            if self.digests[case.scan_path] == digest:
-                shape = read_scan(case.scan_path).pixels.shape
-                lesions = lesion_masks(case, shape)
-                merged = np.logical_or.reduce(lesions) if lesions else np.zeros(shape, bool)
-                return Reference(merged, case.scan_id, lesions, [a.type for a in case.abnormalities])
-        return None
-
-
 class PrepTruth(Truth):
+    """Whole-scan masks of a prep output (``--full-scans``), at the training resolution."""
+
     def __init__(self, out: str):
         from mammo_seg.data.features import iterate_records
         from mammo_seg.data.prep_output import PrepOutput
 
+        self.source = out
         prep = PrepOutput.containing(out)
         manifest = prep.whole_scans()
         scan_of = {v["sha256"]: k for k, v in prep.scans().items()}
@@ -120,27 +99,6 @@ class PrepTruth(Truth):
         mask = self.masks[scan_id]
         components, n = label(mask, connectivity=2, return_num=True)
         return Reference(mask, scan_id, [components == k for k in range(1, n + 1)], ["lesion"] * n)
-
-
-def ground_truth(path: str) -> Truth:
-    from data_prep import cbis_ddsm, mias
-    from mammo_seg.data.prep_output import FULL, PrepOutput
-
-    if not os.path.isdir(path):
-        raise MammoError(path, "ground truth directory not found")
-    if os.path.isfile(PrepOutput(path).scans_file) or os.path.basename(os.path.normpath(path)) == FULL:
-        try:
-            return PrepTruth(path)
-        except MammoError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a damaged prep output: one line, not a traceback
-            raise MammoError(path, f"unreadable prep output ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
-                                   f"check it with mammo inspect") from None
-    if cbis_ddsm.find_csvs(path):
-        return RawTruth(path, "cbis-ddsm")
-    if mias.find_info(path):
-        return RawTruth(path, "mias")
-    raise MammoError(path, "not a prep output (scans.json), a CBIS-DDSM directory (case CSVs) or MIAS (Info.txt)")
 
 
 def _mean(values):
@@ -259,10 +217,13 @@ def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
                                                                                                    found)
 
 
-def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_fraction: float = 0.0,
+def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fraction: float = 0.0,
              min_area_mm2: float | None = None) -> dict:
     """Score every prediction; a bad record, mask or reference is that case's problem (``problems``),
     the others are evaluated. NaN values (IoU of two empty masks) are written to ``out`` as null.
+
+    ``truth``: :class:`PrepTruth`, or the raw-dataset truth that ``data_prep.ground_truth.ground_truth(path)``
+    builds for either (the dataset converters live above this library).
 
     ``image_area_fraction``: a scan is called positive when its predicted lesion area exceeds this
     share of it (0: any reported lesion, the whole-scan rule). ``min_area_mm2``: the smallest
@@ -277,7 +238,6 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
     threshold = options.get("threshold") if isinstance(options.get("threshold"), float) else 0.5
     if min_area_mm2 is None:
         min_area_mm2 = options.get("min_area_mm2") if isinstance(options.get("min_area_mm2"), (int, float)) else 0.0
-    truth = ground_truth(truth_path)
     per_case, unmatched, problems, scans, failed = [], [], [], [], 0
     without_prob = 0
     for number, record in enumerate(predictions):
@@ -303,7 +263,7 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
             else:
                 scans.append(scan)
     if not per_case and not problems:
-        raise MammoError(pred_dir, f"no prediction matches a scan of {truth_path}")
+        raise MammoError(pred_dir, f"no prediction matches a scan of {truth.source}")
     metrics = [c["metrics"]["1"] for c in per_case]
     keys = ("IoU", "Dice", "precision", "recall", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
     mean = {k: _mean([m[k] for m in metrics]) for k in keys}
@@ -321,7 +281,7 @@ def evaluate(pred_dir: str, truth_path: str, out: str | None = None, image_area_
                      "IoU": _mean([m["IoU"] for m in with_lesion])}
     result = {
         "package_version": __version__, "predictions": os.path.abspath(pred_dir),
-        "ground_truth": os.path.abspath(truth_path), "labels": {"1": "lesion"},
+        "ground_truth": os.path.abspath(truth.source), "labels": {"1": "lesion"},
         "metric_per_case": per_case, "mean": {"1": mean}, "foreground_mean": mean,
         "pooled": {"1": pooled}, "image_level": image, "lesion_images": lesion_images,
         "unmatched_predictions": unmatched, "problems": problems,

@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import write_dicom
+from data_prep.ground_truth import ground_truth
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
 from mammo_seg.evaluate import case_metrics, evaluate
@@ -215,26 +216,26 @@ def test_evaluate_against_raw_and_prep_ground_truth(cbis_raw, tmp_path):
         h[rows[len(rows) // 2]:] = False
     _fake_predictions(str(tmp_path / "perfect"), cases, truth)
     _fake_predictions(str(tmp_path / "half"), cases, half)
-    perfect = evaluate(str(tmp_path / "perfect"), cbis_raw, str(tmp_path / "s1.json"))
+    perfect = evaluate(str(tmp_path / "perfect"), ground_truth(cbis_raw), str(tmp_path / "s1.json"))
     # whole scans: called positive when any lesion is reported
     assert perfect["mean"]["1"]["IoU"] == 1.0 and perfect["image_level"]["recall"] == 1.0
     assert perfect["lesion_images"] == {"cases": 3, "Dice": 1.0, "IoU": 1.0}
     # the original's tile rule, on request: called positive above 1/750 of the image, so tiny lesions are missed
     called = np.mean([t.sum() > t.size / 750 for t in truth])
-    tile_rule = evaluate(str(tmp_path / "perfect"), cbis_raw, image_area_fraction=1 / 750)
+    tile_rule = evaluate(str(tmp_path / "perfect"), ground_truth(cbis_raw), image_area_fraction=1 / 750)
     assert tile_rule["image_level"]["recall"] == pytest.approx(called)
     assert len(perfect["metric_per_case"]) == 3 and perfect["unmatched_predictions"] == []
     assert json.load(open(tmp_path / "s1.json"))["labels"] == {"1": "lesion"}
-    partial = evaluate(str(tmp_path / "half"), cbis_raw)
+    partial = evaluate(str(tmp_path / "half"), ground_truth(cbis_raw))
     expected = np.mean([h.sum() / t.sum() for h, t in zip(half, truth)])
     assert partial["mean"]["1"]["IoU"] == pytest.approx(expected) and partial["mean"]["1"]["precision"] == 1.0
     out = str(tmp_path / "prep")
     prepare("cbis-ddsm", cbis_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=0.2),
             progress=False)
-    prep_truth = evaluate(str(tmp_path / "perfect"), out)
+    prep_truth = evaluate(str(tmp_path / "perfect"), ground_truth(out))
     assert len(prep_truth["metric_per_case"]) == 3 and prep_truth["mean"]["1"]["IoU"] > 0.9
     with pytest.raises(MammoError, match="not a prep output"):
-        evaluate(str(tmp_path / "perfect"), str(tmp_path / "perfect"))
+        ground_truth(str(tmp_path / "perfect"))
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,7 @@ def test_evaluate_scores_lesions_one_by_one_from_the_probability_maps(mias_raw, 
                     "source": os.path.relpath(failed.scan_path, mias_raw)})
     with open(folder / "summary.json", "w") as f:
         json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": records}, f)
-    result = evaluate(str(folder), mias_raw, str(tmp_path / "evaluation.json"))
+    result = evaluate(str(folder), ground_truth(mias_raw), str(tmp_path / "evaluation.json"))
     n_found, n_missed, n_failed = (len(c.abnormalities) for c in (found, missed, failed))
     lesions = n_found + n_missed + n_failed
     point = result["detection"]["at_operating_point"]
