@@ -96,18 +96,50 @@ def _precision_policy(setting) -> str:
             "bfloat16": "mixed_bfloat16"}[setting]
 
 
+def build_model(config: ExperimentConfig, resolution: dict, init_from: str | None = None):
+    """The stage's model (its layers frozen as ``train.freeze`` says), initialised from ``init_from`` or
+    ``train.init_from``; call it inside the strategy's scope."""
+    from mammo_seg.models.fcn import MammoFCN
+
+    model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
+                     sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
+                     resolution=resolution)
+    source = init_from or config.train.init_from
+    if source:
+        log.info("initialised %d layers from %s", transfer_weights(model, source), source)
+    for layer in model.layers:
+        if any(layer.name.startswith(prefix) for prefix in config.train.freeze):
+            layer.trainable = False
+    return model
+
+
+def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, chief: bool, initial_epoch: int):
+    """Logging, history, TensorBoard, best/last checkpoints, the progress plot, the backup (last: it commits the
+    epoch), and the positive-weight decay of a weighted loss."""
+    import keras
+
+    from mammo_seg.training.callbacks import EpochLog, PosWeightDecay, ProgressPlot
+
+    train = config.train
+    callbacks = [EpochLog(train.epochs)]
+    if train.pos_weight_decay:
+        callbacks.insert(0, PosWeightDecay(loss, train.pos_weight_decay, train.pos_weight_min))
+    if chief:
+        callbacks += [keras.callbacks.CSVLogger(run.history, append=initial_epoch > 0),
+                      keras.callbacks.TensorBoard(run.tensorboard, write_graph=False)]
+    return callbacks + [saver, ProgressPlot(run.history, run.progress_plot, write=chief), backup]
+
+
 def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, strategy=None,
                 progress: bool = True, init_from: str | None = None) -> StageResult:
     """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``."""
     strategy = strategy or make_strategy(config.train.strategy, config.train.cpu_devices)  # before any TF op
     import keras
 
-    from mammo_seg.data.pipeline import AugmentConfig, count_records, make_dataset
+    from mammo_seg.data.pipeline import count_records
     from mammo_seg.losses import get_loss
     from mammo_seg.metrics import standard_metrics
-    from mammo_seg.models.fcn import MammoFCN
-    from mammo_seg.training.callbacks import (EpochLog, ModelSaver, PosWeightDecay, ProgressPlot, TrainingBackup,
-                                              truncate_history)
+    from mammo_seg.training.callbacks import ModelSaver, TrainingBackup, truncate_history
     from mammo_seg.training.step import Steps
 
     train = config.train
@@ -134,16 +166,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
             "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
             "dataset": manifest.dataset, "crop": config.data.crop})
     with strategy.scope():
-        model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
-                         sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
-                         resolution=manifest.resolution)
-        source = init_from or train.init_from
-        if source:
-            log.info("initialised %d layers from %s", transfer_weights(model, source), source)
-        frozen = [layer.name for layer in model.layers if any(layer.name.startswith(p) for p in train.freeze)]
-        for layer in model.layers:
-            if layer.name in frozen:
-                layer.trainable = False
+        model = build_model(config, manifest.resolution, init_from)
         loss = get_loss(config.loss)
         optimizer = _optimizer(config, steps_per_epoch)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
@@ -157,48 +180,68 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     state = backup.restore() if resume else None
     initial_epoch = state["epoch"] if state else 0
     saver.best = state.get("best") if state else None
-    history_csv = run.history
     if chief:
-        truncate_history(history_csv, initial_epoch)
-    callbacks = [EpochLog(train.epochs)]
-    if train.pos_weight_decay:
-        callbacks.insert(0, PosWeightDecay(loss, train.pos_weight_decay, train.pos_weight_min))
-    if chief:
-        callbacks += [keras.callbacks.CSVLogger(history_csv, append=initial_epoch > 0),
-                      keras.callbacks.TensorBoard(run.tensorboard, write_graph=False)]
-    callbacks += [saver, ProgressPlot(history_csv, run.progress_plot, write=chief), backup]
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+        truncate_history(run.history, initial_epoch)
+    callbacks = keras.callbacks.CallbackList(
+        build_callbacks(config, run, loss, saver, backup, chief, initial_epoch), model=model)
 
-    replicas = strategy.num_replicas_in_sync
     _, workers = cluster()
     log.info("%s: %d replica(s), %d worker(s); %d records of %s, batch %d, %d steps/epoch, epochs %d-%d",
-             type(strategy).__name__, replicas, workers, n_records, data_dir, train.batch_size, steps_per_epoch,
-             initial_epoch + 1, train.epochs)
+             type(strategy).__name__, strategy.num_replicas_in_sync, workers, n_records, data_dir,
+             train.batch_size, steps_per_epoch, initial_epoch + 1, train.epochs)
     if initial_epoch >= train.epochs:
         log.info("nothing to do: %d of %d epochs already done", initial_epoch, train.epochs)
         return StageResult(run_dir, initial_epoch, saver.best, {})
+    datasets = _Datasets(config, data_dir, strategy, workers)
+    logs = run_epochs(config, steps, datasets, callbacks, range(initial_epoch, train.epochs), steps_per_epoch,
+                      validate=has_val, progress=progress and chief)
+    return StageResult(run_dir, train.epochs, saver.best, logs)
 
-    augmentation = AugmentConfig(**vars(config.data.augment))
 
-    def dataset(split, training, epoch=0):
-        ds = make_dataset(data_dir, split, train.batch_size, training=training, seed=config.seed, epoch=epoch,
-                          augmentation=augmentation, crop=config.data.crop, shuffle_buffer=config.data.shuffle_buffer,
-                          num_workers=workers)
+class _Datasets:
+    """The stage's distributed ``tf.data`` pipelines: a new shuffled training pass per epoch, the validation split."""
+
+    def __init__(self, config: ExperimentConfig, data_dir: str, strategy, workers: int):
+        from mammo_seg.data.pipeline import AugmentConfig
+
+        self.config, self.data_dir, self.strategy, self.workers = config, data_dir, strategy, workers
+        self.augmentation = AugmentConfig(**vars(config.data.augment))
+
+    def _make(self, split: str, training: bool, epoch: int = 0):
+        from mammo_seg.data.pipeline import make_dataset
+
+        data, train = self.config.data, self.config.train
+        ds = make_dataset(self.data_dir, split, train.batch_size, training=training, seed=self.config.seed,
+                          epoch=epoch, augmentation=self.augmentation, crop=data.crop,
+                          shuffle_buffer=data.shuffle_buffer, num_workers=self.workers)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
-        return strategy.experimental_distribute_dataset(ds)
+        return self.strategy.experimental_distribute_dataset(ds)
 
-    val_data = dataset(config.data.val_split, False) if has_val else None
+    def train(self, epoch: int):
+        return self._make(self.config.data.train_split, True, epoch)
+
+    def validation(self):
+        return self._make(self.config.data.val_split, False)
+
+
+def run_epochs(config: ExperimentConfig, steps, datasets: _Datasets, callbacks, epochs, steps_per_epoch: int,
+               validate: bool, progress: bool) -> dict:
+    """The epoch loop: ``steps_per_epoch`` training steps, then the validation split (``validate``), callbacks."""
+    import keras
+
+    train_metrics, val_metrics = steps.train_metrics, steps.val_metrics
+    val_data = datasets.validation() if validate else None
     logs = {}
-    callback_list.on_train_begin()
-    for epoch in range(initial_epoch, train.epochs):
-        callback_list.on_epoch_begin(epoch)
+    callbacks.on_train_begin()
+    for epoch in epochs:
+        callbacks.on_epoch_begin(epoch)
         for metric in train_metrics + val_metrics:
             metric.reset_state()
         started = time.perf_counter()
-        iterator = iter(dataset(config.data.train_split, True, epoch))
+        iterator = iter(datasets.train(epoch))
         totals = {"loss": 0.0, "regularization": 0.0}
-        bar = _progress(progress and chief, steps_per_epoch, f"epoch {epoch + 1}/{train.epochs}")
+        bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{config.train.epochs}")
         for step in range(steps_per_epoch):
             values = {k: float(v) for k, v in steps.train_step(iterator).items()}
             for name, value in values.items():
@@ -212,15 +255,15 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         # "loss" is the data loss alone (an IoU loss stays in [0, 1]); "regularization" the weight decay
         logs = {**{k: v / steps_per_epoch for k, v in totals.items()},
                 **{m.name: float(m.result()) for m in train_metrics},
-                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                "epoch_seconds": seconds, "tiles_per_second": steps_per_epoch * train.batch_size / seconds}
+                "learning_rate": float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate)),
+                "epoch_seconds": seconds, "tiles_per_second": steps_per_epoch * config.train.batch_size / seconds}
         if val_data is not None:
             values = [float(steps.eval_step(batch)) for batch in val_data]
             logs["val_loss"] = sum(values) / max(1, len(values))
             logs.update({f"val_{m.name}": float(m.result()) for m in val_metrics})
-        callback_list.on_epoch_end(epoch, logs)
-    callback_list.on_train_end(logs)
-    return StageResult(run_dir, train.epochs, saver.best, logs)
+        callbacks.on_epoch_end(epoch, logs)
+    callbacks.on_train_end(logs)
+    return logs
 
 
 def _progress(enabled: bool, total: int, description: str):
