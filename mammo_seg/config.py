@@ -47,11 +47,13 @@ class OperatingPointSection:
     max_normal_rate: float = 0.25  # at most this share of lesion-free scans with any detection
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentSection:
+    """Joint image/mask augmentation of training data (``data.augment``; ``mammo_seg.data.pipeline`` applies it)."""
+
     flips: bool = True
     rot90: bool = True
-    intensity: float = 0.0
+    intensity: float = 0.0  # 0: off; else gamma in [1/(1+a), 1+a] and contrast × [1-a, 1+a]
 
 
 @dataclass

@@ -15,20 +15,13 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
 
 import tensorflow as tf
 
+from mammo_seg.config import AugmentSection as AugmentConfig
 from mammo_seg.data import features
 from mammo_seg.data.prep_output import MANIFEST, Manifest
 from mammo_seg.errors import MammoError
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    flips: bool = True
-    rot90: bool = True
-    intensity: float = 0.0  # 0: off; else gamma in [1/(1+a), 1+a] and contrast × [1-a, 1+a]
 
 
 def split_files(data_dir: str, split: str) -> list[str]:

@@ -202,17 +202,14 @@ class _Datasets:
     """The stage's distributed ``tf.data`` pipelines: a new shuffled training pass per epoch, the validation split."""
 
     def __init__(self, config: ExperimentConfig, data_dir: str, strategy, workers: int):
-        from mammo_seg.data.pipeline import AugmentConfig
-
         self.config, self.data_dir, self.strategy, self.workers = config, data_dir, strategy, workers
-        self.augmentation = AugmentConfig(**vars(config.data.augment))
 
     def _make(self, split: str, training: bool, epoch: int = 0):
         from mammo_seg.data.pipeline import make_dataset
 
         data, train = self.config.data, self.config.train
         ds = make_dataset(self.data_dir, split, train.batch_size, training=training, seed=self.config.seed,
-                          epoch=epoch, augmentation=self.augmentation, crop=data.crop,
+                          epoch=epoch, augmentation=data.augment, crop=data.crop,
                           shuffle_buffer=data.shuffle_buffer, num_workers=self.workers)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
