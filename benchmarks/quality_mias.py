@@ -1,6 +1,6 @@
 """Lesion finding on real mammograms: the mini-MIAS recipe end to end → JSON, Markdown table, FROC plot.
 
-    python benchmarks/quality_mias.py            # about 40 minutes on a 2-core CPU, from a fresh clone
+    .venv/bin/python benchmarks/quality_mias.py    # after the README's test install: about 32 minutes on a 2-core CPU
 
 Every step is a ``mammo`` verb, run as a user would run it:
 
