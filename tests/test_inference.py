@@ -256,11 +256,11 @@ def mias_full(mias_raw, tmp_path_factory):
     keras.utils.set_random_seed(3)
     model = str(tmp_path_factory.mktemp("mias_model") / "model.keras")
     MammoFCN(width=0.125, resolution=manifest["resolution"]).save(model)
-    return model, shapes
+    return model, shapes, out
 
 
 def test_scans_without_spacing_are_predicted_on_the_grid_prep_used(mias_raw, mias_full, tmp_path):
-    model, shapes = mias_full
+    model, shapes, _ = mias_full
     scan_id = sorted(shapes)[0]
     folder = tmp_path / "in"
     folder.mkdir()
@@ -346,7 +346,7 @@ def test_segmenter_gives_what_predict_writes_with_the_recorded_operating_point(m
 
     from mammo_seg.inference.predict import Segmenter
 
-    model, shapes = mias_full
+    model, shapes, _ = mias_full
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(model, run / "best.keras")
@@ -367,3 +367,30 @@ def test_segmenter_gives_what_predict_writes_with_the_recorded_operating_point(m
     explicit = predict(str(run), pgm, str(tmp_path / "p2"), PredictOptions(threshold=0.6, min_area_mm2=0.0,
                                                                           formats=("json",)), progress=False)
     assert explicit["options"]["threshold"] == 0.6 and explicit["options"]["min_area_mm2"] == 0.0
+
+
+def test_operating_point_is_chosen_on_validation_scans_and_read_back(mias_full, tmp_path):
+    import shutil
+
+    from mammo_seg.data.prep_output import PrepOutput
+    from mammo_seg.inference.operating_point import (MIN_AREAS_MM2, THRESHOLDS, choose_operating_point,
+                                                     load_operating_point)
+
+    model, _, data = mias_full
+    split = next(s for s in ("val", "test") if any(v["split"] == s for v in PrepOutput(data).scans().values()))
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(model, run / "best.keras")
+    record = choose_operating_point(str(run / "best.keras"), data, split=split, max_normal_rate=0.25)
+    assert record["threshold"] in THRESHOLDS and record["min_area_mm2"] in MIN_AREAS_MM2
+    assert record["chosen_on"]["scans"] == sum(v["split"] == split for v in PrepOutput(data).scans().values())
+    assert record["validation"]["threshold"] == record["threshold"]
+    point, source = load_operating_point(str(run / "best.keras"))
+    assert (point.threshold, point.min_area_mm2, source) == (record["threshold"], record["min_area_mm2"],
+                                                             "operating_point.json")
+    shutil.copy(model, run / "last.keras")  # recorded for best.keras only: another model file keeps the defaults
+    assert load_operating_point(str(run / "last.keras")) == (load_operating_point(str(tmp_path / "none.keras"))[0],
+                                                             "default")
+    (run / "operating_point.json").write_text('{"model": "best.keras", "threshold": 1.5, "min_area_mm2": 0}')
+    with pytest.raises(MammoError, match="out of range"):
+        load_operating_point(str(run / "best.keras"))
