@@ -52,15 +52,25 @@ def min_area_px(min_area_mm2: float, pixel_area_mm2: float) -> int:
     return max(1, int(np.ceil(min_area_mm2 / pixel_area_mm2 - 1e-9)))
 
 
+def detection_masks(probability: np.ndarray, threshold: float, min_areas) -> list[np.ndarray]:
+    """``probability ≥ threshold`` without its components smaller than each of ``min_areas`` pixels
+    (the components are labelled once for all of them)."""
+    mask = probability >= threshold
+    if all(area <= 1 for area in min_areas):
+        return [mask for _ in min_areas]
+    components = label(mask, connectivity=2)
+    sizes = np.bincount(components.ravel())
+    masks = []
+    for area in min_areas:
+        keep = sizes >= area
+        keep[0] = False
+        masks.append(mask if area <= 1 else keep[components])
+    return masks
+
+
 def detection_mask(probability: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
     """``probability ≥ threshold`` without its components smaller than ``min_area`` pixels."""
-    mask = probability >= threshold
-    if min_area <= 1:
-        return mask
-    components = label(mask, connectivity=2)
-    keep = np.bincount(components.ravel()) >= min_area
-    keep[0] = False
-    return keep[components]
+    return detection_masks(probability, threshold, [min_area])[0]
 
 
 def find_detections(probability: np.ndarray, threshold: float, min_area: int) -> list[Detection]:

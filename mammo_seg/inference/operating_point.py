@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mammo_seg.detection import THRESHOLDS, detection_mask, min_area_px
+from mammo_seg.detection import THRESHOLDS, detection_masks, min_area_px
 from mammo_seg.errors import MammoError
 
 FILE = "operating_point.json"
@@ -81,21 +81,22 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
         prob = predict_probabilities(predictor, image)
         prob[~breast_region(image)] = 0.0
         scans.append((prob, mask))
+    min_areas = [min_area_px(area, pixel_mm2) for area in min_areas_mm2]
+    normal = sum(not ref.any() for _, ref in scans)
     candidates = []
     for threshold in thresholds:
-        for area in min_areas_mm2:
-            min_area = min_area_px(area, pixel_mm2)
-            dice, normal_hits, normal = [], 0, 0
-            for prob, ref in scans:
-                pred = detection_mask(prob, threshold, min_area)
+        dice = [[] for _ in min_areas]
+        normal_hits = [0] * len(min_areas)
+        for prob, ref in scans:
+            for i, pred in enumerate(detection_masks(prob, threshold, min_areas)):
                 if ref.any():
-                    dice.append(case_metrics(pred, ref)["Dice"])
+                    dice[i].append(case_metrics(pred, ref)["Dice"])
                 else:
-                    normal += 1
-                    normal_hits += bool(pred.any())
+                    normal_hits[i] += bool(pred.any())
+        for i, area in enumerate(min_areas_mm2):
             candidates.append({"threshold": float(threshold), "min_area_mm2": float(area),
-                               "mean_dice": float(np.mean(dice)) if dice else 0.0,
-                               "normal_with_detection_rate": normal_hits / normal if normal else 0.0})
+                               "mean_dice": float(np.mean(dice[i])) if dice[i] else 0.0,
+                               "normal_with_detection_rate": normal_hits[i] / normal if normal else 0.0})
     clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate]
     if clean:
         best = max(clean, key=lambda c: (c["mean_dice"], c["threshold"], c["min_area_mm2"]))
