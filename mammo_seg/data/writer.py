@@ -255,17 +255,27 @@ def in_order(task, items: list, workers: int, died):
         yield from map(task, items)
         return
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     def new_pool():
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
+    def submit(item):
+        # A worker may die between two submissions: the pool then refuses new work at once. The
+        # item's future carries the breakage, handled below when its turn comes.
+        try:
+            return pool.submit(task, item)
+        except BrokenProcessPool as e:
+            refused = Future()
+            refused.set_exception(e)
+            return refused
+
     pool, queue, ahead = new_pool(), deque(), iter(items)
     try:
         while True:
             while len(queue) < 2 * workers and (item := next(ahead, _END)) is not _END:
-                queue.append((item, pool.submit(task, item)))
+                queue.append((item, submit(item)))
             if not queue:
                 return
             item, future = queue.popleft()
@@ -275,12 +285,12 @@ def in_order(task, items: list, workers: int, died):
                 pool.shutdown(cancel_futures=True)
                 pool = new_pool()
                 try:
-                    result = pool.submit(task, item).result()
+                    result = submit(item).result()
                 except BrokenProcessPool:
                     result = died(item)
                     pool.shutdown(cancel_futures=True)
                     pool = new_pool()
-                queue = deque((i, pool.submit(task, i)) for i, _ in queue)
+                queue = deque((i, submit(i)) for i, _ in queue)
             yield result
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
