@@ -21,6 +21,9 @@ from mammo_seg.run_dir import stage_folder
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 SCHEDULES = ("original", "constant")
 PRECISIONS = (False, True, "float16", "bfloat16")
+#: Keys that left the experiment config, and where they went (an error that says so, not "unknown key").
+MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter of the weighted_bce loss",
+         "train.pos_weight_min": "moved to loss.pos_weight_min, a parameter of the weighted_bce loss"}
 
 
 @dataclass
@@ -96,8 +99,6 @@ class TrainSection:
     cpu_devices: int = 1  # >1 splits the CPU into logical devices (tests of distributed code)
     freeze: list = field(default_factory=list)  # layer-name prefixes kept frozen, e.g. ["conv", "pool"]
     init_from: str | None = None  # weights (by layer name) from a .keras file or a run directory
-    pos_weight_decay: float | None = None  # WeightedBCE: pos_weight × this each epoch ...
-    pos_weight_min: float = 1.0  # ... down to this
     checkpoint_metric: str = "val_lesion_iou"  # best.keras: highest value of this log
     jit_compile: bool = False  # XLA: 1.8x slower on CPU (environment_notes.md §3)
 
@@ -256,7 +257,8 @@ def from_dict(cls, data, where: str = "config", prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            raise MammoError(f"{where}: {prefix}{key}", f"unknown key (known: {', '.join(sorted(names))})")
+            raise MammoError(f"{where}: {prefix}{key}",
+                             MOVED.get(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(names))})"))
     values = {k: _coerce(v, hints[k], f"{prefix}{k}", where) for k, v in data.items()}
     return cls(**values)
 

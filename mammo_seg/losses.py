@@ -259,15 +259,33 @@ class WeightedBCE(PooledLoss):
     ℓ = −[w·y·log σ(x) + (1 − y)·log(1 − σ(x))] = w·y·softplus(−x) + (1 − y)·softplus(x).
 
     The original passed sigmoid probabilities as logits (a double sigmoid, weak gradients); this
-    takes the logits. ``pos_weight`` is a variable, so :class:`mammo_seg.training.callbacks.PosWeightDecay`
-    can lower it from a high start towards 1 over epochs, as the 2018 author did. With
-    ``pos_weight=1`` this is plain cross-entropy.
+    takes the logits. With ``pos_weight=1`` this is plain cross-entropy.
+
+    The lesion weight may decay over epochs, as the 2018 author's did ("began with a high weight …
+    and gradually decayed the weight", IOU Loss blog post: the high weight first drives recall up,
+    the decay then trades it back for precision). At epoch e (0-based)
+
+        w_e = max(pos_weight_min, pos_weight · pos_weight_decay^e),
+
+    and w_e = ``pos_weight`` throughout when ``pos_weight_decay`` is None. ``w`` is a variable, so
+    :class:`PosWeightDecay` (from :func:`loss_callbacks`) sets it at the start of every epoch.
     """
 
-    def __init__(self, pos_weight: float = 15.0, from_logits: bool = True, name="weighted_bce", **kwargs):
+    def __init__(self, pos_weight: float = 15.0, pos_weight_decay: float | None = None, pos_weight_min: float = 1.0,
+                 from_logits: bool = True, name="weighted_bce", **kwargs):
         super().__init__(from_logits=from_logits, name=name, **kwargs)
+        if pos_weight_decay is not None and not pos_weight_decay > 0:
+            raise ValueError(f"pos_weight_decay must be positive or null, got {pos_weight_decay!r}")
         self.initial_pos_weight = float(pos_weight)
+        self.pos_weight_decay = None if pos_weight_decay is None else float(pos_weight_decay)
+        self.pos_weight_min = float(pos_weight_min)
         self.pos_weight = keras.Variable(float(pos_weight), trainable=False, dtype="float32", name="pos_weight")
+
+    def pos_weight_at(self, epoch: int) -> float:
+        """w_e, the lesion weight of 0-based epoch ``epoch``."""
+        if self.pos_weight_decay is None:
+            return self.initial_pos_weight
+        return max(self.pos_weight_min, self.initial_pos_weight * self.pos_weight_decay ** epoch)
 
     def statistics(self, y_true, y_pred):
         y = ops.cast(y_true, "float32")
@@ -278,7 +296,8 @@ class WeightedBCE(PooledLoss):
         return ops.divide_no_nan(stats[0], stats[1])
 
     def get_config(self):
-        return {**super().get_config(), "pos_weight": self.initial_pos_weight}
+        return {**super().get_config(), "pos_weight": self.initial_pos_weight,
+                "pos_weight_decay": self.pos_weight_decay, "pos_weight_min": self.pos_weight_min}
 
 
 @register
@@ -628,3 +647,36 @@ def get_loss(spec) -> PooledLoss:
         return cls(**params)
     except (TypeError, ValueError) as e:
         raise MammoError("loss", f"bad parameters for {cls.__name__}: {e}") from None
+
+
+# ------------------------------------------------------------------------------- epoch schedules
+def weighted_bce_terms(loss):
+    """The :class:`WeightedBCE` terms of ``loss`` (itself, or inside a :class:`MixedLoss`)."""
+    if isinstance(loss, WeightedBCE):
+        yield loss
+    elif isinstance(loss, MixedLoss):
+        for child in loss.losses:
+            yield from weighted_bce_terms(child)
+
+
+class PosWeightDecay(keras.callbacks.Callback):
+    """Sets every decaying :class:`WeightedBCE` term of a loss to its epoch's lesion weight
+    (:meth:`WeightedBCE.pos_weight_at`) at the start of each epoch, and logs the first one's as ``pos_weight``."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.terms = [t for t in weighted_bce_terms(loss) if t.pos_weight_decay is not None]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for term in self.terms:
+            term.pos_weight.assign(term.pos_weight_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.terms and logs is not None:
+            logs["pos_weight"] = float(ops.convert_to_numpy(self.terms[0].pos_weight))
+
+
+def loss_callbacks(loss) -> list:
+    """The Keras callbacks that ``loss`` needs during training (its per-epoch schedules); run them first."""
+    decay = PosWeightDecay(loss)
+    return [decay] if decay.terms else []

@@ -1,7 +1,7 @@
 """``mammo study``: the same model trained under each loss, several seeds, equal step budget.
 
 A study config (``experiments/loss_study/``) holds a base experiment, the losses to compare (each
-a loss spec, optionally with ``train`` overrides such as a pos_weight decay) and the seeds. Every
+a loss spec, optionally with ``train`` overrides such as a learning rate) and the seeds. Every
 (loss, seed) run trains with the base config's step budget and is scored on the held-out test
 split with its best checkpoint (by validation lesion IoU) at threshold 0.5. Outputs in ``--out``:
 

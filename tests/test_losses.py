@@ -1,5 +1,7 @@
 """Losses: exact values on hand-computed cases, stability at ±30 logits, gradients, serialisation."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -128,21 +130,72 @@ def test_loss_specs_are_checked_by_key():
         L.resolve_loss({"name": "mixed", "losses": [{"name": "iou", "bogus": 1}]})
 
 
-def test_pos_weight_decays_per_epoch_towards_its_floor():
-    from mammo_seg.training.callbacks import PosWeightDecay
-
-    loss = L.MixedLoss([L.SoftIoULoss(), L.WeightedBCE(pos_weight=15.0)], [0.5, 0.5])
-    callback = PosWeightDecay(loss, decay=0.5, minimum=2.0)
-    bce = loss.losses[1]
-    seen = []
-    for epoch in range(5):
-        callback.on_epoch_begin(epoch)
+def _epoch_weights(loss, epochs):
+    """The ``pos_weight`` that the loss's own callbacks log for each epoch."""
+    callbacks, seen = L.loss_callbacks(loss), []
+    for epoch in range(epochs):
         logs = {}
-        callback.on_epoch_end(epoch, logs)
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
         seen.append(logs["pos_weight"])
-    assert seen == [15.0, 7.5, 3.75, 2.0, 2.0]
-    y = np.array([1, 0], "float32").reshape(1, 1, 2, 1)
-    assert value(bce, y, np.zeros_like(y)) == pytest.approx((2.0 + 1.0) * np.log(2) / 2, rel=1e-6)
+    return seen
+
+
+def test_pos_weight_decays_per_epoch_towards_its_floor():
+    loss = L.MixedLoss([L.SoftIoULoss(), {"name": "weighted_bce", "pos_weight": 15, "pos_weight_decay": 0.5,
+                                          "pos_weight_min": 2}], [0.5, 0.5])
+    assert _epoch_weights(loss, 5) == [15.0, 7.5, 3.75, 2.0, 2.0]
+    y = np.array([1, 0], "float32").reshape(1, 1, 2, 1)  # the last epoch's weight is the one the loss uses
+    assert value(loss.losses[1], y, np.zeros_like(y)) == pytest.approx((2.0 + 1.0) * np.log(2) / 2, rel=1e-6)
+
+
+def test_the_recipe_decay_moved_into_the_loss_gives_the_same_weights_as_before():
+    """experiments/loss_study/cpu.yaml's weighted CE: 15, × 0.7 per epoch, floor 1 (formerly ``train:`` keys)."""
+    from mammo_seg.study import load_study
+
+    study = load_study(os.path.join(os.path.dirname(__file__), "..", "experiments", "loss_study", "cpu.yaml"))
+    config = next(c for name, _, c in study.runs("cpu.yaml") if name == "weighted_ce")
+    weights = _epoch_weights(L.get_loss(config.loss), 10)
+    # the former train.pos_weight_decay callback: max(minimum, start × decay**epoch) in the float32 variable, exactly
+    assert weights == [float(np.float32(max(1.0, 15.0 * 0.7 ** e))) for e in range(10)]
+    assert weights == pytest.approx([15, 10.5, 7.35, 5.145, 3.6015, 2.52105, 1.764735, 1.2353145, 1, 1])
+
+
+def test_a_constant_pos_weight_needs_no_callback_and_the_decay_survives_serialisation():
+    assert L.loss_callbacks(L.WeightedBCE(pos_weight=15)) == [] and L.loss_callbacks(L.SoftIoULoss()) == []
+    loss = L.WeightedBCE(pos_weight=9, pos_weight_decay=0.8, pos_weight_min=3)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert (again.initial_pos_weight, again.pos_weight_decay, again.pos_weight_min) == (9.0, 0.8, 3.0)
+    assert [again.pos_weight_at(e) for e in range(4)] == pytest.approx([9, 7.2, 5.76, 4.608])
+    with pytest.raises(MammoError, match="pos_weight_decay must be positive"):
+        L.get_loss({"name": "weighted_bce", "pos_weight_decay": 0})
+
+
+def test_the_old_train_key_says_where_the_decay_moved(tmp_path):
+    from mammo_seg.config import load_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text("data: {dir: x}\nloss: {name: weighted_bce, pos_weight: 15}\ntrain: {pos_weight_decay: 0.7}\n")
+    with pytest.raises(MammoError) as info:
+        load_config(str(path))
+    assert str(info.value) == (f"{path}: train.pos_weight_decay: moved to loss.pos_weight_decay, a parameter of "
+                               f"the weighted_bce loss")
+
+
+def test_the_loss_schedule_runs_first_in_a_training_stage(tmp_path):
+    from mammo_seg.config import ExperimentConfig
+    from mammo_seg.run_dir import RunDir
+    from mammo_seg.training.run import build_callbacks
+
+    decaying = L.WeightedBCE(pos_weight=4, pos_weight_decay=0.5)
+    callbacks = build_callbacks(ExperimentConfig(), RunDir(str(tmp_path)), decaying, keras.callbacks.Callback(),
+                                keras.callbacks.Callback(), chief=False, initial_epoch=0)
+    assert isinstance(callbacks[0], L.PosWeightDecay) and callbacks[0].terms == [decaying]
+    plain = build_callbacks(ExperimentConfig(), RunDir(str(tmp_path)), L.WeightedBCE(pos_weight=4),
+                            keras.callbacks.Callback(), keras.callbacks.Callback(), chief=False, initial_epoch=0)
+    assert not any(isinstance(c, L.PosWeightDecay) for c in plain)
 
 
 def test_original_learning_rate_schedule():

@@ -19,7 +19,7 @@ experiment:
   train: {epochs: 2, steps_per_epoch: 2, batch_size: 4, lr: 0.002, schedule: constant, validation_steps: 2}
 losses:
   iou: {loss: {name: iou}}
-  weighted_ce: {loss: {name: weighted_bce, pos_weight: 10}, train: {pos_weight_decay: 0.5}}
+  weighted_ce: {loss: {name: weighted_bce, pos_weight: 10, pos_weight_decay: 0.5}}
   lovasz_batch: {loss: {name: lovasz_hinge, per_image: false}}
 """
 
@@ -49,7 +49,7 @@ def test_study_runs_every_loss_and_seed_and_reruns_for_free(tmp_path):
 
 def test_study_config_is_checked(tmp_path):
     config = tmp_path / "study.yaml"
-    config.write_text(STUDY.replace("pos_weight: 10}", "pos_weigth: 10}"))
+    config.write_text(STUDY.replace("pos_weight: 10,", "pos_weigth: 10,"))
     with pytest.raises(MammoError, match="loss.pos_weigth"):
         load_study(str(config))
     config.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0, 1]\ncolour: red"))

@@ -1,4 +1,5 @@
-"""Keras callbacks of a training run: backup/restore, checkpoints, pos_weight decay, log, plot.
+"""Keras callbacks of a training run: backup/restore, checkpoints, log, plot (a loss's own schedules:
+:func:`mammo_seg.losses.loss_callbacks`).
 
 Files are replaced atomically (:mod:`mammo_seg.atomic`), so a run killed at any moment leaves every
 file either in its old or its new state.
@@ -16,7 +17,6 @@ import keras
 import numpy as np
 
 from mammo_seg import atomic
-from mammo_seg.losses import MixedLoss, WeightedBCE
 from mammo_seg.run_dir import RunDir
 
 log = logging.getLogger("mammo_seg.train")
@@ -109,37 +109,6 @@ class ModelSaver(keras.callbacks.Callback):
         if improved:
             self._save(self.run.best_model)
             log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, RunDir.BEST_MODEL)
-
-
-def weighted_bce_terms(loss):
-    if isinstance(loss, WeightedBCE):
-        yield loss
-    elif isinstance(loss, MixedLoss):
-        for child in loss.losses:
-            yield from weighted_bce_terms(child)
-
-
-class PosWeightDecay(keras.callbacks.Callback):
-    """Weighted cross-entropy's lesion weight: ``start × decay**epoch``, never below ``minimum``.
-
-    The 2018 author "began with a high weight … and gradually decayed the weight" (IOU Loss blog post):
-    the high weight first drives recall up, the decay then trades it back for precision.
-    """
-
-    def __init__(self, loss, decay: float, minimum: float = 1.0):
-        super().__init__()
-        self.terms, self.decay, self.minimum = list(weighted_bce_terms(loss)), decay, minimum
-
-    def weight(self, term, epoch: int) -> float:
-        return max(self.minimum, term.initial_pos_weight * self.decay ** epoch)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        for term in self.terms:
-            term.pos_weight.assign(self.weight(term, epoch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.terms and logs is not None:
-            logs["pos_weight"] = float(keras.ops.convert_to_numpy(self.terms[0].pos_weight))
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -114,16 +114,15 @@ def build_model(config: ExperimentConfig, resolution: dict, init_from: str | Non
 
 
 def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, chief: bool, initial_epoch: int):
-    """Logging, history, TensorBoard, best/last checkpoints, the progress plot, the backup (last: it commits the
-    epoch), and the positive-weight decay of a weighted loss."""
+    """The loss's own schedules (first: they set the epoch's loss before it runs), logging, history, TensorBoard,
+    best/last checkpoints, the progress plot, the backup (last: it commits the epoch)."""
     import keras
 
-    from mammo_seg.training.callbacks import EpochLog, PosWeightDecay, ProgressPlot
+    from mammo_seg.losses import loss_callbacks
+    from mammo_seg.training.callbacks import EpochLog, ProgressPlot
 
     train = config.train
-    callbacks = [EpochLog(train.epochs)]
-    if train.pos_weight_decay:
-        callbacks.insert(0, PosWeightDecay(loss, train.pos_weight_decay, train.pos_weight_min))
+    callbacks = loss_callbacks(loss) + [EpochLog(train.epochs)]
     if chief:
         callbacks += [keras.callbacks.CSVLogger(run.history, append=initial_epoch > 0),
                       keras.callbacks.TensorBoard(run.tensorboard, write_graph=False)]
