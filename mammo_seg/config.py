@@ -23,7 +23,8 @@ SCHEDULES = ("original", "constant")
 PRECISIONS = (False, True, "float16", "bfloat16")
 #: Keys that left the experiment config, and where they went (an error that says so, not "unknown key").
 MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter of the weighted_bce loss",
-         "train.pos_weight_min": "moved to loss.pos_weight_min, a parameter of the weighted_bce loss"}
+         "train.pos_weight_min": "moved to loss.pos_weight_min, a parameter of the weighted_bce loss",
+         "train.cpu_devices": "moved out of the config: the MAMMO_CPU_DEVICES environment variable (tests only)"}
 
 
 @dataclass
@@ -96,7 +97,6 @@ class TrainSection:
     lr_decay_epochs: int = 15
     strategy: str = "auto"
     mixed_precision: bool | str = False  # True or "float16" (loss scaling), "bfloat16"
-    cpu_devices: int = 1  # >1 splits the CPU into logical devices (tests of distributed code)
     freeze: list = field(default_factory=list)  # layer-name prefixes kept frozen, e.g. ["conv", "pool"]
     init_from: str | None = None  # weights (by layer name) from a .keras file or a run directory
     checkpoint_metric: str = "val_lesion_iou"  # best.keras: highest value of this log
@@ -149,7 +149,6 @@ class ExperimentConfig:
              f"must be one of {', '.join(checkpoint_metrics())}, got {self.train.checkpoint_metric!r}"),
             (self.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1"),
             (self.data.crop is None or self.data.crop >= 16, "data.crop", "must be at least 16, or null"),
-            (self.train.cpu_devices >= 1, "train.cpu_devices", "must be at least 1"),
             (self.model.width > 0, "model.width", "must be positive"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
             (0 <= self.model.bn_momentum < 1, "model.bn_momentum", "must be in [0, 1)"),

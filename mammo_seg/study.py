@@ -126,7 +126,7 @@ def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
         print(f"building the phantom benchmark in {base.data.dir}")
         _build_benchmark(study.benchmark, os.path.join(os.path.dirname(os.path.abspath(base.data.dir)), "raw"),
                          base.data.dir)
-    strategy = make_strategy(base.train.strategy, base.train.cpu_devices)
+    strategy = make_strategy(base.train.strategy)
     results = []
     for k, (name, seed, config) in enumerate(runs, start=1):
         run = RunDir(os.path.join(out, "runs", name, f"seed{seed}"))

@@ -6,9 +6,11 @@
                                                     loss Keras's fit() uses; same start, same data
     python distributed_check.py single OUT.json     one device
     python distributed_check.py worker OUT.json     MultiWorkerMirroredStrategy from TF_CONFIG
-    python distributed_check.py overflow OUT.json   mixed_float16 with a LossScaleOptimizer on two
-                                                    logical CPUs: a float16 overflow on replica 1 only,
-                                                    then a clean step
+    MAMMO_CPU_DEVICES=2 python distributed_check.py overflow OUT.json
+                                                    mixed_float16 with a LossScaleOptimizer on two
+                                                    logical CPUs (made by make_strategy from the
+                                                    environment, as for mammo train): a float16
+                                                    overflow on replica 1 only, then a clean step
 
 Each for two losses: the batch-pooled soft IoU (sums over replicas) and the batch-level Lovász
 hinge (every pixel of the global batch sorted at once: statistics concatenated over replicas).
@@ -145,10 +147,10 @@ def overflow(strategy):
 def main(mode, out):
     import tensorflow as tf
 
+    from mammo_seg.training.strategy import make_strategy, split_cpu
+
     if mode == "overflow":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        mirrored = make_strategy("mirrored")  # over the logical CPUs that MAMMO_CPU_DEVICES asks for, as mammo train
         result = {"replicas": mirrored.num_replicas_in_sync, **overflow(mirrored)}
     elif mode == "worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TF op
@@ -159,8 +161,7 @@ def main(mode, out):
         result = {name: {"single": run(default, name), "reversed": run(default, name, reverse=True)}
                   for name in LOSSES}
     else:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        split_cpu(2)
         default = tf.distribute.get_strategy()
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         result = {name: {"single": run(default, name), "reversed": run(default, name, reverse=True),

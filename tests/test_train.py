@@ -146,7 +146,7 @@ def test_mirrored_strategy_equals_one_device_on_the_global_batch(tmp_path):
 
 
 def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica(tmp_path):
-    result = _check("overflow", str(tmp_path / "o.json"))
+    result = _check("overflow", str(tmp_path / "o.json"), env=dict(os.environ, MAMMO_CPU_DEVICES="2"))
     assert result["replicas"] == 2
     before, overflow, clean = result["before"], result["overflow"], result["clean"]
     assert before == {"kernel": [1.0], "bias": [0.0], "scale": 2.0 ** 15}
@@ -155,6 +155,23 @@ def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica(tmp_pat
     # the next, clean step applies on both, at the lowered scale
     assert np.isfinite(clean["kernel"] + clean["bias"]).all() and clean["kernel"] != [1.0]
     assert clean["scale"] == 2.0 ** 14
+
+
+def test_logical_cpus_come_from_the_environment_not_the_config(tmp_path, monkeypatch):
+    from mammo_seg.config import load_config
+    from mammo_seg.errors import MammoError
+    from mammo_seg.training.strategy import cpu_devices_from_env
+
+    monkeypatch.delenv("MAMMO_CPU_DEVICES", raising=False)
+    assert cpu_devices_from_env() == 1
+    monkeypatch.setenv("MAMMO_CPU_DEVICES", "3")
+    assert cpu_devices_from_env() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("MAMMO_CPU_DEVICES", bad)
+        with pytest.raises(MammoError, match=f"MAMMO_CPU_DEVICES: must be a positive integer, got '{bad}'"):
+            cpu_devices_from_env()
+    with pytest.raises(MammoError, match="train.cpu_devices: moved out of the config: the MAMMO_CPU_DEVICES"):
+        load_config(TINY, ["train.cpu_devices=2"])
 
 
 def _free_port():

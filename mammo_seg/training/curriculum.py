@@ -21,7 +21,7 @@ from mammo_seg.training.strategy import is_chief, make_strategy
 def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True) -> list[StageResult]:
     """Train every stage in turn under one strategy (created first, before any TensorFlow op)."""
     stages = stage_configs(config)
-    strategy = make_strategy(stages[0][1].train.strategy, stages[0][1].train.cpu_devices)
+    strategy = make_strategy(stages[0][1].train.strategy)
     results, previous = [], None
     for folder, stage in stages:
         run = RunDir(root).stage(folder)

@@ -132,7 +132,7 @@ def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, 
 def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, strategy=None,
                 progress: bool = True, init_from: str | None = None) -> StageResult:
     """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``."""
-    strategy = strategy or make_strategy(config.train.strategy, config.train.cpu_devices)  # before any TF op
+    strategy = strategy or make_strategy(config.train.strategy)  # before any TF op
     import keras
 
     from mammo_seg.data.pipeline import count_records

@@ -1,6 +1,10 @@
 """``train.strategy`` → a ``tf.distribute`` strategy. Create it before any other TensorFlow op:
 MultiWorkerMirroredStrategy refuses to start once TensorFlow has run anything ("Collective ops
-must be configured at program startup")."""
+must be configured at program startup").
+
+Tests of distributed code without GPUs split the CPU into logical devices: ``make_strategy(...,
+cpu_devices=2)``, or the ``MAMMO_CPU_DEVICES`` environment variable for a whole ``mammo train`` process.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,39 @@ import os
 
 from mammo_seg.errors import MammoError
 
+CPU_DEVICES_ENV = "MAMMO_CPU_DEVICES"
 
-def make_strategy(name: str = "auto", cpu_devices: int = 1):
+
+def split_cpu(devices: int) -> None:
+    """Split the CPU into ``devices`` logical devices (before any TensorFlow op; once devices are initialised in
+    this process, what is there is kept)."""
+    import tensorflow as tf
+
+    if devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError:  # devices already initialised in this process: keep what is there
+        pass
+
+
+def cpu_devices_from_env() -> int:
+    """``MAMMO_CPU_DEVICES`` (default 1): a positive integer, else a one-line error."""
+    text = os.environ.get(CPU_DEVICES_ENV, "1")
+    try:
+        devices = int(text)
+    except ValueError:
+        devices = 0
+    if devices < 1:
+        raise MammoError(CPU_DEVICES_ENV, f"must be a positive integer, got {text!r}")
+    return devices
+
+
+def make_strategy(name: str = "auto", cpu_devices: int | None = None):
     """``auto``: MirroredStrategy over all GPUs when there are several, else the default strategy;
-    ``default``; ``mirrored`` (all GPUs, or the logical CPUs made by ``cpu_devices``);
-    ``multi_worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``); ``tpu``."""
+    ``default``; ``mirrored`` (all GPUs, or the logical CPUs made by ``cpu_devices``, default
+    ``MAMMO_CPU_DEVICES`` or 1); ``multi_worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``); ``tpu``."""
     import tensorflow as tf
 
     if name == "multi_worker":
@@ -26,12 +58,7 @@ def make_strategy(name: str = "auto", cpu_devices: int = 1):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    if cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
-        except RuntimeError:  # devices already initialised in this process: keep what is there
-            pass
+    split_cpu(cpu_devices_from_env() if cpu_devices is None else cpu_devices)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "default" or (name == "auto" and len(gpus) < 2):
         return tf.distribute.get_strategy()
