@@ -7,7 +7,8 @@ Info.txt quirks handled (all present in the real file, ``tests/data/mias_info.tx
 * rows without coordinates: ``*NOTE 3*`` calcifications "widely distributed" and mdb059. Such an
   image is reported and skipped: its lesion cannot be located, so neither positive nor negative
   tiles can be trusted;
-* y is measured from the **bottom-left** corner: row = H - 1 - y;
+* y is measured from the **bottom-left** corner: converted here to the top-left row H - 1 - y that
+  :class:`~mammo_seg.data.cases.Case` circles take;
 * the prose header of the original file (title, credits, column legend, notes: about 100 lines before
   the table) or the one-line header of the Kaggle copy (``REFNUM BG CLASS SEVERITY X Y RADIUS``): a
   line is a table row when its first word starts with ``mdb``; other lines are text and are skipped.
@@ -99,16 +100,21 @@ def _parse_tokens(number: int, tokens: list[str]) -> InfoRow:
     return InfoRow(number, ref, bg, cls, severity, x, y, radius)
 
 
-def _outside(path: str, rows: list[InfoRow]) -> str | None:
-    """Why a row's circle does not fit its image (centre outside it, or a radius over half its larger
-    side: such a disc labels most of the scan), or None. An unreadable image is left to prep to report."""
+def _image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from the image header, or None for an unreadable image (left to prep to report)."""
     try:
         if not os.path.isfile(path):  # never open a FIFO
             return None
         with Image.open(path) as im:
-            width, height = im.size
+            return im.size
     except Exception:  # noqa: BLE001 - read and reported per case by prep
         return None
+
+
+def _outside(size: tuple[int, int], rows: list[InfoRow]) -> str | None:
+    """Why a row's circle does not fit an image of ``size`` (centre outside it, or a radius over half its
+    larger side: such a disc labels most of the scan), or None."""
+    width, height = size
     for r in rows:
         if r.x >= width or r.y >= height:
             return (f"line {r.line_number}: centre x={r.x}, y={r.y} is outside the {width}x{height} image; "
@@ -117,6 +123,12 @@ def _outside(path: str, rows: list[InfoRow]) -> str | None:
             return (f"line {r.line_number}: radius {r.radius} exceeds half the {width}x{height} image; "
                     f"image skipped")
     return None
+
+
+def top_left_circle(row: InfoRow, height: int) -> tuple[int, int, int]:
+    """(x, y, radius) of a row's circle with y from the top row, as :class:`Case` takes it: MIAS measures y from
+    the bottom-left corner, so pixel row = H - 1 - y."""
+    return row.x, height - 1 - row.y, row.radius
 
 
 def find_info(raw: str) -> str | None:
@@ -160,12 +172,13 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
             problems.append(Problem(info, f"line {lines}: {ref} {missing[0].cls} has no coordinates; "
                                           f"image skipped (its lesion cannot be located)", ref))
             continue
-        outside = _outside(path, abnormal)
+        size = _image_size(path)  # None: unreadable; prep reports it when reading, so no circle is placed
+        outside = _outside(size, abnormal) if size else None
         if outside:
             problems.append(Problem(info, outside, ref))
             continue
-        abnormalities = tuple(Abnormality(CLASS_KIND[r.cls], circle=(r.x, r.y, r.radius), label=r.cls)
-                              for r in abnormal)
+        abnormalities = tuple(Abnormality(CLASS_KIND[r.cls], circle=top_left_circle(r, size[1]) if size else None,
+                                          label=r.cls) for r in abnormal)
         n = int(ref[3:])
         cases.append(Case(scan_id=ref, patient_id=f"mias_{(n + 1) // 2:03d}", source=SOURCE, scan_path=path,
                           abnormalities=abnormalities))

@@ -56,8 +56,24 @@ def test_mias_phantoms_become_cases(mias_raw):
     with_lesion = next(c for c in cases if c.abnormalities)
     scan, mask, rois = load_case(with_lesion)
     assert scan.pixels.shape == (1024, 1024) and mask.any() and len(rois) == len(with_lesion.abnormalities)
-    x, y, r = with_lesion.abnormalities[0].circle
-    assert mask[1023 - y, x]  # the disc is centred at (row = 1023 - y, col = x)
+    row = next(r for r in rows if r.ref == with_lesion.scan_id)
+    # Info.txt's y is from the bottom: the case holds the top-left row 1023 - y, where the disc is centred
+    assert with_lesion.abnormalities[0].circle == (row.x, 1023 - row.y, row.radius)
+    assert mask[1023 - row.y, row.x]
+
+
+def test_mias_circle_from_the_bottom_left_lands_on_the_top_left_pixels(tmp_path):
+    """A 10-wide, 8-high PGM and the row ``x=2, y=1, radius=1`` (y from the bottom-left corner):
+    centre row 8 - 1 - 1 = 6, column 2; the disc of radius 1 is that pixel and its four neighbours."""
+    from mammo_seg.io.image import write_pgm
+
+    write_pgm(tmp_path / "mdb001.pgm", np.arange(80, dtype=np.uint8).reshape(8, 10))
+    (tmp_path / "Info.txt").write_text("mdb001 G CIRC B 2 1 1\n")
+    cases, problems, _ = mias.collect_cases(str(tmp_path), progress=False)
+    assert problems == [] and cases[0].abnormalities[0].circle == (2, 6, 1)
+    _, mask, rois = load_case(cases[0])
+    assert sorted(zip(*np.nonzero(mask))) == [(5, 2), (6, 1), (6, 2), (6, 3), (7, 2)]
+    assert rois == [(5, 1, 8, 4)]
 
 
 def test_mias_circles_outside_the_image_are_refused(mias_raw, tmp_path):

@@ -85,8 +85,8 @@ def test_mask_resize_keeps_lesion_area(factor):
         assert eroded < out.sum() * 0.97
 
 
-def test_circle_mask_uses_bottom_left_origin():
-    m = circle_mask((8, 8), x=2, y_from_bottom=1, radius=1)
+def test_circle_mask_uses_the_top_left_origin():
+    m = circle_mask((8, 8), x=2, y=6, radius=1)
     assert sorted(zip(*np.nonzero(m))) == [(5, 2), (6, 1), (6, 2), (6, 3), (7, 2)]
     assert bounding_box(m) == (5, 1, 8, 4)
 

@@ -22,7 +22,7 @@ class Abnormality:
 
     kind: str  # "mass", "calcification", "architectural_distortion", "asymmetry"
     mask_path: str | None = None
-    circle: tuple[float, float, float] | None = None  # (x, y from the bottom, radius) in pixels
+    circle: tuple[float, float, float] | None = None  # (x = column, y = row, radius) in pixels, origin top-left
     label: str = ""  # the dataset's own class (MIAS CIRC/SPIC/MISC/CALC/ARCH/ASYM); "" where it is ``kind``
 
     @property
@@ -58,14 +58,14 @@ class Problem:
         return printable(f"{where}: {self.reason}")
 
 
-def circle_mask(shape: tuple[int, int], x: float, y_from_bottom: float, radius: float) -> np.ndarray:
-    """A filled disc for a MIAS-style annotation whose y axis starts at the bottom row.
+def circle_mask(shape: tuple[int, int], x: float, y: float, radius: float) -> np.ndarray:
+    """A filled disc centred on pixel (row = y, col = x), 0-based from the top-left corner.
 
-    Pixel (row, col) is inside when its centre lies within ``radius`` of
-    (row = H - 1 - y, col = x), 0-based.
+    Pixel (row, col) is inside when its centre lies within ``radius`` of the centre. (A dataset with
+    another origin converts in its converter: ``data_prep.mias`` flips MIAS's bottom-left y.)
     """
     mask = np.zeros(shape, dtype=bool)
-    rr, cc = disk((shape[0] - 1 - y_from_bottom, x), radius + 1e-9, shape=shape)
+    rr, cc = disk((y, x), radius + 1e-9, shape=shape)
     mask[rr, cc] = True
     return mask
 
@@ -104,6 +104,8 @@ def lesion_masks(case: Case, shape: tuple[int, int]) -> list[np.ndarray]:
                 raise MammoError(abn.mask_path, f"mask size {mask.shape[0]}x{mask.shape[1]} does not match "
                                                 f"image {shape[0]}x{shape[1]} ({case.scan_id})")
             where = abn.mask_path
+        elif abn.circle is None:
+            raise MammoError(case.scan_path, f"{abn.kind} of {case.scan_id} has neither a mask file nor a circle")
         else:
             x, y, radius = abn.circle
             if not (0 <= x < shape[1] and 0 <= y < shape[0] and 0 < radius <= max(shape) / 2):
