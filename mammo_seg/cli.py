@@ -207,11 +207,12 @@ def cmd_evaluate(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- study
 def cmd_study(args) -> int:
+    from data_prep.benchmark import build_phantom_benchmark
     from mammo_seg.study import load_study, run_study
 
     study = load_study(args.config, args.set)
     out = args.out or os.path.join("runs", study.name)
-    rows = run_study(study, out, progress=not args.quiet)
+    rows = run_study(study, out, progress=not args.quiet, build_benchmark=build_phantom_benchmark)
     best = max(rows, key=lambda r: r["lesion_iou_mean"])
     print(f"{len(rows)} losses x {len(study.seeds)} seeds: {os.path.join(out, 'results.md')}, results.csv, "
           f"precision_recall.png, val_iou.png; best test lesion IoU: {best['loss']} {best['lesion_iou_mean']:.3f}")

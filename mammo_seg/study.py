@@ -10,7 +10,8 @@ mean ± sd over seeds), ``precision_recall.png`` (validation precision and recal
 loss), ``val_iou.png`` (validation lesion IoU per epoch), and ``runs/<loss>/seed<k>/`` (each a run
 directory). Rerunning skips finished runs, so an interrupted study continues where it stopped.
 When ``data.dir`` holds no prep output, the phantom benchmark described by ``benchmark`` is built
-there first (synth + prep), so one command runs the whole study.
+there first (synth + prep, by the builder the caller passes: ``mammo study`` passes
+``data_prep.benchmark.build_phantom_benchmark``), so one command runs the whole study.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,19 +85,6 @@ def load_study(path: str, overrides=()) -> StudyConfig:
     return study
 
 
-def _build_benchmark(bench: BenchmarkSection, raw: str, data: str) -> None:
-    from data_prep.prepare import prepare
-    from mammo_seg.data.resolution import Resolution
-    from mammo_seg.data.tiling import TilingConfig
-    from mammo_seg.synthetic.cbis_ddsm import write_cbis_ddsm
-
-    if not os.path.isdir(raw):
-        write_cbis_ddsm(raw, bench.patients, seed=bench.seed, scale=bench.synth_scale)
-    prepare("cbis-ddsm", raw, data, tiles=tuple(bench.tiles), workers=bench.workers, seed=bench.seed,
-            resolution=Resolution(scale=bench.scale),
-            tiling=TilingConfig(roi_crops=bench.roi_crops, random_crops=bench.random_crops))
-
-
 def test_metrics(run_dir: str, data_dir: str, split: str, batch_size: int) -> dict:
     """The run's best checkpoint on a split: the standard metrics at threshold 0.5."""
     import keras
@@ -112,7 +101,10 @@ def test_metrics(run_dir: str, data_dir: str, split: str, batch_size: int) -> di
     return {m.name: float(m.result()) for m in metrics}
 
 
-def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
+def run_study(study: StudyConfig, out: str, progress: bool = True,
+              build_benchmark: Callable[[BenchmarkSection, str, str], None] | None = None) -> dict:
+    """Train and score every (loss, seed) run into ``out``. ``build_benchmark(benchmark, raw, data)`` builds the
+    phantom benchmark when ``data.dir`` holds no prep output (the library does not prepare datasets itself)."""
     from mammo_seg.training.callbacks import read_history
     from mammo_seg.training.run import train_stage
     from mammo_seg.training.strategy import make_strategy
@@ -123,9 +115,11 @@ def run_study(study: StudyConfig, out: str, progress: bool = True) -> dict:
     if not is_output_folder(data_dir):
         if study.benchmark is None:
             raise MammoError(data_dir, "no prep output here and no benchmark section to build one")
+        if build_benchmark is None:
+            raise MammoError(data_dir, "no prep output here, and no benchmark builder was given to build one")
         print(f"building the phantom benchmark in {base.data.dir}")
-        _build_benchmark(study.benchmark, os.path.join(os.path.dirname(os.path.abspath(base.data.dir)), "raw"),
-                         base.data.dir)
+        build_benchmark(study.benchmark, os.path.join(os.path.dirname(os.path.abspath(base.data.dir)), "raw"),
+                        base.data.dir)
     strategy = make_strategy(base.train.strategy)
     results = []
     for k, (name, seed, config) in enumerate(runs, start=1):

@@ -7,7 +7,7 @@ import pytest
 
 from mammo_seg.cli import main
 from mammo_seg.errors import MammoError
-from mammo_seg.study import load_study
+from mammo_seg.study import load_study, run_study
 
 STUDY = """
 name: tiny_study
@@ -59,6 +59,15 @@ def test_study_config_is_checked(tmp_path):
     with pytest.raises(MammoError) as info:
         load_study(str(config))
     assert str(info.value).startswith(f"{config}: not valid YAML") and "\n" not in str(info.value)
+
+
+def test_the_library_study_builds_no_data_itself(tmp_path):
+    """Without a prep output, ``run_study`` needs the builder its caller (``mammo study``) passes."""
+    config = tmp_path / "study.yaml"
+    config.write_text(STUDY)
+    with pytest.raises(MammoError, match="no prep output here, and no benchmark builder was given"):
+        run_study(load_study(str(config)), str(tmp_path / "out"), progress=False)
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_checked_in_studies_load():
