@@ -79,6 +79,33 @@ def test_breast_region_drops_labels_and_background():
     assert region[100, 50] and region[65, 25] and not region[10, 130] and not region[190, 140]
 
 
+def test_fill_holes_is_scipys_binary_fill_holes():
+    from scipy import ndimage
+
+    from mammo_seg.inference.postprocess import fill_holes
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        region = rng.random(tuple(rng.integers(1, 40, 2))) < rng.random()
+        np.testing.assert_array_equal(fill_holes(region), ndimage.binary_fill_holes(region))
+    ring = np.zeros((7, 7), bool)
+    ring[1:6, 1:6], ring[2:5, 2:5] = True, False
+    np.testing.assert_array_equal(fill_holes(ring), np.pad(np.ones((5, 5), bool), 1))
+
+
+def test_mask_and_probability_files_decode_to_the_arrays_written(tmp_path):
+    from mammo_seg.inference.writers import write_mask_png, write_probabilities
+
+    rng = np.random.default_rng(6)
+    prob = rng.random((37, 23)).astype(np.float16).astype(np.float32)
+    write_mask_png(str(tmp_path / "m.png"), prob >= 0.5)
+    write_probabilities(str(tmp_path / "p.npz"), prob, 0.5, 0.25)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")), (prob >= 0.5) * 255)
+    with np.load(tmp_path / "p.npz") as stored:
+        assert stored["probability"].dtype == np.float16 and float(stored["resampling_factor"]) == 0.25
+        np.testing.assert_array_equal(stored["probability"].astype(np.float32), prob)
+
+
 def test_file_ids_drop_uids():
     root = "/data"
     path = "/data/Mass-Test_P_00001_LEFT_CC/1.3.6.1.4.1.9590.100.1.2.111/1.3.6.1.4.1.9590.100.1.2.222/000000.dcm"
