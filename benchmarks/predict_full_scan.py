@@ -26,24 +26,32 @@ sys.path.insert(0, ROOT)
 HEIGHT, WIDTH, SPACING_MM = 5000, 3000, 0.05
 
 
-def make_inputs(folder: str, width: float) -> tuple[str, str]:
-    """A CBIS-size phantom DICOM and a width-``width`` model (random weights: only time is measured)."""
-    import keras
+def write_phantom(path: str, seed: int = 0) -> str:
+    """A CBIS-size phantom mammogram (16-bit DICOM, 50 µm) with one spiculated mass, at ``path``."""
     import numpy as np
 
-    from mammo_seg.data.resolution import Resolution
-    from mammo_seg.models.fcn import MammoFCN
     from mammo_seg.synthetic import phantom as ph
     from mammo_seg.synthetic.dicom import image_dataset, make_uid, save
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     breast = ph.make_breast((HEIGHT, WIDTH), "MLO", True, SPACING_MM, 3, rng)
     ph.add_mass(breast, "spiculated", 20, 0.1, SPACING_MM, rng)
     ph.add_noise_and_label(breast, SPACING_MM, rng, label=True)
     pixels = np.round(breast.image * 32000).astype(np.uint16)
-    scan = os.path.join(folder, "scan.dcm")
-    save(image_dataset(pixels, patient_id="BENCH", study_uid=make_uid("b", 1), series_uid=make_uid("b", 2),
-                       sop_uid=make_uid("b", 3), laterality="L", view="MLO", spacing_mm=SPACING_MM), scan)
+    save(image_dataset(pixels, patient_id="BENCH", study_uid=make_uid("b", 3 * seed + 1),
+                       series_uid=make_uid("b", 3 * seed + 2), sop_uid=make_uid("b", 3 * seed + 3), laterality="L",
+                       view="MLO", spacing_mm=SPACING_MM), path)
+    return path
+
+
+def make_inputs(folder: str, width: float) -> tuple[str, str]:
+    """A CBIS-size phantom DICOM and a width-``width`` model (random weights: only time is measured)."""
+    import keras
+
+    from mammo_seg.data.resolution import Resolution
+    from mammo_seg.models.fcn import MammoFCN
+
+    scan = write_phantom(os.path.join(folder, "scan.dcm"))
     keras.utils.set_random_seed(0)
     model = os.path.join(folder, "model.keras")
     MammoFCN(width=width, resolution=Resolution().to_dict()).save(model)

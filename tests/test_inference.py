@@ -17,7 +17,8 @@ from mammo_seg.errors import MammoError
 from mammo_seg.evaluate import case_metrics, evaluate
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.inference.predict import PredictOptions, file_id, predict
-from mammo_seg.inference.sliding_window import Predictor, gaussian_weights, predict_probabilities, window_starts
+from mammo_seg.inference.sliding_window import (Predictor, activation_bytes, gaussian_weights, predict_probabilities,
+                                                window_starts)
 from mammo_seg.inference.writers import lesion_report
 from mammo_seg.models.fcn import MammoFCN
 
@@ -51,6 +52,24 @@ def test_windows_equal_one_pass_for_a_pointwise_model():
     windows = predict_probabilities(predictor, image, tile=48, overlap=0.25, batch_size=3)
     np.testing.assert_allclose(windows, one, atol=1e-6)
     np.testing.assert_allclose(one, 1 / (1 + np.exp(-(4 * image - 2))), atol=1e-6)
+    calls = []
+
+    class Counting(Predictor):
+        def __call__(self, batch):
+            calls.append(batch.shape)
+            return super().__call__(batch)
+
+    counting = Counting(predictor.model)
+    np.testing.assert_array_equal(predict_probabilities(counting, image), one)
+    assert calls == [(1, 150, 110, 1)]  # the memory of one pass is there
+    calls.clear()
+    two_windows = activation_bytes(predictor.model, 2 * 48 * 48)
+    limited = predict_probabilities(counting, image, tile=48, batch_size=4, memory_bytes=two_windows)
+    assert calls == [(2, 48, 48, 1)] * 6  # 4 x 3 windows, two at a time: the memory of two
+    np.testing.assert_array_equal(limited, windows)
+    calls.clear()
+    predict_probabilities(counting, image, memory_bytes=activation_bytes(predictor.model, image.size) - 1)
+    assert calls == [(1, 1024, 1024, 1)]  # one pass would not fit: a (padded) 1024-px window
 
 
 def test_lesion_report_exact_areas_and_image_call():
@@ -77,6 +96,33 @@ def test_breast_region_drops_labels_and_background():
     scan[5:20, 120:145] = 0.95  # film label
     region = breast_region(scan)
     assert region[100, 50] and region[65, 25] and not region[10, 130] and not region[190, 140]
+
+
+def test_fill_holes_is_scipys_binary_fill_holes():
+    from scipy import ndimage
+
+    from mammo_seg.inference.postprocess import fill_holes
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        region = rng.random(tuple(rng.integers(1, 40, 2))) < rng.random()
+        np.testing.assert_array_equal(fill_holes(region), ndimage.binary_fill_holes(region))
+    ring = np.zeros((7, 7), bool)
+    ring[1:6, 1:6], ring[2:5, 2:5] = True, False
+    np.testing.assert_array_equal(fill_holes(ring), np.pad(np.ones((5, 5), bool), 1))
+
+
+def test_mask_and_probability_files_decode_to_the_arrays_written(tmp_path):
+    from mammo_seg.inference.writers import write_mask_png, write_probabilities
+
+    rng = np.random.default_rng(6)
+    prob = rng.random((37, 23)).astype(np.float16).astype(np.float32)
+    write_mask_png(str(tmp_path / "m.png"), prob >= 0.5)
+    write_probabilities(str(tmp_path / "p.npz"), prob, 0.5, 0.25)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")), (prob >= 0.5) * 255)
+    with np.load(tmp_path / "p.npz") as stored:
+        assert stored["probability"].dtype == np.float16 and float(stored["resampling_factor"]) == 0.25
+        np.testing.assert_array_equal(stored["probability"].astype(np.float32), prob)
 
 
 def test_file_ids_drop_uids():

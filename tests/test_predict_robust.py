@@ -182,6 +182,23 @@ def test_two_runs_write_the_same_bytes(model_file, tmp_path):
     assert b"seconds" not in one["summary.json"] and b"timings" not in one["a.json"]
 
 
+def test_pipelined_run_writes_the_bytes_of_one_scan_at_a_time(model_file, tmp_path, capsys):
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "b.dcm", "d.dcm"))
+    deidentified(str(tmp_path / "in" / "anon.dcm"))  # header warnings: notes collected by another thread
+    (tmp_path / "in" / "c.dcm").write_bytes(b"DICM" * 10)  # fails in the reading thread
+    runs = {}
+    for mode in (False, True):
+        summary = predict(model_file, folder, str(tmp_path / str(mode)), progress=False, pipelined=mode)
+        runs[mode] = summary["scans"], output_bytes(tmp_path / str(mode)), capsys.readouterr().err
+    (seq_scans, seq_bytes, seq_err), (pipe_scans, pipe_bytes, pipe_err) = runs[False], runs[True]
+    assert [(s["id"], s["status"]) for s in pipe_scans] == [("a", "ok"), ("anon", "ok"), ("b", "ok"),
+                                                             ("c", "error"), ("d", "ok")]
+    assert pipe_scans[1]["warnings"] and pipe_scans == seq_scans
+    assert len(pipe_bytes) == 22 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
+    assert sorted(pipe_bytes) == sorted(seq_bytes)
+    assert pipe_err == seq_err and pipe_err.count("problem:") == 1
+
+
 KILLER = """
 import os, signal, sys
 from mammo_seg.inference import writers
@@ -209,13 +226,13 @@ def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path,
     journal = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
     assert [r["id"] for r in journal] == ["a", "b"] and not os.path.exists(os.path.join(out, "summary.json"))
     predicted = []
-    real = predict_module.predict_file
+    real = predict_module.read_checked
 
-    def predict_file(loaded, predictor, path, *args):
+    def read_checked(path, force):
         predicted.append(os.path.basename(path))
-        return real(loaded, predictor, path, *args)
+        return real(path, force)
 
-    monkeypatch.setattr(predict_module, "predict_file", predict_file)
+    monkeypatch.setattr(predict_module, "read_checked", read_checked)
     summary = predict(model_file, folder, out, progress=False, resume=True)
     assert predicted == ["c.dcm", "d.dcm", "e.dcm"] and summary["counts"]["ok"] == 5
     predict(model_file, folder, str(tmp_path / "whole"), progress=False)

@@ -24,4 +24,17 @@ def breast_region(pixels: np.ndarray, level: float = BREAST_LEVEL) -> np.ndarray
         return np.ones(pixels.shape, bool)
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    return ndimage.binary_fill_holes(components == int(sizes.argmax()))
+    return fill_holes(components == int(sizes.argmax()))
+
+
+def fill_holes(region: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(region)`` in one labelling pass: the background is what of
+    ``~region`` is 4-connected to the image border; everything else is filled (same result, faster)."""
+    background, n = ndimage.label(~region)
+    if n == 0:
+        return region.copy()
+    border = np.zeros(n + 1, bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        border[edge] = True
+    border[0] = False
+    return ~border[background]

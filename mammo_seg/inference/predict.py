@@ -25,10 +25,11 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError, printable, without_values
 from mammo_seg.inference import writers
+from mammo_seg.inference.pipeline import sequential, staged
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
 from mammo_seg.io.dicom import INDEX_TAGS
@@ -148,23 +150,38 @@ def not_full_mammograms(files: list[str]) -> dict:
 HEADER_LIBRARIES = ("pydicom", "highdicom", "PIL")
 
 
+_route = threading.local()
+
+
 @contextlib.contextmanager
-def header_warnings():
-    """Collect the warnings and log lines of :data:`HEADER_LIBRARIES` instead of printing them.
+def notes_to(notes: list):
+    """Header messages raised in this thread during the block go to ``notes`` (while they are captured:
+    :func:`header_messages_captured`); each scan of a pipelined run collects its own."""
+    saved = getattr(_route, "notes", None)
+    _route.notes = notes
+    try:
+        yield notes
+    finally:
+        _route.notes = saved
 
-    Yields a live list of their messages with every quoted value replaced by ``'…'`` (pydicom
-    quotes the malformed value: a birth date, a name). Other warnings are shown as usual.
-    """
-    notes: list[str] = []
 
-    def note(message: str) -> None:
-        text = without_values(message)
-        if text not in notes:
-            notes.append(text)
+def _note(message) -> None:
+    """Add a captured message, its quoted values replaced by ``'…'``, to this thread's notes (if any)."""
+    notes = getattr(_route, "notes", None)
+    text = without_values(message)
+    if notes is not None and text not in notes:
+        notes.append(text)
+
+
+@contextlib.contextmanager
+def header_messages_captured():
+    """While the block runs, in every thread, the warnings and log lines of :data:`HEADER_LIBRARIES` go
+    to the notes of the scan that thread works on (:func:`notes_to`) instead of the console; other
+    warnings are shown as usual. Enter it from the main thread."""
 
     class Collect(logging.Handler):
         def emit(self, record):
-            note(record.getMessage())
+            _note(record.getMessage())
 
     loggers = [logging.getLogger(name) for name in HEADER_LIBRARIES]
     saved = [(logger.propagate, logger.handlers[:]) for logger in loggers]
@@ -173,7 +190,7 @@ def header_warnings():
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if any(f"{os.sep}{name}{os.sep}" in str(filename) for name in HEADER_LIBRARIES):
-            note(message)
+            _note(message)
         else:
             show(message, category, filename, lineno, file, line)
 
@@ -183,10 +200,22 @@ def header_warnings():
         for logger in loggers:
             logger.handlers, logger.propagate = [handler], False
         try:
-            yield notes
+            yield
         finally:
             for logger, (propagate, handlers) in zip(loggers, saved):
                 logger.handlers, logger.propagate = handlers, propagate
+
+
+@contextlib.contextmanager
+def header_warnings():
+    """Collect the warnings and log lines of :data:`HEADER_LIBRARIES` instead of printing them.
+
+    Yields a live list of their messages with every quoted value replaced by ``'…'`` (pydicom
+    quotes the malformed value: a birth date, a name). Other warnings are shown as usual.
+    """
+    notes: list[str] = []
+    with header_messages_captured(), notes_to(notes):
+        yield notes
 
 
 def _reason(error: BaseException) -> str:
@@ -258,28 +287,42 @@ class Segmentation:
     spacing_mm: tuple  # (row, column) spacing the areas are measured with
 
 
-def segment(loaded, predictor, scan, options: PredictOptions, lap=lambda name: None) -> Segmentation:
-    """The network on one scan read by the reader: training grid → probabilities → back → lesions.
+def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.ndarray]:
+    """The scan's grid and the scan resampled to the model's training grid: the network's input."""
+    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm)
+    return grid, grid.image_to_training(scan.pixels)
+
+
+def network_probabilities(predictor, small: np.ndarray, options: PredictOptions) -> np.ndarray:
+    """The network's probabilities on the training grid (one pass or windows, see sliding_window)."""
+    from mammo_seg.inference.sliding_window import predict_probabilities
+
+    return predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
+                                 batch_size=options.batch_size)
+
+
+def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, options: PredictOptions) -> Segmentation:
+    """Probabilities on the training grid → the scan's grid, float16 values, lesions (threshold, minimum area).
 
     ``options`` must hold the threshold and minimum area (see :func:`resolve_options`).
     """
-    from mammo_seg.inference.sliding_window import predict_probabilities
-
-    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm)
-    small = grid.image_to_training(scan.pixels)
-    lap("resample")
-    prob = predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
-                                 batch_size=options.batch_size)
-    lap("model")
     if options.breast_mask:
         prob[~breast_region(small)] = 0.0
-    del small
     # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
     prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
     spacing = tuple(scan.meta.spacing_mm) if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
     mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, spacing[0] * spacing[1]))
-    lap("postprocess")
     return Segmentation(prob, mask, grid, spacing)
+
+
+def segment(loaded, predictor, scan, options: PredictOptions) -> Segmentation:
+    """The network on one scan read by the reader: training grid → probabilities → back → lesions.
+
+    ``options`` must hold the threshold and minimum area (see :func:`resolve_options`).
+    """
+    grid, small = training_input(loaded, scan, options)
+    prob = network_probabilities(predictor, small, options)
+    return on_scan_grid(grid, scan, small, prob, options)
 
 
 def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOptions, str]:
@@ -316,53 +359,126 @@ class Segmenter:
         return segment(self.loaded, self.predictor, scan, self.options)
 
 
-def predict_file(loaded, predictor, path: str, out: str, scan_id: str, options: PredictOptions,
-                 source: str, model_hash: str = "", notes: list | None = None) -> dict:
-    """Predict one scan and write its outputs; returns its summary record."""
-    clock = [time.perf_counter()]
-    timings = {}
+@dataclass
+class _Job:
+    """One scan on its way through predict's stages: read → network → write (see :func:`predict`)."""
 
-    def lap(name):
-        clock.append(time.perf_counter())
-        timings[name] = round(clock[-1] - clock[-2], 3)
+    path: str
+    scan_id: str
+    source: str
+    record: dict | None = None  # set in advance for a scan not predicted (continued or skipped)
+    journal: bool = True  # append the record to the journal (not again for a continued scan)
+    notes: list = field(default_factory=list)  # header messages, values masked
+    timings: dict = field(default_factory=dict)
+    error: BaseException | None = None
+    scan: object = None
+    dataset: object = None
+    digest: str = ""
+    grid: ScanGrid | None = None
+    small: np.ndarray | None = None
+    prob: np.ndarray | None = None
 
-    scan, dataset = read_checked(path, options.force)
-    digest = file_sha256(path)
-    lap("read")
-    h, w = scan.pixels.shape
+
+@contextlib.contextmanager
+def _phase(job: _Job, name: str):
+    """Time one phase of ``job`` (seconds, rounded to ms) and route its header messages to its notes."""
+    start = time.perf_counter()
+    with notes_to(job.notes):
+        yield
+    job.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def _read(job: _Job, loaded, options: PredictOptions) -> _Job:
+    """Stage 1: read the scan and resample it to the training grid; a failure is kept as the job's error."""
+    if job.record is not None:
+        return job
     try:
-        result = segment(loaded, predictor, scan, options, lap)
-    except MammoError as e:
-        raise MammoError(path, e.reason) from None
-    grid, prob, mask = result.grid, result.probability, result.mask
+        with _phase(job, "read"):
+            job.scan, job.dataset = read_checked(job.path, options.force)
+            job.digest = file_sha256(job.path)
+        with _phase(job, "resample"):
+            job.grid, job.small = training_input(loaded, job.scan, options)
+    except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
+        job.error = e
+    return job
+
+
+def _network(job: _Job, predictor, options: PredictOptions) -> _Job:
+    """Stage 2: the network on the training grid."""
+    if job.record is not None or job.error is not None:
+        return job
+    try:
+        with _phase(job, "model"):
+            job.prob = network_probabilities(predictor, job.small, options)
+    except Exception as e:
+        job.error = e
+    return job
+
+
+def _write_outputs(job: _Job, out: str, options: PredictOptions, model_hash: str) -> dict:
+    """Stage 3 of a predicted scan: post-process, write its outputs, return its summary record."""
+    with _phase(job, "postprocess"):
+        result = on_scan_grid(job.grid, job.scan, job.small, job.prob, options)
+    job.small = job.prob = None
+    with _phase(job, "write"):
+        return _outputs_and_record(job, result, out, options, model_hash)
+
+
+def _outputs_and_record(job: _Job, result: Segmentation, out: str, options: PredictOptions, model_hash: str) -> dict:
+    """Write the ``--format`` outputs of one segmented scan; returns its summary record."""
+    scan, grid, prob, mask = job.scan, result.grid, result.probability, result.mask
+    name = os.path.join(out, job.scan_id)
     outputs = {}
     if "mask" in options.formats:
-        outputs["mask"] = writers.write_mask_png(os.path.join(out, f"{scan_id}_mask.png"), mask)
+        outputs["mask"] = writers.write_mask_png(f"{name}_mask.png", mask)
     if "prob" in options.formats:
-        outputs["prob"] = writers.write_probabilities(os.path.join(out, f"{scan_id}_prob.npz"), prob,
-                                                      options.threshold, grid.factor)
+        outputs["prob"] = writers.write_probabilities(f"{name}_prob.npz", prob, options.threshold, grid.factor)
     if "overlay" in options.formats:
-        outputs["overlay"], _ = writers.write_overlay(os.path.join(out, f"{scan_id}_overlay.png"), scan.pixels,
-                                                      mask)
-    if "seg" in options.formats and dataset is not None:
-        outputs["seg"], filled = writers.write_seg(os.path.join(out, f"{scan_id}_seg.dcm"), dataset, mask,
-                                                   model_hash=model_hash, source_hash=digest)
-    record = {"id": scan_id, "source": source, "status": "ok", "file_size": os.path.getsize(path),
-              "sha256": digest, "shape": [h, w], **grid.to_dict(), "laterality": scan.meta.laterality,
-              "view": scan.meta.view, "threshold": options.threshold,
+        outputs["overlay"], _ = writers.write_overlay(f"{name}_overlay.png", scan.pixels, mask)
+    if "seg" in options.formats and job.dataset is not None:
+        outputs["seg"], filled = writers.write_seg(f"{name}_seg.dcm", job.dataset, mask,
+                                                   model_hash=model_hash, source_hash=job.digest)
+    record = {"id": job.scan_id, "source": job.source, "status": "ok", "file_size": os.path.getsize(job.path),
+              "sha256": job.digest, "shape": list(scan.pixels.shape), **grid.to_dict(),
+              "laterality": scan.meta.laterality, "view": scan.meta.view, "threshold": options.threshold,
               **writers.lesion_report(mask, prob, result.spacing_mm, options.min_area_mm2)}
     if "seg" in outputs:
         record["seg_filled"] = filled
-    if notes:
-        record["warnings"] = list(notes)  # values already masked
+    if job.notes:
+        record["warnings"] = list(job.notes)  # values already masked
     if "json" in options.formats:
-        outputs["json"] = os.path.join(out, f"{scan_id}.json")
+        outputs["json"] = f"{name}.json"
     record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
     if "json" in options.formats:
         writers.write_json(outputs["json"], record)
-    lap("write")
-    timings["seconds"] = round(clock[-1] - clock[0], 3)
-    return record, timings
+    return record
+
+
+def _failure_record(job: _Job, error: BaseException, out: str, options: PredictOptions) -> dict:
+    """The record of a scan that failed or was found not to be a full mammogram (printed as one line)."""
+    if _dooms_the_run(error, out):
+        raise MammoError(out, f"cannot write the outputs ({_reason(error)}); stopped") from None
+    if isinstance(error, NotFullMammogram) and not options.all_images:
+        return {"id": job.scan_id, "source": job.source, "status": "skipped", "reason": _reason(error)}
+    reason = _reason(error)
+    if job.notes and not isinstance(error, NotFullMammogram):
+        reason += f" (warnings: {'; '.join(job.notes)})"
+    from tqdm import tqdm
+
+    tqdm.write(f"problem: {printable(job.path)}: {reason}", file=sys.stderr)
+    return {"id": job.scan_id, "source": job.source, "status": "error", "reason": reason}
+
+
+def _finish(job: _Job, out: str, options: PredictOptions, model_hash: str) -> dict:
+    """Stage 3: the scan's record (its outputs written, or its failure), journalled before the next one."""
+    if job.record is None and job.error is None:
+        try:
+            job.record = _write_outputs(job, out, options, model_hash)
+        except Exception as e:
+            job.error = e
+    if job.record is None:
+        job.record = _failure_record(job, job.error, out, options)
+    return job.record
 
 
 def scan_ids(files: list[str], root: str) -> list[str]:
@@ -416,14 +532,32 @@ def _earlier_timings(out: str, done: dict) -> dict:
         return {}
 
 
+def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict) -> list[_Job]:
+    """One job per scan file, in order; continued and skipped scans carry their record already."""
+    jobs = []
+    for path, scan_id in zip(files, ids):
+        job = _Job(path, scan_id, os.path.relpath(path, root))
+        if scan_id in done and done[scan_id]["source"] == job.source:
+            job.record, job.journal = done[scan_id], False
+        elif path in skipped:
+            job.record = {"id": scan_id, "source": job.source, "status": "skipped", "reason": skipped[path]}
+        jobs.append(job)
+    return jobs
+
+
 def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
-            progress: bool = True, resume: bool = False) -> dict:
+            progress: bool = True, resume: bool = False, pipelined: bool = True) -> dict:
     """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary.
 
     Each finished scan's record is appended to ``predictions.jsonl`` at once (valid after a kill);
     ``summary.json`` is rebuilt from the records at the end. ``resume`` (``--continue``) skips the
     scans the journal lists as finished with all their outputs present. Timings go to
     ``timings.json`` alone, so that every other output is the same bytes on every run.
+
+    ``pipelined`` (the default) reads and resamples the next scan and post-processes and writes the
+    previous one while the network runs on the current one (:mod:`mammo_seg.inference.pipeline`);
+    the outputs are the same bytes as one scan at a time (``pipelined=False``). A scan's timings are
+    then the seconds of its own phases, which overlap those of its neighbours.
     """
     from tqdm import tqdm
 
@@ -445,35 +579,26 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     done = _completed(journal, out) if resume else {}
     ids = scan_ids(files, root)
     skipped = {} if options.all_images else not_full_mammograms(files)
-    records, timings, started = [], _earlier_timings(out, done), time.perf_counter()
-    with open(journal, "a" if resume else "w") as log:
-        for path, scan_id in tqdm(list(zip(files, ids)), desc="predict", unit="scan", disable=not progress):
-            source = os.path.relpath(path, root)
-            if scan_id in done and done[scan_id]["source"] == source:
-                records.append(done[scan_id])
-                continue
-            if path in skipped:
-                record = {"id": scan_id, "source": source, "status": "skipped", "reason": skipped[path]}
-                records.append(record)
-                _append(log, record)
-                continue
-            try:
-                with header_warnings() as notes:
-                    record, timings[scan_id] = predict_file(loaded, predictor, path, out, scan_id, options,
-                                                            source, model_hash, notes)
-            except NotFullMammogram as e:
-                record = {"id": scan_id, "source": source, "status": "skipped" if not options.all_images else "error",
-                          "reason": _reason(e)}
-                if options.all_images:
-                    tqdm.write(f"problem: {printable(path)}: {record['reason']}", file=sys.stderr)
-            except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
-                if _dooms_the_run(e, out):
-                    raise MammoError(out, f"cannot write the outputs ({_reason(e)}); stopped") from None
-                reason = _reason(e) + (f" (warnings: {'; '.join(notes)})" if notes else "")
-                tqdm.write(f"problem: {printable(path)}: {reason}", file=sys.stderr)
-                record = {"id": scan_id, "source": source, "status": "error", "reason": reason}
-            records.append(record)
+    jobs = _jobs(files, ids, root, done, skipped)
+    timings, started = _earlier_timings(out, done), time.perf_counter()
+    bar = tqdm(total=len(jobs), desc="predict", unit="scan", disable=not progress)
+
+    def finish(job: _Job) -> dict:
+        record = _finish(job, out, options, model_hash)
+        if job.journal:
             _append(log, record)
+        if record["status"] == "ok" and job.timings:
+            timings[job.scan_id] = {**job.timings, "seconds": round(sum(job.timings.values()), 3)}
+        bar.update(1)
+        return record
+
+    run = staged if pipelined else sequential
+    with open(journal, "a" if resume else "w") as log, header_messages_captured():
+        try:
+            records = run(jobs, lambda job: _read(job, loaded, options),
+                          lambda job: _network(job, predictor, options), finish)
+        finally:
+            bar.close()
     ok = [r for r in records if r["status"] == "ok"]
     summary = {
         "package_version": __version__,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import io
 import re
 import warnings
 import zipfile
@@ -21,12 +22,21 @@ from skimage.segmentation import find_boundaries
 from mammo_seg import __version__, atomic
 
 OVERLAY_MAX_SIDE = 2048
+#: zlib level of the PNGs and the NPZ: 1, the fastest. Higher levels give the same pixels and values in
+#: smaller files (probabilities: about 5 % smaller at 6) at 2 to 3 times the cost.
+COMPRESS_LEVEL = 1
+
+
+def _save_png(path: str, array: np.ndarray) -> str:
+    """``array`` (grey or RGB uint8) as a PNG at :data:`COMPRESS_LEVEL`, replacing ``path`` atomically."""
+    with atomic.replacing(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=COMPRESS_LEVEL)
+    return path
 
 
 def write_mask_png(path: str, mask: np.ndarray) -> str:
-    with atomic.replacing(path) as tmp:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-    return path
+    """The mask as a grey PNG: 0 background, 255 lesion."""
+    return _save_png(path, mask.astype(np.uint8) * np.uint8(255))
 
 
 def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: float) -> str:
@@ -41,8 +51,9 @@ def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: f
         for name, array in arrays.items():
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            archive.writestr(info, member.getbuffer(), compresslevel=COMPRESS_LEVEL)
     return path
 
 
@@ -57,9 +68,7 @@ def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray) -> tuple[str,
     edge = find_boundaries(small, mode="outer")
     edge |= np.roll(edge, 1, 0) | np.roll(edge, 1, 1)  # 2 px wide, visible at any zoom
     rgb[edge] = (255, 40, 40)
-    with atomic.replacing(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
-    return path, step
+    return _save_png(path, rgb), step
 
 
 def _block_any(mask: np.ndarray, step: int) -> np.ndarray:
@@ -217,13 +226,23 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
     return path, filled
 
 
+def _bounding_crop(mask: np.ndarray) -> tuple[tuple[int, int], tuple[slice, slice]]:
+    """((top, left), slices) of the smallest box holding every True pixel of ``mask`` (none: its first pixel)."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return (0, 0), (slice(0, 1), slice(0, 1))
+    return (int(rows[0]), int(columns[0])), (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+
+
 def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: float = 0.0) -> dict:
     """Lesion count, areas (px; mm² when the pixel spacing is known), boxes, probabilities, image-level call."""
-    components = label(mask, connectivity=2)
+    (top, left), crop = _bounding_crop(mask)  # labels in raster order: the same inside the crop
+    components = label(mask[crop], connectivity=2)
     pixel_mm2 = float(spacing_mm[0] * spacing_mm[1]) if spacing_mm else None
     lesions = []
-    for region in regionprops(components, intensity_image=prob):
+    for region in regionprops(components, intensity_image=prob[crop]):
         r0, c0, r1, c1 = (int(v) for v in region.bbox)
+        r0, r1, c0, c1 = r0 + top, r1 + top, c0 + left, c1 + left
         lesions.append({"area_px": int(region.area),
                         "area_mm2": None if pixel_mm2 is None else round(region.area * pixel_mm2, 3),
                         "bbox": [r0, c0, r1, c1], "max_probability": round(float(region.intensity_max), 4),
