@@ -15,20 +15,22 @@ bottleneck) and a *reach* ``R`` (input pixels): its row ``j`` depends only on in
 * pointwise layers (BatchNorm, ReLU, Add, Rescaling, Dropout, the model's pad and crop): ``R`` is the
   largest of the inputs'. Any other layer is refused (:class:`ValueError`), never guessed.
 
-A strip whose rows start at a multiple of the network's total stride (32) and whose height is one
+A strip whose rows start at a multiple of the (stage's) total stride (32 for the encoder) and whose height is one
 too (or which ends at the image's bottom, padded exactly as the one pass pads it) meets every
 'same' padding, pooling window and nearest-neighbour copy at the same phase as the one pass, so its
 rows farther than ``R`` from a cut edge are the one pass's values; at the image's own edges there is
 no cut, the zero padding is the one pass's. Hence: run strips extended by a halo ≥ ``R`` (rounded up
 to the alignment) and keep their central rows.
 
-**Stages.** The network's reach is large (about 1,060 px at the scan's resolution: conv4/conv5 work
-at 1/32 with dilated 3×3 kernels), which would make whole-network strips nearly as tall as a scan.
-Its memory, though, is in the full-resolution ends. So the graph is cut at the first and last
-tensors at the largest jump through which everything flows (:func:`stage_plan`): the encoder
-(scan → 1/32, reach ≈ 214 px) and the decoder (1/32 → logits, reach ≈ 90 px) run in strips, each
-with its own halo, and the bottleneck between them (1/1024 of the pixels) in one pass. Every stage is
-exact by the argument above, so the whole is: tests check strips against one pass.
+**Stages.** The whole network's reach is large (536 px at the training resolution, of which 384 px
+from conv4/conv5, dilated 3×3 kernels at 1/32; an impulse probe moves rows up to 499 px away), which
+would make whole-network strips nearly as tall as a scan. Its memory, though, is in the
+full-resolution ends. So the graph is cut at the first and last tensors of the largest jump through
+which everything flows (:func:`stage_plan`): the encoder (scan → 1/32, reach 95 px, halo 96 rows)
+and the decoder (1/32 → logits, reach 57 px, halo 2 rows at 1/32) run in strips, the bottleneck
+between them (1/1024 of the pixels) in one pass. Every stage is exact by the argument above, so the
+whole is: ``tests/test_strips.py`` checks strips against one pass and the reach against an impulse.
+The plan depends on the layer geometry only, not on the filter counts (the same at every width).
 """
 
 from __future__ import annotations
