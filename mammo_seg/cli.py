@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
                     help="smallest lesion reported, in mm² (default: the model's operating point, else 0)")
     pr.add_argument("--tile", type=_number(int, 16, MAX_TILE, what="an integer"), default=None,
-                    help="window size at the training resolution (default: one pass when the scan fits, else 1024)")
+                    help="Gaussian-blended windows of this size at the training resolution (default: one pass "
+                         "when the scan fits, else exact strips)")
     pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap (default 0.25)")
     pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch")
     pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,json")

@@ -1,8 +1,8 @@
 """``mammo predict``: full-scan inference on DICOM (and PGM/PNG/TIFF) files.
 
 Per scan: the reader prep uses → resample to the model's training resolution (a lesion must look
-as large as in training) → one pass or overlapping Gaussian-weighted windows → probabilities back
-on the original grid → threshold → outputs (``--format``; default all):
+as large as in training) → one pass, or exact strips when it would not fit (``--tile``: Gaussian-weighted
+windows) → probabilities back on the original grid → threshold → outputs (``--format``; default all):
 
 Findings outside the breast (the largest bright region: film labels and markers are not breast)
 are dropped unless ``breast_mask=False``.
@@ -53,7 +53,7 @@ UID = re.compile(r"^\d+(\.\d+){3,}$")
 class PredictOptions:
     threshold: float | None = None  # None: the model's recorded operating point, else 0.5
     min_area_mm2: float | None = None  # smallest lesion reported; None: the operating point's, else 0 (any)
-    tile: int | None = None  # None: one pass when it fits, else 1024-px windows
+    tile: int | None = None  # None: one pass when it fits, else exact strips (sliding_window)
     overlap: float = 0.25
     batch_size: int = 4
     formats: tuple = FORMATS

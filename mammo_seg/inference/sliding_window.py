@@ -1,11 +1,15 @@
-"""Lesion probabilities for a whole image: one pass when it fits, else overlapping windows.
+"""Lesion probabilities for a whole image: one pass when it fits, else exact strips; windows on request.
 
 The network is fully convolutional, so a whole scan can go through in one pass (exact, and the
 fastest). When the network's estimated memory for one pass exceeds ``memory_bytes``
-(:func:`activation_bytes`), the image is covered by ``tile``² windows overlapping by ``overlap``,
-batched as many at a time as that memory allows; each window's probabilities are weighted by a
-Gaussian centred on it (σ = tile/8, as nnU-Net and MONAI do) and the weighted average is taken,
-which removes seams at window borders.
+(:func:`activation_bytes`), the image goes through in full-width strips sized to that memory, with
+halos that make the result equal to the one pass (:mod:`mammo_seg.inference.strips`).
+
+Only when a ``tile`` is asked for, the image is covered by ``tile``² windows overlapping by
+``overlap``, batched as many at a time as ``memory_bytes`` allows; each window's probabilities are
+weighted by a Gaussian centred on it (σ = tile/8, as nnU-Net and MONAI do) and the weighted average is
+taken, which removes seams at window borders (not equal to the one pass: each window zero-pads its
+own borders).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import numpy as np
 #: float32): 0.59-0.61 GB per megapixel measured with ``ru_maxrss`` for inputs of 0.26-4.3 Mpx, above
 #: the 0.76 GB of TensorFlow and the model. It scales with the width (every filter count does).
 ACTIVATION_BYTES_PER_PIXEL = 610
-#: Memory one network call may take for its activations: a CBIS-DDSM scan (4.3 Mpx at the training
-#: resolution, 2.6 GB at width 1.0) still goes in one pass; larger inputs go in windows.
-NETWORK_MEMORY_BYTES = 3_000_000_000
+#: Memory one network call may take for its activations. A CBIS-DDSM scan (4.3 Mpx at the training
+#: resolution, 2.6 GB at width 1.0 in one pass) goes in exact strips, keeping the process under 2 GB
+#: (``benchmarks/results/predict_strips_cpu.json``); at width 0.5 or below it still goes in one pass.
+NETWORK_MEMORY_BYTES = 1_000_000_000
 
 
 def activation_bytes(model, pixels: int) -> float:
@@ -40,6 +45,37 @@ class Predictor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._fn(batch).numpy()
+
+    def stages(self) -> list | None:
+        """The model's strip plan with a compiled call per stage, once per model; None when a layer has no
+        receptive-field rule (:func:`mammo_seg.inference.strips.stage_plan`)."""
+        import tensorflow as tf
+
+        from mammo_seg.inference.strips import stage_plan
+
+        if not hasattr(self, "_stages"):
+            try:
+                plan = stage_plan(self.model)
+            except ValueError:
+                plan = None
+            self._stages = plan and [(stage, tf.function(lambda x, m=stage.model: m(x, training=False),
+                                                         reduce_retracing=True)) for stage in plan]
+        return self._stages
+
+    def strips(self, image: np.ndarray, memory_bytes: float) -> np.ndarray:
+        """Probabilities of a 2D image in exact strips whose activations each fit ``memory_bytes``."""
+        import tensorflow as tf
+
+        from mammo_seg.inference.strips import run_in_strips
+
+        x = image[None, :, :, None]
+        for stage, fn in self.stages():
+            # a row of the stage's input is jump_in / finest rows of width / finest at its finest resolution,
+            # priced as if they were scan pixels (the network's costliest tensors are full-resolution ones)
+            row_pixels = stage.jump_in * image.shape[1] / stage.finest ** 2
+            rows = int(memory_bytes // activation_bytes(self.model, row_pixels))
+            x = run_in_strips(lambda t, fn=fn: fn(t).numpy(), stage, x, rows)
+        return tf.sigmoid(tf.cast(x[0, :image.shape[0], :image.shape[1], 0], tf.float32)).numpy()
 
 
 def gaussian_weights(tile: int, sigma_fraction: float = 1 / 8) -> np.ndarray:
@@ -63,12 +99,17 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | N
     """Probabilities (float32, same shape as ``image``) for a 2D image in [0, 1].
 
     ``tile=None``: one pass when its activations fit ``memory_bytes`` (:func:`activation_bytes`), else
-    1024-px windows. Windows go ``batch_size`` at a time, fewer where ``memory_bytes`` demands it.
+    exact strips that each fit it (:meth:`Predictor.strips`; 1024-px windows for a model with a layer the
+    strip plan does not know). A ``tile``: Gaussian-weighted windows, ``batch_size`` at a time, fewer
+    where ``memory_bytes`` demands it.
     """
     if image.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {image.shape}")
-    if tile is None and activation_bytes(predictor.model, image.size) <= memory_bytes:
-        return predictor(image[None, :, :, None])[0, :, :, 0]
+    if tile is None:
+        if activation_bytes(predictor.model, image.size) <= memory_bytes:
+            return predictor(image[None, :, :, None])[0, :, :, 0]
+        if predictor.stages():
+            return predictor.strips(image, memory_bytes)
     tile = tile or 1024
     batch_size = max(1, min(batch_size, int(memory_bytes // activation_bytes(predictor.model, tile * tile))))
     if not 0 <= overlap < 1:
