@@ -10,10 +10,11 @@ from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
 from mammo_seg import atomic
 from mammo_seg.data import MAX_TILE
-from mammo_seg.data.resolution import Resolution
-from mammo_seg.data.tiling import TilingConfig
+from mammo_seg.data.prep_config import PrepConfig
 from mammo_seg.data.prep_output import PrepOutput
-from mammo_seg.data.writer import PrepConfig, write_dataset
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.data.shards import write_dataset
+from mammo_seg.data.tiling import TilingConfig
 from mammo_seg.errors import MammoError
 
 CONVERTERS = {"cbis-ddsm": cbis_ddsm.collect_cases, "mias": mias.collect_cases}
