@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mammo_seg.data import features
-from mammo_seg.data.cases import Case, Problem, load_case
+from mammo_seg.data.cases import Case, Problem, merged_mask
 from mammo_seg.data.prep_config import PrepConfig
+from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_output import FULL
 from mammo_seg.data.prep_stats import OutputStats, scan_output_stats
 from mammo_seg.data.tiling import TileCounts, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
-from mammo_seg.io import file_sha256
+from mammo_seg.io import file_sha256, read_scan
 
 
 @dataclass
@@ -32,6 +33,7 @@ class CaseResult:
     raw: dict = field(default_factory=dict)  # raw_min, raw_max, raw_mean of the scan
     sha256: str = ""  # of the scan file: lets evaluation match predictions to this ground truth
     problem: Problem | None = None
+    times: PhaseTimes = field(default_factory=PhaseTimes)  # seconds per phase of this scan (never written out)
 
 
 def _stream(seed: int, scan_id: str, tile: int) -> np.random.Generator:
@@ -58,22 +60,31 @@ def worker_died(case: Case) -> CaseResult:
 
 def _process_case(case: Case, config: PrepConfig) -> CaseResult:
     result = CaseResult(case.scan_id)
-    scan, mask, rois = load_case(case)
+    phase = result.times.phase
+    with phase("read"):
+        scan = read_scan(case.scan_path)
+    with phase("mask"):
+        mask, rois = merged_mask(case, scan.pixels.shape)
     grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
-    result.sha256 = file_sha256(case.scan_path)
+    with phase("hashing"):
+        result.sha256 = file_sha256(case.scan_path)
     for tile in config.tiles:
-        tiles, counts = tile_scan(scan.pixels, mask, rois, tile, grid.factor, _stream(config.seed, case.scan_id, tile),
-                                  config.tiling)
+        with phase("tiling"):
+            tiles, counts = tile_scan(scan.pixels, mask, rois, tile, grid.factor,
+                                      _stream(config.seed, case.scan_id, tile), config.tiling)
         _collect(result, case.source, str(tile), tiles, counts)
     if config.full_scans:
-        record = full_scan_record(scan.pixels, mask, grid)
+        with phase("whole_scan_resampling"):
+            record = full_scan_record(scan.pixels, mask, grid)
         _collect(result, case.source, FULL, [record], TileCounts(full=1))
     return result
 
 
 def _collect(result: CaseResult, source: str, name: str, tiles, counts: TileCounts) -> None:
-    result.records[name] = [{"image": features.encode_png(t.image), "mask": features.encode_png(t.mask),
-                             "origin": [int(t.origin[0]), int(t.origin[1])], "crop_size": int(t.crop_size),
-                             "scale": float(t.scale)} for t in tiles]
-    result.stats[name] = scan_output_stats(source, tiles, counts)
+    with result.times.phase("png_encoding"):
+        result.records[name] = [{"image": features.encode_png(t.image), "mask": features.encode_png(t.mask),
+                                 "origin": [int(t.origin[0]), int(t.origin[1])], "crop_size": int(t.crop_size),
+                                 "scale": float(t.scale)} for t in tiles]
+    with result.times.phase("statistics"):
+        result.stats[name] = scan_output_stats(source, tiles, counts)

@@ -34,6 +34,7 @@ from mammo_seg import __version__, atomic
 from mammo_seg.data import features
 from mammo_seg.data.cases import Case, Problem
 from mammo_seg.data.ordered_pool import in_order
+from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_config import PrepConfig
 from mammo_seg.data.prep_output import SHARD_PATTERN, PrepOutput, manifest_content, write_problems
 from mammo_seg.data.prep_stats import (Intensity, OutputStats, RawStats, intensity_summary, merge_by_source,
@@ -111,7 +112,9 @@ def _prepare_state(out: PrepOutput, fingerprint: dict) -> str:
 def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepConfig, out: str,
                   workers: int = 1, problems: list[Problem] = (), extra_manifest: dict | None = None,
                   progress: bool = True, raw_root: str | None = None) -> dict:
-    """Tile every case into ``out/<tile>/`` shards; returns the per-output manifests and the problems.
+    """Tile every case into ``out/<tile>/`` shards; returns the per-output manifests, the problems and the
+    seconds per phase (``phase_seconds``: the workers' summed over scans, the parent's own, and its waiting
+    for the workers).
 
     ``out/scans.json`` lists every scan written: patient, split, source, its file (relative to
     ``raw_root``) and the file's SHA-256, by which ``mammo evaluate`` finds it again.
@@ -130,20 +133,25 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
                disable=not progress)
     work = [by_id[sid] for s in pending for sid in s.scan_ids]
     results = in_order(partial(process_case, config=config), work, workers, worker_died)
+    times = PhaseTimes()
     try:
         for shard in pending:
             batch = []
             for _ in shard.scan_ids:
-                r = next(results)
+                with times.phase("waiting_for_workers"):
+                    r = next(results)
                 if r.problem is not None:
                     tqdm.write(f"problem: {r.problem.line()}", file=sys.stderr)
+                times.merge(r.times)
                 batch.append(r)
                 bar.update(1)
-            _finish_shard(output, state, shard, batch, by_id, config)
+            _finish_shard(output, state, shard, batch, by_id, config, times)
     finally:
         bar.close()
         results.close()
-    return _finalise(output, state, shards, by_id, config, list(problems), extra_manifest or {}, raw_root)
+    with times.phase("writing"):
+        written = _finalise(output, state, shards, by_id, config, list(problems), extra_manifest or {}, raw_root)
+    return {**written, "phase_seconds": times.rounded()}
 
 
 def _summary_file(state: str, shard: Shard) -> str:
@@ -151,7 +159,8 @@ def _summary_file(state: str, shard: Shard) -> str:
     return os.path.join(state, shard.name + ".json")
 
 
-def _finish_shard(out: PrepOutput, state: str, shard: Shard, results: list[CaseResult], by_id, config: PrepConfig):
+def _finish_shard(out: PrepOutput, state: str, shard: Shard, results: list[CaseResult], by_id, config: PrepConfig,
+                  times: PhaseTimes):
     """Write the shard's records of every output folder, then its completion record."""
     ok = [r for r in results if r.problem is None]
     summary = {"scans": list(shard.scan_ids), "outputs": {},
@@ -162,13 +171,16 @@ def _finish_shard(out: PrepOutput, state: str, shard: Shard, results: list[CaseR
         for r in ok:
             case = by_id[r.scan_id]
             stats.merge(r.stats[name])
-            for rec in r.records[name]:
-                serialized.append(features.serialize({
-                    **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
-                    "source": case.source, "abnormality": case.kinds}))
-        _write_tfrecord(os.path.join(out.folder(name), shard.name), serialized, out.tmp_dir)
+            with times.phase("serializing"):
+                for rec in r.records[name]:
+                    serialized.append(features.serialize({
+                        **rec, "scan_id": case.scan_id, "patient_id": case.patient_id, "split": shard.split,
+                        "source": case.source, "abnormality": case.kinds}))
+        with times.phase("writing"):
+            _write_tfrecord(os.path.join(out.folder(name), shard.name), serialized, out.tmp_dir)
         summary["outputs"][name] = stats.to_dict()
-    atomic.write_json(_summary_file(state, shard), summary, out.tmp_dir)
+    with times.phase("writing"):
+        atomic.write_json(_summary_file(state, shard), summary, out.tmp_dir)
 
 
 def _finalise(out: PrepOutput, state, shards, by_id, config: PrepConfig, problems, extra, raw_root) -> dict:
