@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     index_seconds = time.perf_counter() - start
     paths = sorted({c.scan_path for c in cases})
     report = {"scans": len(paths), "patients": args.patients, "cpu_count": os.cpu_count(),
+              "load_average_at_start": [round(v, 2) for v in os.getloadavg()],  # other jobs on the machine
               "header_index_seconds": round(index_seconds, 3), "workers": {}}
     for workers in (1, 2):
         floor = read_floor(paths, workers)
