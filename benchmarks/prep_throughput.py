@@ -9,7 +9,11 @@ their crops and masks) go through ``mammo_seg``'s own functions, timed in one pr
 * the read-only floor: every full mammogram read by the reader (with the same worker count; 2 workers are
   spawned processes, whose start-up is part of their time),
 * ``prepare`` with tiles 320 and 640, with 1 and 2 workers (the output is byte-identical for any count; the
-  tests check that).
+  tests check that), with the seconds per phase that prep itself measures (``PrepSummary.phase_seconds``):
+  the header index, then per scan in the workers read, mask, hashing, tiling (crop, resample image and mask,
+  background rejection), PNG encoding and statistics, and in the parent serialising, writing (shards,
+  resume state, manifests) and waiting for the workers. Worker phases are summed over the worker processes
+  (CPU-bound, so about CPU seconds); ``phase_seconds_per_scan`` divides them by the scans.
 
 Targets (issue "prep and predict as fast as their unavoidable parts"): prep ≤ 2 × the read-only time with the
 same worker count, and ≥ 5 CBIS-size scans/s on 2 cores.
@@ -70,18 +74,22 @@ def main(argv=None) -> int:
     index_seconds = time.perf_counter() - start
     paths = sorted({c.scan_path for c in cases})
     report = {"scans": len(paths), "patients": args.patients, "cpu_count": os.cpu_count(),
+              "load_average_at_start": [round(v, 2) for v in os.getloadavg()],  # other jobs on the machine
               "header_index_seconds": round(index_seconds, 3), "workers": {}}
     for workers in (1, 2):
         floor = read_floor(paths, workers)
         out = os.path.join(work, f"out{workers}")
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        prepare("cbis-ddsm", raw, out, tiles=(320, 640), workers=workers, progress=False)
+        summary = prepare("cbis-ddsm", raw, out, tiles=(320, 640), workers=workers, progress=False)
         seconds = time.perf_counter() - start
+        phases = dict(sorted(summary.phase_seconds.items(), key=lambda kv: -kv[1]))
         report["workers"][str(workers)] = {
             "read_only_seconds": round(floor, 3), "prep_seconds": round(seconds, 3),
             "scans_per_second": round(len(paths) / seconds, 3),
-            "prep_over_read_only": round(seconds / floor, 2)}
+            "prep_over_read_only": round(seconds / floor, 2),
+            "phase_seconds": phases,
+            "phase_seconds_per_scan": {k: round(v / len(paths), 3) for k, v in phases.items()}}
     report["targets"] = {"prep_over_read_only": "<= 2", "scans_per_second_2_workers": ">= 5"}
     write_report(report, args.out)
     if not args.work:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 
 from data_prep import cbis_ddsm, mias
 from data_prep.splits import assign_splits
 from mammo_seg import atomic
 from mammo_seg.data import MAX_TILE
-from mammo_seg.data.resolution import Resolution
-from mammo_seg.data.tiling import TilingConfig
+from mammo_seg.data.prep_config import PrepConfig
 from mammo_seg.data.prep_output import PrepOutput
-from mammo_seg.data.writer import PrepConfig, write_dataset
+from mammo_seg.data.resolution import Resolution
+from mammo_seg.data.shards import write_dataset
+from mammo_seg.data.tiling import TilingConfig
 from mammo_seg.errors import MammoError
 
 CONVERTERS = {"cbis-ddsm": cbis_ddsm.collect_cases, "mias": mias.collect_cases}
@@ -27,6 +29,7 @@ class PrepSummary:
     records: dict  # output name -> number of records
     scans: int
     problems: list
+    phase_seconds: dict = field(default_factory=dict)  # seconds per phase (header index, read, ...; benchmarks)
 
     @property
     def usable(self) -> bool:
@@ -58,7 +61,9 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
                                            f"and {test_fraction}")
     if resolution.nominal_spacing_mm is None:
         resolution = replace(resolution, nominal_spacing_mm=NOMINAL_SPACING_MM[dataset])
+    start = time.perf_counter()
     cases, problems, report = CONVERTERS[dataset](raw, progress=progress)
+    index_seconds = time.perf_counter() - start
     for p in problems:
         print(f"problem: {p.line()}", file=sys.stderr)
     scan_split, splits = assign_splits(cases, val_fraction, test_fraction, seed)
@@ -71,4 +76,5 @@ def prepare(dataset: str, raw: str, out: str, tiles=(320, 640), workers: int = 1
                            extra_manifest={"dataset": dataset, "collection": report}, progress=progress,
                            raw_root=raw)
     records = {name: sum(m["records_per_shard"].values()) for name, m in result["manifests"].items()}
-    return PrepSummary(out, records, len(cases), result["problems"])
+    return PrepSummary(out, records, len(cases), result["problems"],
+                       {"header_index": round(index_seconds, 3), **result["phase_seconds"]})

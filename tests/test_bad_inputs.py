@@ -339,7 +339,7 @@ def _dies_on_3(x):
 
 
 def test_a_dead_worker_is_its_items_problem_not_a_hang():
-    from mammo_seg.data.writer import in_order
+    from mammo_seg.data.ordered_pool import in_order
 
     assert list(in_order(_dies_on_3, list(range(7)), 2, lambda x: -x)) == [0, 10, 20, -3, 40, 50, 60]
 
@@ -349,7 +349,7 @@ def test_a_worker_dying_between_two_submissions_is_still_its_items_problem():
     submission meets a pool that is already broken (a CI failure once, by timing)."""
     import time
 
-    from mammo_seg.data.writer import in_order
+    from mammo_seg.data.ordered_pool import in_order
 
     results = in_order(_dies_on_3, list(range(7)), 2, lambda x: -x)
     first = next(results)

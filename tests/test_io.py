@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import write_dicom
 from mammo_seg.errors import MammoError
-from mammo_seg.io import read_mask, read_scan
+from mammo_seg.io import binary_mask, read_mask, read_scan
 from mammo_seg.io.image import write_pgm
 
 STORED = np.array([[0, 100], [200, 300]], dtype=np.uint16)
@@ -116,6 +116,35 @@ def test_masks_are_binary_or_refused(tmp_path):
     grey = str(tmp_path / "grey.dcm")
     write_dicom(grey, np.array([[0, 128], [255, 0]], dtype=np.uint8))
     _one_line_error(lambda: read_mask(grey), grey, "not binary")
+
+
+def _binary_mask_by_unique(values, where):
+    """``binary_mask`` as it was written first, with ``np.unique``: the reference of the two-pass check."""
+    levels = np.unique(values)
+    if levels.size > 2:
+        raise MammoError(where, f"mask is not binary ({levels.size} distinct values)")
+    if levels.size == 2 and levels[0] != 0:
+        raise MammoError(where, f"mask is not binary (values {levels[0]} and {levels[1]}, no zero)")
+    return values > 0
+
+
+@pytest.mark.parametrize("values", [
+    np.array([[0, 255], [255, 0]], np.uint8), np.array([[0, 1], [1, 1]], np.uint16), np.zeros((3, 2), np.uint8),
+    np.full((2, 2), 255, np.uint8), np.array([[0, 128], [255, 0]], np.uint8), np.array([[3, 7], [7, 3]], np.uint8),
+    np.array([[-1, 0], [0, -1]], np.int16), np.array([[0.0, np.nan], [1.0, 0.0]]), np.array([[True, False]]),
+    np.zeros((0, 4), np.uint8), np.array([[0, 9, 9, 0, 5]], np.int32)])
+def test_binary_mask_decides_as_np_unique_does(values):
+    def outcome(check):
+        try:
+            return check(values, "m.png")
+        except MammoError as e:
+            return str(e)
+
+    expected, got = outcome(_binary_mask_by_unique), outcome(binary_mask)
+    if isinstance(expected, str):
+        assert got == expected
+    else:
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_pixel_padding_is_darkest_after_monochrome1_inversion(tmp_path):

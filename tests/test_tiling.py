@@ -7,7 +7,7 @@ from skimage.draw import disk
 from mammo_seg.data import features
 from mammo_seg.data.cases import bounding_box, circle_mask
 from mammo_seg.data.resolution import (SPACING_HEADER, SPACING_NOMINAL, SPACING_OVERRIDE, Resolution, ScanGrid,
-                                       resize_mask)
+                                       resize_image, resize_mask)
 from mammo_seg.data.tiling import TilingConfig, extract, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
 
@@ -66,6 +66,16 @@ def test_mask_resize_is_coverage_threshold_exact_small_case():
     m = np.zeros((4, 4), bool)
     m[0, 0] = True  # covers a quarter of an output pixel: below half, so dropped
     assert not resize_mask(m, (2, 2)).any()
+
+
+@pytest.mark.parametrize("shape", [(37, 23), (150, 150), (301, 120)])
+def test_mask_resize_skips_only_lesion_free_masks_and_equals_the_resampled_result(shape):
+    m = np.zeros((120, 90), bool)
+    plain = resize_image(m.astype(np.float32), shape) >= 0.5  # the resampling the shortcut skips
+    assert resize_mask(m, shape).shape == shape and not plain.any()
+    np.testing.assert_array_equal(resize_mask(m, shape), plain)
+    m[60:64, 40:47] = True
+    np.testing.assert_array_equal(resize_mask(m, shape), resize_image(m.astype(np.float32), shape) >= 0.5)
 
 
 @pytest.mark.parametrize("factor", [0.535, 0.25, 2.0])

@@ -86,12 +86,18 @@ def load_case(case: Case) -> tuple[Scan, np.ndarray, list[tuple[int, int, int, i
     an empty mask (an annotation that marks nothing cannot be trusted for the other pixels either).
     """
     scan = read_scan(case.scan_path)
-    merged = np.zeros(scan.pixels.shape, dtype=bool)
+    return (scan, *merged_mask(case, scan.pixels.shape))
+
+
+def merged_mask(case: Case, shape: tuple[int, int]) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """The union of ``case``'s lesion masks on a scan of ``shape`` and one ROI bounding box per abnormality
+    (errors as :func:`load_case`)."""
+    merged = np.zeros(shape, dtype=bool)
     rois = []
-    for mask in lesion_masks(case, scan.pixels.shape):
+    for mask in lesion_masks(case, shape):
         merged |= mask
         rois.append(bounding_box(mask))
-    return scan, merged, rois
+    return merged, rois
 
 
 def lesion_masks(case: Case, shape: tuple[int, int]) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""The layout of a prep output (``mammo prep --out OUT``): written by :mod:`mammo_seg.data.writer`, read
+"""The layout of a prep output (``mammo prep --out OUT``): written by :mod:`mammo_seg.data.shards`, read
 by everything else through :class:`PrepOutput` and :class:`Manifest`.
 
 ::
@@ -12,11 +12,13 @@ by everything else through :class:`PrepOutput` and :class:`Manifest`.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass
 
-from mammo_seg.errors import MammoError
+from mammo_seg import __version__, atomic
+from mammo_seg.errors import MammoError, printable
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -36,6 +38,35 @@ def output_kind(name: str) -> str:
 
 def output_tile_size(name: str) -> int | None:
     return None if name == FULL else int(name)
+
+
+def manifest_content(name: str, *, config: dict, resolution: dict, seed: int, splits: dict, records_per_shard: dict,
+                     intensity: dict, problems: int, extra: dict) -> dict:
+    """The content of output folder ``name``'s ``manifest.json`` (``extra``: the dataset and its collection report)."""
+    return {
+        "format_version": MANIFEST_VERSION,
+        "package_version": __version__,
+        "kind": output_kind(name),
+        "tile_size": output_tile_size(name),
+        "resolution": resolution,
+        "seed": seed,
+        "config": config,
+        "splits": splits,
+        "records_per_shard": records_per_shard,
+        "intensity": intensity,
+        "problems": problems,
+        **extra,
+    }
+
+
+def write_problems(path: str, problems, tmp_dir: str) -> None:
+    """``problems.csv`` of :class:`~mammo_seg.data.cases.Problem` rows: UTF-8 CSV; a file name that is not
+    UTF-8 is written with its odd bytes as ``\\xNN``, so no name can stop the run after all shards are written."""
+    with atomic.replacing(path, tmp_dir) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "item", "reason"])
+        for p in problems:
+            w.writerow([printable(p.file), printable(p.item), printable(p.reason)])
 
 
 def is_output_folder(directory: str) -> bool:
@@ -143,6 +174,9 @@ class PrepOutput:
     @property
     def full_folder(self) -> str:
         return self.folder(FULL)
+
+    def manifest_file(self, name: str | int) -> str:
+        return os.path.join(self.folder(name), MANIFEST)
 
     def manifest(self, name: str | int) -> Manifest:
         return Manifest.load(self.folder(name))

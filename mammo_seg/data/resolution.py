@@ -58,9 +58,15 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a binary mask without eroding or dilating it: coverage ≥ 0.5 (see the module docstring)."""
+    """Resize a binary mask without eroding or dilating it: coverage ≥ 0.5 (see the module docstring).
+
+    A mask without any lesion pixel resizes to one without any, so it is not resampled (the filter and the
+    interpolation of zeros give exact zeros): most tiles and scans hold no lesion.
+    """
     if mask.shape == tuple(shape):
         return mask.astype(bool)
+    if not mask.any():
+        return np.zeros(shape, dtype=bool)
     return resize_image(mask.astype(np.float32), shape) >= 0.5
 
 

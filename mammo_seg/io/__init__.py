@@ -45,8 +45,20 @@ def read_scan(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Scan:
 
 
 def binary_mask(values: np.ndarray, where: str) -> np.ndarray:
-    """A stored lesion mask (0/255 or 0/1) as bool; more than two distinct values is an error."""
-    levels = np.unique(values)
+    """A stored lesion mask (0/255 or 0/1) as bool; more than two distinct values is an error.
+
+    The distinct values are found from the minimum and maximum (two passes instead of ``np.unique``'s sort
+    or hash of every pixel); ``np.unique`` runs only to word the error of a mask that is not binary.
+    """
+    values = np.asarray(values)
+    if values.size == 0:
+        levels = values.ravel()
+    elif (lo := values.min()) == (hi := values.max()):
+        levels = np.array([lo], dtype=values.dtype)
+    elif np.count_nonzero(values != lo) == np.count_nonzero(values == hi):  # every value is lo or hi
+        levels = np.array([lo, hi], dtype=values.dtype)
+    else:  # a third value (or NaN): np.unique words the error
+        levels = np.unique(values)
     if levels.size > 2:
         raise MammoError(where, f"mask is not binary ({levels.size} distinct values)")
     if levels.size == 2 and levels[0] != 0:
