@@ -43,13 +43,13 @@ def in_order(task, items: list, workers: int, died):
             try:
                 result = future.result()
             except BrokenProcessPool:
-                pool.shutdown(cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool()
                 try:
                     result = submit(item).result()
                 except BrokenProcessPool:
                     result = died(item)
-                    pool.shutdown(cancel_futures=True)
+                    pool.shutdown(wait=False, cancel_futures=True)
                     pool = new_pool()
                 queue = deque((i, submit(i)) for i, _ in queue)
             yield result
