@@ -48,3 +48,36 @@ def write_report(report: dict, out: str | None) -> None:
         with open(out, "w") as f:
             f.write(text + "\n")
     print(text)
+
+
+# A benchmark that reports peak memory runs each mode in a fresh process (ru_maxrss is a process's
+# peak): the child prints one line "RESULT <json>", the parent reads it back.
+_RESULT = "RESULT "
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GiB (Linux reports ``ru_maxrss`` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def print_result(result: dict) -> None:
+    """The child's side: hand ``result`` to the parent."""
+    print(_RESULT + json.dumps(result), flush=True)
+
+
+def run_child(script: str, args: list, what: str, timeout: float = 1800) -> dict:
+    """Run ``python SCRIPT ARGS`` in a fresh process (this repository and ``benchmarks/`` importable)
+    and return the dict it printed with :func:`print_result`; its stderr's tail if it printed none."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+    run = subprocess.run([sys.executable, os.path.abspath(script), *map(str, args)], capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith(_RESULT)), None)
+    if line is None:
+        raise RuntimeError(f"{what} failed:\n{run.stderr[-3000:]}")
+    return json.loads(line[len(_RESULT):])

@@ -15,10 +15,7 @@ target ≤ 1.15. The first scan of each run includes tracing the model, as in an
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+
+from common import peak_rss_gb, print_result, run_child  # noqa: E402
 
 PHASES = ("read", "resample", "postprocess", "write")
 TARGET_WHOLE_OVER_NETWORK = 1.15
@@ -42,18 +41,12 @@ def child(folder: str, model: str, pipelined: bool, out: str) -> None:
     result = {"pipelined": pipelined, "scans": len(scans), "ok": summary["counts"]["ok"], "wall_seconds": wall,
               "network_seconds": sum(t["model"] for t in scans.values()),
               "per_scan_seconds": {p: sum(t[p] for t in scans.values()) / len(scans) for p in PHASES},
-              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
-    print("RESULT " + json.dumps(result), flush=True)
+              "peak_rss_gb": peak_rss_gb()}
+    print_result(result)
 
 
 def run_mode(folder: str, model: str, pipelined: bool, out: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.dirname(os.path.abspath(__file__))]))
-    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", folder, model, str(int(pipelined)),
-                          out], capture_output=True, text=True, env=env, timeout=1800)
-    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"pipelined={pipelined} failed:\n{run.stderr[-3000:]}")
-    result = json.loads(line[len("RESULT "):])
+    result = run_child(__file__, ["--child", folder, model, int(pipelined), out], f"pipelined={pipelined}")
     result["scans_per_second"] = result["scans"] / result["wall_seconds"]
     result["non_network_seconds_per_scan"] = sum(result["per_scan_seconds"].values())
     return result

@@ -12,16 +12,15 @@ FLOPs ÷ the same process's float32 ``tf.matmul`` FLOP/s (target ≤ 1.3).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+
+from common import peak_rss_gb, print_result, run_child  # noqa: E402
 
 HEIGHT, WIDTH, SPACING_MM = 5000, 3000, 0.05
 
@@ -87,9 +86,9 @@ def child(scan: str, model: str, tile: int | None, out: str) -> None:
     result = {"tile": tile, "windows": windows, "model_input_shape": [h, w], "timings": timings,
               "seconds": timings["seconds"], "model_flops": flops, "matmul_flops": peak,
               "flop_limit_seconds": flops / peak, "model_over_flop_limit": timings["model"] / (flops / peak),
-              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+              "peak_rss_gb": peak_rss_gb(),
               "tensorflow": tf.__version__}
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 def main():
@@ -106,13 +105,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         scan, model = make_inputs(tmp, args.width)
         for name, tile in (("one_pass", 0), ("windows_1024", 1024)):
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.dirname(os.path.abspath(__file__))]))
-            run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", scan, model, str(tile),
-                                  os.path.join(tmp, name)], capture_output=True, text=True, env=env, timeout=1800)
-            line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"{name} failed:\n{run.stderr[-3000:]}")
-            result = json.loads(line[len("RESULT "):])
+            result = run_child(__file__, ["--child", scan, model, tile, os.path.join(tmp, name)], name)
             report["modes"][name] = result
             print(f"{name}: {result['seconds']:.2f} s per scan (model {result['timings']['model']:.2f} s = "
                   f"{result['model_over_flop_limit']:.2f} x the FLOP limit), peak RSS {result['peak_rss_gb']:.2f} GB",

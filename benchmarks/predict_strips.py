@@ -13,10 +13,7 @@ are measured, and the equality.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +21,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+
+from common import peak_rss_gb, print_result, run_child  # noqa: E402
 
 SHAPE = (2676, 1605)  # 5000 x 3000 at 0.05 mm on the default training grid
 
@@ -37,7 +36,7 @@ def child(mode: str, width: float, out: str) -> None:
 
     keras.utils.set_random_seed(0)
     predictor = Predictor(MammoFCN(width=width))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    baseline = peak_rss_gb()
     image = np.random.default_rng(0).random(SHAPE, dtype=np.float32)
     budget = float("inf") if mode == "one_pass" else NETWORK_MEMORY_BYTES
     predict_probabilities(predictor, image, memory_bytes=budget)
@@ -46,12 +45,12 @@ def child(mode: str, width: float, out: str) -> None:
     seconds = time.perf_counter() - start
     np.save(out, prob)
     result = {"memory_bytes": None if mode == "one_pass" else budget, "network_seconds": round(seconds, 3),
-              "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
+              "peak_rss_gb": round(peak_rss_gb(), 3),
               "rss_before_predict_gb": round(baseline, 3)}
     if mode == "strips":
         result["stages"] = [{"jump_in": s.jump_in, "jump_out": str(s.jump_out), "reach_px": str(s.reach),
                              "halo_rows": s.halo} for s, _ in predictor.stages()]
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 def main():
@@ -68,13 +67,8 @@ def main():
     report = {"input_shape": list(SHAPE), "width": args.width, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("one_pass", "strips"):
-            run = subprocess.run([sys.executable, os.path.abspath(__file__), "--width", str(args.width), "--child",
-                                  mode, os.path.join(tmp, mode + ".npy")], capture_output=True, text=True,
-                                 env=dict(os.environ, PYTHONPATH=ROOT), timeout=900)
-            line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"{mode} failed:\n{run.stderr[-3000:]}")
-            report["modes"][mode] = json.loads(line[len("RESULT "):])
+            report["modes"][mode] = run_child(__file__, ["--width", args.width, "--child", mode,
+                                                         os.path.join(tmp, mode + ".npy")], mode, timeout=900)
             print(mode, report["modes"][mode], flush=True)
         one, strips = (np.load(os.path.join(tmp, m + ".npy")) for m in ("one_pass", "strips"))
     report["one_pass_probability_range"] = [float(one.min()), float(one.max())]
