@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     report = {"work": os.path.abspath(args.work), "rule": "operating point and lever chosen on the validation "
               "women (highest mean lesion Dice with at most 0.25 of lesion-free scans flagged); test scored after",
               "validation_choice": rows[best]["setting"], "settings": rows,
-              "caveat": "one trained model, 18 validation scans (6 with a lesion), 44 test scans with 16 lesions",
+              "caveat": "One trained model, 18 validation scans (6 with a lesion), 44 test scans with 16 lesions",
               "seconds": round(time.perf_counter() - start, 1)}
     with open(args.out + ".json", "w") as f:
         json.dump(report, f, indent=2)
