@@ -150,7 +150,7 @@ def cmd_train(args) -> int:
 
         point = choose_for_run(out, config)
         if point:
-            print(f"operating point of {point['model']}: threshold {point['threshold']:g}, minimum lesion "
+            print(f"operating point of {point['model']}: threshold {point['threshold']:g}, flip {point['flip']}, minimum lesion "
                   f"{point['min_area_mm2']:g} mm² (validation: mean lesion Dice {point['validation']['mean_dice']:.3f}, "
                   f"lesion-free scans flagged {point['validation']['normal_with_detection_rate']:.2f})")
     return 0
@@ -164,7 +164,7 @@ def cmd_predict(args) -> int:
     options = PredictOptions(threshold=args.threshold, min_area_mm2=args.min_area, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=formats, force=args.force,
                              breast_mask=not args.no_breast_mask, all_images=args.all_images,
-                             spacing_mm=args.spacing)
+                             spacing_mm=args.spacing, flip=args.flip)
     summary = predict(args.model, args.input, args.output, options, progress=not args.quiet, resume=args.resume)
     counts = summary["counts"]
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probability threshold (default: the model's operating point, else 0.5)")
     pr.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
                     help="smallest lesion reported, in mm² (default: the model's operating point, else 0)")
+    pr.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                    help="average with the left-right mirrored scan's probabilities (test-time augmentation; "
+                         "default: the model's operating point, else off)")
     pr.add_argument("--tile", type=_number(int, 16, MAX_TILE, what="an integer"), default=None,
                     help="Gaussian-blended windows of this size at the training resolution (default: one pass "
                          "when the scan fits, else exact strips)")

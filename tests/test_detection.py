@@ -59,12 +59,25 @@ def test_scores_at_one_threshold():
 def test_froc_points_and_sensitivity_at_false_positive_rates():
     result = froc(two_scans(), min_area_mm2=0.1)
     points = {p["threshold"]: (p["sensitivity"], p["fp_per_image"]) for p in result["points"]}
-    assert points[0.05] == points[0.3] == (0.5, 1.0)  # B and the faint blob
+    assert points[0.01] == points[0.05] == points[0.3] == (0.5, 1.0)  # B and the faint blob
     assert points[0.35] == points[0.6] == (0.5, 0.5)  # B only
     assert points[0.65] == points[0.9] == (0.5, 0.0)
     assert points[0.95] == (0.0, 0.0)
     assert result["sensitivity_at_fp_per_image"] == {"0.25": 0.5, "0.5": 0.5, "1": 0.5, "2": 0.5, "4": 0.5}
     assert result["images"] == 2 and result["mean_sensitivity"] == 0.5
+    assert result["fp_per_image_reached"] == 1.0  # "at 2 and 4 FP/image" is the flat extension of the 1.0 point
+
+
+def test_froc_reports_how_far_the_sweep_reaches():
+    # one scan, one lesion never above 0.015, a 0.015 speck elsewhere: only the 0.01 threshold sees them
+    prob = np.zeros((10, 10), np.float32)
+    prob[1, 1] = 0.012  # inside the lesion
+    prob[8, 8] = 0.015  # a false positive
+    result = froc([ScanLesions(prob, [box((10, 10), 0, 3, 0, 3)], ["CIRC"], 1.0)], 0.0)
+    points = {p["threshold"]: (p["sensitivity"], p["fp_per_image"]) for p in result["points"]}
+    assert points[0.01] == (1.0, 1.0) and points[0.02] == points[0.05] == (0.0, 0.0)
+    assert result["fp_per_image_reached"] == 1.0
+    assert result["sensitivity_at_fp_per_image"] == {"0.25": 0.0, "0.5": 0.0, "1": 1.0, "2": 1.0, "4": 1.0}
 
 
 def test_failed_predictions_count_as_missed_lesions_and_images():

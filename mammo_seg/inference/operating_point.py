@@ -1,15 +1,19 @@
-"""The operating point of a trained model: decision threshold and minimum lesion area, chosen on validation scans.
+"""The operating point of a trained model: decision threshold, minimum lesion area and flip test-time
+augmentation, chosen on validation scans.
 
 A probability map becomes findings through two numbers: the probability threshold and the smallest
-connected component that counts as a lesion (in mm², so that it means the same on any scanner). They
+connected component that counts as a lesion (in mm², so that it means the same on any scanner); the
+map itself is the network's, or (``flip``) the mean of the network's on the scan and on its left-right
+mirror. They
 are chosen once, on the validation split's whole scans of the prep output the model was trained on
 (on the training grid, exactly as ``mammo predict`` sees a scan: one pass, breast mask), and written
 to ``operating_point.json`` beside the model file; ``mammo predict`` applies them by default.
 
-Choice: among the (threshold, minimum area) pairs whose share of lesion-free validation scans with any
+Choice: among the (flip, threshold, minimum area) candidates (recipe ``operating_point:`` ``flips`` and
+``min_areas_mm2``; thresholds :data:`~mammo_seg.detection.THRESHOLDS`) whose share of lesion-free validation scans with any
 detection is at most ``max_normal_rate``, the one with the highest mean lesion Dice over validation
-scans with a lesion (ties: the higher threshold, then the larger area); when no pair keeps the normal
-scans that clean, the pair with the fewest such scans (then the highest Dice).
+scans with a lesion (ties: no flip, the higher threshold, then the larger area); when no candidate keeps
+the normal scans that clean, the one with the fewest such scans (then the highest Dice).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ MIN_AREAS_MM2 = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)  # 80 mm²: a 10-
 class OperatingPoint:
     threshold: float = 0.5
     min_area_mm2: float = 0.0
+    flip: bool = False  # average with the left-right mirror's probabilities
 
 
 def path_for(model_file: str) -> str:
@@ -47,7 +52,8 @@ def load_operating_point(model_file: str) -> tuple[OperatingPoint, str]:
             content = json.load(f)
         if content.get("model") != os.path.basename(model_file):
             return OperatingPoint(), "default"
-        point = OperatingPoint(float(content["threshold"]), float(content["min_area_mm2"]))
+        point = OperatingPoint(float(content["threshold"]), float(content["min_area_mm2"]),
+                               bool(content.get("flip", False)))  # records before flip existed: off
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MammoError(path, f"unreadable operating point ({type(e).__name__}: {e})") from None
     if not (0 < point.threshold < 1 and point.min_area_mm2 >= 0):
@@ -66,8 +72,11 @@ def validation_scans(data_dir: str, split: str):
 
 
 def choose_operating_point(model_file: str, data_dir: str, split: str = "val", max_normal_rate: float = 0.25,
-                           thresholds=THRESHOLDS, min_areas_mm2=MIN_AREAS_MM2) -> dict:
-    """Choose and record the operating point of ``model_file`` on ``split`` of ``data_dir``; returns the record."""
+                           thresholds=THRESHOLDS, min_areas_mm2=MIN_AREAS_MM2, flips=(False,),
+                           write: bool = True) -> dict:
+    """Choose the operating point of ``model_file`` on ``split`` of ``data_dir``; returns the record, also
+    written beside the model unless ``write`` is False (a what-if: ``benchmarks/quality_mias_levers.py``).
+    The record's ``candidates`` hold every candidate's validation figures."""
     from mammo_seg.evaluate import case_metrics
     from mammo_seg.inference.model import load_model
     from mammo_seg.inference.postprocess import breast_region
@@ -76,12 +85,39 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
     loaded = load_model(model_file)
     predictor = Predictor(loaded.model)
     pixel_mm2 = loaded.resolution.spacing_mm ** 2
-    scans = []
+    flips = sorted({bool(f) for f in flips})
+    scans = {flip: [] for flip in flips}
     for image, mask in validation_scans(data_dir, split):
-        prob = predict_probabilities(predictor, image)
-        prob[~breast_region(image)] = 0.0
-        scans.append((prob, mask))
+        breast = breast_region(image)
+        for flip in flips:
+            prob = predict_probabilities(predictor, image, flip=flip)
+            prob[~breast] = 0.0
+            scans[flip].append((prob, mask))
     min_areas = [min_area_px(area, pixel_mm2) for area in min_areas_mm2]
+    candidates = []
+    for flip in flips:
+        candidates += _candidates(scans[flip], flip, thresholds, min_areas, min_areas_mm2, case_metrics)
+    clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate]
+    if clean:
+        best = max(clean, key=lambda c: (c["mean_dice"], not c["flip"], c["threshold"], c["min_area_mm2"]))
+    else:
+        best = max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"], not c["flip"]))
+    scans = scans[flips[0]]
+    point = OperatingPoint(best["threshold"], best["min_area_mm2"], best["flip"])
+    record = {"model": os.path.basename(model_file), **asdict(point),
+              "chosen_on": {"data": os.path.abspath(data_dir), "split": split, "scans": len(scans),
+                            "scans_with_lesion": sum(bool(m.any()) for _, m in scans)},
+              "rule": f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged",
+              "validation": best}
+    if write:
+        from mammo_seg.atomic import write_json as atomic_write_json
+
+        atomic_write_json(path_for(model_file), record)
+    return {**record, "candidates": candidates}
+
+
+def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2, case_metrics) -> list[dict]:
+    """Mean lesion Dice and share of lesion-free scans flagged of every (threshold, minimum area) on ``scans``."""
     normal = sum(not ref.any() for _, ref in scans)
     candidates = []
     for threshold in thresholds:
@@ -94,23 +130,10 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
                 else:
                     normal_hits[i] += bool(pred.any())
         for i, area in enumerate(min_areas_mm2):
-            candidates.append({"threshold": float(threshold), "min_area_mm2": float(area),
+            candidates.append({"flip": flip, "threshold": float(threshold), "min_area_mm2": float(area),
                                "mean_dice": float(np.mean(dice[i])) if dice[i] else 0.0,
                                "normal_with_detection_rate": normal_hits[i] / normal if normal else 0.0})
-    clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate]
-    if clean:
-        best = max(clean, key=lambda c: (c["mean_dice"], c["threshold"], c["min_area_mm2"]))
-    else:
-        best = max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"]))
-    record = {"model": os.path.basename(model_file), **asdict(OperatingPoint(best["threshold"], best["min_area_mm2"])),
-              "chosen_on": {"data": os.path.abspath(data_dir), "split": split, "scans": len(scans),
-                            "scans_with_lesion": sum(bool(m.any()) for _, m in scans)},
-              "rule": f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged",
-              "validation": best}
-    from mammo_seg.atomic import write_json as atomic_write_json
-
-    atomic_write_json(path_for(model_file), record)
-    return record
+    return candidates
 
 
 def choose_for_run(run: str, config) -> dict | None:
@@ -121,4 +144,6 @@ def choose_for_run(run: str, config) -> dict | None:
     if not is_chief():
         return None
     section = config.operating_point
-    return choose_operating_point(model_file(run), config.data.dir, section.split, section.max_normal_rate)
+    return choose_operating_point(model_file(run), config.data.dir, section.split, section.max_normal_rate,
+                                  min_areas_mm2=[float(a) for a in section.min_areas_mm2],
+                                  flips=[bool(f) for f in section.flips])

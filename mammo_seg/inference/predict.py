@@ -53,6 +53,7 @@ UID = re.compile(r"^\d+(\.\d+){3,}$")
 class PredictOptions:
     threshold: float | None = None  # None: the model's recorded operating point, else 0.5
     min_area_mm2: float | None = None  # smallest lesion reported; None: the operating point's, else 0 (any)
+    flip: bool | None = None  # left-right flip test-time augmentation; None: the operating point's, else off
     tile: int | None = None  # None: one pass when it fits, else exact strips (sliding_window)
     overlap: float = 0.25
     batch_size: int = 4
@@ -298,7 +299,7 @@ def network_probabilities(predictor, small: np.ndarray, options: PredictOptions)
     from mammo_seg.inference.sliding_window import predict_probabilities
 
     return predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
-                                 batch_size=options.batch_size)
+                                 batch_size=options.batch_size, flip=bool(options.flip))
 
 
 def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, options: PredictOptions) -> Segmentation:
@@ -326,8 +327,8 @@ def segment(loaded, predictor, scan, options: PredictOptions) -> Segmentation:
 
 
 def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOptions, str]:
-    """``options`` with the threshold and minimum area the user left open taken from the model's operating
-    point (:mod:`mammo_seg.inference.operating_point`), and where they came from."""
+    """``options`` with the threshold, minimum area and flip augmentation the user left open taken from the
+    model's operating point (:mod:`mammo_seg.inference.operating_point`), and where they came from."""
     from mammo_seg.inference.operating_point import load_operating_point
 
     if options.threshold is not None and not 0 < options.threshold < 1:
@@ -336,7 +337,8 @@ def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOp
         raise MammoError("--min-area", "must be at least 0")
     point, source = load_operating_point(model_file)
     return replace(options, threshold=point.threshold if options.threshold is None else options.threshold,
-                   min_area_mm2=point.min_area_mm2 if options.min_area_mm2 is None else options.min_area_mm2), source
+                   min_area_mm2=point.min_area_mm2 if options.min_area_mm2 is None else options.min_area_mm2,
+                   flip=point.flip if options.flip is None else options.flip), source
 
 
 class Segmenter:

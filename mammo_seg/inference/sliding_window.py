@@ -95,8 +95,12 @@ def window_starts(length: int, tile: int, overlap: float) -> list[int]:
 
 
 def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | None = None, overlap: float = 0.25,
-                          batch_size: int = 4, memory_bytes: float = NETWORK_MEMORY_BYTES) -> np.ndarray:
+                          batch_size: int = 4, memory_bytes: float = NETWORK_MEMORY_BYTES,
+                          flip: bool = False) -> np.ndarray:
     """Probabilities (float32, same shape as ``image``) for a 2D image in [0, 1].
+
+    ``flip``: test-time augmentation, the mean of the image's probabilities and those of its left-right
+    mirror (mirrored back); twice the network time.
 
     ``tile=None``: one pass when its activations fit ``memory_bytes`` (:func:`activation_bytes`), else
     exact strips that each fit it (:meth:`Predictor.strips`; 1024-px windows for a model with a layer the
@@ -105,6 +109,11 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | N
     """
     if image.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if flip:
+        def once(x):
+            return predict_probabilities(predictor, x, tile, overlap, batch_size, memory_bytes)
+
+        return (once(image) + once(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]) / 2
     if tile is None:
         if activation_bytes(predictor.model, image.size) <= memory_bytes:
             return predictor(image[None, :, :, None])[0, :, :, 0]
