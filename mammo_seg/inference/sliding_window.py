@@ -23,9 +23,10 @@ import numpy as np
 #: the 0.76 GB of TensorFlow and the model. It scales with the width (every filter count does).
 ACTIVATION_BYTES_PER_PIXEL = 610
 #: Memory one network call may take for its activations. A CBIS-DDSM scan (4.3 Mpx at the training
-#: resolution, 2.6 GB at width 1.0 in one pass) goes in exact strips, keeping the process under 2 GB
-#: (``benchmarks/results/predict_strips_cpu.json``); at width 0.5 or below it still goes in one pass.
-NETWORK_MEMORY_BYTES = 1_000_000_000
+#: resolution, 2.6 GB at width 1.0 in one pass) goes in exact strips. With 1 GB the network alone peaked
+#: at 1.83 GB RSS but a whole ``predict`` of the scan at 2.26 GB (the scan and its outputs on the
+#: original grid come on top): 0.6 GB leaves that room (``benchmarks/results/predict_*_cpu.json``).
+NETWORK_MEMORY_BYTES = 600_000_000
 
 
 def activation_bytes(model, pixels: int) -> float:
