@@ -47,8 +47,8 @@ def read_scan(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Scan:
 def binary_mask(values: np.ndarray, where: str) -> np.ndarray:
     """A stored lesion mask (0/255 or 0/1) as bool; more than two distinct values is an error.
 
-    The distinct values are found from the minimum and maximum (two passes instead of ``np.unique``'s sort
-    or hash of every pixel); ``np.unique`` runs only to word the error of a mask that is not binary.
+    The distinct values are found from the minimum, the maximum and two counts (linear passes instead of
+    ``np.unique``'s sort of every pixel); ``np.unique`` runs only to word the error of a mask that is not binary.
     """
     values = np.asarray(values)
     if values.size == 0:
