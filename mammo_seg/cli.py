@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -136,6 +137,15 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", config.name)
+    if config.cv.folds:
+        from mammo_seg.training.cross_val import run_cross_validation
+
+        results = run_cross_validation(config, out, progress=not args.quiet)
+        for result in results:
+            print(f"trained {result.run_dir}: {result.epochs_done} epochs")
+        print(f"{config.cv.folds}-fold ensemble of {out}: {os.path.join(out, 'ensemble.json')}")
+        _print_operating_point(os.path.join(out, "operating_point.json"))
+        return 0
     if config.stages:
         from mammo_seg.training.curriculum import run_curriculum
 
@@ -150,10 +160,23 @@ def cmd_train(args) -> int:
 
         point = choose_for_run(out, config)
         if point:
-            print(f"operating point of {point['model']}: threshold {point['threshold']:g}, flip {point['flip']}, minimum lesion "
-                  f"{point['min_area_mm2']:g} mm² (validation: mean lesion Dice {point['validation']['mean_dice']:.3f}, "
-                  f"lesion-free scans flagged {point['validation']['normal_with_detection_rate']:.2f})")
+            _print_point(point)
     return 0
+
+
+def _print_operating_point(path: str) -> None:
+    if os.path.isfile(path):
+        with open(path) as f:
+            _print_point(json.load(f))
+
+
+def _print_point(point: dict) -> None:
+    v = point["validation"]
+    where = "out of fold" if point["chosen_on"].get("out_of_fold") else "validation"
+    print(f"operating point of {point['model']}: threshold {point['threshold']:g}, flip {point['flip']}, minimum lesion "
+          f"{point['min_area_mm2']:g} mm² ({where}: mean lesion Dice {v['mean_dice']:.3f}, lesion sensitivity "
+          f"{v.get('sensitivity', float('nan')):.2f} at {v.get('fp_per_image', float('nan')):.2f} FP/image, "
+          f"lesion-free scans flagged {v['normal_with_detection_rate']:.2f})")
 
 
 # -------------------------------------------------------------------------------- predict, export, evaluate

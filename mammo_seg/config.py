@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from mammo_seg.data.augment_config import AugmentConfig as AugmentSection
 from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import stage_folder
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-SCHEDULES = ("original", "constant")
+SCHEDULES = ("original", "constant", "cosine")
+CHECKPOINTS = ("best", "last")
+OBJECTIVES = ("dice", "sensitivity")
 PRECISIONS = (False, True, "float16", "bfloat16")
 #: Keys that left the experiment config, and where they went (an error that says so, not "unknown key").
 MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter of the weighted_bce loss",
@@ -51,22 +54,28 @@ class OperatingPointSection:
     max_normal_rate: float = 0.25  # at most this share of lesion-free scans with any detection
     min_areas_mm2: list = field(default_factory=lambda: [0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0])  # candidates
     flips: list = field(default_factory=lambda: [False])  # flip test-time augmentation candidates; [false, true]: try both
+    # "dice": the highest mean lesion Dice; "sensitivity": the highest lesion sensitivity with at most
+    # max_fp_per_image false positives per image (then the highest Dice)
+    objective: str = "dice"
+    max_fp_per_image: float = 1.0
 
 
-@dataclass(frozen=True)
-class AugmentSection:
-    """Joint image/mask augmentation of training data (``data.augment``; ``mammo_seg.data.pipeline`` applies it)."""
+@dataclass
+class CrossValSection:
+    """K-fold cross-validation by woman (``cv:``): K models, each trained without one fold of the women and
+    scored on it; the run's model is their ensemble, its operating point chosen on the pooled out-of-fold
+    predictions (:mod:`mammo_seg.training.cross_val`)."""
 
-    flips: bool = True
-    rot90: bool = True
-    intensity: float = 0.0  # 0: off; else gamma in [1/(1+a), 1+a] and contrast × [1-a, 1+a]
+    folds: int = 0  # 0: off (one model on the train split); else K >= 2
+    seed: int | None = None  # the fold assignment's seed; null: the config's seed
 
 
 @dataclass
 class DataSection:
     dir: str = ""  # a prep output (OUT) or one of its folders (OUT/320)
     tile: str = "320"  # the folder of OUT to train on: a tile size, or "full" for whole scans
-    crop: int | None = None  # whole scans: train on random crops of this size
+    crop: int | None = None  # whole scans: train on crops of this size
+    lesion_share: float = 0.0  # whole-scan crops: this share of crops centred on a lesion (nnU-Net: 1/3)
     train_split: str = "train"
     val_split: str = "val"
     shuffle_buffer: int = 512
@@ -94,7 +103,8 @@ class TrainSection:
     validation_steps: int | None = None  # default: the whole validation split
     batch_size: int = 16  # global, over all replicas
     lr: float = 1e-3
-    schedule: str = "original"  # "original": lr × 0.85 every 15 epochs (staircase); "constant"
+    schedule: str = "original"  # "original": lr × 0.85 every 15 epochs (staircase); "constant"; "cosine" (to 0)
+    warmup_epochs: int = 0  # cosine: linear warm-up from 0 over this many epochs
     lr_decay: float = 0.85
     lr_decay_epochs: int = 15
     strategy: str = "auto"
@@ -102,6 +112,7 @@ class TrainSection:
     freeze: list = field(default_factory=list)  # layer-name prefixes kept frozen, e.g. ["conv", "pool"]
     init_from: str | None = None  # weights (by layer name) from a .keras file or a run directory
     checkpoint_metric: str = "val_lesion_iou"  # best.keras: highest value of this log
+    checkpoint: str = "best"  # the run's model: "best" (best.keras by checkpoint_metric) or "last" (last epoch)
     jit_compile: bool = False  # XLA: 1.8x slower on CPU (environment_notes.md §3)
 
 
@@ -126,6 +137,7 @@ class ExperimentConfig:
     stages: list = field(default_factory=list)  # of StageSection; empty: one stage from data/train/loss
     prep: PrepSection = field(default_factory=PrepSection)  # how the data were prepared (mammo prep --config)
     operating_point: OperatingPointSection = field(default_factory=OperatingPointSection)
+    cv: CrossValSection = field(default_factory=CrossValSection)
 
     def validate(self, where: str = "config") -> "ExperimentConfig":
         from mammo_seg.losses import resolve_loss
@@ -138,6 +150,17 @@ class ExperimentConfig:
             (self.train.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}"),
             (self.train.mixed_precision in PRECISIONS, "train.mixed_precision",
              "must be false, true, float16 or bfloat16"),
+            (self.train.checkpoint in CHECKPOINTS, "train.checkpoint", f"must be one of {', '.join(CHECKPOINTS)}"),
+            (0 <= self.train.warmup_epochs < self.train.epochs, "train.warmup_epochs",
+             "must be at least 0 and fewer than train.epochs"),
+            (self.cv.folds == 0 or self.cv.folds >= 2, "cv.folds", "must be 0 (off) or at least 2"),
+            (self.cv.seed is None or self.cv.seed >= 0, "cv.seed", "must be at least 0, or null for the config's seed"),
+            (self.operating_point.objective in OBJECTIVES, "operating_point.objective",
+             f"must be one of {', '.join(OBJECTIVES)}"),
+            (self.operating_point.max_fp_per_image > 0, "operating_point.max_fp_per_image", "must be positive"),
+            (0 <= self.data.lesion_share <= 1, "data.lesion_share", "must be in [0, 1]"),
+            (self.data.lesion_share == 0 or self.data.crop is not None, "data.lesion_share",
+             "needs data.crop (lesion crops are cut from whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
             (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
             (self.train.lr > 0, "train.lr", "must be positive"),
@@ -159,6 +182,8 @@ class ExperimentConfig:
         for ok, key, reason in checks:
             if not ok:
                 raise MammoError(f"{where}: {key}", reason)
+        for key, reason in self.data.augment.problems():
+            raise MammoError(f"{where}: data.augment.{key}", reason)
         resolve_loss(self.loss)
         for i, stage in enumerate(self.stages):
             if not stage.name:

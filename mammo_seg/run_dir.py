@@ -10,17 +10,29 @@ One stage (or a run without stages)::
     done.json       a finished curriculum stage
 
 A curriculum root holds one such directory per stage, ``stage<k>_<name>/``; the root stands for
-its last stage with a model. Training writes this layout and prediction reads it; both ask here.
+its last stage with a model. A cross-validated run (``cv.folds: K``) holds one run directory per fold
+and their ensemble::
+
+    config.yaml       the resolved config           cv.json            the fold of every woman, the seed
+    fold<k>/          fold k's run (stages inside)  ensemble.json      the members: each fold's model file
+    operating_point.json  chosen on the pooled out-of-fold predictions
+    oof.json          the out-of-fold figures the operating point was chosen on
+
+and stands for the ensemble: the mean of its members' probabilities. Training writes this layout and
+prediction reads it; both ask here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 
 from mammo_seg.errors import MammoError
 
 _STAGE = re.compile(r"stage(\d+)_.*")
+_FOLD = re.compile(r"fold(\d+)")
 
 
 def stage_folder(number: int, name: str) -> str:
@@ -45,6 +57,9 @@ class RunDir:
     LAST_MODEL = "last.keras"
     BACKUP = "backup"
     DONE = "done.json"
+    FOLDS = "cv.json"
+    ENSEMBLE = "ensemble.json"
+    OUT_OF_FOLD = "oof.json"
 
     config = _inside(CONFIG)
     data_info = _inside(DATA_INFO)
@@ -56,6 +71,9 @@ class RunDir:
     last_model = _inside(LAST_MODEL)
     backup = _inside(BACKUP)
     done = _inside(DONE)
+    folds_file = _inside(FOLDS)
+    ensemble = _inside(ENSEMBLE)
+    out_of_fold = _inside(OUT_OF_FOLD)
 
     def __init__(self, path: str):
         self.path = path
@@ -87,12 +105,71 @@ class RunDir:
         folders = [d for d in os.listdir(self.path) if _STAGE.fullmatch(d) and os.path.isdir(self.file(d))]
         return [self.stage(d) for d in sorted(folders, key=lambda d: int(_STAGE.fullmatch(d)[1]))]
 
+    def fold(self, number: int) -> RunDir:
+        """Cross-validation fold ``number`` (counted from 1)."""
+        return RunDir(self.file(f"fold{number}"))
+
+    def is_ensemble(self) -> bool:
+        return os.path.isfile(self.ensemble)
+
+    def write_ensemble(self, folds: int) -> str:
+        """``ensemble.json``: every fold's model file (relative) and its SHA-256; returns its path."""
+        from mammo_seg import atomic
+
+        members = []
+        for k in range(1, folds + 1):
+            found = self.fold(k).final_run().model()
+            if found is None:
+                raise MammoError(self.fold(k).path, "fold has no trained model")
+            members.append({"file": os.path.relpath(found, self.path), "sha256": _sha256(found)})
+        atomic.write_json(self.ensemble, {"members": members})
+        return self.ensemble
+
+    def ensemble_members(self) -> list[str]:
+        """The model files of ``ensemble.json``, each checked to exist and to be the file it was."""
+        try:
+            with open(self.ensemble) as f:
+                members = json.load(f)["members"]
+            files = [(os.path.join(self.path, m["file"]), m["sha256"]) for m in members]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MammoError(self.ensemble, f"unreadable ensemble ({type(e).__name__}: {e})") from None
+        for file, digest in files:
+            if not os.path.isfile(file):
+                raise MammoError(self.ensemble, f"member {os.path.relpath(file, self.path)} is missing")
+            if _sha256(file) != digest:
+                raise MammoError(self.ensemble, f"member {os.path.relpath(file, self.path)} changed since the "
+                                                f"ensemble was made")
+        if not files:
+            raise MammoError(self.ensemble, "ensemble without members")
+        return [file for file, _ in files]
+
     def final_run(self) -> RunDir:
         """The directory whose model this one stands for: a curriculum's last stage with a model, else itself."""
         for stage in reversed(self.stages()):
             if stage.model() is not None:
                 return stage
         return self
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files(path: str) -> tuple[str, list[str]]:
+    """(what the model is known by, its ``.keras`` files): a run's ``ensemble.json`` and its members, else
+    ``(model_file(path), [model_file(path)])``. The first names the operating point (beside it) and the run."""
+    if os.path.isdir(path) and RunDir(path).is_ensemble():
+        run = RunDir(path)
+        return run.ensemble, run.ensemble_members()
+    if os.path.basename(path) == RunDir.ENSEMBLE and os.path.isfile(path):
+        run = RunDir(os.path.dirname(os.path.abspath(path)))
+        return run.ensemble, run.ensemble_members()
+    file = model_file(path)
+    return file, [file]
 
 
 def model_file(path: str) -> str:

@@ -1,9 +1,21 @@
 """tf.data input from a prep output folder (``OUT/<tile>`` or ``OUT/full``).
 
-Training: shard files shuffled → interleaved → parsed with the one feature spec → shuffled →
-joint augmentation of image and mask (flips, 90° rotations, optional gamma/contrast jitter on the
-image only) → random crops for whole scans → batched (full batches only) → prefetched.
-Evaluation: files in order, no augmentation, every record.
+Training: shard files shuffled → interleaved → parsed with the one feature spec → records of the
+run's women only (cross-validation folds) → shuffled → for whole scans, crops → joint augmentation of
+image and mask (flips, 90° rotations; gamma/contrast/brightness, noise and blur on the image only) →
+batched (full batches only) → prefetched.
+Evaluation: files in order, no augmentation, every record of the run's women.
+
+Crops of whole scans (``crop``), two samplers:
+
+* plain (``lesion_share`` 0 and no rotation or scaling): a uniformly placed ``crop``² window;
+* the lesion sampler (nnU-Net's foreground oversampling, with rotation and scaling on the fly): element
+  ``i`` of the stream is a *lesion crop* exactly when ⌊(i+1)·s⌋ > ⌊i·s⌋ for the share ``s`` (so the share
+  of lesion crops in any run of 1/s elements is exact), drawn from the scans that have a lesion and
+  centred on one of their lesion pixels; the other crops come from every scan, centred on a pixel of the
+  breast (image > :data:`TISSUE_LEVEL`). The window is rotated by θ ~ U(±``rotate``°) and scaled by
+  s ~ log-uniform within ``scale`` about its centre, in one projective resampling per crop (bilinear for the
+  image, nearest for the mask; outside the scan is zero).
 
 Deterministic for (seed, epoch): every random choice uses stateless ops seeded by the seed, the
 epoch and the element's position, so a resumed run sees the same data as an uninterrupted one.
@@ -18,8 +30,8 @@ import zlib
 
 import tensorflow as tf
 
-from mammo_seg.config import AugmentSection as AugmentConfig
 from mammo_seg.data import features
+from mammo_seg.data.augment_config import AugmentConfig
 from mammo_seg.data.prep_output import MANIFEST, Manifest
 from mammo_seg.errors import MammoError
 
@@ -42,9 +54,23 @@ def _seed(seed: int, epoch: int, salt: str) -> int:
     return zlib.crc32(f"{seed}/{epoch}/{salt}".encode()) & 0x7FFFFFFF
 
 
+TISSUE_LEVEL = 0.1  # a crop that is not a lesion crop is centred on a pixel brighter than this
+
+
 def _decode(serialized):
     ex = features.parse(serialized)
     return features.to_float(ex["image"], ex["mask"])
+
+
+def _decode_with_patient(serialized):
+    ex = features.parse(serialized)
+    return ex["patient_id"], features.to_float(ex["image"], ex["mask"])
+
+
+def is_lesion_crop(index, share: float):
+    """Element ``index`` of the training stream is a lesion crop: ⌊(i+1)·share⌋ > ⌊i·share⌋ (exact share)."""
+    i = tf.cast(index, tf.float64)
+    return tf.floor((i + 1.0) * share) > tf.floor(i * share)
 
 
 def augment(image, mask, seed, config: AugmentConfig):
@@ -66,7 +92,27 @@ def augment(image, mask, seed, config: AugmentConfig):
         image = tf.pow(tf.clip_by_value(image, 0.0, 1.0), gamma)
         mean = tf.reduce_mean(image)
         image = tf.clip_by_value((image - mean) * (1.0 + a * u[1]) + mean, 0.0, 1.0)
+    if config.brightness > 0:
+        shift = tf.random.stateless_uniform([], seed=seed + 5, minval=-config.brightness, maxval=config.brightness)
+        image = tf.clip_by_value(image + shift, 0.0, 1.0)
+    if config.blur > 0:
+        sigma = tf.random.stateless_uniform([], seed=seed + 6, minval=0.0, maxval=config.blur)
+        image = gaussian_blur(image, sigma)
+    if config.noise > 0:
+        sigma = tf.random.stateless_uniform([], seed=seed + 7, minval=0.0, maxval=config.noise)
+        image = image + sigma * tf.random.stateless_normal(tf.shape(image), seed=seed + 8)
+        image = tf.clip_by_value(image, 0.0, 1.0)
     return image, mask
+
+
+def gaussian_blur(image, sigma, radius: int = 3):
+    """``image`` (H×W×1) convolved with a separable Gaussian of ``sigma`` pixels (σ → 0: unchanged)."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(x / tf.maximum(sigma, 1e-3)))
+    kernel = kernel / tf.reduce_sum(kernel)
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    rows = tf.nn.conv2d(padded, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
+    return tf.nn.conv2d(rows, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")[0]
 
 
 def random_crop(image, mask, size: int, seed):
@@ -78,13 +124,61 @@ def random_crop(image, mask, size: int, seed):
     return both[..., :1], both[..., 1:]
 
 
+def _centre(image, mask, lesion_crop, seed):
+    """A crop centre (row, col) as float32: a lesion pixel for a lesion crop, else a breast pixel (else any)."""
+    def pick(candidates, salt):
+        n = tf.shape(candidates)[0]
+        k = tf.random.stateless_uniform([], seed=seed + salt, minval=0, maxval=tf.maximum(n, 1), dtype=tf.int32)
+        return tf.cast(candidates[tf.minimum(k, n - 1)], tf.float32)
+
+    lesion = tf.where(mask[..., 0] > 0.5)
+    tissue = tf.where(image[..., 0] > TISSUE_LEVEL)
+    shape = tf.shape(image)
+    anywhere = tf.cast(tf.stack([shape[0] // 2, shape[1] // 2]), tf.float32)
+    return tf.case([(tf.logical_and(lesion_crop, tf.shape(lesion)[0] > 0), lambda: pick(lesion, 21)),
+                    (tf.shape(tissue)[0] > 0, lambda: pick(tissue, 22))], default=lambda: anywhere)
+
+
+def sampled_crop(image, mask, size: int, lesion_crop, seed, rotate_degrees: float = 0.0,
+                 scale: tuple = (1.0, 1.0)):
+    """A ``size``² crop centred as :func:`_centre` says, rotated and scaled about its centre (see the module)."""
+    centre = _centre(image, mask, lesion_crop, seed)
+    u = tf.random.stateless_uniform([2], seed=seed + 23, minval=0.0, maxval=1.0)
+    theta = (2.0 * u[0] - 1.0) * rotate_degrees * 3.141592653589793 / 180.0
+    log_lo, log_hi = tf.math.log(float(scale[0])), tf.math.log(float(scale[1]))
+    zoom = tf.exp(log_lo + u[1] * (log_hi - log_lo))  # > 1 magnifies: the crop covers less of the scan
+    c, s = tf.cos(theta) / zoom, tf.sin(theta) / zoom
+    half = float(size // 2)  # the output pixel (size // 2, size // 2) lands on the centre: no rotation or scaling copies pixels
+    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2), about the output pixel ``half`` onto ``centre``
+    transform = tf.stack([c, -s, centre[1] - c * half + s * half,
+                          s, c, centre[0] - s * half - c * half, 0.0, 0.0])[None]
+
+    def warp(x, interpolation):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=x[None], transforms=transform, output_shape=tf.constant([size, size]), fill_value=0.0,
+            interpolation=interpolation, fill_mode="CONSTANT")[0]
+
+    return warp(image, "BILINEAR"), warp(mask, "NEAREST")
+
+
+def _keeps(patients):
+    """A predicate on a record's patient id: in ``patients`` (None: every record)."""
+    if patients is None:
+        return lambda patient: tf.constant(True)
+    table = tf.constant(sorted(patients) or [""], tf.string)
+    empty = not patients
+    return lambda patient: tf.logical_and(tf.logical_not(empty), tf.reduce_any(tf.equal(patient, table)))
+
+
 def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, seed: int = 0, epoch: int = 0,
                  augmentation: AugmentConfig = AugmentConfig(), crop: int | None = None,
-                 shuffle_buffer: int = 512, num_workers: int = 1) -> tf.data.Dataset:
+                 shuffle_buffer: int = 512, num_workers: int = 1, patients=None,
+                 lesion_share: float = 0.0) -> tf.data.Dataset:
     """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1}.
 
-    ``crop`` (training on whole scans): random ``crop``² crops. Evaluation on whole scans uses
-    batches of one, since scans differ in size.
+    ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion (see the
+    module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
+    Evaluation on whole scans uses batches of one, since scans differ in size.
     """
     files = split_files(data_dir, split)
     options = tf.data.Options()
@@ -97,16 +191,33 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
         ds = ds.shuffle(len(files), seed=_seed(seed, epoch, "files"))
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+    keep = _keeps(patients)
+
+    def kept(patient, pair):
+        return keep(patient)
+
+    def without_patient(patient, pair):
+        return pair
+
+    ds = ds.map(_decode_with_patient, num_parallel_calls=tf.data.AUTOTUNE).filter(kept).map(without_patient)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=_seed(seed, epoch, "records"), reshuffle_each_iteration=False)
         ds = ds.repeat()
         base = _seed(seed, epoch, "augment")
+        sampler = bool(crop) and (lesion_share > 0 or augmentation.rotate > 0
+                                  or tuple(augmentation.scale) != (1.0, 1.0))
+        if sampler and lesion_share > 0:
+            lesions = ds.filter(lambda image, mask: tf.reduce_max(mask) > 0.5)
+            choice = tf.data.Dataset.range(2 ** 62).map(lambda i: tf.cast(is_lesion_crop(i, lesion_share), tf.int64))
+            ds = tf.data.Dataset.choose_from_datasets([ds, lesions], choice)
 
         def train_map(index, pair):
             image, mask = pair
             element_seed = tf.stack([tf.constant(base, tf.int64), index])
-            if crop:
+            if sampler:
+                image, mask = sampled_crop(image, mask, crop, is_lesion_crop(index, lesion_share), element_seed + 10,
+                                           augmentation.rotate, tuple(augmentation.scale))
+            elif crop:
                 image, mask = random_crop(image, mask, crop, element_seed + 10)
             return augment(image, mask, element_seed, augmentation)
 

@@ -1,4 +1,8 @@
-"""Loading a trained model (found by its run directory), with the training resolution it needs."""
+"""Loading a trained model (found by its run directory), with the training resolution it needs.
+
+A run is one model or, cross-validated, the ensemble of its fold models (:mod:`mammo_seg.run_dir`):
+either way a :class:`LoadedModel` holds its members, whose probabilities are averaged.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,48 @@ from dataclasses import dataclass
 
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
-from mammo_seg.run_dir import model_file
+from mammo_seg.run_dir import model_files
 
 
 @dataclass
 class LoadedModel:
-    model: object  # keras.Model returning logits
+    models: list  # keras.Model returning logits: one, or an ensemble's members
     resolution: Resolution
-    path: str  # the .keras file
+    path: str  # the .keras file, or the ensemble's ensemble.json: what the operating point is recorded for
+
+    @property
+    def model(self):
+        """The first member (every member has the same architecture and training grid)."""
+        return self.models[0]
 
 
-def load_model(path: str) -> LoadedModel:
-    """Load a model in Keras safe mode, with the training resolution it records (the one place that stores it)."""
+def load_keras(file: str):
+    """One ``.keras`` file in Keras safe mode, with the project's registered layers and losses."""
     import keras
 
     import mammo_seg.losses  # noqa: F401  (registered custom objects)
+    import mammo_seg.models.fcn  # noqa: F401
+
+    try:
+        return keras.models.load_model(file, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError, KeyError) as e:
+        raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
+
+
+def load_model(path: str) -> LoadedModel:
+    """Load a model or an ensemble, with the training resolution it records (the one place that stores it)."""
     from mammo_seg.models.fcn import MammoFCN
 
-    file = model_file(path)
-    try:
-        model = keras.models.load_model(file, compile=False, safe_mode=True)
-    except (ValueError, OSError, TypeError) as e:
-        raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
-    resolution = getattr(model, "resolution", None) if isinstance(model, MammoFCN) else None
-    if not resolution:
-        raise MammoError(file, "the model does not record its training resolution (not a MammoFCN saved by mammo train)")
-    return LoadedModel(model, Resolution.from_dict(resolution), file)
+    name, files = model_files(path)
+    models, resolutions = [], []
+    for file in files:
+        model = load_keras(file)
+        resolution = getattr(model, "resolution", None) if isinstance(model, MammoFCN) else None
+        if not resolution:
+            raise MammoError(file, "the model does not record its training resolution (not a MammoFCN saved by "
+                                   "mammo train)")
+        models.append(model)
+        resolutions.append(Resolution.from_dict(resolution))
+    if any(r != resolutions[0] for r in resolutions[1:]):
+        raise MammoError(name, "the ensemble's members were trained on different grids")
+    return LoadedModel(models, resolutions[0], name)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mammo_seg.detection import THRESHOLDS, detection_masks, min_area_px
+from mammo_seg.detection import THRESHOLDS, detection_masks, find_detections, match, min_area_px
 from mammo_seg.errors import MammoError
 
 FILE = "operating_point.json"
@@ -71,69 +71,128 @@ def validation_scans(data_dir: str, split: str):
             yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0].astype(bool)
 
 
-def choose_operating_point(model_file: str, data_dir: str, split: str = "val", max_normal_rate: float = 0.25,
-                           thresholds=THRESHOLDS, min_areas_mm2=MIN_AREAS_MM2, flips=(False,),
-                           write: bool = True) -> dict:
-    """Choose the operating point of ``model_file`` on ``split`` of ``data_dir``; returns the record, also
-    written beside the model unless ``write`` is False (a what-if: ``benchmarks/quality_mias_levers.py``).
-    The record's ``candidates`` hold every candidate's validation figures."""
-    from mammo_seg.evaluate import case_metrics
-    from mammo_seg.inference.model import load_model
+def scan_probabilities(models, image: np.ndarray, flip: bool = False) -> np.ndarray:
+    """The mean probability map of ``models`` on one training-grid image, zero outside the breast: what
+    ``mammo predict`` computes on the training grid."""
     from mammo_seg.inference.postprocess import breast_region
     from mammo_seg.inference.sliding_window import Predictor, predict_probabilities
 
+    prob = predict_probabilities(models if isinstance(models, Predictor) else Predictor(models), image, flip=flip)
+    prob[~breast_region(image)] = 0.0
+    return prob
+
+
+def choose_operating_point(model_file: str, data_dir: str, split: str = "val", max_normal_rate: float = 0.25,
+                           thresholds=THRESHOLDS, min_areas_mm2=MIN_AREAS_MM2, flips=(False,),
+                           write: bool = True, objective: str = "dice", max_fp_per_image: float = 1.0) -> dict:
+    """Choose the operating point of ``model_file`` on ``split`` of ``data_dir``; returns the record, also
+    written beside the model unless ``write`` is False (a what-if: ``benchmarks/quality_mias_levers.py``).
+    The record's ``candidates`` hold every candidate's validation figures."""
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.sliding_window import Predictor
+
     loaded = load_model(model_file)
-    predictor = Predictor(loaded.model)
-    pixel_mm2 = loaded.resolution.spacing_mm ** 2
+    predictor = Predictor(loaded.models)
     flips = sorted({bool(f) for f in flips})
     scans = {flip: [] for flip in flips}
     for image, mask in validation_scans(data_dir, split):
-        breast = breast_region(image)
         for flip in flips:
-            prob = predict_probabilities(predictor, image, flip=flip)
-            prob[~breast] = 0.0
-            scans[flip].append((prob, mask))
+            scans[flip].append((scan_probabilities(predictor, image, flip), mask))
+    record = choose(scans, loaded.resolution.spacing_mm ** 2, max_normal_rate, thresholds, min_areas_mm2,
+                    objective, max_fp_per_image)
+    record = {"model": os.path.basename(loaded.path), **record,
+              "chosen_on": {"data": os.path.abspath(data_dir), "split": split,
+                            **record.pop("chosen_on")}}
+    if write:
+        write_operating_point(loaded.path, record)
+    return record
+
+
+def write_operating_point(model_file: str, record: dict) -> None:
+    """``operating_point.json`` beside ``model_file`` (a ``.keras`` file or an ensemble's ``ensemble.json``)."""
+    from mammo_seg.atomic import write_json as atomic_write_json
+
+    atomic_write_json(path_for(model_file), {k: v for k, v in record.items() if k != "candidates"})
+
+
+def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresholds=THRESHOLDS,
+           min_areas_mm2=MIN_AREAS_MM2, objective: str = "dice", max_fp_per_image: float = 1.0) -> dict:
+    """The operating point of probability maps ``scans`` ({flip: [(probability, reference mask), ...]}, all on
+    one grid of ``pixel_mm2`` mm² pixels) by the rule of the module; the record with every candidate."""
+    flips = sorted(scans)
     min_areas = [min_area_px(area, pixel_mm2) for area in min_areas_mm2]
     candidates = []
     for flip in flips:
-        candidates += _candidates(scans[flip], flip, thresholds, min_areas, min_areas_mm2, case_metrics)
-    clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate]
+        candidates += _candidates(scans[flip], flip, thresholds, min_areas, min_areas_mm2)
+    clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate
+             and (objective == "dice" or c["fp_per_image"] <= max_fp_per_image)]
+    if objective == "sensitivity":
+        def key(c):
+            return (c["sensitivity"], c["mean_dice"], not c["flip"], c["threshold"], c["min_area_mm2"])
+        rule = (f"highest lesion sensitivity with at most {max_fp_per_image:g} false positives per image and "
+                f"{max_normal_rate:g} of lesion-free scans flagged (ties: mean lesion Dice)")
+    else:
+        def key(c):
+            return (c["mean_dice"], not c["flip"], c["threshold"], c["min_area_mm2"])
+        rule = f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged"
     if clean:
-        best = max(clean, key=lambda c: (c["mean_dice"], not c["flip"], c["threshold"], c["min_area_mm2"]))
+        best = max(clean, key=key)
     else:
         best = max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"], not c["flip"]))
-    scans = scans[flips[0]]
+    first = scans[flips[0]]
     point = OperatingPoint(best["threshold"], best["min_area_mm2"], best["flip"])
-    record = {"model": os.path.basename(model_file), **asdict(point),
-              "chosen_on": {"data": os.path.abspath(data_dir), "split": split, "scans": len(scans),
-                            "scans_with_lesion": sum(bool(m.any()) for _, m in scans)},
-              "rule": f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged",
-              "validation": best}
-    if write:
-        from mammo_seg.atomic import write_json as atomic_write_json
-
-        atomic_write_json(path_for(model_file), record)
-    return {**record, "candidates": candidates}
+    return {**asdict(point),
+            "chosen_on": {"scans": len(first), "scans_with_lesion": sum(bool(m.any()) for _, m in first)},
+            "rule": rule, "validation": best, "candidates": candidates}
 
 
-def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2, case_metrics) -> list[dict]:
-    """Mean lesion Dice and share of lesion-free scans flagged of every (threshold, minimum area) on ``scans``."""
+def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2) -> list[dict]:
+    """Mean lesion Dice, lesion sensitivity, false positives per image and share of lesion-free scans flagged of
+    every (threshold, minimum area) on ``scans``. A reference lesion is a connected component of the reference
+    mask; it is found when a detection's peak lies in it (:mod:`mammo_seg.detection`)."""
     normal = sum(not ref.any() for _, ref in scans)
+    references = [_lesions(ref) for _, ref in scans]
+    n_lesions = sum(len(r) for r in references)
     candidates = []
     for threshold in thresholds:
         dice = [[] for _ in min_areas]
         normal_hits = [0] * len(min_areas)
-        for prob, ref in scans:
-            for i, pred in enumerate(detection_masks(prob, threshold, min_areas)):
+        found = [0] * len(min_areas)
+        false_positives = [0] * len(min_areas)
+        for (prob, ref), lesions in zip(scans, references):
+            detections = find_detections(prob, threshold, 1)
+            masks = detection_masks(prob, threshold, min_areas)
+            for i, pred in enumerate(masks):
+                kept = [d for d in detections if d.area_px >= min_areas[i]]
+                hits, fp = match(kept, lesions)
+                found[i] += sum(hits)
+                false_positives[i] += fp
                 if ref.any():
-                    dice[i].append(case_metrics(pred, ref)["Dice"])
+                    dice[i].append(_dice(pred, ref))
                 else:
                     normal_hits[i] += bool(pred.any())
         for i, area in enumerate(min_areas_mm2):
             candidates.append({"flip": flip, "threshold": float(threshold), "min_area_mm2": float(area),
                                "mean_dice": float(np.mean(dice[i])) if dice[i] else 0.0,
+                               "sensitivity": found[i] / n_lesions if n_lesions else 0.0,
+                               "fp_per_image": false_positives[i] / len(scans) if scans else 0.0,
                                "normal_with_detection_rate": normal_hits[i] / normal if normal else 0.0})
     return candidates
+
+
+def _lesions(ref: np.ndarray) -> list[np.ndarray]:
+    from skimage.measure import label
+
+    components, n = label(ref, connectivity=2, return_num=True)
+    return [components == k for k in range(1, n + 1)]
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of a scan with a lesion (its reference is never empty, so the denominator is never 0)."""
+    from mammo_seg.overlap import confusion, scores
+
+    tp, fp, fn, _ = confusion(pred, ref)
+    return scores(tp, fp, fn)["Dice"]
 
 
 def choose_for_run(run: str, config) -> dict | None:
@@ -146,4 +205,5 @@ def choose_for_run(run: str, config) -> dict | None:
     section = config.operating_point
     return choose_operating_point(model_file(run), config.data.dir, section.split, section.max_normal_rate,
                                   min_areas_mm2=[float(a) for a in section.min_areas_mm2],
-                                  flips=[bool(f) for f in section.flips])
+                                  flips=[bool(f) for f in section.flips], objective=section.objective,
+                                  max_fp_per_image=section.max_fp_per_image)

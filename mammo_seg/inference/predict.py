@@ -256,13 +256,15 @@ def _check_writable(out: str) -> None:
 
 
 def _readable_model(path: str) -> str:
-    """The model file, checked to be a zip archive (a ``.keras`` file), so that a corrupt one says so."""
-    from mammo_seg.run_dir import model_file
+    """The model (a ``.keras`` file or an ensemble's ``ensemble.json``), its files checked to be zip archives
+    (``.keras`` files), so that a corrupt one says so."""
+    from mammo_seg.run_dir import model_files
 
-    file = model_file(path)
-    if not zipfile.is_zipfile(file):
-        raise MammoError(file, "corrupt or truncated .keras model (not a zip archive)")
-    return file
+    name, files = model_files(path)
+    for file in files:
+        if not zipfile.is_zipfile(file):
+            raise MammoError(file, "corrupt or truncated .keras model (not a zip archive)")
+    return name
 
 
 def read_checked(path: str, force: bool):
@@ -354,7 +356,7 @@ class Segmenter:
 
         self.loaded = load_model(_readable_model(model_path))
         self.options, self.operating_point = resolve_options(options, self.loaded.path)
-        self.predictor = Predictor(self.loaded.model)
+        self.predictor = Predictor(self.loaded.models)
 
     def __call__(self, path: str) -> Segmentation:
         scan, _ = read_checked(path, self.options.force)
@@ -574,7 +576,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
     loaded = load_model(_readable_model(model_path))
     options, point_source = resolve_options(options, loaded.path)
-    predictor = Predictor(loaded.model)
+    predictor = Predictor(loaded.models)
     model_hash = file_sha256(loaded.path)
     _check_writable(out)
     journal = os.path.join(out, JOURNAL)

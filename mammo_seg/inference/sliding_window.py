@@ -35,7 +35,37 @@ def activation_bytes(model, pixels: int) -> float:
 
 
 class Predictor:
-    """``model`` (logits) → probabilities, compiled once for any input size."""
+    """``models`` (logits; one model or an ensemble's members) → probabilities, the members' mean (nnU-Net's
+    ensembling), each compiled once for any input size."""
+
+    def __init__(self, models):
+        self.members = [_Member(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+        self.model = self.members[0].model  # every member has the same architecture
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return _mean([member(batch) for member in self.members])
+
+    def stages(self) -> list | None:
+        """The first member's strip plan (None when a layer has no receptive-field rule)."""
+        return self.members[0].stages()
+
+    def strips(self, image: np.ndarray, memory_bytes: float) -> np.ndarray:
+        """Probabilities of a 2D image in exact strips whose activations each fit ``memory_bytes``."""
+        return _mean([member.strips(image, memory_bytes) for member in self.members])
+
+
+def _mean(probabilities: list) -> np.ndarray:
+    """The members' mean, summed in member order (one member: its own values, bit for bit)."""
+    if len(probabilities) == 1:
+        return probabilities[0]
+    total = probabilities[0].astype(np.float32)
+    for p in probabilities[1:]:
+        total = total + p
+    return (total / np.float32(len(probabilities))).astype(np.float32)
+
+
+class _Member:
+    """One model (logits) → probabilities, compiled once for any input size."""
 
     def __init__(self, model):
         import tensorflow as tf

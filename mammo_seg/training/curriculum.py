@@ -14,14 +14,16 @@ import json
 from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, stage_configs
 from mammo_seg.run_dir import RunDir
-from mammo_seg.training.run import StageResult, train_stage
+from mammo_seg.training.run import FoldPatients, StageResult, train_stage
 from mammo_seg.training.strategy import is_chief, make_strategy
 
 
-def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True) -> list[StageResult]:
-    """Train every stage in turn under one strategy (created first, before any TensorFlow op)."""
+def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True, fold: FoldPatients | None = None,
+                   strategy=None) -> list[StageResult]:
+    """Train every stage in turn under one strategy (created first, before any TensorFlow op); ``fold``: on a
+    cross-validation fold's women (:mod:`mammo_seg.training.cross_val`)."""
     stages = stage_configs(config)
-    strategy = make_strategy(stages[0][1].train.strategy)
+    strategy = strategy or make_strategy(stages[0][1].train.strategy)
     results, previous = [], None
     for folder, stage in stages:
         run = RunDir(root).stage(folder)
@@ -31,7 +33,7 @@ def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True) -
             previous = run.path
             continue
         result = train_stage(stage, run.path, resume=run.holds_run(), strategy=strategy, progress=progress,
-                             init_from=previous)
+                             init_from=previous, fold=fold)
         if is_chief():
             atomic.write_json(run.done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
                                          "best": result.best, "logs": result.logs})

@@ -70,13 +70,27 @@ def transfer_weights(model, source_path: str) -> int:
     return copied
 
 
+@dataclass(frozen=True)
+class FoldPatients:
+    """A cross-validation fold's women: the model trains on ``train`` and is watched (never chosen) on ``held_out``."""
+
+    train: frozenset
+    held_out: frozenset
+
+
 def learning_rate(config: ExperimentConfig, steps_per_epoch: int):
-    """``train.lr``, or the original's staircase: × ``lr_decay`` (0.85) every ``lr_decay_epochs`` (15)."""
+    """``train.lr``; the original's staircase: × ``lr_decay`` (0.85) every ``lr_decay_epochs`` (15); or cosine
+    decay to 0 over the stage (Loshchilov & Hutter 2017), after a linear warm-up of ``warmup_epochs``."""
     import keras
 
     train = config.train
     if train.schedule == "constant":
         return train.lr
+    if train.schedule == "cosine":
+        warmup = train.warmup_epochs * steps_per_epoch
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else train.lr, decay_steps=train.epochs * steps_per_epoch - warmup,
+            warmup_target=train.lr if warmup else None, warmup_steps=warmup)
     return keras.optimizers.schedules.ExponentialDecay(train.lr, decay_steps=steps_per_epoch * train.lr_decay_epochs,
                                                        decay_rate=train.lr_decay, staircase=True)
 
@@ -130,8 +144,9 @@ def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, 
 
 
 def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, strategy=None,
-                progress: bool = True, init_from: str | None = None) -> StageResult:
-    """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``."""
+                progress: bool = True, init_from: str | None = None, fold: FoldPatients | None = None) -> StageResult:
+    """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``;
+    ``fold``: train on these women of the train split and watch the held-out ones (cross-validation)."""
     strategy = strategy or make_strategy(config.train.strategy)  # before any TF op
     import keras
 
@@ -156,14 +171,17 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     if n_records == 0:
         raise MammoError(data_dir, f"no {config.data.train_split!r} records to train on")
     steps_per_epoch = train.steps_per_epoch or max(1, n_records // train.batch_size)
-    has_val = manifest.has_split(config.data.val_split)
+    has_val = bool(fold.held_out) if fold else manifest.has_split(config.data.val_split)
     monitor = train.checkpoint_metric if has_val or not train.checkpoint_metric.startswith("val_") \
         else train.checkpoint_metric[4:]
+    if train.checkpoint == "last":
+        monitor = None  # the run's model is last.keras
     if chief:
         dump_config(config, run.config)
         atomic.write_json(run.data_info, {
             "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
-            "dataset": manifest.dataset, "crop": config.data.crop})
+            "dataset": manifest.dataset, "crop": config.data.crop,
+            "patients": sorted(fold.train) if fold else None})
     with strategy.scope():
         model = build_model(config, manifest.resolution, init_from)
         loss = get_loss(config.loss)
@@ -191,7 +209,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     if initial_epoch >= train.epochs:
         log.info("nothing to do: %d of %d epochs already done", initial_epoch, train.epochs)
         return StageResult(run_dir, initial_epoch, saver.best, {})
-    datasets = _Datasets(config, data_dir, strategy, workers)
+    datasets = _Datasets(config, data_dir, strategy, workers, fold)
     logs = run_epochs(config, steps, datasets, callbacks, range(initial_epoch, train.epochs), steps_per_epoch,
                       validate=has_val, progress=progress and chief)
     return StageResult(run_dir, train.epochs, saver.best, logs)
@@ -200,24 +218,28 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
 class _Datasets:
     """The stage's distributed ``tf.data`` pipelines: a new shuffled training pass per epoch, the validation split."""
 
-    def __init__(self, config: ExperimentConfig, data_dir: str, strategy, workers: int):
-        self.config, self.data_dir, self.strategy, self.workers = config, data_dir, strategy, workers
+    def __init__(self, config: ExperimentConfig, data_dir: str, strategy, workers: int,
+                 fold: FoldPatients | None = None):
+        self.config, self.data_dir, self.strategy, self.workers, self.fold = config, data_dir, strategy, workers, fold
 
-    def _make(self, split: str, training: bool, epoch: int = 0):
+    def _make(self, split: str, training: bool, epoch: int = 0, patients=None):
         from mammo_seg.data.pipeline import make_dataset
 
         data, train = self.config.data, self.config.train
         ds = make_dataset(self.data_dir, split, train.batch_size, training=training, seed=self.config.seed,
                           epoch=epoch, augmentation=data.augment, crop=data.crop,
-                          shuffle_buffer=data.shuffle_buffer, num_workers=self.workers)
+                          shuffle_buffer=data.shuffle_buffer, num_workers=self.workers, patients=patients,
+                          lesion_share=data.lesion_share)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
         return self.strategy.experimental_distribute_dataset(ds)
 
     def train(self, epoch: int):
-        return self._make(self.config.data.train_split, True, epoch)
+        return self._make(self.config.data.train_split, True, epoch, self.fold and self.fold.train)
 
     def validation(self):
+        if self.fold:
+            return self._make(self.config.data.train_split, False, patients=self.fold.held_out)
         return self._make(self.config.data.val_split, False)
 
 
@@ -263,6 +285,10 @@ def run_epochs(config: ExperimentConfig, steps, datasets: _Datasets, callbacks, 
 
 
 def _progress(enabled: bool, total: int, description: str):
+    """A progress bar on a terminal only: written to a file, redraws would bury the one line per epoch."""
+    import sys
+
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="step", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=description, unit="step", disable=not (enabled and sys.stderr.isatty()),
+                leave=False)

@@ -1,0 +1,189 @@
+"""K-fold cross-validation by woman, the fold ensemble, and the operating point on out-of-fold predictions.
+
+``mammo train`` with ``cv.folds: K`` (nnU-Net's way, Isensee et al. 2021):
+
+1. **Folds by woman**: every woman (patient id) of the training split gets a fold 1..K
+   (:func:`assign_folds`: women with a lesion and women without are dealt apart, so that every fold holds
+   its share of both), fixed by ``cv.seed`` (default: the config's seed) and recorded in ``cv.json``.
+2. **K models**: model k trains, by the config (its stages too), on the women of the other folds, into
+   ``fold<k>/``; the women of fold k are only watched (``val_*`` in its history), never used to choose
+   anything — with ``train.checkpoint: last`` the model is the last epoch's.
+3. **Out of fold**: model k predicts the whole scans of fold k's women on the training grid, as ``mammo
+   predict`` would (one pass, breast region). Every scan is thus predicted by the one model that never saw
+   its woman.
+4. **Operating point** (threshold, minimum area, flip) chosen on the pooled out-of-fold predictions by the
+   recipe's ``operating_point`` rule (:mod:`mammo_seg.inference.operating_point`), written for the
+   ensemble; ``oof.json`` records the figures it was chosen on.
+5. **The model a user gets** is the ensemble (``ensemble.json``): ``mammo predict -m RUN`` averages its
+   members' probabilities. A figure computed from step 3 at that operating point is tuned on those scans
+   (the operating point); the thresholds are the only choice made there, as in nnU-Net's
+   ``find_best_configuration``.
+
+Rerunning the same command continues: finished folds are kept, an unfinished one resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from mammo_seg import atomic
+from mammo_seg.config import ExperimentConfig, dump_config, stage_configs
+from mammo_seg.errors import MammoError
+from mammo_seg.run_dir import RunDir
+from mammo_seg.training.run import FoldPatients, StageResult, train_stage
+
+log = logging.getLogger("mammo_seg.train")
+
+
+def assign_folds(women: dict[str, bool], folds: int, seed: int) -> dict[str, int]:
+    """The fold (1..``folds``) of every woman of ``women`` (id → has a lesion): the women with a lesion, then
+    those without, each sorted and permuted by ``seed``, dealt round robin (the second group continues where the
+    first stopped, so that the folds' sizes differ by at most one)."""
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    assignment, dealt = {}, 0
+    for group in (sorted(w for w, lesion in women.items() if lesion), sorted(w for w, lesion in women.items()
+                                                                             if not lesion)):
+        for i in rng.permutation(len(group)):
+            assignment[group[i]] = dealt % folds + 1
+            dealt += 1
+    return dict(sorted(assignment.items()))
+
+
+def women_of(data_dir: str, split: str) -> dict[str, bool]:
+    """Patient id → whether any of her records of ``split`` has an abnormality (the prep output's records)."""
+    import tensorflow as tf
+
+    from mammo_seg.data.pipeline import split_files
+
+    spec = {"patient_id": tf.io.FixedLenFeature([], tf.string), "abnormality": tf.io.VarLenFeature(tf.string)}
+    women: dict[str, bool] = {}
+    for serialized in tf.data.TFRecordDataset(split_files(data_dir, split)):
+        ex = tf.io.parse_single_example(serialized, spec)
+        patient = ex["patient_id"].numpy().decode()
+        women[patient] = women.get(patient, False) or bool(ex["abnormality"].values.shape[0])
+    return women
+
+
+def _fold_table(config: ExperimentConfig, data_dir: str) -> dict:
+    seed = config.seed if config.cv.seed is None else config.cv.seed
+    women = women_of(data_dir, config.data.train_split)
+    if len(women) < config.cv.folds:
+        raise MammoError(data_dir, f"{len(women)} women in the {config.data.train_split!r} split: too few for "
+                                   f"{config.cv.folds} folds")
+    folds = assign_folds(women, config.cv.folds, seed)
+    return {"folds": config.cv.folds, "seed": seed, "split": config.data.train_split,
+            "women": len(women), "women_with_lesion": sum(women.values()),
+            "fold_of": folds}
+
+
+def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = True) -> list[StageResult]:
+    """Train the fold models, make their ensemble and choose its operating point out of fold (module doc)."""
+    from mammo_seg.training.strategy import is_chief, make_strategy
+
+    stages = stage_configs(config)
+    strategy = make_strategy(stages[0][1].train.strategy)
+    data_dir = stages[0][1].data.path()
+    run = RunDir(root)
+    table = _fold_table(config, data_dir)
+    if os.path.isfile(run.folds_file):
+        with open(run.folds_file) as f:
+            if json.load(f) != table:
+                raise MammoError(root, "holds a cross-validation with other folds (another config, seed or data); "
+                                       "use another --out")
+    elif run.holds_run():
+        raise MammoError(root, "run directory already holds a run; use another --out")
+    if is_chief():
+        os.makedirs(root, exist_ok=True)
+        dump_config(config, run.config)
+        atomic.write_json(run.folds_file, table)
+    results = []
+    for k in range(1, config.cv.folds + 1):
+        fold = FoldPatients(frozenset(w for w, f in table["fold_of"].items() if f != k),
+                            frozenset(w for w, f in table["fold_of"].items() if f == k))
+        results += _train_fold(config, run.fold(k), fold, strategy, progress)
+    if not is_chief():
+        return results
+    ensemble = run.write_ensemble(config.cv.folds)
+    if config.operating_point.enabled:
+        choose_out_of_fold(config, run, table, ensemble)
+    return results
+
+
+def _train_fold(config: ExperimentConfig, fold_run: RunDir, fold: FoldPatients, strategy, progress: bool):
+    from mammo_seg.training.curriculum import run_curriculum
+    from mammo_seg.training.strategy import is_chief
+
+    if config.stages:
+        return run_curriculum(config, fold_run.path, progress=progress, fold=fold, strategy=strategy)
+    if fold_run.is_done():
+        with open(fold_run.done) as f:
+            return [StageResult(**json.load(f))]
+    result = train_stage(config, fold_run.path, resume=fold_run.holds_run(), strategy=strategy, progress=progress,
+                         fold=fold)
+    if is_chief():
+        atomic.write_json(fold_run.done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
+                                          "best": result.best, "logs": result.logs})
+    return [result]
+
+
+def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, flips=(False,)):
+    """(scan id, fold, {flip: probability}, reference mask) of every whole scan of ``split``, each predicted
+    by the model of its woman's fold, on the training grid."""
+    from mammo_seg.data import features
+    from mammo_seg.data.prep_output import PrepOutput
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.operating_point import scan_probabilities
+    from mammo_seg.inference.sliding_window import Predictor
+
+    files = PrepOutput.containing(data_dir).whole_scan_files(split)
+    predictors = {}
+    for file in files:
+        for rec in features.iterate_records(file):
+            fold = fold_of.get(rec["patient_id"].decode())
+            if fold is None:
+                continue
+            if fold not in predictors:
+                predictors[fold] = Predictor(load_model(run.fold(fold).path).models)
+            image = rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX
+            probabilities = {flip: scan_probabilities(predictors[fold], image, flip) for flip in flips}
+            yield rec["scan_id"].decode(), fold, probabilities, rec["mask"][..., 0].astype(bool)
+
+
+def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensemble: str) -> dict:
+    """The ensemble's operating point, chosen on the pooled out-of-fold predictions; writes it and ``oof.json``."""
+    from mammo_seg.data.prep_output import Manifest
+    from mammo_seg.data.resolution import Resolution
+    from mammo_seg.inference.operating_point import choose, write_operating_point
+
+    section = config.operating_point
+    data_dir = stage_configs(config)[-1][1].data.path()
+    flips = sorted({bool(f) for f in section.flips})
+    scans = {flip: [] for flip in flips}
+    per_fold: dict[int, int] = {}
+    for _, fold, probabilities, mask in out_of_fold_scans(run, data_dir, table["split"], table["fold_of"], flips):
+        per_fold[fold] = per_fold.get(fold, 0) + 1
+        for flip in flips:
+            scans[flip].append((probabilities[flip], mask))
+    if not scans[flips[0]]:
+        raise MammoError(data_dir, f"no whole scans of the {table['split']!r} split to choose the operating point "
+                                   f"on (prep with full_scans: true)")
+    pixel_mm2 = Resolution.from_dict(Manifest.load(data_dir).resolution).spacing_mm ** 2
+    record = choose(scans, pixel_mm2, section.max_normal_rate, min_areas_mm2=[float(a) for a in section.min_areas_mm2],
+                    objective=section.objective, max_fp_per_image=section.max_fp_per_image)
+    record = {"model": os.path.basename(ensemble), **record,
+              "chosen_on": {"data": os.path.abspath(data_dir), "split": table["split"], "out_of_fold": True,
+                            **record.pop("chosen_on")}}
+    write_operating_point(ensemble, record)
+    atomic.write_json(run.out_of_fold, {"scans_per_fold": {str(k): n for k, n in sorted(per_fold.items())},
+                                        **{k: v for k, v in record.items() if k != "candidates"},
+                                        "candidates": record["candidates"]})
+    log.info("operating point of the %d-fold ensemble, chosen out of fold on %d scans: threshold %g, minimum "
+             "lesion %g mm², flip %s", table["folds"], len(scans[flips[0]]), record["threshold"],
+             record["min_area_mm2"], record["flip"])
+    return record

@@ -1,0 +1,193 @@
+"""Cross-validation by woman, the fold ensemble, the lesion-crop sampler and deterministic training."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mammo_seg.cli import main
+
+RECIPE = """
+name: cv_tiny
+seed: 0
+prep: {tiles: [], scale: 0.0625, full_scans: true, val_fraction: 0, test_fraction: 0}
+data:
+  dir: DATA
+  tile: full
+  crop: 48
+  lesion_share: 0.5
+  augment: {flips: true, rot90: false, intensity: 0.1, rotate: 15, scale: [0.8, 1.25], brightness: 0.05,
+            noise: 0.01, blur: 0.5}
+model: {width: 0.125, bn_momentum: 0.9}
+loss: {name: iou}
+train: {epochs: 2, steps_per_epoch: 2, batch_size: 4, lr: 0.003, schedule: cosine, warmup_epochs: 1,
+        checkpoint: last}
+cv: {folds: 2}
+operating_point: {enabled: true, objective: sensitivity, min_areas_mm2: [0, 20]}
+"""
+
+
+# ------------------------------------------------------------------------------------------------ folds
+def test_folds_deal_women_with_and_without_lesions_apart_and_are_stable_for_a_seed():
+    from mammo_seg.training.cross_val import assign_folds
+
+    women = {"a": True, "b": True, "c": True, "d": False, "e": False, "f": False, "g": False}
+    folds = assign_folds(women, 3, seed=0)
+    # hand-computed: lesion women sorted [a, b, c] permuted by default_rng(0).permutation(3), dealt to 1, 2, 3;
+    # the others [d, e, f, g] by default_rng(0)'s next permutation(4), dealt on from fold 1
+    order = np.random.default_rng(0)
+    lesion = [["a", "b", "c"][i] for i in order.permutation(3)]
+    other = [["d", "e", "f", "g"][i] for i in order.permutation(4)]
+    expected = {w: i % 3 + 1 for i, w in enumerate(lesion + other)}
+    assert folds == dict(sorted(expected.items()))
+    assert assign_folds(women, 3, seed=0) == folds  # stable for a seed
+    assert assign_folds(women, 3, seed=1) != folds
+    for fold in (1, 2, 3):  # every fold has a lesion woman; sizes differ by at most one
+        assert any(women[w] for w, f in folds.items() if f == fold)
+    assert sorted(list(folds.values()).count(f) for f in (1, 2, 3)) == [2, 2, 3]
+    with pytest.raises(ValueError):
+        assign_folds(women, 1, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------ sampler
+def test_the_share_of_lesion_crops_is_exact():
+    from mammo_seg.data.pipeline import is_lesion_crop
+
+    for share, n in ((1 / 3, 300), (0.25, 100), (0.5, 10), (1.0, 7), (0.0, 9)):
+        flags = is_lesion_crop(tf.range(n, dtype=tf.int64), share).numpy()
+        assert flags.sum() == round(share * n), share
+        if share == 1 / 3:  # one in every three, evenly spread
+            assert all(flags[i:i + 3].sum() == 1 for i in range(0, n, 3))
+
+
+def test_a_lesion_crop_is_centred_on_the_lesion_and_geometry_reaches_image_and_mask():
+    from mammo_seg.data.pipeline import sampled_crop
+
+    image = np.zeros((64, 80, 1), np.float32)
+    image[20:44, 10:70] = 0.5
+    mask = np.zeros_like(image)
+    mask[30:34, 50:54] = 1.0  # a 4×4 lesion centred at (31.5, 51.5)
+    image[mask > 0] = 0.9
+    for k in range(6):
+        seed = tf.constant([k, 11], tf.int64)
+        img, msk = sampled_crop(tf.constant(image), tf.constant(mask), 16, tf.constant(True), seed)
+        img, msk = img.numpy()[..., 0], msk.numpy()[..., 0]
+        assert img.shape == msk.shape == (16, 16) and msk.any()  # the crop's centre is a lesion pixel
+        np.testing.assert_array_equal(msk > 0, img == np.float32(0.9))  # no rotation: same pixels moved alike
+        rot, rmask = sampled_crop(tf.constant(image), tf.constant(mask), 16, tf.constant(True), seed, 30.0, (0.8, 1.25))
+        assert rmask.numpy().any() and set(np.unique(rmask.numpy())) <= {0.0, 1.0}
+
+
+# ------------------------------------------------------------------------------------------------ ensemble
+def test_the_ensemble_probability_is_the_mean_of_its_members():
+    import keras
+
+    from mammo_seg.inference.sliding_window import Predictor, predict_probabilities
+
+    def constant_logit(value, name):  # a hand-made "network" whose logit is value + 0·x everywhere
+        inputs = keras.Input((None, None, 1))
+        layer = keras.layers.Conv2D(1, 1, name=name, kernel_initializer="zeros",
+                                    bias_initializer=keras.initializers.Constant(value))
+        return keras.Model(inputs, layer(inputs))
+
+    a, b = constant_logit(0.0, "a"), constant_logit(np.log(3.0), "b")  # probabilities 1/2 and 3/4
+    image = np.random.default_rng(0).random((9, 7)).astype(np.float32)
+    mean = predict_probabilities(Predictor([a, b]), image)
+    np.testing.assert_allclose(mean, 0.625, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(predict_probabilities(Predictor([a]), image), predict_probabilities(Predictor(a), image))
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def cv_data(mias_raw, tmp_path_factory):
+    work = tmp_path_factory.mktemp("cv")
+    recipe = work / "recipe.yaml"
+    data = str(work / "data")
+    recipe.write_text(RECIPE.replace("DATA", data))
+    assert main(["prep", "mias", "--raw", mias_raw, "--out", data, "--config", str(recipe), "--quiet"]) == 0
+    return str(recipe), data
+
+
+@pytest.fixture(scope="module")
+def cv_run(cv_data, tmp_path_factory):
+    recipe, data = cv_data
+    run = str(tmp_path_factory.mktemp("cv_run") / "run")
+    assert main(["train", "-c", recipe, "--out", run, "--quiet"]) == 0
+    return recipe, data, run
+
+
+@pytest.mark.slow
+def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of_fold(cv_run):
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.run_dir import RunDir
+
+    recipe, data, run = cv_run
+    folds = json.load(open(os.path.join(run, "cv.json")))
+    assert folds["folds"] == 2 and set(folds["fold_of"].values()) == {1, 2}
+    scans = json.load(open(os.path.join(data, "scans.json")))
+    assert set(folds["fold_of"]) == {s["patient_id"] for s in scans.values()}  # every woman, by woman
+    for k in (1, 2):  # fold k trained on the other fold's women only
+        info = json.load(open(os.path.join(run, f"fold{k}", "data.json")))
+        assert info["patients"] == sorted(w for w, f in folds["fold_of"].items() if f != k)
+        assert os.path.isfile(os.path.join(run, f"fold{k}", "last.keras"))
+        assert not os.path.exists(os.path.join(run, f"fold{k}", "best.keras"))  # train.checkpoint: last
+    members = RunDir(run).ensemble_members()
+    assert [os.path.relpath(m, run) for m in members] == ["fold1/last.keras", "fold2/last.keras"]
+    loaded = load_model(run)
+    assert len(loaded.models) == 2 and os.path.basename(loaded.path) == "ensemble.json"
+    point = json.load(open(os.path.join(run, "operating_point.json")))
+    assert point["model"] == "ensemble.json" and point["chosen_on"]["out_of_fold"]
+    assert point["chosen_on"]["scans"] == len(scans)  # every scan, each predicted by the model that never saw her
+    oof = json.load(open(os.path.join(run, "oof.json")))
+    assert sum(oof["scans_per_fold"].values()) == len(scans)
+    # the same command again continues: nothing is retrained, the result is the same
+    before = {m: open(m, "rb").read() for m in members}
+    assert main(["train", "-c", recipe, "--out", run, "--quiet"]) == 0
+    assert {m: open(m, "rb").read() for m in members} == before
+
+
+@pytest.mark.slow
+def test_predict_on_a_run_of_k_identical_models_writes_the_files_of_one(cv_run, mias_raw, tmp_path):
+    import shutil
+
+    from mammo_seg.inference.predict import PredictOptions, predict
+    from mammo_seg.run_dir import RunDir
+
+    _, _, run = cv_run
+    single = os.path.join(run, "fold1", "last.keras")
+    twins = tmp_path / "twins"
+    for k in (1, 2):
+        os.makedirs(twins / f"fold{k}")
+        shutil.copy(single, twins / f"fold{k}" / "last.keras")
+    RunDir(str(twins)).write_ensemble(2)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in sorted(os.listdir(mias_raw))[:3]:
+        if name.endswith(".pgm"):
+            os.symlink(os.path.join(mias_raw, name), folder / name)
+    options = PredictOptions(threshold=0.5, min_area_mm2=0.0, formats=("mask", "prob", "json"))
+    one = predict(single, str(folder), str(tmp_path / "one"), options, progress=False)
+    two = predict(str(twins), str(folder), str(tmp_path / "two"), options, progress=False)
+    assert one["counts"] == two["counts"] and one["counts"]["ok"] >= 1
+    for name in sorted(os.listdir(tmp_path / "one")):
+        if name.endswith((".png", ".npz")):
+            assert open(tmp_path / "one" / name, "rb").read() == open(tmp_path / "two" / name, "rb").read(), name
+
+
+# ------------------------------------------------------------------------------------------------ determinism
+@pytest.mark.slow
+def test_training_with_the_sampler_is_deterministic_bit_for_bit(cv_data, tmp_path):
+    import keras
+
+    recipe, _ = cv_data
+    weights = []
+    for name in ("a", "b"):
+        assert main(["train", "-c", recipe, "--out", str(tmp_path / name), "--quiet", "--set", "cv.folds=0",
+                     "--set", "operating_point.enabled=false"]) == 0
+        model = keras.models.load_model(str(tmp_path / name / "last.keras"), compile=False, safe_mode=True)
+        weights.append(model.get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for x, y in zip(*weights):
+        np.testing.assert_array_equal(x, y)
