@@ -1,0 +1,120 @@
+"""95 % intervals for lesion-level figures: a percentile bootstrap over women.
+
+With a few dozen lesions one lesion moves a sensitivity by several points, so every figure on real data
+comes with its interval. The unit of resampling is the woman (patient id), not the scan or the lesion: a
+woman's scans (both breasts, every view) and their lesions are drawn together, which keeps the correlation
+between them (Efron & Tibshirani 1993, ch. 13; the cluster bootstrap of Field & Welsh 2007). Each of
+``resamples`` resamples draws as many women as there are, with replacement, by a fixed seed; the interval is
+the 2.5th and 97.5th percentile of the figure over the resamples (resamples in which a figure does not exist,
+e.g. no lesion drawn, are left out of its interval).
+
+The figures are those of :mod:`mammo_seg.detection` (same hit rule, same step FROC), computed here from each
+scan's counts at every threshold, so that a resample only re-weights sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mammo_seg.detection import FP_RATES, FROC_THRESHOLDS, ScanLesions, find_detections, match, min_area_px
+
+RESAMPLES = 2000
+SEED = 0
+
+
+class _Counts:
+    """Per scan and threshold: lesions found (by group), false positives, any detection."""
+
+    def __init__(self, scans: list[ScanLesions], thresholds, min_area_mm2: float, groups: dict):
+        n, t = len(scans), len(thresholds)
+        self.groups = groups
+        self.lesions = {g: np.zeros(n) for g in groups}
+        self.found = {g: np.zeros((n, t)) for g in groups}
+        self.false_positives = np.zeros((n, t))
+        self.detected = np.zeros((n, t), bool)
+        self.normal = np.array([not s.lesions for s in scans])
+        for i, scan in enumerate(scans):
+            for g, kinds in groups.items():
+                self.lesions[g][i] = sum(kind in kinds for kind in scan.kinds)
+            if scan.probability is None:
+                continue
+            for j, threshold in enumerate(thresholds):
+                detections = find_detections(scan.probability, threshold, min_area_px(min_area_mm2,
+                                                                                       scan.pixel_area_mm2))
+                hits, fp = match(detections, scan.lesions)
+                self.false_positives[i, j] = fp
+                self.detected[i, j] = bool(detections)
+                for g, kinds in groups.items():
+                    self.found[g][i, j] = sum(hit for hit, kind in zip(hits, scan.kinds) if kind in kinds)
+
+
+def _sensitivity_at_rates(found, lesions, fp_per_image, rates):
+    """The step FROC's sensitivity at each rate (:func:`mammo_seg.detection.froc`); NaN without lesions."""
+    if lesions == 0:
+        return [np.nan] * len(rates)
+    sensitivity = found / lesions
+    return [max((s for s, f in zip(sensitivity, fp_per_image) if f <= rate), default=0.0) for rate in rates]
+
+
+def _figures(counts: _Counts, weights: np.ndarray, operating: int, dice: np.ndarray, rates) -> dict:
+    images = weights.sum()
+    fp_per_image = (weights[:, None] * counts.false_positives).sum(0) / images
+    figures = {}
+    for g in counts.groups:
+        lesions = float(weights @ counts.lesions[g])
+        found = weights @ counts.found[g]
+        for rate, value in zip(rates, _sensitivity_at_rates(found, lesions, fp_per_image, rates)):
+            figures[(g, f"{rate:g}")] = value
+        figures[(g, "operating_point")] = found[operating] / lesions if lesions else np.nan
+    normal = float(weights @ counts.normal)
+    figures["fp_per_image"] = fp_per_image[operating]
+    figures["normal_with_detection_rate"] = (float(weights @ (counts.normal & counts.detected[:, operating])) / normal
+                                             if normal else np.nan)
+    has_dice = ~np.isnan(dice)
+    dice_weight = float(weights[has_dice].sum())
+    figures["mean_lesion_dice"] = float(weights[has_dice] @ dice[has_dice]) / dice_weight if dice_weight else np.nan
+    return figures
+
+
+def bootstrap(scans: list[ScanLesions], women: list[str], threshold: float, min_area_mm2: float,
+              dice: list, groups: dict | None = None, thresholds=FROC_THRESHOLDS, rates=FP_RATES,
+              resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """Values and 95 % intervals over women of: the sensitivity at each false-positive rate and at the operating
+    point (``threshold``, ``min_area_mm2``) for every group of lesion kinds (``groups``: name → kinds; default one
+    group "all" of every kind), the false positives per image and the share of lesion-free scans with a detection
+    there, and the mean lesion Dice (``dice``: one value per scan, None or NaN for a scan without a lesion).
+    ``women``: the woman of each scan."""
+    if len(women) != len(scans) or len(dice) != len(scans):
+        raise ValueError("one woman and one Dice value per scan")
+    thresholds = tuple(thresholds)
+    if threshold not in thresholds:
+        thresholds = tuple(sorted(set(thresholds) | {threshold}))
+    operating = thresholds.index(threshold)
+    groups = groups or {"all": {k for s in scans for k in s.kinds}}
+    counts = _Counts(scans, thresholds, min_area_mm2, groups)
+    dice = np.array([np.nan if d is None else float(d) for d in dice])
+    ids = sorted(set(women))
+    member = np.array([ids.index(w) for w in women])
+    observed = _figures(counts, np.ones(len(scans)), operating, dice, rates)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        times = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
+        draws.append(_figures(counts, times[member].astype(float), operating, dice, rates))
+
+    def summary(key):
+        values = np.array([d[key] for d in draws], float)
+        values = values[~np.isnan(values)]
+        value = observed[key]
+        interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values.size else None
+        return {"value": None if np.isnan(value) else float(value), "ci95": interval}
+
+    return {"method": f"percentile bootstrap over women, {resamples} resamples, seed {seed}",
+            "women": len(ids), "scans": len(scans),
+            "groups": {g: {"kinds": sorted(kinds), "lesions": int(counts.lesions[g].sum()),
+                           "sensitivity_at_fp_per_image": {f"{r:g}": summary((g, f"{r:g}")) for r in rates},
+                           "sensitivity_at_operating_point": summary((g, "operating_point"))}
+                       for g, kinds in groups.items()},
+            "fp_per_image_at_operating_point": summary("fp_per_image"),
+            "normal_with_detection_rate": summary("normal_with_detection_rate"),
+            "mean_lesion_dice": summary("mean_lesion_dice")}

@@ -1,0 +1,51 @@
+"""Bootstrap intervals over women: the observed figures equal detection.py's, and a hand-worked two-woman case."""
+
+import numpy as np
+
+from mammo_seg.detection import ScanLesions, froc, score_scans
+from mammo_seg.intervals import bootstrap
+
+
+def two_women():
+    lesion = np.zeros((20, 20), bool)
+    lesion[2:6, 2:6] = True
+    prob1 = np.zeros((20, 20), np.float32)
+    prob1[3:5, 3:5] = 0.7  # on the lesion: found at thresholds up to 0.7
+    prob1[12:14, 12:14] = 0.6  # a false positive up to 0.6
+    prob2 = np.zeros((20, 20), np.float32)
+    prob2[8:10, 8:10] = 0.3  # woman B's normal scan: a false positive up to 0.3
+    return [ScanLesions(prob1, [lesion], ["CIRC"], 1.0), ScanLesions(prob2, [], [], 1.0)]
+
+
+def test_observed_figures_are_those_of_detection_and_the_intervals_are_hand_computed():
+    scans = two_women()
+    thresholds = (0.2, 0.5, 0.8)
+    result = bootstrap(scans, ["A", "B"], 0.5, 0.0, [0.5, None], thresholds=thresholds, rates=(0.25, 0.5, 1.0),
+                       resamples=400)
+    group = result["groups"]["all"]
+    reference = froc(scans, 0.0, thresholds=thresholds, fp_rates=(0.25, 0.5, 1.0))["sensitivity_at_fp_per_image"]
+    assert {r: v["value"] for r, v in group["sensitivity_at_fp_per_image"].items()} == reference == \
+        {"0.25": 0.0, "0.5": 1.0, "1": 1.0}
+    at = score_scans(scans, 0.5, 0.0)
+    assert group["sensitivity_at_operating_point"]["value"] == at["sensitivity"] == 1.0
+    assert result["fp_per_image_at_operating_point"]["value"] == at["fp_per_image"] == 0.5
+    assert result["normal_with_detection_rate"]["value"] == 0.0 and result["mean_lesion_dice"]["value"] == 0.5
+    # resamples: AB/BA as observed; AA has 1 FP/image at 0.5 (so 0 sensitivity at 0.5 FP/image) and no normal
+    # scan; BB has no lesion (left out of the sensitivities and the Dice)
+    assert group["sensitivity_at_fp_per_image"]["0.5"]["ci95"] == [0.0, 1.0]
+    assert group["sensitivity_at_fp_per_image"]["1"]["ci95"] == [1.0, 1.0]
+    assert result["fp_per_image_at_operating_point"]["ci95"] == [0.0, 1.0]
+    assert result["normal_with_detection_rate"]["ci95"] == [0.0, 0.0]
+    assert result["mean_lesion_dice"]["ci95"] == [0.5, 0.5]
+    assert result["women"] == 2 and group["lesions"] == 1
+
+
+def test_groups_of_kinds_count_their_own_lesions_and_the_seed_fixes_the_intervals():
+    scans = two_women()
+    scans.append(ScanLesions(np.zeros((20, 20), np.float32), [np.eye(20, dtype=bool)], ["CALC"], 1.0))
+    groups = {"masses": {"CIRC", "SPIC", "MISC"}, "calcifications": {"CALC"}}
+    a = bootstrap(scans, ["A", "B", "C"], 0.5, 0.0, [0.5, None, 0.0], groups=groups, resamples=200)
+    assert a["groups"]["masses"]["lesions"] == 1 and a["groups"]["calcifications"]["lesions"] == 1
+    assert a["groups"]["masses"]["sensitivity_at_operating_point"]["value"] == 1.0
+    assert a["groups"]["calcifications"]["sensitivity_at_operating_point"]["value"] == 0.0
+    assert a == bootstrap(scans, ["A", "B", "C"], 0.5, 0.0, [0.5, None, 0.0], groups=groups, resamples=200)
