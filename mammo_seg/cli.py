@@ -287,7 +287,7 @@ def add_prep(verbs) -> None:
                        help=f"patients held out for test when the dataset has no official split "
                             f"(default {d.test_fraction:g})")
         p.add_argument("--scans-per-shard", type=_count, default=None,
-                       help=f"whole scans per TFRecord shard (default {d.scans_per_shard})")
+                       help=f"scans per TFRecord shard (default {d.scans_per_shard})")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         _quiet_flag(p)
         p.set_defaults(func=cmd_prep)

@@ -11,7 +11,8 @@ are dropped unless ``breast_mask=False``.
 ``<id>_overlay.png`` (the scan with lesion outlines), ``<id>_seg.dcm`` (DICOM Segmentation of a
 DICOM source), ``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
 ``summary.json`` for the run. Ids are file ids (the path below the input, without UIDs); only the
-DICOM SEG carries patient and study attributes.
+DICOM SEG carries patient and study attributes. The layout of these files, the records and the
+settings a ``--continue`` must match are :mod:`mammo_seg.inference.prediction_output`'s.
 """
 
 from __future__ import annotations
