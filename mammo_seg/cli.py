@@ -361,6 +361,7 @@ def add_train(verbs) -> None:
 # ---------------------------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
     from mammo_seg.inference.predict import PredictOptions, predict
+    from mammo_seg.inference.prediction_output import PredictionOutput
 
     options = PredictOptions(threshold=args.threshold, min_area_mm2=args.min_area, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=args.format, force=args.force,
@@ -370,7 +371,7 @@ def cmd_predict(args) -> int:
     counts = summary["counts"]
     overlays = "overlays *_overlay.png, " if counts["ok"] and "overlay" in args.format else ""
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
-          f"{args.output}; {overlays}summary {os.path.join(args.output, 'summary.json')}")
+          f"{args.output}; {overlays}summary {PredictionOutput(args.output).summary_file}")
     return 0 if counts["ok"] else 1
 
 
