@@ -1,20 +1,26 @@
-"""``mammo <verb>``: a thin argparse layer over the library; every verb is an importable function."""
+"""``mammo <verb>``: a thin argparse layer over the library; every verb is an importable function.
+
+Each verb is a command (``cmd_<verb>``) and, beside it, the builder of its parser (``add_<verb>``): its
+flags, their defaults and choices, and examples. Flags are checked by argparse before any work starts
+(exit 2 and one line); TensorFlow is imported only by the verbs that need it, with its start-up lines
+kept off the console unless ``--verbose``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import json
+import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: hide C++ info logs
-
-from mammo_seg import __version__  # noqa: E402
-from mammo_seg.data import MAX_TILE  # noqa: E402
-from mammo_seg.errors import MammoError  # noqa: E402
-from mammo_seg.export import FORMATS as EXPORT_FORMATS  # noqa: E402
-
-
+from mammo_seg import __version__
+from mammo_seg.data import MAX_TILE
+from mammo_seg.errors import MammoError
+from mammo_seg.export import FORMATS as EXPORT_FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,16 +30,79 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
-def _number(kind, low=None, high=None, high_open=False, what=None):
-    """An argparse type: ``kind`` (int or float) within [low, high] (or [low, high) with high_open)."""
+def _verb(verbs, name: str, help: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """A verb's (or a dataset's) parser: its help ends with ``examples``; every verb takes ``--verbose``."""
+    parser = verbs.add_parser(name, help=help, description=description,
+                              epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the start-up lines of TensorFlow, absl and CUDA (hidden by default)")
+    return parser
+
+
+# ------------------------------------------------------------------------------------ console noise
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block: C++ libraries write there directly."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+    """Imports TensorFlow, when a verb first needs it, with its C++ start-up lines (CUDA stubs, absl's
+    "log messages before InitializeLog") silenced: they are written before any log level applies."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            with _stderr_silenced():
+                run(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def quiet_console(verbose: bool) -> None:
+    """Keep the console to the project's own lines (unless ``verbose``): TensorFlow's C++ logs below
+    FATAL, its Python and absl loggers below ERROR, and its import-time lines. Effective only before
+    TensorFlow is imported."""
+    if verbose or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for name in ("absl", "tensorflow", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if not any(isinstance(finder, _QuietTensorFlow) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlow())
+
+
+# ---------------------------------------------------------------------------------------- flag types
+def _number(kind, low=None, high=None, high_open=False, what=None, low_open=False):
+    """An argparse type: ``kind`` (int or float) within [low, high] (``low_open``/``high_open``: bound excluded)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
         too_high = high is not None and (value >= high if high_open else value > high)
-        if (low is not None and value < low) or too_high or value != value:
-            bounds = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or too_high or value != value:
+            left = "(" if low_open else "["
+            bounds = f">= {low}" if high is None and not low_open else (
+                f"> {low}" if high is None else f"in {left}{low}, {high}{')' if high_open else ']'}")
             raise argparse.ArgumentTypeError(f"expected {what or kind.__name__} {bounds}, got {text!r}")
         return value
     return parse
@@ -64,6 +133,43 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _spacing(text: str) -> float:
+    """A pixel spacing in mm, within the plausible range for mammograms (50 is µm typed for mm)."""
+    from mammo_seg.data.resolution import PLAUSIBLE_SPACING_MM
+
+    lo, hi = PLAUSIBLE_SPACING_MM
+    value = _positive_float(text)
+    if not lo <= value <= hi:
+        hint = f"; {text} µm is {value / 1000:g} mm" if lo <= value / 1000 <= hi else ""
+        raise argparse.ArgumentTypeError(f"expected a pixel spacing in mm from {lo:g} to {hi:g}, got {text!r}{hint}")
+    return value
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated subset of predict's outputs."""
+    from mammo_seg.inference.prediction_output import SCAN_FILES
+
+    if text.strip() == "all":
+        return tuple(SCAN_FILES)
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in SCAN_FILES]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format {(unknown or [text])[0]!r}; choose all, or some of "
+                                         f"{','.join(SCAN_FILES)}")
+    return formats
+
+
+def _add_set(parser, what: str, example: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable: every value of every ``--set`` in one list."""
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=f"override {what}, e.g. --set {example} (several after one --set, or repeated; "
+                             f"default: none)")
+
+
+def _quiet_flag(parser, what: str = "no progress bar") -> None:
+    parser.add_argument("--quiet", action="store_true", help=what)
+
+
 # ---------------------------------------------------------------------------------------------- synth
 def cmd_synth(args) -> int:
     if args.dataset == "cbis-ddsm":
@@ -77,6 +183,33 @@ def cmd_synth(args) -> int:
         counts = write_mias(args.out, args.images, seed=args.seed, progress=not args.quiet)
     print(f"wrote {args.dataset} phantoms to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def add_synth(verbs) -> None:
+    synth = _verb(verbs, "synth", "write phantom scans in the real CBIS-DDSM or MIAS format",
+                  "Write phantom mammograms in the exact on-disk format of a dataset.",
+                  ["mammo synth cbis-ddsm --out raw/cbis --patients 12", "mammo synth mias --out raw/mias"])
+    datasets = synth.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    s = _verb(datasets, "cbis-ddsm", "DICOM tree + case-description CSVs",
+              "CBIS-DDSM phantoms: 4 images per patient, CSVs with the real quirks.",
+              ["mammo synth cbis-ddsm --out raw/cbis --patients 12",
+               "mammo synth cbis-ddsm --out raw/nbia --layout nbia --scale 0.5"])
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--patients", type=_count, default=12, help="number of patients (default 12)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    s.add_argument("--scale", type=_positive_float, default=0.25,
+                   help="image size relative to real CBIS-DDSM scans (about 3000x5000 at 1.0; default 0.25)")
+    s.add_argument("--layout", choices=("cbis", "nbia"), default="cbis",
+                   help="folders as the CSV paths (cbis, the default) or as the later NBIA readable download (nbia)")
+    _quiet_flag(s)
+    s.set_defaults(func=cmd_synth)
+    s = _verb(datasets, "mias", "mdbNNN.pgm + Info.txt", "MIAS phantoms: 1024x1024 PGMs.",
+              ["mammo synth mias --out raw/mias", "mammo synth mias --out raw/mias --images 60 --seed 1"])
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--images", type=_count, default=24, help="number of images (default 24)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    _quiet_flag(s)
+    s.set_defaults(func=cmd_synth)
 
 
 # ----------------------------------------------------------------------------------------------- prep
@@ -116,6 +249,51 @@ def cmd_prep(args) -> int:
     return 0
 
 
+PREP_EXAMPLES = {"cbis-ddsm": ["mammo prep cbis-ddsm --raw /data/CBIS-DDSM --out tfrecords/cbis --workers 8",
+                               "mammo prep cbis-ddsm --raw raw/cbis --out tfrecords/cbis --tiles 320 --full-scans"],
+                 "mias": ["mammo prep mias --raw /data/all-mias --out tfrecords/mias "
+                          "--config experiments/mias_real/recipe.yaml"]}
+
+
+def add_prep(verbs) -> None:
+    from mammo_seg.config import PrepSection
+
+    d = PrepSection()  # the defaults of the settings below (a recipe's prep: section overrides them)
+    prep = _verb(verbs, "prep", "scans → tiles in sharded TFRecords",
+                 "Turn a raw dataset into lesion-labelled tiles in sharded TFRecords.",
+                 PREP_EXAMPLES["cbis-ddsm"][:1] + PREP_EXAMPLES["mias"])
+    datasets = prep.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name in ("cbis-ddsm", "mias"):
+        p = _verb(datasets, name, f"prepare {name}", f"Prepare {name} into OUT/<tile>/ shards.", PREP_EXAMPLES[name])
+        p.add_argument("--raw", required=True, help="the dataset directory")
+        p.add_argument("--out", required=True, help="output directory (OUT/<tile>/, splits.json, problems.csv)")
+        p.add_argument("-c", "--config", help="a recipe whose prep: section gives the settings below "
+                                               "(flags given here override it; default: none)")
+        p.add_argument("--tiles", type=_int_list, default=None,
+                       help=f"tile sizes (default {','.join(str(t) for t in d.tiles)})")
+        p.add_argument("--full-scans", action="store_true", default=None,
+                       help=f"also write whole scans (OUT/full/; default {'on' if d.full_scans else 'off'})")
+        p.add_argument("--scale", type=_positive_float, default=None,
+                       help=f"training px per native px at 50 µm (default {d.scale:.4g}, the original's 320/598)")
+        p.add_argument("--workers", type=_count, default=1,
+                       help="parallel processes (output is identical for any; default 1)")
+        p.add_argument("--seed", type=_seed, default=None, help=f"split and crop positions (default {d.seed})")
+        p.add_argument("--roi-crops", type=_seed, default=None,
+                       help=f"crops around each abnormality (default {d.roi_crops})")
+        p.add_argument("--random-crops", type=_seed, default=None,
+                       help=f"crops anywhere in each scan (default {d.random_crops})")
+        p.add_argument("--val-fraction", type=_fraction, default=None,
+                       help=f"patients held out for validation (default {d.val_fraction:g})")
+        p.add_argument("--test-fraction", type=_fraction, default=None,
+                       help=f"patients held out for test when the dataset has no official split "
+                            f"(default {d.test_fraction:g})")
+        p.add_argument("--scans-per-shard", type=_count, default=None,
+                       help=f"scans per TFRecord shard (default {d.scans_per_shard})")
+        p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
+        _quiet_flag(p)
+        p.set_defaults(func=cmd_prep)
+
+
 # -------------------------------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
     from mammo_seg.data.inspect import validate
@@ -128,6 +306,17 @@ def cmd_inspect(args) -> int:
     print(f"{args.dir}: {report.records} records, {report.positive_pixels} lesion pixels: {status}; "
           f"contact sheet: {report.contact_sheet}")
     return 0 if report.ok else 1
+
+
+def add_inspect(verbs) -> None:
+    ins = _verb(verbs, "inspect", "validate a prep output and draw a contact sheet",
+                "Validate OUT/<tile> shards against manifest.json; write a contact sheet.",
+                ["mammo inspect tfrecords/cbis/320", "mammo inspect tfrecords/cbis/full --samples 8 --sheet full.png"])
+    ins.add_argument("dir", help="a prep output folder, e.g. OUT/320")
+    ins.add_argument("--sheet", help="contact sheet path (default DIR/contact_sheet.png)")
+    ins.add_argument("--samples", type=_count, default=24, help="records drawn on the contact sheet (default 24)")
+    ins.add_argument("--seed", type=_seed, default=0, help="which records are drawn (default 0)")
+    ins.set_defaults(func=cmd_inspect)
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -179,22 +368,77 @@ def _print_point(point: dict) -> None:
           f"lesion-free scans flagged {v['normal_with_detection_rate']:.2f})")
 
 
-# -------------------------------------------------------------------------------- predict, export, evaluate
-def cmd_predict(args) -> int:
-    from mammo_seg.inference.predict import FORMATS, PredictOptions, predict
+def add_train(verbs) -> None:
+    tr = _verb(verbs, "train", "train the FCN on prepared tiles",
+               "Train as a YAML config says (see experiments/); writes a run directory.",
+               ["mammo train -c experiments/tiny.yaml --set data.dir=demo_out/data train.epochs=2",
+                "mammo train -c experiments/iou_fcn/curriculum.yaml --out runs/iou_fcn"])
+    tr.add_argument("-c", "--config", required=True, help="experiment YAML")
+    _add_set(tr, "a config key", "train.epochs=5 train.lr=0.001")
+    tr.add_argument("--out", help="run directory (default runs/<name>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed epoch")
+    _quiet_flag(tr, "no progress bars")
+    tr.set_defaults(func=cmd_train)
 
-    formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(","))
+
+# ---------------------------------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    from mammo_seg.inference.predict import PredictOptions, predict
+    from mammo_seg.inference.prediction_output import PredictionOutput
+
     options = PredictOptions(threshold=args.threshold, min_area_mm2=args.min_area, tile=args.tile, overlap=args.overlap,
-                             batch_size=args.batch_size, formats=formats, force=args.force,
+                             batch_size=args.batch_size, formats=args.format, force=args.force,
                              breast_mask=not args.no_breast_mask, all_images=args.all_images,
                              spacing_mm=args.spacing, flip=args.flip)
     summary = predict(args.model, args.input, args.output, options, progress=not args.quiet, resume=args.resume)
     counts = summary["counts"]
+    overlays = "overlays *_overlay.png, " if counts["ok"] and "overlay" in args.format else ""
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
-          f"{args.output}; overlays *_overlay.png, summary {os.path.join(args.output, 'summary.json')}")
+          f"{args.output}; {overlays}summary {PredictionOutput(args.output).summary_file}")
     return 0 if counts["ok"] else 1
 
 
+def add_predict(verbs) -> None:
+    pr = _verb(verbs, "predict", "full-scan inference on DICOM (or PGM/PNG/TIFF) files",
+               "Predict lesion masks for a scan file or every scan below a directory. The output folder must be "
+               "new or empty, or hold an interrupted run of the same settings (--continue).",
+               ["mammo predict -m runs/iou_fcn -i /data/CBIS-DDSM/Mass-Test_P_00016_LEFT_CC -o predictions",
+                "mammo predict -m runs/mias_real -i /data/all-mias -o pred_mias --spacing 0.2 --continue"])
+    pr.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
+    pr.add_argument("-i", "--input", required=True, help="a scan file or a directory of scans")
+    pr.add_argument("-o", "--output", required=True,
+                    help="output directory: new or empty (or an interrupted run's, with --continue)")
+    pr.add_argument("--threshold", type=_number(float, 0, 1, low_open=True, high_open=True, what="a probability"),
+                    default=None, help="probability threshold, in (0, 1) (default: the model's operating point, "
+                                       "else 0.5)")
+    pr.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
+                    help="smallest lesion reported, in mm² (default: the model's operating point, else 0)")
+    pr.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                    help="average with the left-right mirrored scan's probabilities (test-time augmentation; "
+                         "default: the model's operating point, else off)")
+    pr.add_argument("--tile", type=_number(int, 16, MAX_TILE, what="an integer"), default=None,
+                    help=f"Gaussian-blended windows of this size at the training resolution, 16 to {MAX_TILE} px "
+                         f"(default: one pass when the scan fits, else exact strips)")
+    pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap, in [0, 1) (default 0.25)")
+    pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch (default 4)")
+    pr.add_argument("--format", type=_formats, default="all",
+                    help="outputs: all (the default), or some of mask,prob,overlay,seg,json (comma-separated)")
+    pr.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+                    help="pixel spacing of every input scan in mm (0.02 to 1), overriding PixelSpacing (default: "
+                         "PixelSpacing, else the nominal spacing of the model's training data)")
+    pr.add_argument("--force", action="store_true", help="also run on DICOMs that are not mammograms")
+    pr.add_argument("--no-breast-mask", action="store_true",
+                    help="keep findings outside the breast (by default film labels and markers are dropped)")
+    pr.add_argument("--all-images", action="store_true",
+                    help="also crops and ROI masks (by default only full mammograms are predicted)")
+    pr.add_argument("--continue", dest="resume", action="store_true",
+                    help="skip the scans a previous (interrupted) run into --output finished; its settings "
+                         "(settings.json) must be the same")
+    _quiet_flag(pr)
+    pr.set_defaults(func=cmd_predict)
+
+
+# ---------------------------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
     from mammo_seg.export import export_model
 
@@ -204,6 +448,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def add_export(verbs) -> None:
+    ex = _verb(verbs, "export", "TensorFlow SavedModel or ONNX for serving",
+               "Export a trained model as a SavedModel or ONNX (scan in, lesion probabilities out).",
+               ["mammo export -m runs/iou_fcn -o export/iou_fcn",
+                "mammo export -m runs/iou_fcn/best.keras -o export/onnx --format onnx"])
+    ex.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
+    ex.add_argument("-o", "--output", required=True, help="export directory (new or empty)")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                    help="savedmodel (the default) or onnx (OUT/model.onnx; needs the onnx extra)")
+    ex.set_defaults(func=cmd_export)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
     from mammo_seg.errors import printable
     from data_prep.ground_truth import ground_truth
@@ -228,6 +485,21 @@ def cmd_evaluate(args) -> int:
     return 0 if result["metric_per_case"] else 1
 
 
+def add_evaluate(verbs) -> None:
+    ev = _verb(verbs, "evaluate", "score predictions against ground truth",
+               "Per-case and mean lesion IoU, Dice, precision, recall; image-level calls; lesion-level FROC.",
+               ["mammo evaluate -p predictions -g /data/CBIS-DDSM -o evaluation.json",
+                "mammo evaluate -p pred_mias -g tfrecords/mias/full --min-area 5"])
+    ev.add_argument("-p", "--predictions", required=True, help="a mammo predict output directory")
+    ev.add_argument("-g", "--ground-truth", required=True,
+                    help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
+    ev.add_argument("-o", "--output", default="evaluation.json",
+                    help="evaluation JSON (default evaluation.json; never predict's summary.json)")
+    ev.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
+                    help="smallest detection for the lesion-level scores (default: predict's minimum)")
+    ev.set_defaults(func=cmd_evaluate)
+
+
 # ---------------------------------------------------------------------------------------------- study
 def cmd_study(args) -> int:
     from data_prep.benchmark import build_phantom_benchmark
@@ -242,6 +514,19 @@ def cmd_study(args) -> int:
     return 0
 
 
+def add_study(verbs) -> None:
+    st = _verb(verbs, "study", "compare losses: each trains the same model, several seeds",
+               "Train the same model under each loss of a study config (experiments/loss_study/), score on the "
+               "test split, write tables and plots.",
+               ["mammo study -c experiments/loss_study/cpu.yaml --out runs/loss_study_cpu",
+                "mammo study -c experiments/loss_study/cpu.yaml --set seeds=[0] name=quick"])
+    st.add_argument("-c", "--config", required=True, help="study YAML")
+    _add_set(st, "a study key", "seeds=[0] name=quick")
+    st.add_argument("--out", help="output directory (default runs/<name>)")
+    _quiet_flag(st, "no progress bars")
+    st.set_defaults(func=cmd_study)
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     from mammo_seg.demo import run_demo
@@ -250,148 +535,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _add_set(parser, what: str, example: str) -> None:
-    """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable: every value of every ``--set`` in one list."""
-    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help=f"override {what}, e.g. --set {example} (several after one --set, or repeated)")
+def add_demo(verbs) -> None:
+    demo = _verb(verbs, "demo", "run the whole chain on phantoms",
+                 "synth → prep → inspect → curriculum → predict → evaluate on CBIS-DDSM phantoms, sized for a "
+                 "CPU (a few minutes).", ["mammo demo", "mammo demo --out /tmp/demo --patients 6 --workers 1"])
+    demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    demo.add_argument("--patients", type=_count, default=12, help="phantom patients (default 12)")
+    demo.add_argument("--workers", type=_count, default=2, help="prep processes (default 2)")
+    demo.set_defaults(func=cmd_demo)
+
+
+#: The verbs in the order ``mammo --help`` lists them, each by its builder.
+VERBS = (add_synth, add_prep, add_inspect, add_train, add_predict, add_export, add_evaluate, add_study, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mammo", description="Mammography lesion segmentation pipeline.")
+    parser = _Parser(prog="mammo", description="Mammography lesion segmentation pipeline.",
+                     epilog="examples:\n  mammo demo\n  mammo predict --help",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mammo-seg {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    synth = verbs.add_parser("synth", help="write phantom scans in the real CBIS-DDSM or MIAS format",
-                             description="Write phantom mammograms in the exact on-disk format of a dataset.")
-    synth_ds = synth.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-    s = synth_ds.add_parser("cbis-ddsm", help="DICOM tree + case-description CSVs",
-                            description="CBIS-DDSM phantoms: 4 images per patient, CSVs with the real quirks.")
-    s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--patients", type=_count, default=12, help="number of patients (default 12)")
-    s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--scale", type=_positive_float, default=0.25,
-                   help="image size relative to real CBIS-DDSM scans (about 3000x5000 at 1.0; default 0.25)")
-    s.add_argument("--layout", choices=("cbis", "nbia"), default="cbis",
-                   help="folders as the CSV paths (cbis) or as the later NBIA readable download (nbia)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_synth)
-    s = synth_ds.add_parser("mias", help="mdbNNN.pgm + Info.txt", description="MIAS phantoms: 1024x1024 PGMs.")
-    s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--images", type=_count, default=24, help="number of images (default 24)")
-    s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_synth)
-
-    prep = verbs.add_parser("prep", help="scans → tiles in sharded TFRecords",
-                            description="Turn a raw dataset into lesion-labelled tiles in sharded TFRecords.")
-    prep_ds = prep.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-    for name in ("cbis-ddsm", "mias"):
-        p = prep_ds.add_parser(name, help=f"prepare {name}", description=f"Prepare {name} into OUT/<tile>/ shards.")
-        p.add_argument("--raw", required=True, help="the dataset directory")
-        p.add_argument("--out", required=True, help="output directory (OUT/<tile>/, splits.json, problems.csv)")
-        p.add_argument("-c", "--config", help="a recipe whose prep: section gives the settings below "
-                                               "(flags given here override it)")
-        p.add_argument("--tiles", type=_int_list, default=None, help="tile sizes (default 320,640)")
-        p.add_argument("--full-scans", action="store_true", default=None, help="also write whole scans (OUT/full/)")
-        p.add_argument("--scale", type=_positive_float, default=None,
-                       help="training px per native px at 50 µm (default 320/598 ≈ 0.535)")
-        p.add_argument("--workers", type=_count, default=1, help="parallel processes (output is identical for any)")
-        p.add_argument("--seed", type=_seed, default=None, help="split and crop positions (default 0)")
-        p.add_argument("--roi-crops", type=_seed, default=None, help="crops around each abnormality (default 2)")
-        p.add_argument("--random-crops", type=_seed, default=None, help="crops anywhere in each scan (default 4)")
-        p.add_argument("--val-fraction", type=_fraction, default=None,
-                       help="patients held out for validation (default 0.1)")
-        p.add_argument("--test-fraction", type=_fraction, default=None,
-                       help="patients held out for test when the dataset has no official split (default 0.2)")
-        p.add_argument("--scans-per-shard", type=_count, default=None, help="(default 64)")
-        p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.set_defaults(func=cmd_prep)
-
-    ins = verbs.add_parser("inspect", help="validate a prep output and draw a contact sheet",
-                           description="Validate OUT/<tile> shards against manifest.json; write a contact sheet.")
-    ins.add_argument("dir", help="a prep output folder, e.g. OUT/320")
-    ins.add_argument("--sheet", help="contact sheet path (default DIR/contact_sheet.png)")
-    ins.add_argument("--samples", type=_count, default=24)
-    ins.add_argument("--seed", type=_seed, default=0)
-    ins.set_defaults(func=cmd_inspect)
-
-    tr = verbs.add_parser("train", help="train the FCN on prepared tiles",
-                          description="Train as a YAML config says (see experiments/); writes a run directory.")
-    tr.add_argument("-c", "--config", required=True, help="experiment YAML")
-    _add_set(tr, "a config key", "train.epochs=5 train.lr=0.001")
-    tr.add_argument("--out", help="run directory (default runs/<name>)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed epoch")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
-    tr.set_defaults(func=cmd_train)
-
-    pr = verbs.add_parser("predict", help="full-scan inference on DICOM (or PGM/PNG/TIFF) files",
-                          description="Predict lesion masks for a scan file or every scan below a directory.")
-    pr.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
-    pr.add_argument("-i", "--input", required=True, help="a scan file or a directory of scans")
-    pr.add_argument("-o", "--output", required=True, help="output directory")
-    pr.add_argument("--threshold", type=_number(float, 0, 1, what="a probability"), default=None,
-                    help="probability threshold (default: the model's operating point, else 0.5)")
-    pr.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
-                    help="smallest lesion reported, in mm² (default: the model's operating point, else 0)")
-    pr.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                    help="average with the left-right mirrored scan's probabilities (test-time augmentation; "
-                         "default: the model's operating point, else off)")
-    pr.add_argument("--tile", type=_number(int, 16, MAX_TILE, what="an integer"), default=None,
-                    help="Gaussian-blended windows of this size at the training resolution (default: one pass "
-                         "when the scan fits, else exact strips)")
-    pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap (default 0.25)")
-    pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch")
-    pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,json")
-    pr.add_argument("--spacing", type=_positive_float, default=None, metavar="MM",
-                    help="pixel spacing of every input scan in mm, overriding PixelSpacing (default: PixelSpacing, "
-                         "else the nominal spacing of the model's training data)")
-    pr.add_argument("--force", action="store_true", help="also run on DICOMs that are not mammograms")
-    pr.add_argument("--no-breast-mask", action="store_true",
-                    help="keep findings outside the breast (by default film labels and markers are dropped)")
-    pr.add_argument("--all-images", action="store_true",
-                    help="also crops and ROI masks (by default only full mammograms are predicted)")
-    pr.add_argument("--continue", dest="resume", action="store_true",
-                    help="skip the scans a previous (interrupted) run into --output finished")
-    pr.add_argument("--quiet", action="store_true", help="no progress bar")
-    pr.set_defaults(func=cmd_predict)
-
-    ex = verbs.add_parser("export", help="TensorFlow SavedModel or ONNX for serving",
-                          description="Export a trained model as a SavedModel or ONNX (scan in, lesion "
-                                      "probabilities out).")
-    ex.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
-    ex.add_argument("-o", "--output", required=True, help="export directory (new or empty)")
-    ex.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
-                    help="savedmodel (default) or onnx (OUT/model.onnx; needs the onnx extra)")
-    ex.set_defaults(func=cmd_export)
-
-    ev = verbs.add_parser("evaluate", help="score predictions against ground truth",
-                          description="Per-case and mean lesion IoU, Dice, precision, recall; image-level calls.")
-    ev.add_argument("-p", "--predictions", required=True, help="a mammo predict output directory")
-    ev.add_argument("-g", "--ground-truth", required=True,
-                    help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
-    ev.add_argument("-o", "--output", default="evaluation.json",
-                    help="evaluation JSON (default evaluation.json; never predict's summary.json)")
-    ev.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
-                    help="smallest detection for the lesion-level scores (default: predict's minimum)")
-    ev.set_defaults(func=cmd_evaluate)
-
-    st = verbs.add_parser("study", help="compare losses: each trains the same model, several seeds",
-                          description="Train the same model under each loss of a study config (experiments/"
-                                      "loss_study/), score on the test split, write tables and plots.")
-    st.add_argument("-c", "--config", required=True, help="study YAML")
-    _add_set(st, "a study key", "seeds=[0] name=quick")
-    st.add_argument("--out", help="output directory (default runs/<name>)")
-    st.add_argument("--quiet", action="store_true", help="no progress bars")
-    st.set_defaults(func=cmd_study)
-
-    demo = verbs.add_parser("demo", help="run the whole chain on phantoms",
-                            description="synth → prep → inspect → curriculum → predict → evaluate on CBIS-DDSM "
-                                        "phantoms, sized for a CPU (a few minutes).")
-    demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    demo.add_argument("--patients", type=_count, default=12)
-    demo.add_argument("--workers", type=_count, default=2)
-    demo.set_defaults(func=cmd_demo)
+    for add in VERBS:
+        add(verbs)
     return parser
 
 
@@ -404,6 +569,7 @@ def _fail(verb: str, message: str) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_console(args.verbose)
     try:
         return args.func(args)
     except MammoError as e:

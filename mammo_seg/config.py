@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -273,6 +274,23 @@ def _coerce(value, tp, key: str, where: str):
     return value
 
 
+def _unknown_key(key, names, prefix: str) -> str:
+    """The reason of an unknown key: the nearest known key (difflib), then all of them."""
+    near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"; did you mean {prefix}{near[0]}?" if near else ""
+    return f"unknown key{hint} (known: {', '.join(sorted(names))})"
+
+
+def _from_set(error: MammoError, path: str, overrides) -> MammoError:
+    """``error`` said of the ``--set`` that gave its key, when one did (else ``error`` itself)."""
+    where = error.where or ""
+    key = where[len(path) + 2:] if where.startswith(f"{path}: ") else ""
+    given = [parse_override(text)[0] for text in overrides]
+    if key and any(k == key or k.startswith(key + ".") for k in given):
+        return MammoError(f"--set {key}", error.reason)
+    return error
+
+
 def from_dict(cls, data, where: str = "config", prefix: str = ""):
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors naming the key."""
     if data is None:
@@ -284,7 +302,7 @@ def from_dict(cls, data, where: str = "config", prefix: str = ""):
     for key in data:
         if key not in names:
             raise MammoError(f"{where}: {prefix}{key}",
-                             MOVED.get(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(names))})"))
+                             MOVED.get(f"{prefix}{key}", _unknown_key(key, names, prefix)))
     values = {k: _coerce(v, hints[k], f"{prefix}{k}", where) for k, v in data.items()}
     return cls(**values)
 
@@ -341,7 +359,10 @@ def load_config(path: str, overrides=()) -> ExperimentConfig:
         tree["loss"] = {**ExperimentConfig().loss, **(tree.get("loss") or {})}  # overrides refine the default
     for text in overrides:
         set_key(tree, *parse_override(text))
-    config = from_dict(ExperimentConfig, tree, where=path)
+    try:
+        config = from_dict(ExperimentConfig, tree, where=path)
+    except MammoError as e:
+        raise _from_set(e, path, overrides) from None
     base = os.path.dirname(os.path.abspath(path))
     if config.data.dir and not os.path.isabs(config.data.dir) and not os.path.exists(config.data.dir):
         candidate = os.path.join(base, config.data.dir)

@@ -7,6 +7,7 @@ crops) → predict on the held-out test patients' DICOMs → evaluate against th
 from __future__ import annotations
 
 import os
+import shutil
 
 from data_prep.prepare import prepare
 from mammo_seg.data.inspect import validate
@@ -50,6 +51,7 @@ def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, conf
         print(f"      {os.path.basename(r.run_dir)}: best validation lesion IoU {r.best:.3f}")
     n = PrepOutput(data).link_split("test", raw, tests)
     print(f"[5/6] predict: {n} held-out test scans ({tests}) → {predictions}")
+    shutil.rmtree(predictions, ignore_errors=True)  # the demo's own predictions of an earlier run: predict refuses to mix
     result = predict(runs, tests, predictions)
     print(f"[6/6] evaluate against the raw annotations → {os.path.join(out, 'evaluation.json')}")
     scores = evaluate(predictions, ground_truth(raw), os.path.join(out, "evaluation.json"))

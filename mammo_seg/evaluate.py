@@ -30,7 +30,6 @@ and only when its aspect matches.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from mammo_seg import __version__
 from mammo_seg.data.resolution import resize_image, resize_mask
 from mammo_seg.detection import ScanLesions, froc, score_scans
 from mammo_seg.errors import MammoError
+from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.io import file_sha256, read_mask
 from mammo_seg.overlap import confusion, scores
 
@@ -117,21 +117,6 @@ def _json_safe(value):
     return value
 
 
-def _read_predictions(pred_dir: str, summary_path: str) -> dict:
-    """Predict's ``summary.json`` (its ``scans`` a list); an unreadable file is an error for the whole run."""
-    if not os.path.isfile(summary_path):
-        raise MammoError(pred_dir, "no summary.json: not a mammo predict output")
-    try:
-        with open(summary_path, encoding="utf-8") as f:
-            summary = json.load(f)
-        scans = summary["scans"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MammoError(summary_path, f"not a mammo predict summary ({type(e).__name__}: {e})") from None
-    if not isinstance(scans, list):
-        raise MammoError(summary_path, "not a mammo predict summary (scans is not a list)")
-    return summary
-
-
 def _check_record(record, number: int) -> str:
     """The record's id; raises MammoError when a field evaluate needs is missing or malformed."""
     if not isinstance(record, dict):
@@ -169,15 +154,9 @@ def _pixel_area_mm2(record: dict) -> float:
 
 def _scan_lesions(record: dict, pred_dir: str, ref: Reference) -> ScanLesions | None:
     """The case for detection scoring, on the reference's grid; None without a probability map."""
-    name = record["outputs"].get("prob")
-    if not name:
+    prob = PredictionOutput(pred_dir).probability(record)
+    if prob is None:
         return None
-    path = os.path.join(pred_dir, name)
-    try:
-        with np.load(path) as npz:
-            prob = npz["probability"].astype(np.float32)
-    except (OSError, ValueError, KeyError) as e:
-        raise MammoError(path, f"unreadable probability map ({type(e).__name__}: {e})") from None
     area = _pixel_area_mm2(record) * prob.size / ref.mask.size
     if prob.shape != ref.mask.shape:  # prep ground truth, at the training resolution (aspect checked)
         prob = resize_image(prob, ref.mask.shape)
@@ -199,7 +178,7 @@ def _failed_scan(record: dict, input_root, truth: Truth) -> ScanLesions | None:
 def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
     """("case", per-case entry, ScanLesions or None), ("unmatched", id, None) or raises MammoError naming the item."""
     name = _check_record(record, number)
-    mask_file = os.path.join(pred_dir, record["outputs"]["mask"])
+    mask_file = PredictionOutput(pred_dir).output(record, "mask")
     if not os.path.isfile(mask_file):
         raise MammoError(mask_file, f"{name}: mask PNG not found")
     found = truth.find(record["sha256"], record["file_size"])
@@ -229,10 +208,11 @@ def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fra
     share of it (0: any reported lesion, the whole-scan rule). ``min_area_mm2``: the smallest
     detection (None: predict's own minimum).
     """
-    summary_path = os.path.join(pred_dir, "summary.json")
+    output = PredictionOutput(pred_dir)
+    summary_path = output.summary_file
     if out and os.path.realpath(out) == os.path.realpath(summary_path):
         raise MammoError(out, "is predict's summary.json; choose another evaluation output")
-    summary = _read_predictions(pred_dir, summary_path)
+    summary = output.read_summary()
     predictions = summary["scans"]
     options = summary.get("options") if isinstance(summary.get("options"), dict) else {}
     threshold = options.get("threshold") if isinstance(options.get("threshold"), float) else 0.5

@@ -191,7 +191,7 @@ BAD_FLAGS = [  # (verb and flags, the flag and reason its one line must name)
     (["predict", "--overlap", "1.5"], "argument --overlap: expected a fraction in [0, 1), got '1.5'"),
     (["predict", "--overlap", "nan"], "argument --overlap: expected a fraction in [0, 1), got 'nan'"),
     (["predict", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
-    (["predict", "--threshold", "2"], "argument --threshold: expected a probability in [0, 1], got '2'"),
+    (["predict", "--threshold", "2"], "argument --threshold: expected a probability in (0, 1), got '2'"),
     (["synth", "mias", "--images", "-4"], "argument --images: expected an integer >= 1, got '-4'"),
 ]
 

@@ -113,16 +113,19 @@ def test_fill_holes_is_scipys_binary_fill_holes():
 
 
 def test_mask_and_probability_files_decode_to_the_arrays_written(tmp_path):
-    from mammo_seg.inference.writers import write_mask_png, write_probabilities
+    from mammo_seg.inference.prediction_output import PredictionOutput
 
     rng = np.random.default_rng(6)
     prob = rng.random((37, 23)).astype(np.float16).astype(np.float32)
-    write_mask_png(str(tmp_path / "m.png"), prob >= 0.5)
-    write_probabilities(str(tmp_path / "p.npz"), prob, 0.5, 0.25)
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")), (prob >= 0.5) * 255)
-    with np.load(tmp_path / "p.npz") as stored:
+    output = PredictionOutput(str(tmp_path))
+    record = output.write_scan(("mask", "prob"), scan_id="p", record={"id": "p"}, pixels=prob, probability=prob,
+                               mask=prob >= 0.5, threshold=0.5, factor=0.25)
+    assert record["outputs"] == {"mask": "p_mask.png", "prob": "p_prob.npz"}
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "p_mask.png")), (prob >= 0.5) * 255)
+    with np.load(tmp_path / "p_prob.npz") as stored:
         assert stored["probability"].dtype == np.float16 and float(stored["resampling_factor"]) == 0.25
         np.testing.assert_array_equal(stored["probability"].astype(np.float32), prob)
+    np.testing.assert_array_equal(output.probability(record), prob)
 
 
 def test_file_ids_drop_uids():

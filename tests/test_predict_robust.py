@@ -176,7 +176,7 @@ def test_two_runs_write_the_same_bytes(model_file, tmp_path):
                            "anon.json", "anon_mask.png", "anon_overlay.png", "anon_prob.npz", "anon_seg.dcm",
                            "b.json", "b_mask.png", "b_overlay.png", "b_prob.npz", "b_seg.dcm",
                            "c.json", "c_mask.png", "c_overlay.png", "c_prob.npz", "c_seg.dcm",
-                           "predictions.jsonl", "summary.json"]
+                           "predictions.jsonl", "settings.json", "summary.json"]
     assert [name for name in one if one[name] != two[name]] == []
     assert sorted(first["timings"]["scans"]) == ["a", "anon", "b", "c"]
     assert b"seconds" not in one["summary.json"] and b"timings" not in one["a.json"]
@@ -194,7 +194,7 @@ def test_pipelined_run_writes_the_bytes_of_one_scan_at_a_time(model_file, tmp_pa
     assert [(s["id"], s["status"]) for s in pipe_scans] == [("a", "ok"), ("anon", "ok"), ("b", "ok"),
                                                              ("c", "error"), ("d", "ok")]
     assert pipe_scans[1]["warnings"] and pipe_scans == seq_scans
-    assert len(pipe_bytes) == 22 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
+    assert len(pipe_bytes) == 23 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
     assert sorted(pipe_bytes) == sorted(seq_bytes)
     assert pipe_err == seq_err and pipe_err.count("problem:") == 1
 

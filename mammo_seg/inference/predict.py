@@ -11,7 +11,8 @@ are dropped unless ``breast_mask=False``.
 ``<id>_overlay.png`` (the scan with lesion outlines), ``<id>_seg.dcm`` (DICOM Segmentation of a
 DICOM source), ``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
 ``summary.json`` for the run. Ids are file ids (the path below the input, without UIDs); only the
-DICOM SEG carries patient and study attributes.
+DICOM SEG carries patient and study attributes. The layout of these files, the records and the
+settings a ``--continue`` must match are :mod:`mammo_seg.inference.prediction_output`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
@@ -33,19 +33,20 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from mammo_seg import __version__, atomic
+from mammo_seg import __version__
 from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError, printable, without_values
+from mammo_seg.inference import prediction_output as po
 from mammo_seg.inference import writers
 from mammo_seg.inference.pipeline import sequential, staged
 from mammo_seg.inference.postprocess import breast_region
+from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
 from mammo_seg.io.dicom import INDEX_TAGS
 
-FORMATS = ("mask", "prob", "overlay", "seg", "json")
+FORMATS = tuple(po.SCAN_FILES)
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
-JOURNAL = "predictions.jsonl"
 UID = re.compile(r"^\d+(\.\d+){3,}$")
 
 
@@ -419,43 +420,22 @@ def _network(job: _Job, predictor, options: PredictOptions) -> _Job:
     return job
 
 
-def _write_outputs(job: _Job, out: str, options: PredictOptions, model_hash: str) -> dict:
+def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions, model_hash: str) -> dict:
     """Stage 3 of a predicted scan: post-process, write its outputs, return its summary record."""
     with _phase(job, "postprocess"):
         result = on_scan_grid(job.grid, job.scan, job.small, job.prob, options)
     job.small = job.prob = None
     with _phase(job, "write"):
-        return _outputs_and_record(job, result, out, options, model_hash)
-
-
-def _outputs_and_record(job: _Job, result: Segmentation, out: str, options: PredictOptions, model_hash: str) -> dict:
-    """Write the ``--format`` outputs of one segmented scan; returns its summary record."""
-    scan, grid, prob, mask = job.scan, result.grid, result.probability, result.mask
-    name = os.path.join(out, job.scan_id)
-    outputs = {}
-    if "mask" in options.formats:
-        outputs["mask"] = writers.write_mask_png(f"{name}_mask.png", mask)
-    if "prob" in options.formats:
-        outputs["prob"] = writers.write_probabilities(f"{name}_prob.npz", prob, options.threshold, grid.factor)
-    if "overlay" in options.formats:
-        outputs["overlay"], _ = writers.write_overlay(f"{name}_overlay.png", scan.pixels, mask)
-    if "seg" in options.formats and job.dataset is not None:
-        outputs["seg"], filled = writers.write_seg(f"{name}_seg.dcm", job.dataset, mask,
-                                                   model_hash=model_hash, source_hash=job.digest)
-    record = {"id": job.scan_id, "source": job.source, "status": "ok", "file_size": os.path.getsize(job.path),
-              "sha256": job.digest, "shape": list(scan.pixels.shape), **grid.to_dict(),
-              "laterality": scan.meta.laterality, "view": scan.meta.view, "threshold": options.threshold,
-              **writers.lesion_report(mask, prob, result.spacing_mm, options.min_area_mm2)}
-    if "seg" in outputs:
-        record["seg_filled"] = filled
-    if job.notes:
-        record["warnings"] = list(job.notes)  # values already masked
-    if "json" in options.formats:
-        outputs["json"] = f"{name}.json"
-    record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
-    if "json" in options.formats:
-        writers.write_json(outputs["json"], record)
-    return record
+        scan = job.scan
+        record = po.scan_record(
+            scan_id=job.scan_id, source=job.source, file_size=os.path.getsize(job.path), sha256=job.digest,
+            shape=scan.pixels.shape, grid=result.grid.to_dict(), laterality=scan.meta.laterality,
+            view=scan.meta.view, threshold=options.threshold,
+            lesions=writers.lesion_report(result.mask, result.probability, result.spacing_mm, options.min_area_mm2))
+        return output.write_scan(options.formats, scan_id=job.scan_id, record=record, pixels=scan.pixels,
+                                 probability=result.probability, mask=result.mask, threshold=options.threshold,
+                                 factor=result.grid.factor, dataset=job.dataset, model_hash=model_hash,
+                                 source_hash=job.digest, notes=job.notes)
 
 
 def _failure_record(job: _Job, error: BaseException, out: str, options: PredictOptions) -> dict:
@@ -463,25 +443,25 @@ def _failure_record(job: _Job, error: BaseException, out: str, options: PredictO
     if _dooms_the_run(error, out):
         raise MammoError(out, f"cannot write the outputs ({_reason(error)}); stopped") from None
     if isinstance(error, NotFullMammogram) and not options.all_images:
-        return {"id": job.scan_id, "source": job.source, "status": "skipped", "reason": _reason(error)}
+        return po.skipped_record(job.scan_id, job.source, _reason(error))
     reason = _reason(error)
     if job.notes and not isinstance(error, NotFullMammogram):
         reason += f" (warnings: {'; '.join(job.notes)})"
     from tqdm import tqdm
 
     tqdm.write(f"problem: {printable(job.path)}: {reason}", file=sys.stderr)
-    return {"id": job.scan_id, "source": job.source, "status": "error", "reason": reason}
+    return po.error_record(job.scan_id, job.source, reason)
 
 
-def _finish(job: _Job, out: str, options: PredictOptions, model_hash: str) -> dict:
+def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_hash: str) -> dict:
     """Stage 3: the scan's record (its outputs written, or its failure), journalled before the next one."""
     if job.record is None and job.error is None:
         try:
-            job.record = _write_outputs(job, out, options, model_hash)
+            job.record = _write_outputs(job, output, options, model_hash)
         except Exception as e:
             job.error = e
     if job.record is None:
-        job.record = _failure_record(job, job.error, out, options)
+        job.record = _failure_record(job, job.error, output.folder, options)
     return job.record
 
 
@@ -498,44 +478,6 @@ def scan_ids(files: list[str], root: str) -> list[str]:
     return ids
 
 
-def _append(log, record: dict) -> None:
-    """One journal line, on disk before the next scan starts: a killed run loses no finished scan."""
-    log.write(json.dumps(record, sort_keys=True) + "\n")
-    log.flush()
-    os.fsync(log.fileno())
-
-
-def _completed(journal: str, out: str) -> dict:
-    """{id: record} of the journal's scans that finished and whose outputs are all still there.
-
-    A line cut by a kill, a failed scan and a scan with a missing output are predicted again.
-    """
-    done = {}
-    if not os.path.isfile(journal):
-        return done
-    with open(journal) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if (isinstance(record, dict) and record.get("status") == "ok"
-                    and all(os.path.isfile(os.path.join(out, name)) for name in record.get("outputs", {}).values())):
-                done[record["id"]] = record
-    # rewrite it without the cut or failed lines: appended lines then start on a line of their own
-    atomic.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in done.values()))
-    return done
-
-
-def _earlier_timings(out: str, done: dict) -> dict:
-    """The timings a continued run keeps: those of the scans it will not predict again."""
-    try:
-        with open(os.path.join(out, "timings.json")) as f:
-            return {k: v for k, v in json.load(f)["scans"].items() if k in done}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
 def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict) -> list[_Job]:
     """One job per scan file, in order; continued and skipped scans carry their record already."""
     jobs = []
@@ -544,7 +486,7 @@ def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict
         if scan_id in done and done[scan_id]["source"] == job.source:
             job.record, job.journal = done[scan_id], False
         elif path in skipped:
-            job.record = {"id": scan_id, "source": job.source, "status": "skipped", "reason": skipped[path]}
+            job.record = po.skipped_record(scan_id, job.source, skipped[path])
         jobs.append(job)
     return jobs
 
@@ -574,51 +516,52 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
-    loaded = load_model(_readable_model(model_path))
-    options, point_source = resolve_options(options, loaded.path)
-    predictor = Predictor(loaded.models)
-    model_hash = file_sha256(loaded.path)
+    model_file = _readable_model(model_path)
+    options, point_source = resolve_options(options, model_file)
+    model_hash = file_sha256(model_file)
+    settings = run_settings(options, model_hash)
     _check_writable(out)
-    journal = os.path.join(out, JOURNAL)
-    done = _completed(journal, out) if resume else {}
+    output = PredictionOutput(out)
+    output.check_start(settings, resume)  # before TensorFlow: a refused run costs nothing
+    loaded = load_model(model_file)
+    predictor = Predictor(loaded.models)
+    output.write_settings(settings)
+    done = output.completed() if resume else {}
     ids = scan_ids(files, root)
     skipped = {} if options.all_images else not_full_mammograms(files)
     jobs = _jobs(files, ids, root, done, skipped)
-    timings, started = _earlier_timings(out, done), time.perf_counter()
+    timings, started = output.earlier_timings(done), time.perf_counter()
     bar = tqdm(total=len(jobs), desc="predict", unit="scan", disable=not progress)
 
     def finish(job: _Job) -> dict:
-        record = _finish(job, out, options, model_hash)
+        record = _finish(job, output, options, model_hash)
         if job.journal:
-            _append(log, record)
+            append(record)
         if record["status"] == "ok" and job.timings:
             timings[job.scan_id] = {**job.timings, "seconds": round(sum(job.timings.values()), 3)}
         bar.update(1)
         return record
 
     run = staged if pipelined else sequential
-    with open(journal, "a" if resume else "w") as log, header_messages_captured():
+    with output.journal_writer(resume) as append, header_messages_captured():
         try:
             records = run(jobs, lambda job: _read(job, loaded, options),
                           lambda job: _network(job, predictor, options), finish)
         finally:
             bar.close()
-    ok = [r for r in records if r["status"] == "ok"]
-    summary = {
-        "package_version": __version__,
-        "model": {"file": os.path.abspath(loaded.path), "sha256": model_hash,
-                  "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
-        "input": root, "options": {**asdict(options), "formats": list(options.formats)},
-        "operating_point": point_source,
-        "counts": {"scans": len(records), "ok": len(ok),
-                   "failed": sum(r["status"] == "error" for r in records),
-                   "skipped": sum(r["status"] == "skipped" for r in records),
-                   "positive": sum(r["image_positive"] for r in ok)},
-        "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
-    }
+    summary = po.summary_content(
+        records, package_version=__version__,
+        model={"file": os.path.abspath(loaded.path), "sha256": model_hash,
+               "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
+        input_root=root, options=settings["options"], operating_point=point_source)
     # the journal in the order of the scans (a continued run appended out of order), then the summary
-    atomic.write_text(journal, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    output.write_journal(records)
     run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
-    writers.write_json(os.path.join(out, "timings.json"), run_timings)
-    writers.write_json(os.path.join(out, "summary.json"), summary)
+    output.write_timings(run_timings)
+    output.write_summary(summary)
     return {**summary, "timings": run_timings}
+
+
+def run_settings(options: PredictOptions, model_hash: str) -> dict:
+    """What ``settings.json`` records: the model and the resolved options (``--continue`` must match them)."""
+    return {"model_sha256": model_hash, "options": {**asdict(options), "formats": list(options.formats)}}

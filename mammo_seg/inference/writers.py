@@ -39,14 +39,9 @@ def write_mask_png(path: str, mask: np.ndarray) -> str:
     return _save_png(path, mask.astype(np.uint8) * np.uint8(255))
 
 
-def write_probabilities(path: str, prob: np.ndarray, threshold: float, factor: float) -> str:
-    """``prob`` as float16 (plenty for probabilities), with the threshold and resampling factor used.
-
-    An ``.npz`` as ``np.savez_compressed`` writes it, but with fixed member timestamps (numpy stamps
-    the clock): the same probabilities give the same bytes.
-    """
-    arrays = {"probability": prob.astype(np.float16), "threshold": np.float32(threshold),
-              "resampling_factor": np.float32(factor)}
+def write_npz(path: str, arrays: dict) -> str:
+    """``arrays`` ({name: array}) as an ``.npz`` as ``np.savez_compressed`` writes it, but with fixed member
+    timestamps (numpy stamps the clock): the same arrays give the same bytes."""
     with atomic.replacing(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
