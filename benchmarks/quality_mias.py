@@ -214,18 +214,29 @@ def main(argv=None) -> int:
                         help="results prefix: PREFIX.json, PREFIX.md, PREFIX_froc.png")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key for the training (a lever under study); repeatable")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: delete --work's prep output, run and earlier timings")
     args = parser.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     log = os.path.join(args.work, "quality_mias.log")
+    data, run = os.path.join(args.work, "data"), os.path.join(args.work, "run")
+    spent = os.path.join(args.work, "seconds.json")  # an interrupted benchmark continues: its seconds add up
+    if args.fresh:
+        for path in (data, run, spent):
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else \
+                os.path.exists(path) and os.remove(path)
+    earlier = json.load(open(spent)) if os.path.isfile(spent) else {}
     start, timings = time.perf_counter(), {}
     dev = unpack(args.archive, args.work)
-    data, run = os.path.join(args.work, "data"), os.path.join(args.work, "run")
-    shutil.rmtree(run, ignore_errors=True)
-    timings["prep"] = mammo("prep", "mias", "--raw", dev, "--out", data, "--config", args.recipe, "--workers", "2",
-                            "--quiet", log=log)
+    if not os.path.isfile(os.path.join(data, "scans.json")):
+        timings["prep"] = mammo("prep", "mias", "--raw", dev, "--out", data, "--config", args.recipe, "--workers",
+                                "2", "--quiet", log=log)
     overrides = [a for s in args.set for a in ("--set", s)]
+    # continues a run of the same recipe (finished folds are kept), refuses one of another
     timings["train"] = mammo("train", "-c", args.recipe, "--set", f"data.dir={data}", *overrides, "--out", run,
                              "--quiet", log=log)
+    with open(spent, "w") as f:
+        json.dump({k: round(earlier.get(k, 0) + timings.get(k, 0), 1) for k in ("prep", "train")}, f)
     folders = out_of_fold(run, data, dev, args.work, log, timings)
     evaluation_file = os.path.join(args.work, "evaluation.json")
     groups = [a for name, kinds in GROUPS.items() for a in ("--group", f"{name}={','.join(kinds)}")]
@@ -241,8 +252,10 @@ def main(argv=None) -> int:
               "dataset": "mini-MIAS dev set (Suckling et al. 1994)", "folds": folds,
               "machine": f"{os.cpu_count()}-core CPU", "operating_point": point, "real": headline(evaluation)}
     report["targets"] = target_table(report["real"])
+    for key in ("prep", "train"):  # with the seconds of earlier, interrupted invocations
+        timings[key] = round(earlier.get(key, 0) + timings.get(key, 0), 1)
     report["seconds"] = timings
-    report["seconds_total"] = round(time.perf_counter() - start, 1)
+    report["seconds_total"] = round(sum(timings.values()), 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(report, f, indent=2)
