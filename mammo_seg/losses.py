@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from mammo_seg.errors import MammoError
-from mammo_seg.overlap import iou
+from mammo_seg.overlap import confusion_sums, iou
 
 PACKAGE = "mammo_seg"
 IMAGE_AXES = (1, 2, 3)
@@ -101,10 +101,7 @@ class RegionLoss(PooledLoss):
 
     def statistics(self, y_true, y_pred):
         p, y = self.probabilities(y_pred), ops.cast(y_true, "float32")
-        axis = IMAGE_AXES if self.per_image else None
-        tp = ops.sum(p * y, axis=axis)
-        fp = ops.sum(p, axis=axis) - tp
-        fn = ops.sum(y, axis=axis) - tp
+        tp, fp, fn = confusion_sums(p, y, axis=IMAGE_AXES if self.per_image else None)
         if not self.per_image:
             return [tp, fp, fn]
         return _mean_over_images(self.from_counts(tp, fp, fn))
