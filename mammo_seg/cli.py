@@ -94,15 +94,9 @@ def prep_settings(args):
 def cmd_prep(args) -> int:
     from data_prep.prepare import prepare
     from mammo_seg.data.prep_output import PrepOutput
-    from mammo_seg.data.resolution import Resolution
-    from mammo_seg.data.tiling import TilingConfig
 
-    s = prep_settings(args)
-    summary = prepare(args.dataset, args.raw, args.out, tiles=s.tiles, workers=args.workers, seed=s.seed,
-                      resolution=Resolution(scale=s.scale),
-                      tiling=TilingConfig(roi_crops=s.roi_crops, random_crops=s.random_crops),
-                      val_fraction=s.val_fraction, test_fraction=s.test_fraction,
-                      scans_per_shard=s.scans_per_shard, full_scans=s.full_scans, progress=not args.quiet)
+    summary = prepare(args.dataset, args.raw, args.out, prep_settings(args), workers=args.workers,
+                      progress=not args.quiet)
     records = ", ".join(f"{name}: {n} records" for name, n in summary.records.items())
     print(f"prepared {summary.scans} scans into {args.out} ({records}); "
           f"{len(summary.problems)} problems listed in {PrepOutput(args.out).problems_file}")
@@ -262,25 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
     prep = verbs.add_parser("prep", help="scans → tiles in sharded TFRecords",
                             description="Turn a raw dataset into lesion-labelled tiles in sharded TFRecords.")
     prep_ds = prep.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    from mammo_seg.config import PrepSection
+
+    default = PrepSection.default_text
     for name in ("cbis-ddsm", "mias"):
         p = prep_ds.add_parser(name, help=f"prepare {name}", description=f"Prepare {name} into OUT/<tile>/ shards.")
         p.add_argument("--raw", required=True, help="the dataset directory")
         p.add_argument("--out", required=True, help="output directory (OUT/<tile>/, splits.json, problems.csv)")
         p.add_argument("-c", "--config", help="a recipe whose prep: section gives the settings below "
                                                "(flags given here override it)")
-        p.add_argument("--tiles", type=_int_list, default=None, help="tile sizes (default 320,640)")
+        p.add_argument("--tiles", type=_int_list, default=None, help=f"tile sizes (default {default('tiles')})")
         p.add_argument("--full-scans", action="store_true", default=None, help="also write whole scans (OUT/full/)")
         p.add_argument("--scale", type=_positive_float, default=None,
-                       help="training px per native px at 50 µm (default 320/598 ≈ 0.535)")
+                       help=f"training px per native px at 50 µm (default {default('scale')}, the original's 320/598)")
         p.add_argument("--workers", type=_count, default=1, help="parallel processes (output is identical for any)")
-        p.add_argument("--seed", type=_seed, default=None, help="split and crop positions (default 0)")
-        p.add_argument("--roi-crops", type=_seed, default=None, help="crops around each abnormality (default 2)")
-        p.add_argument("--random-crops", type=_seed, default=None, help="crops anywhere in each scan (default 4)")
+        p.add_argument("--seed", type=_seed, default=None, help=f"split and crop positions (default {default('seed')})")
+        p.add_argument("--roi-crops", type=_seed, default=None, help=f"crops around each abnormality (default {default('roi_crops')})")
+        p.add_argument("--random-crops", type=_seed, default=None, help=f"crops anywhere in each scan (default {default('random_crops')})")
         p.add_argument("--val-fraction", type=_fraction, default=None,
-                       help="patients held out for validation (default 0.1)")
+                       help=f"patients held out for validation (default {default('val_fraction')})")
         p.add_argument("--test-fraction", type=_fraction, default=None,
-                       help="patients held out for test when the dataset has no official split (default 0.2)")
-        p.add_argument("--scans-per-shard", type=_count, default=None, help="(default 64)")
+                       help="patients held out for test when the dataset has no official split "
+                            f"(default {default('test_fraction')})")
+        p.add_argument("--scans-per-shard", type=_count, default=None, help=f"(default {default('scans_per_shard')})")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=cmd_prep)

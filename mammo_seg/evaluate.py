@@ -12,9 +12,10 @@ prep), so copies and symlinks of the scans match; no DICOM attribute is needed.
 Per case: TP, FP, FN, TN pixels, lesion IoU, Dice, precision, recall (IoU and Dice are NaN, written
 as null, when neither mask has a lesion, as in nnU-Net), and the image-level call against "the reference
 has a lesion": a whole scan is called positive when predict reported any lesion (predict drops lesions
-under its minimum area in mm²; the 1/750-of-the-image rule of the original is for tiles, see
-``mammo_seg.metrics``). Means over cases ignore NaN; the pooled values sum the pixel counts over all
-cases first; ``lesion_images`` gives the mean Dice and IoU over the scans that have a lesion.
+under its minimum area in mm²; the 1/750-of-the-image rule of the original is for tiles; both are
+:func:`mammo_seg.detection.image_positive`). Means over cases ignore NaN; the pooled values sum the
+pixel counts over all cases first; ``lesion_images`` gives the mean Dice and IoU over the scans that
+have a lesion.
 
 Lesion-level detection (:mod:`mammo_seg.detection`), from predict's probability maps (``--format``
 with ``prob``) and the reference lesions one by one (MIAS circles, CBIS-DDSM masks): FROC points and
