@@ -25,9 +25,10 @@ def _take(n_patients: int, fraction: float) -> int:
     return min(n_patients - 1, max(1, round(fraction * n_patients)))
 
 
-def assign_splits(cases: list[Case], val_fraction: float = 0.1, test_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[dict[str, str], dict]:
-    """Returns ``{scan_id: split}`` and the ``splits.json`` content."""
+def assign_splits(cases: list[Case], val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[dict[str, str], dict]:
+    """Returns ``{scan_id: split}`` and the ``splits.json`` content (the fractions and the seed of
+    :class:`mammo_seg.config.PrepSection`, which checks them for the user)."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError("val and test fractions must be in [0, 1) and sum to less than 1")
     by_patient: dict[str, list[Case]] = defaultdict(list)

@@ -228,15 +228,9 @@ def prep_settings(args):
 def cmd_prep(args) -> int:
     from data_prep.prepare import prepare
     from mammo_seg.data.prep_output import PrepOutput
-    from mammo_seg.data.resolution import Resolution
-    from mammo_seg.data.tiling import TilingConfig
 
-    s = prep_settings(args)
-    summary = prepare(args.dataset, args.raw, args.out, tiles=s.tiles, workers=args.workers, seed=s.seed,
-                      resolution=Resolution(scale=s.scale),
-                      tiling=TilingConfig(roi_crops=s.roi_crops, random_crops=s.random_crops),
-                      val_fraction=s.val_fraction, test_fraction=s.test_fraction,
-                      scans_per_shard=s.scans_per_shard, full_scans=s.full_scans, progress=not args.quiet)
+    summary = prepare(args.dataset, args.raw, args.out, prep_settings(args), workers=args.workers,
+                      progress=not args.quiet)
     records = ", ".join(f"{name}: {n} records" for name, n in summary.records.items())
     print(f"prepared {summary.scans} scans into {args.out} ({records}); "
           f"{len(summary.problems)} problems listed in {PrepOutput(args.out).problems_file}")

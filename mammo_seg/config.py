@@ -33,17 +33,73 @@ MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter 
 
 @dataclass
 class PrepSection:
-    """``mammo prep`` settings: the defaults of its flags, and the ``prep:`` section of a recipe."""
+    """``mammo prep`` settings, the one place their defaults are written: the defaults of its flags (its
+    ``--help`` prints them from here), the ``prep:`` section of a recipe and the keywords of
+    ``data_prep.prepare.prepare``. :meth:`validate` checks them, :meth:`prep_config` turns them into the
+    config the scan workers, the shard writer and the manifest share."""
 
     tiles: list = field(default_factory=lambda: [320, 640])  # tile sizes in training pixels; [] for none
-    scale: float = 320 / 598  # training px per native px at 50 µm (the original's 320/598)
+    scale: float = 320 / 598  # training px per native px at 50 µm (the original's; Resolution's DEFAULT_SCALE)
     full_scans: bool = False  # also every scan whole, on the training grid (the whole-scan stage)
     roi_crops: int = 2  # crops around each abnormality
     random_crops: int = 4  # crops anywhere in each scan
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
+    val_fraction: float = 0.1  # patients held out for validation
+    test_fraction: float = 0.2  # patients held out for test when the dataset has no official split
     scans_per_shard: int = 64
     seed: int = 0  # split and crop positions
+
+    def validate(self) -> "PrepSection":
+        """Itself when every setting can be used; else a :class:`MammoError` naming the flag."""
+        from mammo_seg.data import MAX_TILE
+
+        if not self.tiles and not self.full_scans:
+            raise MammoError(None, "nothing to write: give --tiles and/or --full-scans")
+        if any(not 16 <= t <= MAX_TILE for t in self.tiles):
+            raise MammoError("--tiles", f"tile sizes must be from 16 to {MAX_TILE} px, got {list(self.tiles)}")
+        if not 0 < self.scale < float("inf"):
+            raise MammoError("--scale", f"must be a positive number, got {self.scale}")
+        for flag, value in (("--roi-crops", self.roi_crops), ("--random-crops", self.random_crops),
+                            ("--seed", self.seed)):
+            if value < 0:
+                raise MammoError(flag, f"must be at least 0, got {value}")
+        if self.scans_per_shard < 1:
+            raise MammoError("--scans-per-shard", f"must be at least 1, got {self.scans_per_shard}")
+        for flag, value in (("--val-fraction", self.val_fraction), ("--test-fraction", self.test_fraction)):
+            if not 0 <= value < 1:
+                raise MammoError(flag, f"must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise MammoError("--val-fraction", f"and --test-fraction must sum to less than 1, got "
+                                               f"{self.val_fraction} and {self.test_fraction}")
+        return self
+
+    def prep_config(self, dataset: str, nominal_spacing_mm: float | None = None, resolution=None, tiling=None):
+        """The :class:`~mammo_seg.data.prep_config.PrepConfig` of a run on ``dataset`` (validated first).
+
+        ``nominal_spacing_mm``: the dataset's spacing for files that carry none (kept in the manifest).
+        ``resolution`` and ``tiling``, when given, replace the scale and the crop counts with finer
+        objects (a :class:`~mammo_seg.data.resolution.Resolution`, a
+        :class:`~mammo_seg.data.tiling.TilingConfig`); a resolution without a nominal spacing gets this one.
+        """
+        from mammo_seg.data.prep_config import PrepConfig
+        from mammo_seg.data.resolution import Resolution
+        from mammo_seg.data.tiling import TilingConfig
+
+        self.validate()
+        resolution = resolution or Resolution(scale=self.scale)
+        if resolution.nominal_spacing_mm is None and nominal_spacing_mm is not None:
+            resolution = dataclasses.replace(resolution, nominal_spacing_mm=nominal_spacing_mm)
+        return PrepConfig(dataset=dataset, tiles=tuple(int(t) for t in self.tiles), resolution=resolution,
+                          tiling=tiling or TilingConfig(roi_crops=self.roi_crops, random_crops=self.random_crops),
+                          seed=self.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+                          scans_per_shard=self.scans_per_shard, full_scans=self.full_scans)
+
+    @classmethod
+    def default_text(cls, name: str) -> str:
+        """The default of setting ``name`` as ``mammo prep --help`` prints it (lists comma-separated)."""
+        value = getattr(cls(), name)
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Lesion-level detection on whole scans: detections, matching to reference lesions, FROC.
 
-* **Detection**: a connected component (8-connectivity) of ``probability ≥ threshold`` whose area is at
-  least ``min_area_mm2``; its score is its maximum probability and its *peak* the pixel where that
+* **Lesion** (:func:`lesion_components`): a connected component of a mask under 8-connectivity (pixels
+  touching at an edge or a corner), for predictions and reference masks alike.
+* **Detection**: a lesion of ``probability ≥ threshold`` whose area is at least ``min_area_mm2``; its score is its maximum probability and its *peak* the pixel where that
   maximum lies (the first in row-major order on ties).
 * **Hit criterion** (centre-in-lesion, as in LUNA16 and the mammography CAD literature): a detection
   hits a reference lesion when its peak lies inside the lesion. A lesion is *found* when at least one
@@ -15,9 +16,11 @@
   LUNA16: a sensitivity "at 4 FP/image" from a curve that ends at 0.3 FP/image is the one at 0.3.
   The sweep goes down to 0.01 because a minimum area of 100+ mm² keeps the false positives of a
   well-trained model under 0.5 per image even at 0.05 (mini-MIAS: 0.27 at 160 mm²).
-* **Image-level call on whole scans**: positive when the scan has at least one detection (a lesion
-  area of ``min_area_mm2``), not the 1/750-of-the-image rule of the original, which is meant for
-  320-px tiles (on a 15-Mpx scan it would demand 50 mm² and call a well-segmented 7-mm lesion negative).
+* **Image-level call** (:func:`image_positive`): positive when the predicted lesion area exceeds a share
+  of the image. On whole scans the share is 0: positive when the scan has at least one detection (a
+  lesion area of ``min_area_mm2``), not the 1/750-of-the-image rule of the original, which is meant for
+  320-px tiles (on a 15-Mpx scan it would demand 50 mm² and call a well-segmented 7-mm lesion negative)
+  and which the training metrics keep (:data:`TILE_IMAGE_AREA_FRACTION`).
 
 A scan whose prediction failed or is missing is counted: its lesions are missed, it adds an image
 with no detection. Values that do not exist (sensitivity without lesions) are ``None``.
@@ -33,6 +36,8 @@ from skimage.measure import label
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 FROC_THRESHOLDS = (0.01, 0.02) + THRESHOLDS  # lower ones for the FROC's high false-positive end
 FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: The original's image-level rule for training tiles: a lesion area over 1/750 of the tile (546 px at 640²).
+TILE_IMAGE_AREA_FRACTION = 1 / 750
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,19 @@ class ScanLesions:
     pixel_area_mm2: float
 
 
+def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, n): the lesions of a bool mask, its 8-connected components numbered 1 … n in raster
+    order (0: background)."""
+    return label(mask, connectivity=2, return_num=True)
+
+
+def image_positive(lesion_area_px, image_px, image_area_fraction: float = 0.0):
+    """The image-level call: the predicted lesion area (pixels) exceeds ``image_area_fraction`` of the
+    image's ``image_px`` pixels (0: any lesion pixel). Plain numbers give a bool; ``keras.ops`` tensors
+    (the training metrics, one value per image) a bool tensor."""
+    return lesion_area_px > image_px * image_area_fraction
+
+
 def min_area_px(min_area_mm2: float, pixel_area_mm2: float) -> int:
     """The smallest component, in pixels, that covers ``min_area_mm2`` (at least one pixel)."""
     return max(1, int(np.ceil(min_area_mm2 / pixel_area_mm2 - 1e-9)))
@@ -63,7 +81,7 @@ def detection_masks(probability: np.ndarray, threshold: float, min_areas) -> lis
     mask = probability >= threshold
     if all(area <= 1 for area in min_areas):
         return [mask for _ in min_areas]
-    components = label(mask, connectivity=2)
+    components, _ = lesion_components(mask)
     sizes = np.bincount(components.ravel())
     masks = []
     for area in min_areas:
@@ -80,7 +98,7 @@ def detection_mask(probability: np.ndarray, threshold: float, min_area: int) -> 
 
 def find_detections(probability: np.ndarray, threshold: float, min_area: int) -> list[Detection]:
     """Connected components of ``probability ≥ threshold`` with at least ``min_area`` pixels, best first."""
-    components, n = label(probability >= threshold, connectivity=2, return_num=True)
+    components, n = lesion_components(probability >= threshold)
     if n == 0:
         return []
     flat = components.ravel()

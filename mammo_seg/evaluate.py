@@ -12,9 +12,10 @@ prep), so copies and symlinks of the scans match; no DICOM attribute is needed.
 Per case: TP, FP, FN, TN pixels, lesion IoU, Dice, precision, recall (IoU and Dice are NaN, written
 as null, when neither mask has a lesion, as in nnU-Net), and the image-level call against "the reference
 has a lesion": a whole scan is called positive when predict reported any lesion (predict drops lesions
-under its minimum area in mm²; the 1/750-of-the-image rule of the original is for tiles, see
-``mammo_seg.metrics``). Means over cases ignore NaN; the pooled values sum the pixel counts over all
-cases first; ``lesion_images`` gives the mean Dice and IoU over the scans that have a lesion.
+under its minimum area in mm²; the 1/750-of-the-image rule of the original is for tiles; both are
+:func:`mammo_seg.detection.image_positive`). Means over cases ignore NaN; the pooled values sum the
+pixel counts over all cases first; ``lesion_images`` gives the mean Dice and IoU over the scans that
+have a lesion.
 
 Lesion-level detection (:mod:`mammo_seg.detection`), from predict's probability maps (``--format``
 with ``prob``) and the reference lesions one by one (MIAS circles, CBIS-DDSM masks): FROC points and
@@ -37,19 +38,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from mammo_seg import __version__
-from mammo_seg.data.resolution import resize_image, resize_mask
-from mammo_seg.detection import ScanLesions, froc, score_scans
+from mammo_seg.atomic import write_json
+from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid, isotropic_spacing, resize_image, resize_mask
+from mammo_seg.detection import (TILE_IMAGE_AREA_FRACTION, ScanLesions, froc, image_positive, lesion_components,
+                                 score_scans)
 from mammo_seg.errors import MammoError
 from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.io import file_sha256, read_mask
 from mammo_seg.overlap import confusion, scores
 
 
-def case_metrics(pred: np.ndarray, ref: np.ndarray, image_area_fraction: float = 1 / 750) -> dict:
+def case_metrics(pred: np.ndarray, ref: np.ndarray, image_area_fraction: float = TILE_IMAGE_AREA_FRACTION) -> dict:
     """Pixel counts and scores of one case (:mod:`mammo_seg.overlap`) and its image-level call."""
     tp, fp, fn, tn = confusion(pred, ref)
     return {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn, **scores(tp, fp, fn),
-            "image_predicted_positive": bool(tp + fp > pred.size * image_area_fraction),
+            "image_predicted_positive": bool(image_positive(tp + fp, pred.size, image_area_fraction)),
             "image_reference_positive": bool(tp + fn > 0)}
 
 
@@ -91,13 +94,11 @@ class PrepTruth(Truth):
         self.scan_of = scan_of
 
     def find(self, digest, size):
-        from skimage.measure import label
-
         scan_id = self.scan_of.get(digest)
         if scan_id is None or scan_id not in self.masks:
             return None
         mask = self.masks[scan_id]
-        components, n = label(mask, connectivity=2, return_num=True)
+        components, n = lesion_components(mask)
         return Reference(mask, scan_id, [components == k for k in range(1, n + 1)], ["lesion"] * n)
 
 
@@ -143,13 +144,16 @@ def _fits(pred_shape, ref_shape, resampled: bool) -> bool:
 
 
 def _pixel_area_mm2(record: dict) -> float:
-    """The area of one pixel of the prediction's grid (its spacing: PixelSpacing or the nominal one)."""
+    """The area of one pixel of the prediction's grid (:meth:`ScanGrid.pixel_area_mm2` of the spacing the
+    record carries: a number, the one predict decided, or a (row, column) pair read from a file)."""
     spacing = record.get("spacing_mm")
-    if isinstance(spacing, (int, float)) and spacing > 0:
-        return float(spacing) ** 2
-    if isinstance(spacing, list) and len(spacing) == 2:
-        return float(spacing[0]) * float(spacing[1])
-    raise MammoError(record.get("id", "record"), "record without a pixel spacing: lesion areas cannot be measured")
+    pair = spacing if isinstance(spacing, list) and len(spacing) == 2 else None
+    mm = isotropic_spacing(pair) if pair else spacing
+    if not (isinstance(mm, (int, float)) and mm > 0):
+        raise MammoError(record.get("id", "record"), "record without a pixel spacing: lesion areas cannot be "
+                                                     "measured")
+    source = SPACING_HEADER if pair else str(record.get("spacing_source", ""))
+    return ScanGrid((0, 0), float(mm), source, 1.0).pixel_area_mm2(pair)
 
 
 def _scan_lesions(record: dict, pred_dir: str, ref: Reference) -> ScanLesions | None:
@@ -273,8 +277,6 @@ def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fra
         result["detection"] = {"froc": froc(scans, min_area_mm2),
                                "at_operating_point": score_scans(scans, threshold, min_area_mm2)}
     if out:
-        from mammo_seg.inference.writers import write_json
-
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        write_json(out, _json_safe(result))
+        write_json(out, _json_safe(result), final_newline=False)
     return result

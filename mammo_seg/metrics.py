@@ -6,11 +6,11 @@ All are ratios of sums over every pixel (or image) seen, from one set of counts 
   reported, which background inflates): IoU = TP / (TP + FP + FN) (the same :func:`mammo_seg.overlap.iou`
   the loss uses, on thresholded predictions), Dice = 2 TP / (2 TP + FP + FN), precision = TP / (TP + FP),
   recall = TP / (TP + FN), accuracy = (TP + TN) / N;
-* image level, the original's rule: an image is called positive when its predicted lesion area
-  exceeds ``image_area_fraction`` of the image (default 1/750: 546 px at 640²); accuracy and recall
-  of that call against "the mask has a lesion".
+* image level, the original's rule for tiles (:func:`mammo_seg.detection.image_positive`): an image is
+  called positive when its predicted lesion area exceeds ``image_area_fraction`` of the image (default
+  1/750: 546 px at 640²); accuracy and recall of that call against "the mask has a lesion".
 
-A ratio whose denominator is 0 is reported as 0.
+A ratio whose denominator is 0 is reported as 0 (:func:`mammo_seg.overlap.ratio`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import math
 import keras
 from keras import ops
 
-from mammo_seg.overlap import iou, overlap_sums
+from mammo_seg.detection import TILE_IMAGE_AREA_FRACTION, image_positive
+from mammo_seg.overlap import confusion_sums, iou, ratio
 
 PACKAGE = "mammo_seg"
 # index of each count in the state vector
@@ -32,7 +33,7 @@ class OverlapMetric(keras.metrics.Metric):
 
     default_name: str = "overlap"
 
-    def __init__(self, threshold: float = 0.5, from_logits: bool = True, image_area_fraction: float = 1 / 750,
+    def __init__(self, threshold: float = 0.5, from_logits: bool = True, image_area_fraction: float = TILE_IMAGE_AREA_FRACTION,
                  name=None, dtype=None):
         super().__init__(name=name or self.default_name, dtype=dtype)
         self.threshold, self.from_logits, self.image_area_fraction = threshold, from_logits, image_area_fraction
@@ -44,10 +45,10 @@ class OverlapMetric(keras.metrics.Metric):
         y_pred = ops.cast(y_pred, "float32")
         cut = math.log(self.threshold / (1 - self.threshold)) if self.from_logits else self.threshold
         hard = ops.cast(y_pred > cut, "float32")
-        intersection, union = overlap_sums(hard, y, axis=(1, 2, 3))
-        predicted, true = ops.sum(hard, axis=(1, 2, 3)), ops.sum(y, axis=(1, 2, 3))
+        tp, fp, fn = confusion_sums(hard, y, axis=(1, 2, 3))
+        intersection, union, predicted, true = tp, tp + fp + fn, tp + fp, tp + fn
         pixels = ops.cast(ops.prod(ops.shape(y)[1:]), "float32")
-        called = ops.cast(predicted > pixels * self.image_area_fraction, "float32")
+        called = ops.cast(image_positive(predicted, pixels, self.image_area_fraction), "float32")
         lesion = ops.cast(true > 0, "float32")
         update = ops.stack([
             ops.sum(intersection), ops.sum(union), ops.sum(predicted), ops.sum(true),
@@ -66,10 +67,6 @@ class OverlapMetric(keras.metrics.Metric):
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold, "from_logits": self.from_logits,
                 "image_area_fraction": self.image_area_fraction}
-
-
-def _ratio(a, b):
-    return ops.divide_no_nan(a, b)
 
 
 register = keras.saving.register_keras_serializable(package=PACKAGE)
@@ -93,7 +90,7 @@ class LesionDice(OverlapMetric):
 
     def result(self):
         c = self.counts
-        return _ratio(2 * c[I], c[PRED] + c[TRUE])
+        return ratio(2 * c[I], c[PRED] + c[TRUE])
 
 
 @register
@@ -103,7 +100,7 @@ class PixelPrecision(OverlapMetric):
     default_name = "precision"
 
     def result(self):
-        return _ratio(self.counts[I], self.counts[PRED])
+        return ratio(self.counts[I], self.counts[PRED])
 
 
 @register
@@ -113,7 +110,7 @@ class PixelRecall(OverlapMetric):
     default_name = "recall"
 
     def result(self):
-        return _ratio(self.counts[I], self.counts[TRUE])
+        return ratio(self.counts[I], self.counts[TRUE])
 
 
 @register
@@ -124,7 +121,7 @@ class PixelAccuracy(OverlapMetric):
 
     def result(self):
         c = self.counts
-        return _ratio(c[N] - (c[U] - c[I]), c[N])
+        return ratio(c[N] - (c[U] - c[I]), c[N])
 
 
 @register
@@ -135,7 +132,7 @@ class ImageAccuracy(OverlapMetric):
 
     def result(self):
         c = self.counts
-        return _ratio(c[IMG_TP] + c[IMG_TN], c[IMG_TP] + c[IMG_FP] + c[IMG_FN] + c[IMG_TN])
+        return ratio(c[IMG_TP] + c[IMG_TN], c[IMG_TP] + c[IMG_FP] + c[IMG_FN] + c[IMG_TN])
 
 
 @register
@@ -146,7 +143,7 @@ class ImageRecall(OverlapMetric):
 
     def result(self):
         c = self.counts
-        return _ratio(c[IMG_TP], c[IMG_TP] + c[IMG_FN])
+        return ratio(c[IMG_TP], c[IMG_TP] + c[IMG_FN])
 
 
 ALL = (LesionIoU, LesionDice, PixelPrecision, PixelRecall, PixelAccuracy, ImageAccuracy, ImageRecall)

@@ -228,15 +228,15 @@ def test_official_split_is_kept_and_patients_never_straddle():
     cases = [_case(f"{p}_{v}", p, "test" if p in ("P3", "P4") else "train")
              for p in ("P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9", "P10", "P11") for v in ("CC", "MLO")]
     cases += [_case("P4_CC", "P4", "test"), _case("P4_MLO", "P4", "train")]  # mixed: all to test
-    split, content = assign_splits(cases, val_fraction=0.2, seed=1)
+    split, content = assign_splits(cases, val_fraction=0.2, test_fraction=0.2, seed=1)
     by_patient = {}
     for c in cases:
         by_patient.setdefault(c.patient_id, set()).add(split[c.scan_id])
     assert all(len(s) == 1 for s in by_patient.values())
     assert by_patient["P3"] == by_patient["P4"] == {"test"} and content["moved_to_test"] == ["P4"]
     assert len(content["splits"]["val"]["patients"]) == 2  # 20 % of the 9 training patients, rounded
-    assert assign_splits(cases, val_fraction=0.2, seed=1)[0] == split
-    assert assign_splits(cases, val_fraction=0.2, seed=2)[0] != split
+    assert assign_splits(cases, val_fraction=0.2, test_fraction=0.2, seed=1)[0] == split
+    assert assign_splits(cases, val_fraction=0.2, test_fraction=0.2, seed=2)[0] != split
 
 
 def test_random_patient_split_without_official_one():

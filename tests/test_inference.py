@@ -78,7 +78,7 @@ def test_lesion_report_exact_areas_and_image_call():
     mask[50:52, 60:63] = True  # 6 px
     prob = np.where(mask, 0.9, 0.1).astype(np.float32)
     prob[11, 11] = 0.99
-    report = lesion_report(mask, prob, (0.1, 0.2), min_area_mm2=0.1)
+    report = lesion_report(mask, prob, 0.1 * 0.2, min_area_mm2=0.1)
     assert report["lesion_count"] == 2 and report["lesion_area_px"] == 56
     assert report["lesion_area_mm2"] == pytest.approx(56 * 0.02)
     first = report["lesions"][0]

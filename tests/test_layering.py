@@ -25,3 +25,27 @@ def test_no_library_module_imports_data_prep():
                 offenders += [f"{os.path.relpath(path, ROOT)}: {m}" for m in imported_modules(path)
                               if m == "data_prep" or m.startswith("data_prep.")]
     assert offenders == []
+
+
+def imports_of(relative):
+    """Every ``mammo_seg`` module imported anywhere in ``relative`` (a file or a package below mammo_seg)."""
+    path = os.path.join(ROOT, relative)
+    files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".py")]
+             if os.path.isdir(path) else [path])
+    return {m for f in files for m in imported_modules(f) if m.startswith("mammo_seg")}
+
+
+def under(modules, *packages):
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+def test_evaluation_does_not_import_inference():
+    # evaluate reads predict's files; the operating point (in inference) scores with evaluate: no loop back up
+    assert under(imports_of("evaluate.py"), "mammo_seg.inference") == []
+
+
+def test_the_measurement_rules_sit_below_everything_that_measures():
+    above = ("mammo_seg.inference", "mammo_seg.training", "mammo_seg.evaluate", "mammo_seg.config",
+             "mammo_seg.cli", "mammo_seg.study", "mammo_seg.run_dir")
+    for module in ("overlap.py", "detection.py", "metrics.py", "losses"):
+        assert under(imports_of(module), *above) == [], module

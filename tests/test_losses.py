@@ -425,3 +425,23 @@ def test_focal_tversky_is_floored_not_singular_at_a_perfect_prediction():
         == pytest.approx(1e-7 ** 0.75, rel=1e-5)
     tp, fp = tf.constant(0.0), tf.constant(1 / 0.3)  # smooth 1: TI = 1 / (0 + 0.3·(1/0.3) + 1) = 0.5
     assert float(L.FocalTverskyLoss().from_counts(tp, fp, tf.constant(0.0))) == pytest.approx(0.5 ** 0.75, rel=1e-6)
+
+
+def _as_saved_before_the_package(config):
+    """``config`` as a file saved when every loss lived in the single module ``mammo_seg.losses``."""
+    if isinstance(config, dict):
+        return {k: ("mammo_seg.losses" if k == "module" and str(v).startswith("mammo_seg.losses")
+                    else _as_saved_before_the_package(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_as_saved_before_the_package(v) for v in config]
+    return config
+
+
+def test_losses_saved_by_the_single_module_load_from_the_package():
+    loss = L.MixedLoss([L.WeightedBCE(pos_weight=3.0), L.FocalTverskyLoss(gamma=2.0), L.LovaszHinge(),
+                        L.ComboLoss(alpha=0.7)], coefs=[0.5, 0.2, 0.2, 0.1])
+    saved = _as_saved_before_the_package(keras.saving.serialize_keras_object(loss))
+    assert saved["module"] == "mammo_seg.losses" and saved["registered_name"] == "mammo_seg>MixedLoss"
+    again = keras.saving.deserialize_keras_object(saved)
+    assert type(again) is L.MixedLoss and again.get_config() == loss.get_config()
+    assert [type(child) for child in again.losses] == [L.WeightedBCE, L.FocalTverskyLoss, L.LovaszHinge, L.ComboLoss]

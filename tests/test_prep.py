@@ -239,3 +239,61 @@ def test_prep_keeps_user_files_and_survives_a_name_that_is_not_utf8(cbis_raw, tm
         assert [r["file"] for r in rows if "caf" in r["file"]] == [os.path.join(raw, "caf\\xe9.dcm")]
     err = capsys.readouterr().err
     assert f"problem: {os.path.join(raw, 'caf')}\\xe9.dcm: not a DICOM file" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------- settings
+def test_prep_settings_build_the_run_config_with_their_defaults():
+    from mammo_seg.config import PrepSection
+    from mammo_seg.data.resolution import DEFAULT_SCALE
+
+    config = PrepSection().prep_config("mias", nominal_spacing_mm=0.2)
+    assert config.to_dict() == {
+        "dataset": "mias", "tiles": [320, 640], "seed": 0, "val_fraction": 0.1, "test_fraction": 0.2,
+        "scans_per_shard": 64, "full_scans": False,
+        "resolution": {"scale": DEFAULT_SCALE, "reference_spacing_mm": 0.05, "nominal_spacing_mm": 0.2,
+                       "spacing_mm": 0.05 / DEFAULT_SCALE},
+        "tiling": {"roi_crops": 2, "random_crops": 4, "roi_context": 1.4, "large_roi_context": 1.15,
+                   "background_level": 10 / 255, "max_background_roi": 0.9, "max_background_random": 0.8}}
+    finer = PrepSection(seed=3).prep_config("mias", 0.2, resolution=Resolution(scale=0.25, nominal_spacing_mm=0.1))
+    assert finer.seed == 3 and finer.resolution == Resolution(scale=0.25, nominal_spacing_mm=0.1)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"tiles": [], "full_scans": False}, "nothing to write: give --tiles and/or --full-scans"),
+    ({"tiles": [8]}, "--tiles: tile sizes must be from 16 to 4096 px, got [8]"),
+    ({"scale": 0.0}, "--scale: must be a positive number, got 0.0"),
+    ({"roi_crops": -1}, "--roi-crops: must be at least 0, got -1"),
+    ({"random_crops": -2}, "--random-crops: must be at least 0, got -2"),
+    ({"scans_per_shard": 0}, "--scans-per-shard: must be at least 1, got 0"),
+    ({"test_fraction": 1.0}, "--test-fraction: must be in [0, 1), got 1.0"),
+])
+def test_prep_settings_check_themselves_naming_the_flag(settings, message):
+    from mammo_seg.config import PrepSection
+
+    with pytest.raises(MammoError) as info:
+        PrepSection(**settings).validate()
+    assert str(info.value) == message
+    assert PrepSection(tiles=[], full_scans=True).validate().full_scans  # whole scans alone are something
+
+
+def test_prep_help_prints_the_defaults_of_the_settings(capsys):
+    from mammo_seg.config import PrepSection
+
+    with pytest.raises(SystemExit):
+        main(["prep", "mias", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, flag in [("tiles", "--tiles"), ("scale", "--scale"), ("seed", "--seed"), ("roi_crops", "--roi-crops"),
+                       ("random_crops", "--random-crops"), ("val_fraction", "--val-fraction"),
+                       ("test_fraction", "--test-fraction"), ("scans_per_shard", "--scans-per-shard")]:
+        assert f"(default {PrepSection.default_text(name)}" in text.split(flag, 1)[1], name
+    assert PrepSection.default_text("tiles") == "320,640" and PrepSection.default_text("scale") == "0.5351"
+
+
+def test_a_recipe_and_flags_merge_before_the_settings_are_checked(tmp_path):
+    from mammo_seg.cli import build_parser, prep_settings
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("prep:\n  tiles: []\n  seed: 7\n")
+    args = build_parser().parse_args(["prep", "mias", "--raw", "r", "--out", "o", "-c", str(recipe), "--full-scans"])
+    settings = prep_settings(args).validate()
+    assert (settings.tiles, settings.full_scans, settings.seed, settings.roi_crops) == ([], True, 7, 2)

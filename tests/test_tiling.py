@@ -131,14 +131,15 @@ def test_all_background_scan_yields_no_tiles():
     pixels = np.zeros((300, 300), np.float32)
     pixels[0, 0] = 1.0
     tiles, counts = tile_scan(pixels, np.zeros((300, 300), bool), [], 32, 0.5, np.random.default_rng(0),
-                              TilingConfig(random_crops=5))
+                              TilingConfig(roi_crops=2, random_crops=5))
     assert tiles == [] and counts.rejected_background == 5
 
 
 def test_tiling_is_deterministic_for_a_seed():
     pixels, mask, rois = _scan_with_lesion()
-    a, _ = tile_scan(pixels, mask, rois, 32, 0.5, np.random.default_rng(5))
-    b, _ = tile_scan(pixels, mask, rois, 32, 0.5, np.random.default_rng(5))
+    config = TilingConfig(roi_crops=2, random_crops=4)
+    a, _ = tile_scan(pixels, mask, rois, 32, 0.5, np.random.default_rng(5), config)
+    b, _ = tile_scan(pixels, mask, rois, 32, 0.5, np.random.default_rng(5), config)
     assert [t.origin for t in a] == [t.origin for t in b]
 
 

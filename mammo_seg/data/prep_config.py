@@ -1,5 +1,6 @@
 """The settings of one prep run (:class:`PrepConfig`): what the scan worker, the shard writer and the
-manifest share. The CLI's defaults live in :class:`mammo_seg.config.PrepSection`."""
+manifest share. It has no defaults: :meth:`mammo_seg.config.PrepSection.prep_config` builds it from the
+settings of ``mammo prep``, the one place their defaults are written."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from mammo_seg.data.tiling import TilingConfig
 @dataclass(frozen=True)
 class PrepConfig:
     dataset: str
-    tiles: tuple[int, ...] = (320, 640)
-    resolution: Resolution = Resolution()
-    tiling: TilingConfig = TilingConfig()
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    scans_per_shard: int = 64
-    full_scans: bool = False
+    tiles: tuple[int, ...]
+    resolution: Resolution
+    tiling: TilingConfig
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    scans_per_shard: int
+    full_scans: bool
 
     @property
     def outputs(self) -> list[str]:

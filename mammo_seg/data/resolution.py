@@ -115,6 +115,14 @@ class ScanGrid:
     def mask_to_native(self, mask: np.ndarray) -> np.ndarray:
         return resize_mask(mask, self.native_shape)
 
+    def pixel_area_mm2(self, header_spacing=None) -> float:
+        """The tissue one pixel of the scan's own grid covers, in mm²: the file's row × column spacing
+        (``header_spacing``, its PixelSpacing) when the spacing came from the file, else ``spacing_mm``²."""
+        if self.spacing_source == SPACING_HEADER and header_spacing is not None \
+                and not isinstance(header_spacing, (int, float)):
+            return float(header_spacing[0]) * float(header_spacing[1])
+        return self.spacing_mm * self.spacing_mm
+
     def to_dict(self) -> dict:
         return {"spacing_mm": self.spacing_mm, "spacing_source": self.spacing_source,
                 "resampling_factor": self.factor, "model_input_shape": list(self.shape)}

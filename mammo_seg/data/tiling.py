@@ -28,8 +28,11 @@ from mammo_seg.data.resolution import ScanGrid, resize_image, resize_mask
 
 @dataclass(frozen=True)
 class TilingConfig:
-    roi_crops: int = 2
-    random_crops: int = 4
+    """How tiles are cut (see the module docstring). The crop counts are ``mammo prep`` settings, whose
+    defaults :class:`mammo_seg.config.PrepSection` holds; the rest is the original's recipe."""
+
+    roi_crops: int
+    random_crops: int
     roi_context: float = 1.4
     large_roi_context: float = 1.15
     background_level: float = 10 / 255
@@ -104,7 +107,7 @@ def is_background(tile: Tile, limit: float, config: TilingConfig) -> bool:
 
 
 def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: float,
-              rng: np.random.Generator, config: TilingConfig = TilingConfig()):
+              rng: np.random.Generator, config: TilingConfig):
     """Cut ROI-centred and random tiles from one scan.
 
     Args:

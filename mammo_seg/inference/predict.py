@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from mammo_seg import __version__
-from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
+from mammo_seg.data.resolution import ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError, printable, without_values
 from mammo_seg.inference import prediction_output as po
@@ -288,7 +288,7 @@ class Segmentation:
     probability: np.ndarray  # float32, values of float16 (as the NPZ stores them)
     mask: np.ndarray  # bool: probability ≥ threshold, lesions under the minimum area dropped
     grid: ScanGrid  # the scan's spacing and its training grid
-    spacing_mm: tuple  # (row, column) spacing the areas are measured with
+    pixel_area_mm2: float  # the area of one pixel of the scan's grid (ScanGrid.pixel_area_mm2): lesion areas
 
 
 def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.ndarray]:
@@ -314,9 +314,9 @@ def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, opti
         prob[~breast_region(small)] = 0.0
     # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
     prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
-    spacing = tuple(scan.meta.spacing_mm) if grid.spacing_source == SPACING_HEADER else (grid.spacing_mm,) * 2
-    mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, spacing[0] * spacing[1]))
-    return Segmentation(prob, mask, grid, spacing)
+    pixel_area = grid.pixel_area_mm2(scan.meta.spacing_mm)
+    mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, pixel_area))
+    return Segmentation(prob, mask, grid, pixel_area)
 
 
 def segment(loaded, predictor, scan, options: PredictOptions) -> Segmentation:
@@ -431,7 +431,7 @@ def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions,
             scan_id=job.scan_id, source=job.source, file_size=os.path.getsize(job.path), sha256=job.digest,
             shape=scan.pixels.shape, grid=result.grid.to_dict(), laterality=scan.meta.laterality,
             view=scan.meta.view, threshold=options.threshold,
-            lesions=writers.lesion_report(result.mask, result.probability, result.spacing_mm, options.min_area_mm2))
+            lesions=writers.lesion_report(result.mask, result.probability, result.pixel_area_mm2, options.min_area_mm2))
         return output.write_scan(options.formats, scan_id=job.scan_id, record=record, pixels=scan.pixels,
                                  probability=result.probability, mask=result.mask, threshold=options.threshold,
                                  factor=result.grid.factor, dataset=job.dataset, model_hash=model_hash,

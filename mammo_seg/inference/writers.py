@@ -16,10 +16,11 @@ import zipfile
 import numpy as np
 from PIL import Image
 from pydicom.multival import MultiValue
-from skimage.measure import label, regionprops
+from skimage.measure import regionprops
 from skimage.segmentation import find_boundaries
 
 from mammo_seg import __version__, atomic
+from mammo_seg.detection import image_positive, lesion_components
 
 OVERLAY_MAX_SIDE = 2048
 #: zlib level of the PNGs and the NPZ: 1, the fastest. Higher levels give the same pixels and values in
@@ -229,24 +230,25 @@ def _bounding_crop(mask: np.ndarray) -> tuple[tuple[int, int], tuple[slice, slic
     return (int(rows[0]), int(columns[0])), (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
 
 
-def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: float = 0.0) -> dict:
-    """Lesion count, areas (px; mm² when the pixel spacing is known), boxes, probabilities, image-level call."""
+def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | None,
+                  min_area_mm2: float = 0.0) -> dict:
+    """Lesion count, areas (px; mm² when a pixel's area, :meth:`ScanGrid.pixel_area_mm2`, is known), boxes,
+    probabilities, and the whole-scan image-level call (:mod:`mammo_seg.detection`)."""
     (top, left), crop = _bounding_crop(mask)  # labels in raster order: the same inside the crop
-    components = label(mask[crop], connectivity=2)
-    pixel_mm2 = float(spacing_mm[0] * spacing_mm[1]) if spacing_mm else None
+    components, _ = lesion_components(mask[crop])
     lesions = []
     for region in regionprops(components, intensity_image=prob[crop]):
         r0, c0, r1, c1 = (int(v) for v in region.bbox)
         r0, r1, c0, c1 = r0 + top, r1 + top, c0 + left, c1 + left
         lesions.append({"area_px": int(region.area),
-                        "area_mm2": None if pixel_mm2 is None else round(region.area * pixel_mm2, 3),
+                        "area_mm2": None if pixel_area_mm2 is None else round(region.area * pixel_area_mm2, 3),
                         "bbox": [r0, c0, r1, c1], "max_probability": round(float(region.intensity_max), 4),
                         "mean_probability": round(float(region.intensity_mean), 4)})
     lesions.sort(key=lambda lesion: -lesion["area_px"])
     area = int(mask.sum())
     return {"lesion_count": len(lesions), "lesion_area_px": area,
-            "lesion_area_mm2": None if pixel_mm2 is None else round(area * pixel_mm2, 3),
-            "image_positive": bool(lesions),
+            "lesion_area_mm2": None if pixel_area_mm2 is None else round(area * pixel_area_mm2, 3),
+            "image_positive": bool(image_positive(area, mask.size)),
             "image_rule": f"positive when it has a lesion of at least {min_area_mm2:g} mm² (smaller ones are dropped)",
             "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
 

@@ -1,0 +1,65 @@
+"""The base of every loss: statistics of the batch, then the loss from them (see :mod:`mammo_seg.losses`)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+PACKAGE = "mammo_seg"
+IMAGE_AXES = (1, 2, 3)
+
+
+def register(cls):
+    """Register ``cls`` with Keras as ``mammo_seg>ClassName`` (the name saved ``.keras`` files carry)."""
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+class PooledLoss(keras.losses.Loss):
+    """Base class: ``loss = from_statistics(statistics(y_true, y_pred))``.
+
+    ``num_statistics`` is the length of the list ``statistics`` returns; ``gathered`` the indices
+    of per-pixel statistics (concatenated over replicas along axis 0, padded with ``gather_padding``);
+    all others are sums over images (summed over replicas).
+    """
+
+    num_statistics = 2
+    gathered: tuple = ()
+    gather_padding: tuple = ()
+
+    def __init__(self, from_logits: bool = True, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = from_logits
+
+    def probabilities(self, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        return ops.sigmoid(y_pred) if self.from_logits else y_pred
+
+    def log_probabilities(self, y_pred):
+        """(log p, log(1 − p)), stable for logits of any size."""
+        if self.from_logits:
+            x = ops.cast(y_pred, "float32")
+            return -ops.softplus(-x), -ops.softplus(x)
+        p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1 - 1e-7)
+        return ops.log(p), ops.log(1.0 - p)
+
+    def statistics(self, y_true, y_pred) -> list:
+        raise NotImplementedError
+
+    def from_statistics(self, stats):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        return self.from_statistics(self.statistics(y_true, y_pred))
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits}
+
+
+def mean_over_images(per_image) -> list:
+    """Statistics of a mean over images: (Σ per-image loss, number of images)."""
+    return [ops.sum(per_image), ops.cast(ops.shape(per_image)[0], "float32")]
+
+
+def pixel_mean(per_pixel) -> list:
+    """Statistics of a mean over pixels: (Σ per-pixel loss, number of pixels)."""
+    return [ops.sum(per_pixel), ops.cast(ops.size(per_pixel), "float32")]
