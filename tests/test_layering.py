@@ -39,9 +39,11 @@ def under(modules, *packages):
     return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
 
 
-def test_evaluation_does_not_import_inference():
-    # evaluate reads predict's files; the operating point (in inference) scores with evaluate: no loop back up
-    assert under(imports_of("evaluate.py"), "mammo_seg.inference") == []
+def test_evaluation_reads_predictions_through_their_owner_and_inference_never_imports_evaluation():
+    # evaluate reads predict's files through the one module that writes them; nothing in inference (the
+    # operating point included) imports evaluate back: no loop
+    assert under(imports_of("evaluate.py"), "mammo_seg.inference") == ["mammo_seg.inference.prediction_output"]
+    assert under(imports_of("inference"), "mammo_seg.evaluate") == []
 
 
 def test_the_measurement_rules_sit_below_everything_that_measures():
