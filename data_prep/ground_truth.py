@@ -39,7 +39,8 @@ class RawTruth(Truth):
                 shape = read_scan(case.scan_path).pixels.shape
                 lesions = lesion_masks(case, shape)
                 merged = np.logical_or.reduce(lesions) if lesions else np.zeros(shape, bool)
-                return Reference(merged, case.scan_id, lesions, [a.type for a in case.abnormalities])
+                return Reference(merged, case.scan_id, lesions, [a.type for a in case.abnormalities],
+                                 case.patient_id)
         return None
 
 

@@ -460,7 +460,8 @@ def cmd_evaluate(args) -> int:
     from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import evaluate
 
-    result = evaluate(args.predictions, ground_truth(args.ground_truth), args.output, min_area_mm2=args.min_area)
+    result = evaluate(args.predictions, ground_truth(args.ground_truth), args.output, min_area_mm2=args.min_area,
+                      groups=dict(args.group))
     for problem in result["problems"]:
         print(printable(f"problem: {problem['file']}: {problem['reason']}"), file=sys.stderr)
     mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]
@@ -474,9 +475,24 @@ def cmd_evaluate(args) -> int:
         print(f"lesions found at {at} false positives per image; at the operating point "
               f"{point['found']}/{point['lesions']} lesions, {point['false_positives']} false positives, "
               f"{point['normal_scans_with_detection']}/{point['normal_scans']} lesion-free scans flagged")
+        intervals = result["intervals"]
+        for name, group in intervals["groups"].items():
+            figure = group["sensitivity_at_fp_per_image"]["1"]
+            if figure["value"] is not None and figure["ci95"]:
+                print(f"{name}: {group['lesions']} lesions, sensitivity at 1 false positive per image "
+                      f"{figure['value']:.2f} (95% interval over {intervals['women']} women "
+                      f"{figure['ci95'][0]:.2f}-{figure['ci95'][1]:.2f})")
     if result["unmatched_predictions"]:
         print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
     return 0 if result["metric_per_case"] else 1
+
+
+def _group(text: str) -> tuple[str, tuple[str, ...]]:
+    name, _, types = text.partition("=")
+    kinds = tuple(t.strip() for t in types.split(",") if t.strip())
+    if not name.strip() or not kinds:
+        raise argparse.ArgumentTypeError(f"expected NAME=TYPE[,TYPE...], got {text!r}")
+    return name.strip(), kinds
 
 
 def add_evaluate(verbs) -> None:
@@ -484,13 +500,18 @@ def add_evaluate(verbs) -> None:
                "Per-case and mean lesion IoU, Dice, precision, recall; image-level calls; lesion-level FROC.",
                ["mammo evaluate -p predictions -g /data/CBIS-DDSM -o evaluation.json",
                 "mammo evaluate -p pred_mias -g tfrecords/mias/full --min-area 5"])
-    ev.add_argument("-p", "--predictions", required=True, help="a mammo predict output directory")
+    ev.add_argument("-p", "--predictions", required=True, action="append",
+                    help="a mammo predict output directory; repeat it to pool several (e.g. the out-of-fold "
+                         "predictions of each fold)")
     ev.add_argument("-g", "--ground-truth", required=True,
                     help="a raw CBIS-DDSM/MIAS directory, or a prep output with --full-scans")
     ev.add_argument("-o", "--output", default="evaluation.json",
                     help="evaluation JSON (default evaluation.json; never predict's summary.json)")
     ev.add_argument("--min-area", type=_number(float, 0, what="an area in mm²"), default=None, metavar="MM2",
                     help="smallest detection for the lesion-level scores (default: predict's minimum)")
+    ev.add_argument("--group", type=_group, action="append", default=[], metavar="NAME=TYPE,TYPE",
+                    help="also report these lesion types together, with their own intervals (repeatable; default: "
+                         "all lesions only), e.g. masses=CIRC,SPIC,MISC")
     ev.set_defaults(func=cmd_evaluate)
 
 

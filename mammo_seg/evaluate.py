@@ -23,6 +23,11 @@ the sensitivity at 0.25-4 false positives per image, and at predict's operating 
 by lesion type and the share of lesion-free scans with any detection. A scan whose prediction failed
 counts as an image with no detection (its lesions missed).
 
+Several prediction folders (``mammo evaluate -p A -p B``, e.g. the out-of-fold predictions of each fold
+of a cross-validation) are pooled into one evaluation; they must share the threshold and minimum area.
+Every lesion-level figure comes with a 95 % bootstrap interval over women (:mod:`mammo_seg.intervals`),
+for all lesions and for each ``groups`` of lesion types (e.g. MIAS masses CIRC/SPIC/MISC apart).
+
 A bad item (a record without sha256, a missing or colour mask, a mask whose size or orientation
 differs from the reference) is that case's line in ``problems``, counted in ``counts``; the rest
 are evaluated. A predicted mask is resized only against prep ground truth (training resolution)
@@ -44,6 +49,7 @@ from mammo_seg.detection import (TILE_IMAGE_AREA_FRACTION, ScanLesions, froc, im
                                  score_scans)
 from mammo_seg.errors import MammoError
 from mammo_seg.inference.prediction_output import PredictionOutput
+from mammo_seg.intervals import RESAMPLES, bootstrap
 from mammo_seg.io import file_sha256, read_mask
 from mammo_seg.overlap import confusion, scores
 
@@ -64,6 +70,7 @@ class Reference:
     scan_id: str
     lesions: list  # bool masks, one per lesion
     types: list  # one type per lesion (MIAS CIRC/SPIC/…, CBIS mass/calcification, "lesion")
+    patient: str | None = None  # the woman: the unit of the bootstrap intervals (None: the scan is its own)
 
 
 class Truth:
@@ -85,7 +92,9 @@ class PrepTruth(Truth):
         self.source = out
         prep = PrepOutput.containing(out)
         manifest = prep.whole_scans()
-        scan_of = {v["sha256"]: k for k, v in prep.scans().items()}
+        scans = prep.scans()
+        scan_of = {v["sha256"]: k for k, v in scans.items()}
+        self.patients = {k: v.get("patient_id") for k, v in scans.items()}
         self.masks = {}
         for split in manifest.splits:
             for file in manifest.shard_files(split):
@@ -99,7 +108,8 @@ class PrepTruth(Truth):
             return None
         mask = self.masks[scan_id]
         components, n = lesion_components(mask)
-        return Reference(mask, scan_id, [components == k for k in range(1, n + 1)], ["lesion"] * n)
+        return Reference(mask, scan_id, [components == k for k in range(1, n + 1)], ["lesion"] * n,
+                         self.patients.get(scan_id))
 
 
 def _mean(values):
@@ -167,7 +177,7 @@ def _scan_lesions(record: dict, pred_dir: str, ref: Reference) -> ScanLesions | 
     return ScanLesions(prob, ref.lesions, ref.types, area)
 
 
-def _failed_scan(record: dict, input_root, truth: Truth) -> ScanLesions | None:
+def _failed_scan(record: dict, input_root, truth: Truth) -> tuple[ScanLesions, Reference] | None:
     """A scan predict failed on, when its ground truth is known: an image with no detection."""
     source = record.get("source")
     if not isinstance(source, str) or not isinstance(input_root, str):
@@ -176,7 +186,7 @@ def _failed_scan(record: dict, input_root, truth: Truth) -> ScanLesions | None:
     if not os.path.isfile(path):
         return None
     ref = truth.find(file_sha256(path), os.path.getsize(path))
-    return None if ref is None else ScanLesions(None, ref.lesions, ref.types, 1.0)
+    return None if ref is None else (ScanLesions(None, ref.lesions, ref.types, 1.0), ref)
 
 
 def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
@@ -195,57 +205,83 @@ def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
                                     f"{scan_id} ({ref.shape[0]}x{ref.shape[1]}); not resized")
     if pred.shape != ref.shape:  # documented: prep ground truth is at the training resolution
         pred = resize_mask(pred, ref.shape)
-    return "case", {"prediction": name, "reference": scan_id,
+    return "case", {"prediction": name, "reference": scan_id, "woman": found.patient or scan_id,
                     "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}, _scan_lesions(record, pred_dir,
                                                                                                    found)
 
 
-def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fraction: float = 0.0,
-             min_area_mm2: float | None = None) -> dict:
+def _read_all(pred_dirs: list[str], out: str | None) -> list[tuple[str, dict]]:
+    """(folder, predict's summary) of every folder; they must share the threshold and the minimum area."""
+    summaries = []
+    for pred_dir in pred_dirs:
+        output = PredictionOutput(pred_dir)
+        if out and os.path.realpath(out) == os.path.realpath(output.summary_file):
+            raise MammoError(out, "is predict's summary.json; choose another evaluation output")
+        summaries.append((pred_dir, output.read_summary()))
+    settings = {(_option(s, "threshold", float), _option(s, "min_area_mm2", (int, float))) for _, s in summaries}
+    if len(settings) > 1:
+        raise MammoError(pred_dirs[0], f"the prediction folders were made at other thresholds or minimum areas "
+                                       f"({sorted(settings, key=str)}); pool only folders of one operating point")
+    return summaries
+
+
+def _option(summary: dict, key: str, kind):
+    options = summary.get("options") if isinstance(summary.get("options"), dict) else {}
+    return options.get(key) if isinstance(options.get(key), kind) else None
+
+
+def evaluate(pred_dirs, truth: Truth, out: str | None = None, image_area_fraction: float = 0.0,
+             min_area_mm2: float | None = None, groups: dict | None = None, resamples: int = RESAMPLES) -> dict:
     """Score every prediction; a bad record, mask or reference is that case's problem (``problems``),
     the others are evaluated. NaN values (IoU of two empty masks) are written to ``out`` as null.
 
+    ``pred_dirs``: a predict output folder, or a list of them pooled into one evaluation.
     ``truth``: :class:`PrepTruth`, or the raw-dataset truth that ``data_prep.ground_truth.ground_truth(path)``
     builds for either (the dataset converters live above this library).
 
     ``image_area_fraction``: a scan is called positive when its predicted lesion area exceeds this
     share of it (0: any reported lesion, the whole-scan rule). ``min_area_mm2``: the smallest
-    detection (None: predict's own minimum).
+    detection (None: predict's own minimum). ``groups``: name → lesion types, reported apart in the intervals.
     """
-    output = PredictionOutput(pred_dir)
-    summary_path = output.summary_file
-    if out and os.path.realpath(out) == os.path.realpath(summary_path):
-        raise MammoError(out, "is predict's summary.json; choose another evaluation output")
-    summary = output.read_summary()
-    predictions = summary["scans"]
-    options = summary.get("options") if isinstance(summary.get("options"), dict) else {}
-    threshold = options.get("threshold") if isinstance(options.get("threshold"), float) else 0.5
+    pred_dirs = [pred_dirs] if isinstance(pred_dirs, str) else list(pred_dirs)
+    summaries = _read_all(pred_dirs, out)
+    threshold = _option(summaries[0][1], "threshold", float) or 0.5
     if min_area_mm2 is None:
-        min_area_mm2 = options.get("min_area_mm2") if isinstance(options.get("min_area_mm2"), (int, float)) else 0.0
+        min_area_mm2 = _option(summaries[0][1], "min_area_mm2", (int, float)) or 0.0
     per_case, unmatched, problems, scans, failed = [], [], [], [], 0
-    without_prob = 0
-    for number, record in enumerate(predictions):
-        try:
-            if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
-                if record.get("status") == "error":
-                    failed += 1
-                    scan = _failed_scan(record, summary.get("input"), truth)
-                    if scan is not None:
-                        scans.append(scan)
+    women, dice = [], []  # per scan of ``scans``
+    without_prob = predictions = 0
+    for pred_dir, summary in summaries:
+        predictions += len(summary["scans"])
+        summary_path = PredictionOutput(pred_dir).summary_file
+        for number, record in enumerate(summary["scans"]):
+            try:
+                if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
+                    if record.get("status") == "error":
+                        failed += 1
+                        found = _failed_scan(record, summary.get("input"), truth)
+                        if found is not None:
+                            scans.append(found[0])
+                            women.append(found[1].patient or found[1].scan_id)
+                            dice.append(None)
+                    continue
+                kind, value, scan = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
+            except MammoError as e:
+                problems.append({"file": e.where or pred_dir, "reason": e.reason})
                 continue
-            kind, value, scan = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
-        except MammoError as e:
-            problems.append({"file": e.where or pred_dir, "reason": e.reason})
-            continue
-        except Exception as e:  # noqa: BLE001 - one bad case never loses the others
-            problems.append({"file": summary_path, "reason": f"scans[{number}]: {type(e).__name__}: {e}"})
-            continue
-        (per_case if kind == "case" else unmatched).append(value)
-        if kind == "case":
-            if scan is None:
-                without_prob += 1
-            else:
-                scans.append(scan)
+            except Exception as e:  # noqa: BLE001 - one bad case never loses the others
+                problems.append({"file": summary_path, "reason": f"scans[{number}]: {type(e).__name__}: {e}"})
+                continue
+            (per_case if kind == "case" else unmatched).append(value)
+            if kind == "case":
+                if scan is None:
+                    without_prob += 1
+                else:
+                    scans.append(scan)
+                    women.append(value["woman"])
+                    metrics = value["metrics"]["1"]
+                    dice.append(metrics["Dice"] if metrics["n_ref"] else None)
+    pred_dir = pred_dirs[0]
     if not per_case and not problems:
         raise MammoError(pred_dir, f"no prediction matches a scan of {truth.source}")
     metrics = [c["metrics"]["1"] for c in per_case]
@@ -264,19 +300,31 @@ def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fra
     lesion_images = {"cases": len(with_lesion), "Dice": _mean([m["Dice"] for m in with_lesion]),
                      "IoU": _mean([m["IoU"] for m in with_lesion])}
     result = {
-        "package_version": __version__, "predictions": os.path.abspath(pred_dir),
+        "package_version": __version__,
+        "predictions": (os.path.abspath(pred_dir) if len(pred_dirs) == 1 else [os.path.abspath(p) for p in pred_dirs]),
         "ground_truth": os.path.abspath(truth.source), "labels": {"1": "lesion"},
         "metric_per_case": per_case, "mean": {"1": mean}, "foreground_mean": mean,
         "pooled": {"1": pooled}, "image_level": image, "lesion_images": lesion_images,
         "unmatched_predictions": unmatched, "problems": problems,
-        "counts": {"predictions": len(predictions), "evaluated": len(per_case), "problems": len(problems),
+        "counts": {"predictions": predictions, "evaluated": len(per_case), "problems": len(problems),
                    "unmatched": len(unmatched), "failed_predictions": failed,
                    "scans": len(per_case) + failed,  # evaluated or failed in predict
                    "without_probabilities": without_prob}}
     if scans:
         result["detection"] = {"froc": froc(scans, min_area_mm2),
                                "at_operating_point": score_scans(scans, threshold, min_area_mm2)}
+        result["intervals"] = bootstrap(scans, women, threshold, min_area_mm2, dice, groups=_groups(groups, scans),
+                                        resamples=resamples)
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json(out, _json_safe(result), final_newline=False)
     return result
+
+
+def _groups(groups: dict | None, scans: list[ScanLesions]) -> dict:
+    """"all" lesions, then each group of ``groups`` (name → types) that names a type of these scans."""
+    kinds = {k for scan in scans for k in scan.kinds}
+    chosen = {"all": kinds}
+    for name, types in (groups or {}).items():
+        chosen[name] = set(types)
+    return chosen

@@ -386,6 +386,30 @@ def test_evaluate_scores_lesions_one_by_one_from_the_probability_maps(mias_raw, 
     assert result["counts"]["failed_predictions"] == 1 and result["counts"]["scans"] == 4
     assert result["lesion_images"]["cases"] == 2 and result["lesion_images"]["Dice"] == pytest.approx(0.5)
     assert "NaN" not in open(tmp_path / "evaluation.json").read()
+    # intervals over women: MIAS's two breasts of one woman go together
+    women = {c.patient_id for c in (found, missed, normal, failed)}
+    assert result["intervals"]["women"] == len(women) and result["intervals"]["scans"] == 4
+    assert result["intervals"]["groups"]["all"]["lesions"] == lesions
+    assert result["intervals"]["groups"]["all"]["sensitivity_at_operating_point"]["value"] == pytest.approx(
+        n_found / lesions)
+    # the same records in two folders (the folds of a cross-validation) pool into the same evaluation
+    import shutil
+
+    halves = [tmp_path / "a", tmp_path / "b"]
+    for half, part in zip(halves, (records[:2], records[2:])):
+        half.mkdir()
+        for record in part:
+            for name in record.get("outputs", {}).values():
+                shutil.copy(folder / name, half / name)
+        with open(half / "summary.json", "w") as f:
+            json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": part}, f)
+    pooled = evaluate([str(h) for h in halves], ground_truth(mias_raw))
+    assert pooled["detection"] == result["detection"] and pooled["counts"] == result["counts"]
+    assert pooled["intervals"] == result["intervals"]
+    with open(halves[1] / "summary.json", "w") as f:
+        json.dump({"input": mias_raw, "options": {"threshold": 0.3, "min_area_mm2": 2.0}, "scans": records[2:]}, f)
+    with pytest.raises(MammoError, match="other thresholds or minimum areas"):
+        evaluate([str(h) for h in halves], ground_truth(mias_raw))
 
 
 def test_segmenter_gives_what_predict_writes_with_the_recorded_operating_point(mias_raw, mias_full, tmp_path):
