@@ -265,20 +265,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output directory (OUT/<tile>/, splits.json, problems.csv)")
         p.add_argument("-c", "--config", help="a recipe whose prep: section gives the settings below "
                                                "(flags given here override it)")
-        p.add_argument("--tiles", type=_int_list, default=None, help=f"tile sizes (default {default('tiles')})")
+        p.add_argument("--tiles", type=_int_list, default=None,
+                       help=f"tile sizes (default {default('tiles')})")
         p.add_argument("--full-scans", action="store_true", default=None, help="also write whole scans (OUT/full/)")
         p.add_argument("--scale", type=_positive_float, default=None,
-                       help=f"training px per native px at 50 µm (default {default('scale')}, the original's 320/598)")
+                       help=f"training px per native px at 50 µm (default {default('scale')}, "
+                            "the original's 320/598)")
         p.add_argument("--workers", type=_count, default=1, help="parallel processes (output is identical for any)")
-        p.add_argument("--seed", type=_seed, default=None, help=f"split and crop positions (default {default('seed')})")
-        p.add_argument("--roi-crops", type=_seed, default=None, help=f"crops around each abnormality (default {default('roi_crops')})")
-        p.add_argument("--random-crops", type=_seed, default=None, help=f"crops anywhere in each scan (default {default('random_crops')})")
+        p.add_argument("--seed", type=_seed, default=None,
+                       help=f"split and crop positions (default {default('seed')})")
+        p.add_argument("--roi-crops", type=_seed, default=None,
+                       help=f"crops around each abnormality (default {default('roi_crops')})")
+        p.add_argument("--random-crops", type=_seed, default=None,
+                       help=f"crops anywhere in each scan (default {default('random_crops')})")
         p.add_argument("--val-fraction", type=_fraction, default=None,
                        help=f"patients held out for validation (default {default('val_fraction')})")
         p.add_argument("--test-fraction", type=_fraction, default=None,
                        help="patients held out for test when the dataset has no official split "
                             f"(default {default('test_fraction')})")
-        p.add_argument("--scans-per-shard", type=_count, default=None, help=f"(default {default('scans_per_shard')})")
+        p.add_argument("--scans-per-shard", type=_count, default=None,
+                       help=f"(default {default('scans_per_shard')})")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=cmd_prep)
