@@ -39,7 +39,7 @@ class PrepSection:
     config the scan workers, the shard writer and the manifest share."""
 
     tiles: list = field(default_factory=lambda: [320, 640])  # tile sizes in training pixels; [] for none
-    scale: float = 320 / 598  # training px per native px at 50 µm (the original's; Resolution's DEFAULT_SCALE)
+    scale: float = 320 / 598  # training px per native px at 50 µm (the original's: Resolution's default)
     full_scans: bool = False  # also every scan whole, on the training grid (the whole-scan stage)
     roi_crops: int = 2  # crops around each abnormality
     random_crops: int = 4  # crops anywhere in each scan
@@ -55,7 +55,8 @@ class PrepSection:
         if not self.tiles and not self.full_scans:
             raise MammoError(None, "nothing to write: give --tiles and/or --full-scans")
         if any(not 16 <= t <= MAX_TILE for t in self.tiles):
-            raise MammoError("--tiles", f"tile sizes must be from 16 to {MAX_TILE} px, got {list(self.tiles)}")
+            raise MammoError("--tiles", f"tile sizes must be from 16 to {MAX_TILE} px, "
+                                        f"got {list(self.tiles)}")
         if not 0 < self.scale < float("inf"):
             raise MammoError("--scale", f"must be a positive number, got {self.scale}")
         for flag, value in (("--roi-crops", self.roi_crops), ("--random-crops", self.random_crops),
@@ -72,7 +73,8 @@ class PrepSection:
                                                f"{self.val_fraction} and {self.test_fraction}")
         return self
 
-    def prep_config(self, dataset: str, nominal_spacing_mm: float | None = None, resolution=None, tiling=None):
+    def prep_config(self, dataset: str, nominal_spacing_mm: float | None = None, resolution=None,
+                    tiling=None):
         """The :class:`~mammo_seg.data.prep_config.PrepConfig` of a run on ``dataset`` (validated first).
 
         ``nominal_spacing_mm``: the dataset's spacing for files that carry none (kept in the manifest).
@@ -88,8 +90,9 @@ class PrepSection:
         resolution = resolution or Resolution(scale=self.scale)
         if resolution.nominal_spacing_mm is None and nominal_spacing_mm is not None:
             resolution = dataclasses.replace(resolution, nominal_spacing_mm=nominal_spacing_mm)
+        tiling = tiling or TilingConfig(roi_crops=self.roi_crops, random_crops=self.random_crops)
         return PrepConfig(dataset=dataset, tiles=tuple(int(t) for t in self.tiles), resolution=resolution,
-                          tiling=tiling or TilingConfig(roi_crops=self.roi_crops, random_crops=self.random_crops),
+                          tiling=tiling,
                           seed=self.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                           scans_per_shard=self.scans_per_shard, full_scans=self.full_scans)
 

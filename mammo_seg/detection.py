@@ -2,8 +2,9 @@
 
 * **Lesion** (:func:`lesion_components`): a connected component of a mask under 8-connectivity (pixels
   touching at an edge or a corner), for predictions and reference masks alike.
-* **Detection**: a lesion of ``probability ≥ threshold`` whose area is at least ``min_area_mm2``; its score is its maximum probability and its *peak* the pixel where that
-  maximum lies (the first in row-major order on ties).
+* **Detection**: a lesion of ``probability ≥ threshold`` whose area is at least ``min_area_mm2``; its
+  score is its maximum probability and its *peak* the pixel where that maximum lies (the first in
+  row-major order on ties).
 * **Hit criterion** (centre-in-lesion, as in LUNA16 and the mammography CAD literature): a detection
   hits a reference lesion when its peak lies inside the lesion. A lesion is *found* when at least one
   detection hits it; further detections on a found lesion are neither true nor false positives; a

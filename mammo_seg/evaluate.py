@@ -45,8 +45,8 @@ import numpy as np
 from mammo_seg import __version__
 from mammo_seg.atomic import write_json
 from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid, isotropic_spacing, resize_image, resize_mask
-from mammo_seg.detection import (TILE_IMAGE_AREA_FRACTION, ScanLesions, froc, image_positive, lesion_components,
-                                 score_scans)
+from mammo_seg.detection import (TILE_IMAGE_AREA_FRACTION, ScanLesions, froc, image_positive,
+                                 lesion_components, score_scans)
 from mammo_seg.errors import MammoError
 from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.intervals import RESAMPLES, bootstrap
@@ -54,7 +54,8 @@ from mammo_seg.io import file_sha256, read_mask
 from mammo_seg.overlap import confusion, scores
 
 
-def case_metrics(pred: np.ndarray, ref: np.ndarray, image_area_fraction: float = TILE_IMAGE_AREA_FRACTION) -> dict:
+def case_metrics(pred: np.ndarray, ref: np.ndarray,
+                 image_area_fraction: float = TILE_IMAGE_AREA_FRACTION) -> dict:
     """Pixel counts and scores of one case (:mod:`mammo_seg.overlap`) and its image-level call."""
     tp, fp, fn, tn = confusion(pred, ref)
     return {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn, **scores(tp, fp, fn),

@@ -33,8 +33,8 @@ class OverlapMetric(keras.metrics.Metric):
 
     default_name: str = "overlap"
 
-    def __init__(self, threshold: float = 0.5, from_logits: bool = True, image_area_fraction: float = TILE_IMAGE_AREA_FRACTION,
-                 name=None, dtype=None):
+    def __init__(self, threshold: float = 0.5, from_logits: bool = True,
+                 image_area_fraction: float = TILE_IMAGE_AREA_FRACTION, name=None, dtype=None):
         super().__init__(name=name or self.default_name, dtype=dtype)
         self.threshold, self.from_logits, self.image_area_fraction = threshold, from_logits, image_area_fraction
         self.counts = self.add_variable(shape=(9,), initializer="zeros", dtype="float32", aggregation="sum",

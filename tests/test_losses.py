@@ -444,4 +444,5 @@ def test_losses_saved_by_the_single_module_load_from_the_package():
     assert saved["module"] == "mammo_seg.losses" and saved["registered_name"] == "mammo_seg>MixedLoss"
     again = keras.saving.deserialize_keras_object(saved)
     assert type(again) is L.MixedLoss and again.get_config() == loss.get_config()
-    assert [type(child) for child in again.losses] == [L.WeightedBCE, L.FocalTverskyLoss, L.LovaszHinge, L.ComboLoss]
+    assert [type(child) for child in again.losses] == [L.WeightedBCE, L.FocalTverskyLoss, L.LovaszHinge,
+                                                       L.ComboLoss]

@@ -48,7 +48,8 @@ def test_every_overlap_score_agrees_on_hand_computed_cases(name):
     assert [float(v) for v in confusion_sums(pred.astype("float32"), y[0, ..., 0])] == [tp, fp, fn]
     assert float(DiceLoss(smooth=0.0)(y, logits)) == pytest.approx(1 - dice, abs=1e-6)
     tversky = (tp / (tp + 0.3 * fp + 0.7 * fn)) if tp + fp + fn else 0.0
-    assert float(TverskyLoss(alpha=0.3, beta=0.7, smooth=0.0)(y, logits)) == pytest.approx(1 - tversky, abs=1e-6)
+    tversky_loss = float(TverskyLoss(alpha=0.3, beta=0.7, smooth=0.0)(y, logits))
+    assert tversky_loss == pytest.approx(1 - tversky, abs=1e-6)
     for metric, expected in ((LesionIoU(), iou), (LesionDice(), dice), (PixelRecall(), recall),
                              (PixelPrecision(), 0.0 if math.isnan(precision) else precision)):
         metric.update_state(y, logits)
@@ -67,7 +68,8 @@ def test_every_overlap_score_agrees_on_hand_computed_cases(name):
 def test_an_empty_denominator_is_nan_in_evaluation_and_0_in_the_graph():
     assert all(math.isnan(v) for v in scores(0, 0, 0).values())
     assert scores(0, 0, 4)["precision"] != scores(0, 0, 4)["precision"] and scores(0, 0, 4)["recall"] == 0.0
-    assert float(ratio(np.float32(0.0), np.float32(0.0))) == 0.0 and float(ratio(np.float32(3.0), np.float32(4.0))) == 0.75
+    assert float(ratio(np.float32(0.0), np.float32(0.0))) == 0.0
+    assert float(ratio(np.float32(3.0), np.float32(4.0))) == 0.75
 
 
 def test_image_call_threshold_is_strict():
@@ -91,5 +93,6 @@ def test_a_pixels_area_is_the_grids():
     assert nominal.pixel_area_mm2((0.1, 0.2)) == pytest.approx(0.04)  # the file's spacing was not used
     assert _pixel_area_mm2({"spacing_mm": 0.2, "spacing_source": SPACING_NOMINAL}) == pytest.approx(0.04)
     assert _pixel_area_mm2({"spacing_mm": [0.1, 0.2]}) == pytest.approx(0.02)
-    report = lesion_report(grid("1100/0000/0000/0000"), np.ones((4, 4), "float32"), header.pixel_area_mm2((0.1, 0.2)))
+    two_pixels = grid("1100/0000/0000/0000")
+    report = lesion_report(two_pixels, np.ones((4, 4), "float32"), header.pixel_area_mm2((0.1, 0.2)))
     assert report["lesion_area_mm2"] == 0.04 and report["lesions"][0]["area_mm2"] == 0.04

@@ -254,8 +254,9 @@ def test_prep_settings_build_the_run_config_with_their_defaults():
                        "spacing_mm": 0.05 / DEFAULT_SCALE},
         "tiling": {"roi_crops": 2, "random_crops": 4, "roi_context": 1.4, "large_roi_context": 1.15,
                    "background_level": 10 / 255, "max_background_roi": 0.9, "max_background_random": 0.8}}
-    finer = PrepSection(seed=3).prep_config("mias", 0.2, resolution=Resolution(scale=0.25, nominal_spacing_mm=0.1))
-    assert finer.seed == 3 and finer.resolution == Resolution(scale=0.25, nominal_spacing_mm=0.1)
+    own = Resolution(scale=0.25, nominal_spacing_mm=0.1)
+    finer = PrepSection(seed=3).prep_config("mias", 0.2, resolution=own)
+    assert finer.seed == 3 and finer.resolution == own  # its own nominal spacing is kept
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -282,8 +283,8 @@ def test_prep_help_prints_the_defaults_of_the_settings(capsys):
     with pytest.raises(SystemExit):
         main(["prep", "mias", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for name, flag in [("tiles", "--tiles"), ("scale", "--scale"), ("seed", "--seed"), ("roi_crops", "--roi-crops"),
-                       ("random_crops", "--random-crops"), ("val_fraction", "--val-fraction"),
+    for name, flag in [("tiles", "--tiles"), ("scale", "--scale"), ("seed", "--seed"),
+                       ("roi_crops", "--roi-crops"), ("random_crops", "--random-crops"), ("val_fraction", "--val-fraction"),
                        ("test_fraction", "--test-fraction"), ("scans_per_shard", "--scans-per-shard")]:
         assert f"(default {PrepSection.default_text(name)}" in text.split(flag, 1)[1], name
     assert PrepSection.default_text("tiles") == "320,640" and PrepSection.default_text("scale") == "0.5351"
@@ -294,6 +295,7 @@ def test_a_recipe_and_flags_merge_before_the_settings_are_checked(tmp_path):
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("prep:\n  tiles: []\n  seed: 7\n")
-    args = build_parser().parse_args(["prep", "mias", "--raw", "r", "--out", "o", "-c", str(recipe), "--full-scans"])
+    args = build_parser().parse_args(["prep", "mias", "--raw", "r", "--out", "o", "-c", str(recipe),
+                                      "--full-scans"])
     settings = prep_settings(args).validate()
     assert (settings.tiles, settings.full_scans, settings.seed, settings.roi_crops) == ([], True, 7, 2)

@@ -237,17 +237,18 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | No
     (top, left), crop = _bounding_crop(mask)  # labels in raster order: the same inside the crop
     components, _ = lesion_components(mask[crop])
     lesions = []
+    mm2 = (lambda px: None) if pixel_area_mm2 is None else (lambda px: round(px * pixel_area_mm2, 3))
     for region in regionprops(components, intensity_image=prob[crop]):
         r0, c0, r1, c1 = (int(v) for v in region.bbox)
         r0, r1, c0, c1 = r0 + top, r1 + top, c0 + left, c1 + left
         lesions.append({"area_px": int(region.area),
-                        "area_mm2": None if pixel_area_mm2 is None else round(region.area * pixel_area_mm2, 3),
+                        "area_mm2": mm2(region.area),
                         "bbox": [r0, c0, r1, c1], "max_probability": round(float(region.intensity_max), 4),
                         "mean_probability": round(float(region.intensity_mean), 4)})
     lesions.sort(key=lambda lesion: -lesion["area_px"])
     area = int(mask.sum())
     return {"lesion_count": len(lesions), "lesion_area_px": area,
-            "lesion_area_mm2": None if pixel_area_mm2 is None else round(area * pixel_area_mm2, 3),
+            "lesion_area_mm2": mm2(area),
             "image_positive": bool(image_positive(area, mask.size)),
             "image_rule": f"positive when it has a lesion of at least {min_area_mm2:g} mm² (smaller ones are dropped)",
             "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}

@@ -1,4 +1,4 @@
-"""The per-epoch schedules of a loss, as Keras callbacks (the decaying lesion weight of :class:`WeightedBCE`)."""
+"""The per-epoch schedules of a loss, as Keras callbacks (the decaying lesion weight of WeightedBCE)."""
 
 from __future__ import annotations
 
