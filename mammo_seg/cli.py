@@ -328,6 +328,7 @@ def cmd_train(args) -> int:
             print(f"trained {result.run_dir}: {result.epochs_done} epochs")
         print(f"{config.cv.folds}-fold ensemble of {out}: {os.path.join(out, 'ensemble.json')}")
         _print_operating_point(os.path.join(out, "operating_point.json"))
+        _write_card(config, out)
         return 0
     if config.stages:
         from mammo_seg.training.curriculum import run_curriculum
@@ -344,7 +345,16 @@ def cmd_train(args) -> int:
         point = choose_for_run(out, config)
         if point:
             _print_point(point)
+    _write_card(config, out)
     return 0
+
+
+def _write_card(config, out: str) -> None:
+    from mammo_seg.model_card import write_for_run
+    from mammo_seg.training.strategy import is_chief
+
+    if is_chief():
+        print(f"model card {write_for_run(config, out)}")
 
 
 def _print_operating_point(path: str) -> None:

@@ -10,8 +10,12 @@
 input ``scans`` float32 [N, H, W, 1] of any size, one output: probabilities [N, H, W, 1]. Needs the
 ``onnx`` extra (``pip install 'mammo-seg[onnx]'``: onnx, tf2onnx; onnxruntime to run it).
 
+A cross-validated run exports its ensemble: the mean of the fold models' probabilities, in one graph.
+
 The scan must be at the model's training resolution: ``resolution.json`` in the export folder gives
-the factor (``mammo predict`` does this resampling, and also windows very large scans).
+the factor (``mammo predict`` does this resampling, and also windows very large scans). The run's
+``operating_point.json`` (threshold, minimum lesion area) and model card travel with it, so that the
+exported model's probabilities give predict's masks.
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ FORMATS = ("savedmodel", "onnx")
 ONNX_FILE = "model.onnx"
 
 
-def _write_savedmodel(model, out: str) -> None:
+def _write_savedmodel(models: list, out: str) -> None:
     import keras
     import tensorflow as tf
 
     def probabilities(x):
-        return tf.sigmoid(tf.cast(model(x, training=False), tf.float32))
+        members = [tf.sigmoid(tf.cast(m(x, training=False), tf.float32)) for m in models]
+        return members[0] if len(members) == 1 else tf.add_n(members) / float(len(members))
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for model in models:
+        archive.track(model)
     archive.add_endpoint(name="serve", fn=lambda scan: probabilities(scan[None, :, :, None])[0, :, :, 0],
                          input_signature=[tf.TensorSpec([None, None], tf.float32, name="scan")])
     archive.add_endpoint(name="serve_batch", fn=probabilities,
@@ -41,7 +47,7 @@ def _write_savedmodel(model, out: str) -> None:
     archive.write_out(out, verbose=False)
 
 
-def _write_onnx(model, out: str) -> None:
+def _write_onnx(models: list, out: str) -> None:
     import importlib.util
 
     missing = [m for m in ("onnx", "tf2onnx") if importlib.util.find_spec(m) is None]
@@ -51,7 +57,12 @@ def _write_onnx(model, out: str) -> None:
     import tensorflow as tf
 
     scans = keras.Input((None, None, 1), name="scans")
-    probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(model(scans))
+    if len(models) == 1:
+        probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(models[0](scans))
+    else:
+        members = [keras.layers.Activation("sigmoid", dtype="float32", name=f"member{k}")(m(scans))
+                   for k, m in enumerate(models, start=1)]
+        probabilities = keras.layers.Average(name="probabilities")(members)
     keras.Model(scans, probabilities).export(
         os.path.join(out, ONNX_FILE), format="onnx", verbose=False,
         input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="scans")])
@@ -68,13 +79,32 @@ def export_model(model_path: str, out: str, format: str = "savedmodel") -> dict:
         raise MammoError(out, "export folder exists and is not empty")
     if format == "onnx":
         os.makedirs(out, exist_ok=True)
-        _write_onnx(loaded.model, out)
+        _write_onnx(loaded.models, out)
     else:
-        _write_savedmodel(loaded.model, out)
-    info = {"model": os.path.abspath(loaded.path), "format": format, "resolution": loaded.resolution.to_dict(),
+        _write_savedmodel(loaded.models, out)
+    carried = _carry_run_files(loaded.path, out)
+    info = {"model": os.path.abspath(loaded.path), "format": format, "members": len(loaded.models),
+            "resolution": loaded.resolution.to_dict(), "carried": carried,
             "note": "resample scans by spacing_mm / resolution.spacing_mm (resolution.nominal_spacing_mm when "
                     "the scan carries none) "
                     "before calling the model, as mammo predict does"}
     with open(os.path.join(out, "resolution.json"), "w") as f:
         json.dump(info, f, indent=2)
     return info
+
+
+def _carry_run_files(model: str, out: str) -> list[str]:
+    """Copy the model's operating point and the run's model card into ``out``; returns the names copied."""
+    import shutil
+
+    from mammo_seg.inference.operating_point import path_for
+    from mammo_seg.model_card import CARD_FILES
+
+    here = os.path.dirname(os.path.abspath(model))
+    candidates = [path_for(model)] + [os.path.join(here, name) for name in CARD_FILES]
+    carried = []
+    for path in candidates:
+        if os.path.isfile(path):
+            shutil.copy(path, os.path.join(out, os.path.basename(path)))
+            carried.append(os.path.basename(path))
+    return carried

@@ -142,10 +142,41 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
     assert point["chosen_on"]["scans"] == len(scans)  # every scan, each predicted by the model that never saw her
     oof = json.load(open(os.path.join(run, "oof.json")))
     assert sum(oof["scans_per_fold"].values()) == len(scans)
+    assert set(oof["intervals"]["groups"]["all"]["sensitivity_at_fp_per_image"]) == {"0.25", "0.5", "1", "2", "4"}
+    assert oof["intervals"]["women"] == len(folds["fold_of"])
+    card = json.load(open(os.path.join(run, "model_card.json")))
+    assert card["members"] == 2 and card["cross_validation"] == {"folds": 2}
+    assert card["training_data"]["women"] == len(folds["fold_of"]) and card["training_data"]["scans"] == len(scans)
+    assert card["training_data"]["training_pixel_mm"] == pytest.approx(0.8)
+    assert card["operating_point"] == {k: point[k] for k in ("threshold", "min_area_mm2", "flip")}
+    assert card["figures"]["chosen_on"]["out_of_fold"] and card["figures"]["intervals"] == oof["intervals"]
+    assert {"package", "git_commit", "tensorflow", "keras", "precision", "seed", "config_sha256"} <= \
+        set(card["provenance"]) and card["provenance"]["precision"] == "float32"
+    assert "Not for." in open(os.path.join(run, "model_card.md")).read()
     # the same command again continues: nothing is retrained, the result is the same
     before = {m: open(m, "rb").read() for m in members}
     assert main(["train", "-c", recipe, "--out", run, "--quiet"]) == 0
     assert {m: open(m, "rb").read() for m in members} == before
+
+
+@pytest.mark.slow
+def test_export_of_the_ensemble_is_the_mean_of_its_members_and_carries_the_operating_point(cv_run, tmp_path):
+    import tensorflow as tf
+
+    from mammo_seg.export import export_model
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.sliding_window import Predictor
+
+    _, _, run = cv_run
+    info = export_model(run, str(tmp_path / "exported"))
+    assert info["members"] == 2
+    assert {"operating_point.json", "model_card.json", "model_card.md"} <= set(info["carried"])
+    assert json.load(open(tmp_path / "exported" / "operating_point.json")) == \
+        json.load(open(os.path.join(run, "operating_point.json")))
+    scan = np.random.default_rng(1).random((40, 56)).astype(np.float32)
+    served = tf.saved_model.load(str(tmp_path / "exported")).signatures["serving_default"](scan=tf.constant(scan))
+    expected = Predictor(load_model(run).models)(scan[None, :, :, None])[0, :, :, 0]
+    np.testing.assert_allclose(list(served.values())[0].numpy(), expected, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -1,19 +1,27 @@
 """The operating point of a trained model: decision threshold, minimum lesion area and flip test-time
-augmentation, chosen on validation scans.
+augmentation, chosen on scans the model did not train on.
 
 A probability map becomes findings through two numbers: the probability threshold and the smallest
 connected component that counts as a lesion (in mm², so that it means the same on any scanner); the
 map itself is the network's, or (``flip``) the mean of the network's on the scan and on its left-right
-mirror. They
-are chosen once, on the validation split's whole scans of the prep output the model was trained on
-(on the training grid, exactly as ``mammo predict`` sees a scan: one pass, breast mask), and written
-to ``operating_point.json`` beside the model file; ``mammo predict`` applies them by default.
+mirror. They are chosen once, on whole scans at the training grid, exactly as ``mammo predict`` sees a scan
+(one pass, breast region): for one model, the validation split of the prep output it was trained on
+(:func:`choose_operating_point`); for a cross-validated ensemble, the pooled out-of-fold predictions
+(:mod:`mammo_seg.training.cross_val`). The record is ``operating_point.json`` beside the model file (or the
+ensemble's ``ensemble.json``); ``mammo predict`` applies it by default.
 
-Choice: among the (flip, threshold, minimum area) candidates (recipe ``operating_point:`` ``flips`` and
-``min_areas_mm2``; thresholds :data:`~mammo_seg.detection.THRESHOLDS`) whose share of lesion-free validation scans with any
-detection is at most ``max_normal_rate``, the one with the highest mean lesion Dice over validation
-scans with a lesion (ties: no flip, the higher threshold, then the larger area); when no candidate keeps
-the normal scans that clean, the one with the fewest such scans (then the highest Dice).
+Choice (:func:`choose`) among the (flip, threshold, minimum area) candidates (recipe ``operating_point:``
+``flips`` and ``min_areas_mm2``; thresholds :data:`~mammo_seg.detection.THRESHOLDS`) whose share of lesion-free
+scans with any detection is at most ``max_normal_rate``:
+
+* ``objective: dice``: the highest mean lesion Dice over scans with a lesion (ties: no flip, the higher
+  threshold, then the larger area);
+* ``objective: sensitivity``: among those with at most ``max_fp_per_image`` false positives per image, the
+  highest lesion sensitivity (a lesion is a connected component of the reference mask, found under
+  :mod:`mammo_seg.detection`'s centre-in-lesion rule), then the highest Dice, no flip, the higher threshold,
+  the larger area.
+
+When no candidate keeps the normal scans that clean, the one with the fewest such scans (then the highest Dice).
 """
 
 from __future__ import annotations
@@ -181,9 +189,10 @@ def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2) -
 
 
 def _lesions(ref: np.ndarray) -> list[np.ndarray]:
-    from skimage.measure import label
+    """The reference lesions of a mask: its connected components (:func:`mammo_seg.detection.lesion_components`)."""
+    from mammo_seg.detection import lesion_components
 
-    components, n = label(ref, connectivity=2, return_num=True)
+    components, n = lesion_components(ref)
     return [components == k for k in range(1, n + 1)]
 
 

@@ -133,8 +133,8 @@ def _train_fold(config: ExperimentConfig, fold_run: RunDir, fold: FoldPatients, 
 
 
 def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, flips=(False,)):
-    """(scan id, fold, {flip: probability}, reference mask) of every whole scan of ``split``, each predicted
-    by the model of its woman's fold, on the training grid."""
+    """(scan id, woman, fold, {flip: probability}, reference mask) of every whole scan of ``split``, each
+    predicted by the model of its woman's fold, on the training grid."""
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.model import load_model
@@ -145,14 +145,15 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
     predictors = {}
     for file in files:
         for rec in features.iterate_records(file):
-            fold = fold_of.get(rec["patient_id"].decode())
+            woman = rec["patient_id"].decode()
+            fold = fold_of.get(woman)
             if fold is None:
                 continue
             if fold not in predictors:
                 predictors[fold] = Predictor(load_model(run.fold(fold).path).models)
             image = rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX
             probabilities = {flip: scan_probabilities(predictors[fold], image, flip) for flip in flips}
-            yield rec["scan_id"].decode(), fold, probabilities, rec["mask"][..., 0].astype(bool)
+            yield rec["scan_id"].decode(), woman, fold, probabilities, rec["mask"][..., 0].astype(bool)
 
 
 def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensemble: str) -> dict:
@@ -166,8 +167,11 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
     flips = sorted({bool(f) for f in section.flips})
     scans = {flip: [] for flip in flips}
     per_fold: dict[int, int] = {}
-    for _, fold, probabilities, mask in out_of_fold_scans(run, data_dir, table["split"], table["fold_of"], flips):
+    women = []
+    for _, woman, fold, probabilities, mask in out_of_fold_scans(run, data_dir, table["split"], table["fold_of"],
+                                                                 flips):
         per_fold[fold] = per_fold.get(fold, 0) + 1
+        women.append(woman)
         for flip in flips:
             scans[flip].append((probabilities[flip], mask))
     if not scans[flips[0]]:
@@ -180,10 +184,32 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
               "chosen_on": {"data": os.path.abspath(data_dir), "split": table["split"], "out_of_fold": True,
                             **record.pop("chosen_on")}}
     write_operating_point(ensemble, record)
+    intervals = _intervals(scans[record["flip"]], women, record, pixel_mm2)
     atomic.write_json(run.out_of_fold, {"scans_per_fold": {str(k): n for k, n in sorted(per_fold.items())},
                                         **{k: v for k, v in record.items() if k != "candidates"},
-                                        "candidates": record["candidates"]})
+                                        "intervals": intervals, "candidates": record["candidates"]})
     log.info("operating point of the %d-fold ensemble, chosen out of fold on %d scans: threshold %g, minimum "
              "lesion %g mm², flip %s", table["folds"], len(scans[flips[0]]), record["threshold"],
              record["min_area_mm2"], record["flip"])
     return record
+
+
+def _intervals(scans: list, women: list, point: dict, pixel_mm2: float) -> dict:
+    """The out-of-fold figures at the chosen point with 95 % intervals over women (:mod:`mammo_seg.intervals`);
+    a lesion is a connected component of the reference mask on the training grid."""
+    from mammo_seg.detection import ScanLesions, detection_mask, lesion_components, min_area_px
+    from mammo_seg.intervals import bootstrap
+    from mammo_seg.overlap import confusion, scores
+
+    lesions, dice = [], []
+    min_area = min_area_px(point["min_area_mm2"], pixel_mm2)
+    for prob, ref in scans:
+        components, n = lesion_components(ref)
+        parts = [components == k for k in range(1, n + 1)]
+        lesions.append(ScanLesions(prob, parts, ["lesion"] * n, pixel_mm2))
+        if ref.any():
+            tp, fp, fn, _ = confusion(detection_mask(prob, point["threshold"], min_area), ref)
+            dice.append(scores(tp, fp, fn)["Dice"])
+        else:
+            dice.append(None)
+    return bootstrap(lesions, women, point["threshold"], point["min_area_mm2"], dice)

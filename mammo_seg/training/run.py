@@ -105,7 +105,8 @@ def _optimizer(config: ExperimentConfig, steps_per_epoch: int):
     return optimizer
 
 
-def _precision_policy(setting) -> str:
+def precision_policy(setting) -> str:
+    """The Keras dtype policy of ``train.mixed_precision``."""
     return {False: "float32", True: "mixed_float16", "float16": "mixed_float16",
             "bfloat16": "mixed_bfloat16"}[setting]
 
@@ -166,7 +167,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     os.makedirs(run_dir, exist_ok=True)
     _setup_logging(run.log, chief, progress)
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(_precision_policy(train.mixed_precision))
+    keras.mixed_precision.set_global_policy(precision_policy(train.mixed_precision))
     n_records = count_records(data_dir, config.data.train_split)
     if n_records == 0:
         raise MammoError(data_dir, f"no {config.data.train_split!r} records to train on")
