@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
 from mammo_seg.errors import MammoError
@@ -149,13 +150,28 @@ def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
     return arr
 
 
-def _spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+def _spacing(ds: pydicom.Dataset, path: str) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; None when neither is there.
+
+    Values that are numbers are returned as they are, even 0, negative or NaN: whether a spacing is
+    plausible is decided with the scan's shape in :mod:`mammo_seg.data.resolution`, which refuses it by
+    name. A value that is not two numbers is refused here, naming the attribute.
+    """
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2:
-            row, col = float(value[0]), float(value[1])
-            if row > 0 and col > 0:
-                return row, col
+        try:
+            value = ds.get(keyword)
+        except Exception:  # pydicom parses DS values on access
+            raise MammoError(path, f"{keyword} is not two numbers (row\\column spacing in mm)") from None
+        if value is None or value == "":
+            continue
+        values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+        if len(values) != 2:
+            raise MammoError(path, f"{keyword} has {len(values)} value{'s' * (len(values) != 1)}, not two "
+                                   f"(row\\column spacing in mm)")
+        try:
+            return float(values[0]), float(values[1])
+        except (TypeError, ValueError):
+            raise MammoError(path, f"{keyword} is not two numbers (row\\column spacing in mm)") from None
     return None
 
 
@@ -199,7 +215,7 @@ def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
         path=path,
         format="dicom",
         shape=pixels.shape,
-        spacing_mm=_spacing(ds),
+        spacing_mm=_spacing(ds, path),
         laterality=_laterality(ds),
         view=view,
         modality=str(ds.get("Modality", "") or "").strip().upper() or None,
