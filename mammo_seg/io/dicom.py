@@ -107,14 +107,24 @@ def _header_int(ds: pydicom.Dataset, keyword: str, path: str, default: int | Non
         raise MammoError(path, f"{keyword} is not a number") from None
 
 
+#: The first bytes of compressed pixel data that a file may carry under an uncompressed transfer syntax.
+COMPRESSED_MAGIC = ((b"\xff\x4f\xff\x51", "JPEG 2000"), (b"\x00\x00\x00\x0cjP  \r\n", "JPEG 2000 (JP2)"),
+                    (b"\xff\xd8\xff", "JPEG"))
+
+
 def _check_stored_length(ds: pydicom.Dataset, path: str, rows: int, columns: int) -> None:
     """Native (uncompressed) pixel data must hold exactly Rows × Columns values: pydicom would drop
-    the excess of a too-small Rows silently."""
+    the excess of a too-small Rows silently. Compressed data under an uncompressed transfer syntax is
+    recognised by its first bytes and named as such (not as a truncated file)."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     bits = _header_int(ds, "BitsAllocated", path, 16)
     if syntax is None or syntax.is_compressed or bits % 8:
         return
     expected, actual = rows * columns * bits // 8, len(ds.PixelData)
+    codec = next((name for magic, name in COMPRESSED_MAGIC if bytes(ds.PixelData[:len(magic)]) == magic), None)
+    if codec and actual != expected:
+        raise MammoError(path, f"pixel data is a {codec} stream but the transfer syntax says uncompressed "
+                               f"({syntax.name}): the file's transfer syntax is wrong")
     if actual < expected:
         raise MammoError(path, f"truncated DICOM: {actual} bytes of pixel data for the {expected} that "
                                f"{rows} rows x {columns} columns need")
@@ -130,6 +140,10 @@ def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
     """
     path = os.fspath(path)
     if "PixelData" not in ds:
+        floating = next((k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds), None)
+        if floating:
+            raise MammoError(path, f"DICOM holds {floating} (a parametric map's float values), not the stored "
+                                   f"integer pixels of a mammogram")
         kind = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
         name = getattr(kind, "name", kind) or "unknown SOP class"
         raise MammoError(path, f"DICOM has no pixel data (not an image: {name})")
