@@ -208,6 +208,9 @@ def _choose_mask(row: Row, image: DicomInfo, index) -> tuple[DicomInfo | None, s
     fitting = [c for c in candidates if c.shape == image.shape]
     if not fitting:
         sizes = ", ".join(sorted({f"{c.rows}x{c.columns}" for c in candidates}))
+        if len(candidates) == 1:  # the crop alone: the mask file is missing, not of another size
+            return None, (f"ROI mask not found (series {candidates[0].series} holds only a {sizes} image, the "
+                          f"cropped lesion; no {image.rows}x{image.columns} mask)"), False
         return None, (f"mask size {sizes} does not match image {image.rows}x{image.columns}; image skipped "
                       f"(its lesion would be unlabelled in every tile)"), False
     if len(fitting) > 1:

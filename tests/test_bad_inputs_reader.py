@@ -54,3 +54,33 @@ def test_pgm_whose_pixels_exceed_its_maxval_is_named(tmp_path):
                                  f"{eight_bit.max()}: header and pixel data disagree")
     scan = read_scan(str(good))  # values within maxval 100: read (Pillow scales them by 255/100)
     assert scan.pixels.shape == (20, 30) and np.argmax(scan.pixels) == np.argmax(eight_bit % 101)
+
+
+def test_link_loops_fifos_and_missing_files_each_say_which(tmp_path):
+    import os
+
+    loop, fifo, missing = str(tmp_path / "loop.dcm"), str(tmp_path / "fifo.dcm"), str(tmp_path / "gone.dcm")
+    os.symlink("loop.dcm", loop)
+    os.mkfifo(fifo)  # opening it would block for ever
+    for path in (loop, fifo):
+        assert refused(path) == f"{path}: not a regular file (a FIFO, socket, device, broken link or link loop)"
+    assert refused(missing) == f"{missing}: file not found"
+
+
+def test_cbis_case_whose_mask_file_was_deleted_says_so(cbis_raw, tmp_path):
+    import os
+    import shutil
+
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "cbis")
+    shutil.copytree(cbis_raw, raw)
+    cases, problems, _ = collect_cases(raw, progress=False)
+    victim = next(c for c in cases if len(c.abnormalities) == 1)
+    os.remove(victim.abnormalities[0].mask_path)  # the crop stays beside it, in the same series
+    after, new_problems, _ = collect_cases(raw, progress=False)
+    assert {c.scan_id for c in after} == {c.scan_id for c in cases} - {victim.scan_id}
+    [problem] = [p for p in new_problems if p.item == victim.scan_id]
+    assert "ROI mask not found (series " in problem.reason
+    rows, columns = read_scan(victim.scan_path).pixels.shape
+    assert problem.reason.endswith(f", the cropped lesion; no {rows}x{columns} mask)")

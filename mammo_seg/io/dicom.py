@@ -18,7 +18,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
 from mammo_seg.errors import MammoError
-from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, check_regular_file, normalise
 
 #: Header fields the dataset index needs; read without touching pixel data.
 INDEX_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID", "Rows", "Columns",
@@ -61,8 +61,7 @@ def read_dicom(path: str | os.PathLike, header_only: bool = False, tags=None,
                max_pixels: int = MAX_PIXELS) -> pydicom.Dataset:
     """Read a DICOM file; bad files raise :class:`MammoError` naming the file and the reason."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MammoError(path, "file not found")
+    check_regular_file(path)
     try:
         if not header_only:
             _refuse_inflation_bomb(path, max_pixels)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mammo_seg.errors import MammoError
-from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, check_regular_file, normalise
 
 
 def read_image_array(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -18,8 +18,7 @@ def read_image_array(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> n
     The size in the header is checked against ``max_pixels`` before the pixels are decoded.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MammoError(path, "file not found")
+    check_regular_file(path)
     try:
         with Image.open(path) as im:
             check_pixel_count(path, im.height, im.width, max_pixels=max_pixels)
