@@ -84,3 +84,27 @@ def test_cbis_case_whose_mask_file_was_deleted_says_so(cbis_raw, tmp_path):
     assert "ROI mask not found (series " in problem.reason
     rows, columns = read_scan(victim.scan_path).pixels.shape
     assert problem.reason.endswith(f", the cropped lesion; no {rows}x{columns} mask)")
+
+
+def test_cbis_unreadable_image_or_mask_is_one_line_naming_the_file(cbis_raw, tmp_path):
+    import os
+    import shutil
+
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "cbis")
+    shutil.copytree(cbis_raw, raw)
+    cases, problems, _ = collect_cases(raw, progress=False)
+    image_victim, mask_victim = [c for c in cases if len(c.abnormalities) == 1][:2]
+    for path in (image_victim.scan_path, mask_victim.abnormalities[0].mask_path):
+        open(path, "wb").write(b"\0" * 128 + b"DICM" + b"\xff" * 40)  # a header without the file's UIDs
+    after, new_problems, _ = collect_cases(raw, progress=False)
+    assert {c.scan_id for c in after} == {c.scan_id for c in cases} - {image_victim.scan_id, mask_victim.scan_id}
+    added = [p for p in new_problems if p not in problems]
+    assert len(added) == 2  # one each: not the file's own line beside its case's
+    image_line, mask_line = sorted(added, key=lambda p: p.item != image_victim.scan_id)
+    assert image_line.file == image_victim.scan_path and image_line.item == image_victim.scan_id
+    assert image_line.reason.startswith("DICOM header lacks series UID or image size")
+    assert "(the full mammogram of " in image_line.reason
+    assert mask_line.item == mask_victim.scan_id
+    assert f"ROI mask {mask_victim.abnormalities[0].mask_path} cannot be read (DICOM header lacks" in mask_line.reason
