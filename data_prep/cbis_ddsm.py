@@ -197,17 +197,27 @@ def _is_binary(path: str) -> bool:
     return np.unique(values).size <= 2
 
 
-def _choose_mask(row: Row, image: DicomInfo, index) -> tuple[DicomInfo | None, str | None, bool]:
-    """The row's mask file, or a reason why there is none; the flag says the CSV had crop/mask swapped."""
+def _choose_mask(row: Row, image: DicomInfo, index, unreadable: dict | None = None,
+                 used: set | None = None) -> tuple[DicomInfo | None, str | None, bool]:
+    """The row's mask file, or a reason why there is none; the flag says the CSV had crop/mask swapped.
+    An unreadable file in the mask's series is named in the reason (and its series added to ``used``)."""
     named_mask, named_crop = series_uid(row.mask), series_uid(row.crop)
     candidates = []
     for uid in dict.fromkeys(u for u in (named_mask, named_crop) if u):
         candidates += index.get(uid, [])
+    fitting = [c for c in candidates if c.shape == image.shape]
+    unreadable_uid = next((u for u in (named_mask, named_crop) if u in (unreadable or {})), None)
+    if not fitting and unreadable_uid and used is not None:  # the mask is the file that cannot be read
+        used.add(unreadable_uid)
+        bad = unreadable[unreadable_uid]
+        return None, f"ROI mask {bad.file} cannot be read ({bad.reason})", False
     if not candidates:
         return None, f"ROI mask not found (no readable DICOM with series {named_mask})", False
-    fitting = [c for c in candidates if c.shape == image.shape]
     if not fitting:
         sizes = ", ".join(sorted({f"{c.rows}x{c.columns}" for c in candidates}))
+        if len(candidates) == 1:  # the crop alone: the mask file is missing, not of another size
+            return None, (f"ROI mask not found (series {candidates[0].series} holds only a {sizes} image, the "
+                          f"cropped lesion; no {image.rows}x{image.columns} mask)"), False
         return None, (f"mask size {sizes} does not match image {image.rows}x{image.columns}; image skipped "
                       f"(its lesion would be unlabelled in every tile)"), False
     if len(fitting) > 1:
@@ -231,32 +241,47 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
         rows += r
         problems += p
     index, index_problems = index_dicoms(raw, progress)
-    problems += index_problems
+    unreadable = {uid: p for p in reversed(index_problems)
+                  if (uid := series_uid(os.path.relpath(p.file, raw).replace(os.sep, "/")))}
+    used: set[str] = set()  # series of unreadable files that a case's line names: no line of their own
+    case_problems = []
     groups: dict[tuple[str, str, str], list[Row]] = {}
     for row in rows:
         groups.setdefault((row.patient, row.side, row.view), []).append(row)
     cases, swapped, skipped = [], 0, 0
     for (patient, side, view), group in sorted(groups.items()):
         scan_id = f"{patient}_{side}_{view}"
-        case, reasons, n_swapped = _group_to_case(scan_id, patient, group, index)
+        case, reasons, n_swapped = _group_to_case(scan_id, patient, group, index, unreadable, used)
         swapped += n_swapped
         if case is None:
             skipped += 1
-            problems += reasons
+            case_problems += reasons
         else:
             cases.append(case)
+    problems += [p for p in index_problems if not any(unreadable.get(uid) is p for uid in used)] + case_problems
     report = {"csv_files": [os.path.relpath(c, raw) for c in csvs], "rows": len(rows),
               "dicom_files": sum(len(v) for v in index.values()), "images": len(groups),
               "cases": len(cases), "skipped_images": skipped, "swapped_crop_mask": swapped}
     return cases, problems, report
 
 
-def _group_to_case(scan_id, patient, group: list[Row], index):
-    """All rows of one breast view → a Case, or None and the problems why not."""
+def _group_to_case(scan_id, patient, group: list[Row], index, unreadable: dict | None = None,
+                   used: set | None = None):
+    """All rows of one breast view → a Case, or None and the problems why not.
+
+    ``unreadable`` maps the series UID in an unreadable file's folder path to its problem: a case whose file
+    that is names the file and its reason in its own line, and adds the series to ``used``.
+    """
+    unreadable, used = unreadable or {}, used if used is not None else set()
     copies: dict[str, DicomInfo] = {}
     for row in group:
         uid = series_uid(row.image)
         files = index.get(uid, []) if uid else []
+        if not files and uid in unreadable:
+            used.add(uid)
+            bad = unreadable[uid]
+            return None, [Problem(bad.file, f"{bad.reason} (the full mammogram of {row.csv} line {row.line})",
+                                  scan_id)], 0
         if not files:
             return None, [Problem(row.csv, f"line {row.line}: full mammogram {row.image} not found "
                                            f"(no readable DICOM with series {uid})", scan_id)], 0
@@ -273,7 +298,7 @@ def _group_to_case(scan_id, patient, group: list[Row], index):
         if key in seen:
             continue
         seen.add(key)
-        mask, reason, was_swapped = _choose_mask(row, image, index)
+        mask, reason, was_swapped = _choose_mask(row, image, index, unreadable, used)
         if mask is None:
             problems.append(Problem(row.csv, f"line {row.line}: {reason}", scan_id))
             continue

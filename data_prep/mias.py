@@ -11,7 +11,8 @@ Info.txt quirks handled (all present in the real file, ``tests/data/mias_info.tx
   :class:`~mammo_seg.data.cases.Case` circles take;
 * the prose header of the original file (title, credits, column legend, notes: about 100 lines before
   the table) or the one-line header of the Kaggle copy (``REFNUM BG CLASS SEVERITY X Y RADIUS``): a
-  line is a table row when its first word starts with ``mdb``; other lines are text and are skipped.
+  line is a table row when its first word starts with ``mdb``; other lines are text and are skipped;
+* a UTF-8 byte-order mark and Windows line endings, as editors save the file.
 
 Consecutive images (mdb001/mdb002, …) are the right and left breast of one woman: the patient id is
 ``mias_<(n + 1) // 2>`` so that splits never separate them.
@@ -57,7 +58,9 @@ def parse_info(path: str) -> tuple[list[InfoRow], list[Problem]]:
     rows, problems = [], []
     if not os.path.isfile(path):  # a FIFO would block for ever
         return [], [Problem(path, "not a regular file (FIFO, device or broken link)")]
-    with open(path, encoding="ascii", errors="replace") as f:
+    # utf-8-sig: a byte-order mark (how editors on Windows save it) is not part of the first line;
+    # Windows (CRLF) and old Mac (CR) line endings are read as line ends
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             tokens = line.split()
             if not tokens or not tokens[0].lower().startswith("mdb"):

@@ -388,12 +388,22 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def read_yaml(path: str, sections: str) -> dict:
-    """A YAML file holding a mapping; a missing file, bad YAML or another shape is a one-line error."""
+    """A YAML file holding a mapping; a missing file, bad YAML or another shape is a one-line error.
+
+    YAML aliases (``*name``) are refused: a few hundred bytes of nested aliases (an "alias bomb") expand
+    to gigabytes when the resolved config is written, and no setting needs them.
+    """
     if not os.path.isfile(path):
         raise MammoError(path, "config file not found")
     try:
         with open(path, encoding="utf-8") as f:
-            tree = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+            text = f.read()
+        for event in yaml.parse(text, Loader=_UniqueKeyLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1
+                raise MammoError(path, f"line {line}: YAML aliases (*{event.anchor}) are not accepted; write the "
+                                       f"value out")
+        tree = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise MammoError(path, f"not valid YAML ({' '.join(str(e).split())})") from None
     except UnicodeDecodeError as e:

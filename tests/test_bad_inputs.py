@@ -162,6 +162,11 @@ BAD_CONFIGS = {  # file name: (content, what its one line must say after "<file>
                    "train.steps_per_epoch: must be at least 1, or null for one pass over the training records"),
     "metric.yaml": (GOOD_CONFIG.replace("val_lesion_iou", "val_lesion_iuo"),
                     "train.checkpoint_metric: must be one of val_lesion_iou, val_lesion_dice,"),
+    "alias_bomb.yaml": (GOOD_CONFIG.replace("train:", "x0: &a0 [ab, ab, ab, ab, ab, ab, ab, ab, ab]\n"
+                                            + "".join(f"x{k}: &a{k} [*a{k - 1}, *a{k - 1}, *a{k - 1}, *a{k - 1}, "
+                                                      f"*a{k - 1}, *a{k - 1}, *a{k - 1}, *a{k - 1}, *a{k - 1}]\n"
+                                                      for k in range(1, 9)) + "train:"),
+                        "line 5: YAML aliases (*a0) are not accepted; write the value out"),
     "stage.yaml": (GOOD_CONFIG + "stages:\n  - {name: ../../../../x}\n",
                    "stages[0]: name: must be a relative folder name that stays inside runs/, got "
                    "'tiny/../../../../x'"),

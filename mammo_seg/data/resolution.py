@@ -23,6 +23,12 @@ tiles and at prediction time.
 A spacing outside :data:`PLAUSIBLE_SPACING_MM` (zero, negative, infinite, or ``50\\50`` written in cm
 where mm was meant) is refused too; the override is the way to run such a scan.
 
+**The field of view.** A mammogram's field is bounded by its detector or film: the largest are
+24 × 30 cm. A spacing that would make a scan's long side longer than :data:`MAX_FIELD_MM` is wrong for
+that scan (a CBIS-DDSM film of 4432 px given MIAS's nominal 200 µm would be an 886-mm breast, seen by the
+network at four times its training scale): :meth:`Resolution.grid` refuses it with the reason, rather
+than guess.
+
 **Resampling** (:class:`ScanGrid`): images bilinearly with Gaussian anti-aliasing when shrinking;
 masks as a coverage fraction thresholded at 0.5 (a pixel is lesion when at least half of the tissue
 it covers is), which neither erodes nor dilates the lesion.
@@ -41,6 +47,9 @@ from mammo_seg.errors import MammoError
 DEFAULT_SCALE = 320 / 598
 REFERENCE_SPACING_MM = 0.05
 PLAUSIBLE_SPACING_MM = (0.02, 1.0)  # mammography detectors and digitisers: 25-200 µm; MIAS 200 µm
+
+#: Longest side (mm) a mammogram's field of view may have: the largest detectors and films are 24 × 30 cm.
+MAX_FIELD_MM = 400.0
 
 SPACING_OVERRIDE = "override"
 SPACING_HEADER = "PixelSpacing"
@@ -86,6 +95,17 @@ def check_spacing(spacing_mm: float, what: str) -> float:
         raise MammoError(None, f"{what} {spacing_mm:g} mm is outside the plausible range {lo:g}-{hi:g} mm "
                                f"(--spacing MM overrides it)")
     return float(spacing_mm)
+
+
+def check_field_of_view(native_shape: tuple[int, int], spacing_mm: float, spacing_source: str) -> None:
+    """Refuse a spacing that puts the scan's long side beyond :data:`MAX_FIELD_MM` (see the module docstring)."""
+    h, w = native_shape
+    if max(h, w) * spacing_mm > MAX_FIELD_MM:
+        where = {SPACING_OVERRIDE: "--spacing", SPACING_HEADER: "its PixelSpacing",
+                 SPACING_NOMINAL: "the model's nominal spacing (the file has none)"}.get(spacing_source, spacing_source)
+        raise MammoError(None, f"at {spacing_mm:g} mm ({where}) the {h} x {w} px scan would be {h * spacing_mm:.0f} x "
+                               f"{w * spacing_mm:.0f} mm, larger than any mammography detector or film (at most "
+                               f"{MAX_FIELD_MM:g} mm a side): give its pixel spacing with --spacing MM")
 
 
 @dataclass(frozen=True)
@@ -159,9 +179,10 @@ class Resolution:
         """(spacing in mm, its source) for a scan whose file says ``header_spacing`` (see the module docstring)."""
         if override_mm is not None:
             return check_spacing(float(override_mm), "--spacing"), SPACING_OVERRIDE
-        spacing = isotropic_spacing(header_spacing)
-        if spacing is not None:
-            return check_spacing(spacing, "PixelSpacing"), SPACING_HEADER
+        if header_spacing is not None:
+            for value in (header_spacing,) if isinstance(header_spacing, (int, float)) else header_spacing:
+                check_spacing(float(value), "PixelSpacing")  # each: -0.05\\0.15 must not pass as 0.05
+            return check_spacing(isotropic_spacing(header_spacing), "PixelSpacing"), SPACING_HEADER
         if self.nominal_spacing_mm is not None:
             return self.nominal_spacing_mm, SPACING_NOMINAL
         raise MammoError(None, "the file has no pixel spacing and the model records no nominal spacing of its "
@@ -171,6 +192,7 @@ class Resolution:
         """The training grid of a scan of ``native_shape`` whose file says ``header_spacing``."""
         spacing, source = self.decide_spacing(header_spacing, override_mm)
         h, w = (int(v) for v in native_shape)
+        check_field_of_view((h, w), spacing, source)
         return ScanGrid((h, w), spacing, source, self.factor(spacing))
 
     def to_dict(self) -> dict:

@@ -42,7 +42,7 @@ from mammo_seg.inference import writers
 from mammo_seg.inference.pipeline import sequential, staged
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.inference.prediction_output import PredictionOutput
-from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
+from mammo_seg.io import MAX_PIXELS, file_sha256, is_dicom, read_dicom, read_scan_with_dataset
 from mammo_seg.io.dicom import INDEX_TAGS
 
 FORMATS = tuple(po.SCAN_FILES)
@@ -121,7 +121,13 @@ CROP_WORDS = ("cropped", "roi mask")
 def not_full_mammograms(files: list[str]) -> dict:
     """{path: reason} for the DICOMs whose headers say they are crops or ROI masks, not full mammograms:
     a SeriesDescription naming them (CBIS-DDSM, NBIA), or far fewer pixels than the largest image of
-    the same study. Files whose header cannot be read are left to the scan's own error."""
+    the same study. Files whose header cannot be read are left to the scan's own error.
+
+    The largest image of a study is the largest one that is itself a scan: its header within the reader's
+    pixel limit and its file read successfully (:func:`_readable`, tried only in a study where some image
+    would otherwise be a crop). A broken or forged file claiming far more pixels therefore never makes
+    the good scans of its study look like crops.
+    """
     headers = {}
     for path in files:
         if not is_dicom(path):
@@ -134,18 +140,46 @@ def not_full_mammograms(files: list[str]) -> dict:
                                  int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0))
         except Exception:
             continue
-    largest = {}
-    for description, study, pixels in headers.values():
-        largest[study] = max(largest.get(study, 0), pixels)
+    by_size: dict[str, list] = {}
+    for path, (_, study, pixels) in headers.items():
+        by_size.setdefault(study, []).append((pixels, path))
+    largest: dict[str, int] = {}
+
+    def largest_scan(study: str) -> int:
+        if study not in largest:
+            largest[study] = next((pixels for pixels, path in sorted(by_size[study], reverse=True)
+                                   if pixels <= MAX_PIXELS and _readable(path)), 0)
+        return largest[study]
+
     skipped = {}
     for path, (description, study, pixels) in headers.items():
         word = next((w for w in CROP_WORDS if w in description), None)
         if word:
             skipped[path] = f"SeriesDescription says {word!r}: not a full mammogram; --all-images includes it"
-        elif study and pixels and pixels < CROP_FRACTION * largest[study]:
+        elif (study and pixels and pixels < CROP_FRACTION * max(p for p, _ in by_size[study])
+              and pixels < CROP_FRACTION * largest_scan(study)):
             skipped[path] = (f"{pixels} pixels, under {CROP_FRACTION:g} of the largest image of its study: a crop, "
                              f"not a full mammogram; --all-images includes it")
     return skipped
+
+
+def _readable(path: str) -> bool:
+    """True when the reader reads ``path`` as a scan (its header messages are kept off the console)."""
+    try:
+        with header_warnings():
+            read_scan_with_dataset(path)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the file cannot stand for its study
+        return False
+
+
+def report_skipped(skipped: dict, done: dict, ids: list[str], files: list[str]) -> None:
+    """One console line per scan skipped as a crop or ROI mask (not those a continued run already has)."""
+    from tqdm import tqdm
+
+    for path, scan_id in zip(files, ids):
+        if path in skipped and scan_id not in done:
+            tqdm.write(f"skipped: {printable(path)}: {skipped[path]}", file=sys.stderr)
 
 
 #: Libraries whose warnings and log lines may quote header values (names, dates): never on the console.
@@ -529,6 +563,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     done = output.completed() if resume else {}
     ids = scan_ids(files, root)
     skipped = {} if options.all_images else not_full_mammograms(files)
+    report_skipped(skipped, done, ids, files)
     jobs = _jobs(files, ids, root, done, skipped)
     timings, started = output.earlier_timings(done), time.perf_counter()
     bar = tqdm(total=len(jobs), desc="predict", unit="scan", disable=not progress)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import io
 import re
 import warnings
@@ -94,29 +95,118 @@ def _valid_date(value) -> bool:
     return True
 
 
-def _malformed(keyword: str, value) -> bool:
-    """True when a type-2 value cannot be written as it is (a DICOM reader would reject it)."""
-    if value is None or value == "":
+#: Enumerated values (DICOM PS3.3) of the copied attributes that have them.
+ENUMERATED = {"PatientSex": {"M", "F", "O"}, "PatientSexNeutered": {"ALTERED", "UNALTERED"},
+              "SmokingStatus": {"YES", "NO", "UNKNOWN"}, "PatientIdentityRemoved": {"YES", "NO"},
+              "PregnancyStatus": {"1", "2", "3", "4"}}
+_UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
+#: Longest value (characters) of the string VRs whose length PS3.5 bounds.
+_MAX_LENGTH = {"CS": 16, "SH": 16, "LO": 64, "AE": 16, "DS": 16, "IS": 12, "UI": 64, "ST": 1024, "LT": 10240}
+
+
+def _valid_vm(count: int, vm: str) -> bool:
+    """``count`` values allowed by a dictionary VM such as ``1``, ``2``, ``1-3``, ``1-n`` or ``2-2n``."""
+    if vm.isdigit():
+        return count == int(vm)
+    low, _, high = vm.partition("-")
+    if high.endswith("n"):
+        step = int(high[:-1] or 1)
+        return count >= int(low) and count % step == 0
+    return int(low) <= count <= int(high)
+
+
+def _valid_text(vr: str, text: str) -> bool:
+    """One value (as text) valid for its VR (PS3.5 table 6.2-1): characters, form and length."""
+    if len(text) > _MAX_LENGTH.get(vr, 1 << 16) or (vr not in ("ST", "LT", "UT") and "\\" in text):
         return False
-    if isinstance(value, MultiValue):
-        return True  # multi-valued PatientName and the like: VM is 1
-    text = str(value)
-    if keyword.endswith("Date"):
-        return not _valid_date(text)
-    if keyword.endswith("Time"):
-        return not _TIME.match(text)
-    if keyword == "PatientSex":
-        return text not in ("M", "F", "O")
-    return False
+    if vr == "CS":
+        return re.fullmatch(r"[A-Z0-9 _]*", text) is not None
+    if vr == "DA":
+        return _valid_date(text)
+    if vr == "TM":
+        return _TIME.match(text.strip()) is not None
+    if vr == "AS":
+        return re.fullmatch(r"\d{3}[DWMY]", text) is not None
+    if vr == "UI":
+        return _UID.match(text) is not None
+    if vr in ("DS", "IS"):
+        try:
+            number = float(text) if vr == "DS" else int(text)
+        except ValueError:
+            return False
+        return bool(np.isfinite(number)) and (vr == "DS" or -2**31 <= number < 2**31)
+    if vr == "PN":
+        return all(len(group) <= 64 and group.count("^") <= 4 for group in text.split("="))
+    return True
+
+
+def _invalid(keyword: str, element) -> bool:
+    """True when a copied attribute's value is not valid DICOM for its VR, VM or enumerated values
+    (a validator such as ``dciodvfy`` would reject the derived object); an empty value is valid."""
+    from pydicom.datadict import dictionary_VM
+
+    value = element.value
+    if value is None or value == "" or element.VR == "SQ":
+        return False
+    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    if not _valid_vm(len(values), dictionary_VM(keyword)):
+        return True
+    texts = [str(v) for v in values]
+    if keyword == "PatientOrientation":  # row and column directions: letters A, P, R, L, H, F only
+        return not all(re.fullmatch(r"[APRLHF]+", t) for t in texts)
+    if keyword in ENUMERATED:
+        return not all(t in ENUMERATED[keyword] for t in texts)
+    return not all(_valid_text(element.VR, t) for t in texts)
+
+
+@functools.lru_cache(maxsize=16)
+def copied_attributes(sop_class_uid: str) -> dict:
+    """{keyword: type} of the root attributes of the Patient and Study modules of the source's IOD: what
+    highdicom copies into a derived object (the type-2 ones of :data:`SEG_TYPE2` where it does not know the IOD).
+    Cached: building highdicom's tables takes about 0.08 s; callers must not change the dict."""
+    try:
+        from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+
+        modules = get_iod_module_map()[get_sop_class_iod_map()[str(sop_class_uid)]]
+        attributes = get_module_attribute_map()
+        return {str(item["keyword"]): str(item["type"]) for module in modules if module["ie"] in ("Patient", "Study")
+                for item in attributes[module["key"]] if not item["path"]}
+    except Exception:  # an IOD highdicom's tables lack, or tables moved in another highdicom version
+        return dict.fromkeys(SEG_TYPE2, "2")
+
+
+def valid_spacing(spacing) -> list[float] | None:
+    """A PixelSpacing value as two positive finite floats, else None (it is not copied into a SEG)."""
+    try:
+        values = [float(v) for v in spacing]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values) else None
+
+
+def _checked_attributes(source) -> dict:
+    """{keyword: type} of the attributes the SEG copies from its source: the type-2 ones of :data:`SEG_TYPE2`
+    first (in that order), then the other Patient and Study attributes, then PatientOrientation (type 2C in
+    General Image, which the SEG writer copies itself). Sequences are copied as they are."""
+    from pydicom.datadict import dictionary_VR
+
+    sop_class = source.get("SOPClassUID") or getattr(getattr(source, "file_meta", None), "MediaStorageSOPClassUID", "")
+    others = {k: t for k, t in copied_attributes(str(sop_class)).items()
+              if k not in SEG_TYPE2 and not k.endswith("UID") and dictionary_VR(k) != "SQ"
+              and k in source}
+    return {**dict.fromkeys(SEG_TYPE2, "2"), **others, "PatientOrientation": "2C"}
 
 
 def seg_source(dataset, seed: str = "") -> tuple:
     """(a copy of ``dataset`` highdicom accepts, the keywords filled or generated in it).
 
     Legal de-identified files lack type-2 attributes or carry malformed ones, and some lack their
-    UIDs: absent or malformed type-2 attributes become empty, missing UIDs are derived from ``seed``
-    (the source file's hash: deterministic), an unknown character set becomes UTF-8. ``dataset`` itself
-    is never changed.
+    UIDs; real files carry values their VR forbids (CBIS-DDSM: PatientOrientation ``CC``). Whatever the
+    source's defects, the SEG must be valid DICOM: an attribute the SEG copies is kept only when its value
+    is valid for its VR, VM and enumerated values; else a type-2 (or 2C) one becomes empty and a type-3
+    one is left out (:func:`_checked_attributes`). Missing UIDs are derived from ``seed`` (the source
+    file's hash: deterministic), an unknown character set becomes UTF-8. The keywords so emptied, left
+    out or generated are returned, in that order. ``dataset`` itself is never changed.
     pydicom's warnings about malformed values are swallowed here: they would print patient data.
     """
     from pydicom.charset import python_encoding
@@ -131,16 +221,17 @@ def seg_source(dataset, seed: str = "") -> tuple:
         if any(str(c).strip() not in python_encoding for c in charsets):
             source.SpecificCharacterSet = "ISO_IR 192"
             filled.append("SpecificCharacterSet")
-        for keyword in SEG_TYPE2:
+        for keyword, kind in _checked_attributes(source).items():
             try:
-                value = source.get(keyword)
-                bad = keyword not in source or _malformed(keyword, value)
+                bad = (keyword in SEG_TYPE2 and keyword not in source) or (
+                    keyword in source and _invalid(keyword, source[keyword]))
             except Exception:  # a value pydicom cannot even parse
                 bad = True
             if bad:
                 if keyword in source:
                     del source[keyword]
-                setattr(source, keyword, "")
+                if kind.startswith("2"):  # type 2 and 2C: present, possibly empty; type 3 and 1C: left out
+                    setattr(source, keyword, "")
                 filled.append(keyword)
         meta = getattr(dataset, "file_meta", None)
         for keyword, fallback in (("SOPClassUID", "MediaStorageSOPClassUID"),
@@ -185,7 +276,7 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
     """A DICOM Segmentation (highdicom, BINARY, one segment "lesion") referencing ``source_dataset``.
 
     Returns the path and the keywords filled in a copy of the source (see :func:`seg_source`). It
-    reads back with ``highdicom.seg.segread`` to the exact mask. Where the source has PixelSpacing,
+    reads back with ``highdicom.seg.segread`` to the exact mask. Where the source has a valid PixelSpacing,
     an explicit PixelMeasuresSequence (with a nominal slice thickness) is given, which ``segread``
     needs. Its UIDs derive from the source SOP instance and ``model_hash``, its content date and time from
     the source: the same model on the same scan writes the same bytes.
@@ -202,9 +293,11 @@ def write_seg(path: str, source_dataset, mask: np.ndarray, model_name: str = "Ma
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
-    spacing = source.get("PixelSpacing")
-    measures = (hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0)
-                if spacing else None)
+    spacing = valid_spacing(source.get("PixelSpacing") or ())
+    measures = hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=1.0) if spacing else None
+    if spacing is None and "PixelSpacing" in source:  # 0, negative, NaN or not two numbers: not copied
+        del source.PixelSpacing
+        filled.append("PixelSpacing")
     identity = [str(source.SOPInstanceUID), model_hash]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # single-component PatientName of dataset ids

@@ -14,7 +14,7 @@ import numpy as np
 from mammo_seg.errors import MammoError, without_values
 from mammo_seg.io.dicom import dicom_to_scan, is_dicom, read_dicom, stored_pixels
 from mammo_seg.io.image import read_image_array, read_image_scan
-from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_regular_file, normalise
 
 __all__ = ["MAX_PIXELS", "Scan", "ScanMeta", "MammoError", "read_scan", "read_scan_with_dataset", "read_mask", "binary_mask", "normalise",
            "read_dicom", "is_dicom", "file_sha256"]
@@ -23,8 +23,7 @@ __all__ = ["MAX_PIXELS", "Scan", "ScanMeta", "MammoError", "read_scan", "read_sc
 def read_scan_with_dataset(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
     """(:class:`Scan`, its pydicom dataset or None for image files): for writing derived DICOM objects."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MammoError(path, "file not found")
+    check_regular_file(path)
     try:
         if is_dicom(path):
             dataset = read_dicom(path, max_pixels=max_pixels)

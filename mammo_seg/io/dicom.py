@@ -14,10 +14,11 @@ import zlib
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
 from mammo_seg.errors import MammoError
-from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, check_regular_file, normalise
 
 #: Header fields the dataset index needs; read without touching pixel data.
 INDEX_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID", "Rows", "Columns",
@@ -60,8 +61,7 @@ def read_dicom(path: str | os.PathLike, header_only: bool = False, tags=None,
                max_pixels: int = MAX_PIXELS) -> pydicom.Dataset:
     """Read a DICOM file; bad files raise :class:`MammoError` naming the file and the reason."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MammoError(path, "file not found")
+    check_regular_file(path)
     try:
         if not header_only:
             _refuse_inflation_bomb(path, max_pixels)
@@ -106,14 +106,24 @@ def _header_int(ds: pydicom.Dataset, keyword: str, path: str, default: int | Non
         raise MammoError(path, f"{keyword} is not a number") from None
 
 
+#: The first bytes of compressed pixel data that a file may carry under an uncompressed transfer syntax.
+COMPRESSED_MAGIC = ((b"\xff\x4f\xff\x51", "JPEG 2000"), (b"\x00\x00\x00\x0cjP  \r\n", "JPEG 2000 (JP2)"),
+                    (b"\xff\xd8\xff", "JPEG"))
+
+
 def _check_stored_length(ds: pydicom.Dataset, path: str, rows: int, columns: int) -> None:
     """Native (uncompressed) pixel data must hold exactly Rows × Columns values: pydicom would drop
-    the excess of a too-small Rows silently."""
+    the excess of a too-small Rows silently. Compressed data under an uncompressed transfer syntax is
+    recognised by its first bytes and named as such (not as a truncated file)."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     bits = _header_int(ds, "BitsAllocated", path, 16)
     if syntax is None or syntax.is_compressed or bits % 8:
         return
     expected, actual = rows * columns * bits // 8, len(ds.PixelData)
+    codec = next((name for magic, name in COMPRESSED_MAGIC if bytes(ds.PixelData[:len(magic)]) == magic), None)
+    if codec and actual != expected:
+        raise MammoError(path, f"pixel data is a {codec} stream but the transfer syntax says uncompressed "
+                               f"({syntax.name}): the file's transfer syntax is wrong")
     if actual < expected:
         raise MammoError(path, f"truncated DICOM: {actual} bytes of pixel data for the {expected} that "
                                f"{rows} rows x {columns} columns need")
@@ -129,6 +139,10 @@ def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
     """
     path = os.fspath(path)
     if "PixelData" not in ds:
+        floating = next((k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds), None)
+        if floating:
+            raise MammoError(path, f"DICOM holds {floating} (a parametric map's float values), not the stored "
+                                   f"integer pixels of a mammogram")
         kind = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
         name = getattr(kind, "name", kind) or "unknown SOP class"
         raise MammoError(path, f"DICOM has no pixel data (not an image: {name})")
@@ -149,13 +163,28 @@ def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
     return arr
 
 
-def _spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+def _spacing(ds: pydicom.Dataset, path: str) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; None when neither is there.
+
+    Values that are numbers are returned as they are, even 0, negative or NaN: whether a spacing is
+    plausible is decided with the scan's shape in :mod:`mammo_seg.data.resolution`, which refuses it by
+    name. A value that is not two numbers is refused here, naming the attribute.
+    """
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2:
-            row, col = float(value[0]), float(value[1])
-            if row > 0 and col > 0:
-                return row, col
+        try:
+            value = ds.get(keyword)
+        except Exception:  # pydicom parses DS values on access
+            raise MammoError(path, f"{keyword} is not two numbers (row\\column spacing in mm)") from None
+        if value is None or value == "":
+            continue
+        values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+        if len(values) != 2:
+            raise MammoError(path, f"{keyword} has {len(values)} value{'s' * (len(values) != 1)}, not two "
+                                   f"(row\\column spacing in mm)")
+        try:
+            return float(values[0]), float(values[1])
+        except (TypeError, ValueError):
+            raise MammoError(path, f"{keyword} is not two numbers (row\\column spacing in mm)") from None
     return None
 
 
@@ -199,7 +228,7 @@ def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
         path=path,
         format="dicom",
         shape=pixels.shape,
-        spacing_mm=_spacing(ds),
+        spacing_mm=_spacing(ds, path),
         laterality=_laterality(ds),
         view=view,
         modality=str(ds.get("Modality", "") or "").strip().upper() or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,14 @@ from mammo_seg.errors import MammoError
 #: The most pixels a scan may have (CBIS-DDSM's largest are about 5000 × 3000 = 15 Mpx). Checked from
 #: the header, before any pixel is decoded: a forged header cannot make a reader allocate gigabytes.
 MAX_PIXELS = 60_000_000
+
+
+def check_regular_file(path: str) -> None:
+    """Refuse a path that is not a regular file, saying which: missing, or a FIFO, socket, device, broken link or
+    link loop (opening a FIFO would block for ever)."""
+    if not os.path.isfile(path):
+        raise MammoError(path, "not a regular file (a FIFO, socket, device, broken link or link loop)"
+                         if os.path.lexists(path) else "file not found")
 
 
 def check_pixel_count(where: str, rows: int, columns: int, frames: int = 1, max_pixels: int = MAX_PIXELS) -> None:
