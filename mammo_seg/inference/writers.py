@@ -235,7 +235,8 @@ def _bounding_crop(mask: np.ndarray) -> tuple[tuple[int, int], tuple[slice, slic
 
 
 def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: float = 0.0) -> dict:
-    """Lesion count, areas (px; mm² when the pixel spacing is known), boxes, probabilities, image-level call."""
+    """Lesion count, areas (px; mm² when the pixel spacing is known), boxes, centroids (row, column),
+    probabilities, image-level call."""
     (top, left), crop = _bounding_crop(mask)  # labels in raster order: the same inside the crop
     components = label(mask[crop], connectivity=2)
     pixel_mm2 = float(spacing_mm[0] * spacing_mm[1]) if spacing_mm else None
@@ -245,7 +246,10 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, spacing_mm, min_area_mm2: 
         r0, r1, c0, c1 = r0 + top, r1 + top, c0 + left, c1 + left
         lesions.append({"area_px": int(region.area),
                         "area_mm2": None if pixel_mm2 is None else round(region.area * pixel_mm2, 3),
-                        "bbox": [r0, c0, r1, c1], "max_probability": round(float(region.intensity_max), 4),
+                        "bbox": [r0, c0, r1, c1],
+                        "centroid": [round(float(region.centroid[0]) + top, 1),
+                                     round(float(region.centroid[1]) + left, 1)],
+                        "max_probability": round(float(region.intensity_max), 4),
                         "mean_probability": round(float(region.intensity_mean), 4)})
     lesions.sort(key=lambda lesion: -lesion["area_px"])
     area = int(mask.sum())
