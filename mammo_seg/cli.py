@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "when the scan fits, else exact strips)")
     pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap (default 0.25)")
     pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch")
-    pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,json")
+    pr.add_argument("--format", default="all", help="all, or some of mask,prob,overlay,seg,sr,json")
     pr.add_argument("--spacing", type=_positive_float, default=None, metavar="MM",
                     help="pixel spacing of every input scan in mm, overriding PixelSpacing (default: PixelSpacing, "
                          "else the nominal spacing of the model's training data)")

@@ -9,9 +9,10 @@ are dropped unless ``breast_mask=False``.
 
 ``<id>_mask.png`` (0/255 on the original grid), ``<id>_prob.npz`` (float16 probabilities),
 ``<id>_overlay.png`` (the scan with lesion outlines), ``<id>_seg.dcm`` (DICOM Segmentation of a
-DICOM source), ``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
+DICOM source), ``<id>_sr.dcm`` (DICOM Structured Report of its lesions, :mod:`mammo_seg.inference.sr`),
+``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
 ``summary.json`` for the run. Ids are file ids (the path below the input, without UIDs); only the
-DICOM SEG carries patient and study attributes.
+DICOM SEG and SR carry patient and study attributes.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ from mammo_seg import __version__, atomic
 from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid
 from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.errors import MammoError, printable, without_values
-from mammo_seg.inference import writers
+from mammo_seg.inference import sr, writers
 from mammo_seg.inference.pipeline import sequential, staged
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.io import file_sha256, is_dicom, read_dicom, read_scan_with_dataset
 from mammo_seg.io.dicom import INDEX_TAGS
 
-FORMATS = ("mask", "prob", "overlay", "seg", "json")
+FORMATS = ("mask", "prob", "overlay", "seg", "sr", "json")
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
 JOURNAL = "predictions.jsonl"
 UID = re.compile(r"^\d+(\.\d+){3,}$")
@@ -440,12 +441,17 @@ def _outputs_and_record(job: _Job, result: Segmentation, out: str, options: Pred
     if "seg" in options.formats and job.dataset is not None:
         outputs["seg"], filled = writers.write_seg(f"{name}_seg.dcm", job.dataset, mask,
                                                    model_hash=model_hash, source_hash=job.digest)
+    lesions = writers.lesion_report(mask, prob, result.spacing_mm, options.min_area_mm2)
+    if "sr" in options.formats and job.dataset is not None:
+        outputs["sr"] = sr.write_sr(f"{name}_sr.dcm", outputs["seg"], job.dataset, lesions, job.digest)
     record = {"id": job.scan_id, "source": job.source, "status": "ok", "file_size": os.path.getsize(job.path),
               "sha256": job.digest, "shape": list(scan.pixels.shape), **grid.to_dict(),
               "laterality": scan.meta.laterality, "view": scan.meta.view, "threshold": options.threshold,
-              **writers.lesion_report(mask, prob, result.spacing_mm, options.min_area_mm2)}
+              **lesions}
     if "seg" in outputs:
         record["seg_filled"] = filled
+    if job.dataset is None and {"seg", "sr"} & set(options.formats):
+        record["dicom_outputs"] = sr.NOT_DICOM
     if job.notes:
         record["warnings"] = list(job.notes)  # values already masked
     if "json" in options.formats:
@@ -569,6 +575,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     unknown = set(options.formats) - set(FORMATS)
     if unknown:
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
+    if "sr" in options.formats and "seg" not in options.formats:
+        raise MammoError("--format", "sr needs seg: the structured report references the SEG's segment")
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
