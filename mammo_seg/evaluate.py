@@ -228,6 +228,8 @@ def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fra
     ``image_area_fraction``: a scan is called positive when its predicted lesion area exceeds this
     share of it (0: any reported lesion, the whole-scan rule). ``min_area_mm2``: the smallest
     detection (None: predict's own minimum).
+
+    With ``out``, ``report.html`` beside it is the page a person reads (:mod:`mammo_seg.report`).
     """
     summary_path = os.path.join(pred_dir, "summary.json")
     if out and os.path.realpath(out) == os.path.realpath(summary_path):
@@ -297,4 +299,9 @@ def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fra
 
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json(out, _json_safe(result))
+        if per_case:
+            from mammo_seg.report import write_report
+
+            write_report(os.path.join(os.path.dirname(os.path.abspath(out)), "report.html"), result, summary,
+                         pred_dir, truth, threshold, min_area_mm2)
     return result
