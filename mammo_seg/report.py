@@ -82,9 +82,9 @@ def _font(size: int):
 
 
 def findings(probability: np.ndarray | None, lesions: list, kinds: list, threshold: float, min_area: int,
-             pixel_area_mm2: float) -> list[Finding]:
+             pixel_area_mm2: float, scored: bool = True) -> list[Finding]:
     """The numbered detections (best first, as :func:`mammo_seg.detection.find_detections`) and the
-    reference lesions, each with its kind and label."""
+    reference lesions, each with its kind and label (``scored``: ``probability`` is one, not a mask)."""
     from skimage.measure import label
 
     detections: list[Detection] = []
@@ -101,7 +101,7 @@ def findings(probability: np.ndarray | None, lesions: list, kinds: list, thresho
         area = (f"{detection.area_px * pixel_area_mm2:.1f} mm²" if math.isfinite(pixel_area_mm2)
                 else f"{detection.area_px} px")
         result.append(Finding("tp" if hits else "fp", components == components[detection.peak],
-                              f"{number}: p {detection.score:.2f}, {area}"))
+                              f"{number}: p {detection.score:.2f}, {area}" if scored else f"{number}: {area}"))
     for lesion, kind, hit in zip(lesions, kinds, found):
         result.append(Finding("found" if hit else "missed", lesion, f"{'found' if hit else 'missed'} {kind}"))
     return result
@@ -179,7 +179,8 @@ for (const table of document.querySelectorAll("table.sortable")) {
   table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {
     const body = table.tBodies[0], rows = Array.from(body.rows);
     const up = th.dataset.order !== "asc"; th.dataset.order = up ? "asc" : "desc";
-    const key = r => { const v = r.cells[column].dataset.value; return v === undefined ? r.cells[column].textContent : +v; };
+    const key = r => { const v = r.cells[column].dataset.value;
+                       return v === undefined ? r.cells[column].textContent : +v; };
     rows.sort((a, b) => { const x = key(a), y = key(b); return (x > y) - (x < y) || 0; });
     if (!up) rows.reverse();
     rows.forEach(r => body.appendChild(r));
@@ -210,62 +211,72 @@ def _cell(value, digits: int = 3) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
-def render(result: dict, cases: list[dict], froc_png: str | None) -> str:
-    """The page from evaluate's ``result`` and the cases (:func:`case_view` dicts, in table order)."""
-    counts = result["counts"]
+CASE_COLUMNS = ("prediction", "reference", "errors", "missed", "false pos.", "found", "lesions", "Dice", "IoU",
+                "precision", "recall")
+LEGEND = (("tp", "detection on a lesion"), ("fp", "false positive"), ("found", "reference lesion, found"),
+          ("missed", "reference lesion, missed"))
+
+
+def page(title: str, intro: list[str], froc_png: str | None, columns: tuple, rows: list[list], cases: list[dict],
+         legend: tuple, problems: list[dict]) -> str:
+    """The HTML page: ``intro`` paragraphs (HTML), the FROC image, a sortable table of ``rows`` (the
+    case id first, then values for ``columns``), the contact sheet of ``cases`` (:func:`case_view`
+    dicts) with its colour ``legend`` and the ``problems``."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>mammo-seg evaluation</title>", f"<style>{STYLE}</style></head><body>",
-             "<h1>mammo-seg evaluation</h1>",
-             f"<p>{counts['evaluated']} cases evaluated, {counts['failed_predictions']} failed predictions, "
-             f"{counts['problems']} problems, {counts['unmatched']} predictions without a reference.</p>"]
-    mean = result["mean"]["1"]
-    parts.append(f"<p>Mean Dice {_fmt(mean['Dice'])}, IoU {_fmt(mean['IoU'])}, precision "
-                 f"{_fmt(mean['precision'])}, recall {_fmt(mean['recall'])}.</p>")
+             f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"] + [f"<p>{paragraph}</p>" for paragraph in intro]
+    if froc_png:
+        parts += ["<h2>FROC</h2>", f'<img class="froc" alt="FROC curve" src="{froc_png}">']
+    parts += ["<h2>Cases</h2>", "<p>Worst first; click a column to sort by it.</p>",
+              '<table class="sortable" id="cases"><thead><tr>',
+              "".join(f"<th>{html.escape(name)}</th>" for name in columns), "</tr></thead><tbody>"]
+    for row in rows:
+        parts.append(f'<tr id="row-{html.escape(str(row[0]))}">' + "".join(_cell(v) for v in row) + "</tr>")
+    key = "".join(f'<span style="background: rgb{COLOURS[kind]}"></span>{html.escape(name)}' for kind, name in legend)
+    parts += ["</tbody></table>", "<h2>Scans</h2>", f'<p class="key">{key}</p>', '<div class="sheet">']
+    for case in cases:
+        name = html.escape(case["id"])
+        parts.append(f'<div class="scan" id="scan-{name}"><h3>{name}</h3><img alt="{name}" src="{case["image"]}">'
+                     '<div class="crops">')
+        for crop in case["crops"]:
+            label = html.escape(crop["label"])
+            parts.append(f'<figure class="{crop["kind"]}"><img alt="{label}" src="{crop["image"]}">'
+                         f"<figcaption>{label}</figcaption></figure>")
+        parts.append("</div></div>")
+    parts.append("</div>")
+    if problems:
+        parts += ["<h2>Problems</h2>", "<ul>"]
+        parts += [f"<li>{html.escape(p['file'])}: {html.escape(p['reason'])}</li>" for p in problems] + ["</ul>"]
+    parts += [f"<script>{SORT_SCRIPT}</script>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def render(result: dict, cases: list[dict], froc_png: str | None) -> str:
+    """The evaluation's page from evaluate's ``result`` and the cases (:func:`case_view` dicts, in table order)."""
+    counts, mean = result["counts"], result["mean"]["1"]
+    intro = [f"{counts['evaluated']} cases evaluated, {counts['failed_predictions']} failed predictions, "
+             f"{counts['problems']} problems, {counts['unmatched']} predictions without a reference.",
+             f"Mean Dice {_fmt(mean['Dice'])}, IoU {_fmt(mean['IoU'])}, precision {_fmt(mean['precision'])}, "
+             f"recall {_fmt(mean['recall'])}."]
     if froc_png:
         froc = result["detection"]["froc"]
         at = ", ".join(f"{_fmt(v, 2)} at {k}" for k, v in froc["sensitivity_at_fp_per_image"].items())
-        parts += ["<h2>FROC</h2>", f'<img class="froc" alt="FROC curve" src="{froc_png}">',
-                  f"<p>Lesion sensitivity by false positives per image: {html.escape(at)}. "
-                  f"{html.escape(froc['criterion'])}.</p>"]
-    parts += ["<h2>Cases</h2>", "<p>Worst first (missed lesions and false positives, then Dice); "
-              "click a column to sort by it.</p>", '<table class="sortable" id="cases"><thead><tr>',
-              "".join(f"<th>{name}</th>" for name in ("prediction", "reference", "errors", "missed", "false pos.",
-                                                       "found", "lesions", "Dice", "IoU", "precision", "recall")),
-              "</tr></thead><tbody>"]
-    for case in cases:
-        m = case["metrics"]
-        parts.append(f'<tr id="row-{html.escape(case["id"])}">' + _cell(case["id"]) + _cell(case["reference"])
-                     + "".join(_cell(case[k]) for k in ("errors", "missed", "fp", "found", "lesions"))
-                     + "".join(_cell(m.get(k)) for k in ("Dice", "IoU", "precision", "recall")) + "</tr>")
-    parts += ["</tbody></table>", "<h2>Scans</h2>", '<p class="key">'
-              + "".join(f'<span style="background: rgb{COLOURS[k]}"></span>{name}'
-                        for k, name in (("tp", "detection on a lesion"), ("fp", "false positive"),
-                                        ("found", "reference lesion, found"), ("missed", "reference lesion, missed")))
-              + "</p>", '<div class="sheet">']
-    for case in cases:
-        parts.append(f'<div class="scan" id="scan-{html.escape(case["id"])}"><h3>{html.escape(case["id"])}</h3>'
-                     f'<img alt="{html.escape(case["id"])}" src="{case["image"]}"><div class="crops">')
-        for crop in case["crops"]:
-            parts.append(f'<figure class="{crop["kind"]}"><img alt="{html.escape(crop["label"])}" '
-                         f'src="{crop["image"]}"><figcaption>{html.escape(crop["label"])}</figcaption></figure>')
-        parts.append("</div></div>")
-    parts += ["</div>"]
-    if result["problems"]:
-        parts += ["<h2>Problems</h2>", "<ul>"] + [f"<li>{html.escape(p['file'])}: {html.escape(p['reason'])}</li>"
-                                                 for p in result["problems"]] + ["</ul>"]
-    parts += [f"<script>{SORT_SCRIPT}</script>", "</body></html>"]
-    return "\n".join(parts)
+        intro.append(html.escape(f"Lesion sensitivity by false positives per image: {at}. {froc['criterion']}."))
+    rows = [[c["id"], c["reference"], c["errors"], c["missed"], c["fp"], c["found"], c["lesions"]]
+            + [c["metrics"].get(k) for k in ("Dice", "IoU", "precision", "recall")] for c in cases]
+    return page("mammo-seg evaluation", intro, froc_png, CASE_COLUMNS, rows, cases, LEGEND, result["problems"])
 
 
 def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
-def case_view(case: dict, pixels: np.ndarray, scan, threshold: float, min_area_mm2: float) -> dict:
+def case_view(case: dict, pixels: np.ndarray, scan, threshold: float, min_area_mm2: float,
+              scored: bool = True) -> dict:
     """One case's row and contact-sheet entry: counts, the outlined scan, a crop of every finding."""
     known = math.isfinite(scan.pixel_area_mm2)
     min_area = min_area_px(min_area_mm2, scan.pixel_area_mm2) if known else 1
-    shown = findings(scan.probability, scan.lesions, scan.kinds, threshold, min_area, scan.pixel_area_mm2)
+    shown = findings(scan.probability, scan.lesions, scan.kinds, threshold, min_area, scan.pixel_area_mm2, scored)
     kinds = [f.kind for f in shown]
     crops = [{"kind": f.kind, "label": f.label, "image": _png_data(crop_image(pixels, f))}
              for f in shown if f.kind in ("tp", "fp", "missed")]
@@ -305,7 +316,8 @@ def write_report(path: str, result: dict, summary: dict, pred_dir: str, truth, t
         record = records[case["prediction"]]
         reference = truth.find(record["sha256"], record["file_size"])
         scan = _scan_lesions(record, pred_dir, reference)
-        if scan is None:  # no probability map (--format without prob): the mask's lesions, shown as p 1.00
+        scored = scan is not None
+        if scan is None:  # no probability map (--format without prob): the mask's lesions, unscored
             mask = read_mask(os.path.join(pred_dir, record["outputs"]["mask"]))
             try:
                 area = _pixel_area_mm2(record) * mask.size / reference.mask.size
@@ -315,7 +327,7 @@ def write_report(path: str, result: dict, summary: dict, pred_dir: str, truth, t
                 mask = resize_mask(mask, reference.mask.shape)
             scan = ScanLesions(mask.astype(np.float32), reference.lesions, reference.types, area)
         pixels = _scan_pixels(record, summary.get("input") or "", reference.mask.shape)
-        views.append(case_view(case, pixels, scan, threshold, min_area_mm2))
+        views.append(case_view(case, pixels, scan, threshold, min_area_mm2, scored))
     views.sort(key=lambda v: (-v["errors"], _sortable(v["metrics"].get("Dice"))))
     detection = result.get("detection")
     froc_png = _png_data(froc_plot(detection["froc"], detection["at_operating_point"])) if detection else None

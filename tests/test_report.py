@@ -172,3 +172,41 @@ def test_report_renders_in_headless_chromium_with_every_image(evaluated, tmp_pat
                    capture_output=True, timeout=180)
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape == (1600, 1200, 3) and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+
+
+def test_report_of_dicom_scans_without_probabilities_names_no_patient(cbis_raw, tmp_path):
+    """Predictions with masks alone (no probability maps): detections unscored; nothing from the
+    DICOM header (patient, study, UIDs) reaches the page, only the dataset ids."""
+    import pydicom
+
+    from data_prep.cbis_ddsm import collect_cases
+    from mammo_seg.data.cases import load_case
+    from mammo_seg.io import file_sha256
+
+    cases = collect_cases(cbis_raw, progress=False)[0][:2]
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    records, headers = [], []
+    for case in cases:
+        truth = load_case(case)[1]
+        Image.fromarray(truth.astype(np.uint8) * 255).save(folder / f"{case.scan_id}_mask.png")
+        header = pydicom.dcmread(case.scan_path, stop_before_pixels=True)
+        headers.append(header)
+        records.append({"id": case.scan_id, "status": "ok", "sha256": file_sha256(case.scan_path),
+                        "file_size": os.path.getsize(case.scan_path), "spacing_mm": float(header.PixelSpacing[0]),
+                        "source": os.path.relpath(case.scan_path, cbis_raw),
+                        "outputs": {"mask": f"{case.scan_id}_mask.png"}})
+    with open(folder / "summary.json", "w") as f:
+        json.dump({"input": cbis_raw, "scans": records}, f)
+    evaluate(str(folder), ground_truth(cbis_raw), str(tmp_path / "evaluation.json"))
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(text)
+    assert sorted(page.crops) == sorted(case.scan_id for case in cases)
+    for case in cases:
+        assert page.crops[case.scan_id] and all(kind == "tp" and re.fullmatch(r"\d+: \d+\.\d mm²", label)
+                                                for kind, label in page.crops[case.scan_id])
+        assert decode(page.images[case.scan_id]).std() > 0  # the scan's pixels, read from its file
+    for header in headers:
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            assert str(header.get(keyword)) not in text, keyword
