@@ -161,12 +161,19 @@ def cmd_predict(args) -> int:
     from mammo_seg.inference.predict import FORMATS, PredictOptions, predict
 
     formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(","))
+    if args.report and "prob" not in formats:
+        raise MammoError("--report", "needs the prob format: the report draws the detections from the "
+                                     "probabilities")
     options = PredictOptions(threshold=args.threshold, min_area_mm2=args.min_area, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=formats, force=args.force,
                              breast_mask=not args.no_breast_mask, all_images=args.all_images,
                              spacing_mm=args.spacing, flip=args.flip)
     summary = predict(args.model, args.input, args.output, options, progress=not args.quiet, resume=args.resume)
     counts = summary["counts"]
+    if args.report:
+        from mammo_seg.report import write_prediction_report
+
+        print(f"report {write_prediction_report(os.path.join(args.output, 'report.html'), args.output)}")
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
           f"{args.output}; overlays *_overlay.png, summary {os.path.join(args.output, 'summary.json')}")
     return 0 if counts["ok"] else 1
@@ -331,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--continue", dest="resume", action="store_true",
                     help="skip the scans a previous (interrupted) run into --output finished")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--report", action="store_true",
+                    help="also write OUTPUT/report.html: every scan with its numbered detections (needs prob)")
     pr.set_defaults(func=cmd_predict)
 
     ex = verbs.add_parser("export", help="TensorFlow SavedModel or ONNX for serving",

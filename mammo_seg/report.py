@@ -31,7 +31,9 @@ from PIL import Image, ImageDraw, ImageFont
 from mammo_seg import atomic
 from mammo_seg.detection import Detection, find_detections, min_area_px
 
-COLOURS = {"tp": (40, 220, 40), "fp": (255, 40, 40), "found": (0, 190, 255), "missed": (255, 170, 0)}
+COLOURS = {"tp": (40, 220, 40), "fp": (255, 40, 40), "found": (0, 190, 255), "missed": (255, 170, 0),
+           "detection": (255, 60, 220)}  # the last: a detection where no reference is known (predict's page)
+DETECTIONS = ("tp", "fp", "detection")  # the kinds of finding that are detections (numbered)
 THUMBNAIL_SIDE = 420  # px, the longer side of a scan on the contact sheet
 CROP_SIDE = 128  # px, a lesion crop as shown
 CROP_MARGIN = 0.5  # of the lesion's extent, on each side
@@ -100,8 +102,8 @@ def findings(probability: np.ndarray | None, lesions: list, kinds: list, thresho
             found[i] = True
         area = (f"{detection.area_px * pixel_area_mm2:.1f} mm²" if math.isfinite(pixel_area_mm2)
                 else f"{detection.area_px} px")
-        result.append(Finding("tp" if hits else "fp", components == components[detection.peak],
-                              f"{number}: p {detection.score:.2f}, {area}" if scored else f"{number}: {area}"))
+        text = f"{number}: p {detection.score:.2f}, {area}" if scored else f"{number}: {area}"
+        result.append(Finding("tp" if hits else "fp", components == components[detection.peak], text))
     for lesion, kind, hit in zip(lesions, kinds, found):
         result.append(Finding("found" if hit else "missed", lesion, f"{'found' if hit else 'missed'} {kind}"))
     return result
@@ -113,7 +115,7 @@ def contact_image(pixels: np.ndarray, shown: list[Finding]) -> np.ndarray:
     step = max(1, math.ceil(max(pixels.shape) / THUMBNAIL_SIDE))
     rgb = _grey(pixels[::step, ::step])
     h, w = rgb.shape[:2]
-    for finding in sorted(shown, key=lambda f: f.kind in ("tp", "fp")):  # detections drawn over lesions
+    for finding in sorted(shown, key=lambda f: f.kind in DETECTIONS):  # detections drawn over lesions
         small = _shrink(finding.mask, step)[:h, :w]
         rgb[_outline(small, outside=finding.kind in ("found", "missed"))] = COLOURS[finding.kind]
     image = Image.fromarray(rgb)
@@ -127,11 +129,12 @@ def contact_image(pixels: np.ndarray, shown: list[Finding]) -> np.ndarray:
             r, c = (rows.min() + rows.max()) / 2, (columns.min() + columns.max()) / 2
             draw.ellipse((c - MIN_VISIBLE, r - MIN_VISIBLE, c + MIN_VISIBLE, r + MIN_VISIBLE),
                          outline=COLOURS[finding.kind], width=2)
-        if finding.kind not in ("tp", "fp"):
+        if finding.kind not in DETECTIONS:
             continue
         x, y = min(int(columns.max()) + MIN_VISIBLE // 2 + 3, w - 8), max(int(rows.min()) - MIN_VISIBLE, 0)
         number = finding.label.split(":")[0]
-        draw.text((x, y), number, fill=COLOURS[finding.kind], font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        draw.text((x, y), number, fill=COLOURS[finding.kind], font=font, stroke_width=2,
+                  stroke_fill=(0, 0, 0))
     return np.asarray(image)
 
 
@@ -145,9 +148,10 @@ def crop_image(pixels: np.ndarray, finding: Finding) -> np.ndarray:
     r1, c1 = min(pixels.shape[0], int(centre_r + half) + 1), min(pixels.shape[1], int(centre_c + half) + 1)
     scale = CROP_SIDE / max(r1 - r0, c1 - c0)
     size = (max(1, round((c1 - c0) * scale)), max(1, round((r1 - r0) * scale)))
-    rgb = np.asarray(Image.fromarray(_grey(pixels[r0:r1, c0:c1])).resize(size, Image.Resampling.BILINEAR)).copy()
+    grey = Image.fromarray(_grey(pixels[r0:r1, c0:c1]))
+    rgb = np.asarray(grey.resize(size, Image.Resampling.BILINEAR)).copy()
     mask = np.asarray(Image.fromarray(finding.mask[r0:r1, c0:c1]).resize(size, Image.Resampling.NEAREST))
-    rgb[_outline(mask, outside=finding.kind == "missed")] = COLOURS[finding.kind]  # outlined at the shown size
+    rgb[_outline(mask, outside=finding.kind == "missed")] = COLOURS[finding.kind]  # at the size shown
     return rgb
 
 
@@ -211,14 +215,14 @@ def _cell(value, digits: int = 3) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
-CASE_COLUMNS = ("prediction", "reference", "errors", "missed", "false pos.", "found", "lesions", "Dice", "IoU",
-                "precision", "recall")
+CASE_COLUMNS = ("prediction", "reference", "errors", "missed", "false pos.", "found", "lesions", "Dice",
+                "IoU", "precision", "recall")
 LEGEND = (("tp", "detection on a lesion"), ("fp", "false positive"), ("found", "reference lesion, found"),
           ("missed", "reference lesion, missed"))
 
 
-def page(title: str, intro: list[str], froc_png: str | None, columns: tuple, rows: list[list], cases: list[dict],
-         legend: tuple, problems: list[dict]) -> str:
+def page(title: str, intro: list[str], froc_png: str | None, columns: tuple, rows: list[list],
+         cases: list[dict], legend: tuple, problems: list[dict], order: str = "Worst first") -> str:
     """The HTML page: ``intro`` paragraphs (HTML), the FROC image, a sortable table of ``rows`` (the
     case id first, then values for ``columns``), the contact sheet of ``cases`` (:func:`case_view`
     dicts) with its colour ``legend`` and the ``problems``."""
@@ -227,17 +231,18 @@ def page(title: str, intro: list[str], froc_png: str | None, columns: tuple, row
              f"<h1>{html.escape(title)}</h1>"] + [f"<p>{paragraph}</p>" for paragraph in intro]
     if froc_png:
         parts += ["<h2>FROC</h2>", f'<img class="froc" alt="FROC curve" src="{froc_png}">']
-    parts += ["<h2>Cases</h2>", "<p>Worst first; click a column to sort by it.</p>",
+    parts += ["<h2>Cases</h2>", f"<p>{html.escape(order)}; click a column to sort by it.</p>",
               '<table class="sortable" id="cases"><thead><tr>',
               "".join(f"<th>{html.escape(name)}</th>" for name in columns), "</tr></thead><tbody>"]
     for row in rows:
         parts.append(f'<tr id="row-{html.escape(str(row[0]))}">' + "".join(_cell(v) for v in row) + "</tr>")
-    key = "".join(f'<span style="background: rgb{COLOURS[kind]}"></span>{html.escape(name)}' for kind, name in legend)
+    key = "".join(f'<span style="background: rgb{COLOURS[kind]}"></span>{html.escape(name)}'
+                  for kind, name in legend)
     parts += ["</tbody></table>", "<h2>Scans</h2>", f'<p class="key">{key}</p>', '<div class="sheet">']
     for case in cases:
         name = html.escape(case["id"])
-        parts.append(f'<div class="scan" id="scan-{name}"><h3>{name}</h3><img alt="{name}" src="{case["image"]}">'
-                     '<div class="crops">')
+        parts.append(f'<div class="scan" id="scan-{name}"><h3>{name}</h3>'
+                     f'<img alt="{name}" src="{case["image"]}"><div class="crops">')
         for crop in case["crops"]:
             label = html.escape(crop["label"])
             parts.append(f'<figure class="{crop["kind"]}"><img alt="{label}" src="{crop["image"]}">'
@@ -246,13 +251,15 @@ def page(title: str, intro: list[str], froc_png: str | None, columns: tuple, row
     parts.append("</div>")
     if problems:
         parts += ["<h2>Problems</h2>", "<ul>"]
-        parts += [f"<li>{html.escape(p['file'])}: {html.escape(p['reason'])}</li>" for p in problems] + ["</ul>"]
+        parts += [f"<li>{html.escape(p['file'])}: {html.escape(p['reason'])}</li>" for p in problems]
+        parts.append("</ul>")
     parts += [f"<script>{SORT_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts)
 
 
 def render(result: dict, cases: list[dict], froc_png: str | None) -> str:
-    """The evaluation's page from evaluate's ``result`` and the cases (:func:`case_view` dicts, in table order)."""
+    """The evaluation's page from evaluate's ``result`` and the cases (:func:`case_view` dicts, in
+    table order)."""
     counts, mean = result["counts"], result["mean"]["1"]
     intro = [f"{counts['evaluated']} cases evaluated, {counts['failed_predictions']} failed predictions, "
              f"{counts['problems']} problems, {counts['unmatched']} predictions without a reference.",
@@ -261,14 +268,18 @@ def render(result: dict, cases: list[dict], froc_png: str | None) -> str:
     if froc_png:
         froc = result["detection"]["froc"]
         at = ", ".join(f"{_fmt(v, 2)} at {k}" for k, v in froc["sensitivity_at_fp_per_image"].items())
-        intro.append(html.escape(f"Lesion sensitivity by false positives per image: {at}. {froc['criterion']}."))
+        intro.append(html.escape(f"Lesion sensitivity by false positives per image: {at}. "
+                                 f"{froc['criterion']}."))
     rows = [[c["id"], c["reference"], c["errors"], c["missed"], c["fp"], c["found"], c["lesions"]]
             + [c["metrics"].get(k) for k in ("Dice", "IoU", "precision", "recall")] for c in cases]
-    return page("mammo-seg evaluation", intro, froc_png, CASE_COLUMNS, rows, cases, LEGEND, result["problems"])
+    return page("mammo-seg evaluation", intro, froc_png, CASE_COLUMNS, rows, cases, LEGEND,
+                result["problems"])
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 def case_view(case: dict, pixels: np.ndarray, scan, threshold: float, min_area_mm2: float,
@@ -276,7 +287,8 @@ def case_view(case: dict, pixels: np.ndarray, scan, threshold: float, min_area_m
     """One case's row and contact-sheet entry: counts, the outlined scan, a crop of every finding."""
     known = math.isfinite(scan.pixel_area_mm2)
     min_area = min_area_px(min_area_mm2, scan.pixel_area_mm2) if known else 1
-    shown = findings(scan.probability, scan.lesions, scan.kinds, threshold, min_area, scan.pixel_area_mm2, scored)
+    shown = findings(scan.probability, scan.lesions, scan.kinds, threshold, min_area, scan.pixel_area_mm2,
+                     scored)
     kinds = [f.kind for f in shown]
     crops = [{"kind": f.kind, "label": f.label, "image": _png_data(crop_image(pixels, f))}
              for f in shown if f.kind in ("tp", "fp", "missed")]
@@ -338,3 +350,57 @@ def write_report(path: str, result: dict, summary: dict, pred_dir: str, truth, t
 
 def _sortable(value) -> float:
     return 2.0 if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+PREDICTION_COLUMNS = ("scan", "lesions", "max. probability", "lesion area (mm²)")
+
+
+def write_prediction_report(path: str, pred_dir: str) -> str:
+    """Write ``report.html`` for a ``mammo predict`` output (no reference: every detection in one
+    colour), from its ``summary.json``, probability maps and the scans under its input; returns ``path``.
+
+    Scans without a probability map (``--format`` without ``prob``) are listed in the table only.
+    """
+    import json
+
+    from mammo_seg.errors import MammoError
+    from mammo_seg.evaluate import _pixel_area_mm2
+
+    with open(os.path.join(pred_dir, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    options = summary.get("options") or {}
+    rows, views = [], []
+    for record in summary["scans"]:
+        if record.get("status") != "ok":
+            continue
+        rows.append([record["id"], record.get("lesion_count"), record.get("max_probability"),
+                     record.get("lesion_area_mm2")])
+        name = record.get("outputs", {}).get("prob")
+        if not name:
+            continue
+        with np.load(os.path.join(pred_dir, name)) as npz:
+            probability = npz["probability"].astype(np.float32)
+        try:
+            area = _pixel_area_mm2(record)
+        except MammoError:
+            area = float("nan")
+        threshold = record.get("threshold", options.get("threshold"))
+        min_area = min_area_px(options.get("min_area_mm2") or 0.0, area) if math.isfinite(area) else 1
+        shown = findings(probability, [], [], threshold, min_area, area)
+        for finding in shown:
+            finding.kind = "detection"
+        pixels = _scan_pixels(record, summary.get("input") or "", probability.shape)
+        views.append({"id": record["id"], "image": _png_data(contact_image(pixels, shown)),
+                      "crops": [{"kind": f.kind, "label": f.label, "image": _png_data(crop_image(pixels, f))}
+                                for f in shown]})
+    rows.sort(key=lambda row: -(row[2] or 0.0))
+    order = {row[0]: n for n, row in enumerate(rows)}
+    views.sort(key=lambda view: order[view["id"]])
+    counts = summary.get("counts", {})
+    ok, scans = counts.get("ok", len(rows)), counts.get("scans", len(rows))
+    intro = [html.escape(f"{ok} of {scans} scans predicted, {counts.get('positive', 0)} called positive. "
+                         "Each scan's detections are numbered by their maximum probability.")]
+    with atomic.replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(page("mammo-seg predictions", intro, None, PREDICTION_COLUMNS, rows, views,
+                     (("detection", "detection"),), [], "Highest probability first"))
+    return path

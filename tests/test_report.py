@@ -49,7 +49,8 @@ def evaluated(mias_raw, tmp_path_factory):
     records.append({"id": failed.scan_id, "status": "error", "reason": "boom",
                     "source": os.path.relpath(failed.scan_path, mias_raw)})
     with open(folder / "summary.json", "w") as f:
-        json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": records}, f)
+        json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": records},
+                  f)
     result = evaluate(str(folder), ground_truth(mias_raw), str(tmp / "eval" / "evaluation.json"))
     n_found = len(lesion_masks(found, (1024, 1024)))
     n_missed = len(lesion_masks(missed, (1024, 1024)))
@@ -162,7 +163,8 @@ def test_report_renders_in_headless_chromium_with_every_image(evaluated, tmp_pat
     page = tmp_path / "checked.html"
     page.write_text(path.read_text(encoding="utf-8").replace("</body>", CHECK), encoding="utf-8")
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
-    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=180).stdout
     widths = json.loads(re.search(r'data-widths="([^"]*)"', dom).group(1).replace("&quot;", '"'))
     assert len(widths) == path.read_text().count("<img") and min(widths) > 0  # every image decoded
     order = json.loads(re.search(r'data-order="([^"]*)"', dom).group(1).replace("&quot;", '"'))
@@ -193,7 +195,8 @@ def test_report_of_dicom_scans_without_probabilities_names_no_patient(cbis_raw, 
         header = pydicom.dcmread(case.scan_path, stop_before_pixels=True)
         headers.append(header)
         records.append({"id": case.scan_id, "status": "ok", "sha256": file_sha256(case.scan_path),
-                        "file_size": os.path.getsize(case.scan_path), "spacing_mm": float(header.PixelSpacing[0]),
+                        "file_size": os.path.getsize(case.scan_path),
+                        "spacing_mm": float(header.PixelSpacing[0]),
                         "source": os.path.relpath(case.scan_path, cbis_raw),
                         "outputs": {"mask": f"{case.scan_id}_mask.png"}})
     with open(folder / "summary.json", "w") as f:
@@ -208,5 +211,34 @@ def test_report_of_dicom_scans_without_probabilities_names_no_patient(cbis_raw, 
                                                 for kind, label in page.crops[case.scan_id])
         assert decode(page.images[case.scan_id]).std() > 0  # the scan's pixels, read from its file
     for header in headers:
-        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID",
+                        "SOPInstanceUID"):
             assert str(header.get(keyword)) not in text, keyword
+
+
+def test_prediction_report_shows_every_detection_without_a_reference(evaluated, tmp_path):
+    from mammo_seg.report import write_prediction_report
+
+    _, result, ids, _ = evaluated
+    path = write_prediction_report(str(tmp_path / "report.html"), result["predictions"])
+    page = Page()
+    page.feed(open(path, encoding="utf-8").read())
+    assert sorted(page.crops) == sorted(ids.values()) and len(page.rows) == 3
+    assert page.crops[ids["normal"]] == [("detection", "1: p 0.80, 4.0 mm²")]  # the false positive, unjudged
+    assert page.crops[ids["missed"]] == []
+    assert page.crops[ids["found"]] and {kind for kind, _ in page.crops[ids["found"]]} == {"detection"}
+    for name in ids:
+        image = decode(page.images[ids[name]])
+        assert has_colour(image, "detection") == (name != "missed")
+        assert not any(has_colour(image, kind) for kind in ("tp", "fp", "found", "missed"))
+
+
+def test_predict_report_needs_probabilities_and_says_so_before_any_work(tmp_path, capsys):
+    from mammo_seg.cli import main
+
+    code = main(["predict", "-m", str(tmp_path / "absent.keras"), "-i", str(tmp_path),
+                 "-o", str(tmp_path / "out"), "--format", "mask,json", "--report"])
+    assert code == 2 and not os.path.exists(tmp_path / "out")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mammo predict: error: --report: needs the prob format: the report draws the detections from the "
+        "probabilities"]

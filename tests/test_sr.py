@@ -12,7 +12,8 @@ from mammo_seg.inference.writers import lesion_report, write_seg
 
 def by_concept(group) -> dict:
     """{(code value, scheme): (value, unit)} of a measurement group's measurements."""
-    return {(m.name.value, m.name.scheme_designator): (m.value, m.unit.value) for m in group.get_measurements()}
+    return {(m.name.value, m.name.scheme_designator): (m.value, m.unit.value)
+            for m in group.get_measurements()}
 
 
 def sr_lesions(path) -> list:
