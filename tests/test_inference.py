@@ -332,7 +332,7 @@ def test_scans_without_spacing_are_predicted_on_the_grid_prep_used(mias_raw, mia
     summary = predict(model, str(folder), str(tmp_path / "pred"), PredictOptions(formats=("json", "seg", "sr")),
                       progress=False)
     records = {r["id"]: r for r in summary["scans"]}
-    assert sorted(os.listdir(tmp_path / "pred")) == [f"{scan_id}.json", f"{scan_id}_copy.json", "summary.json"]
+    assert not [name for name in os.listdir(tmp_path / "pred") if name.endswith(".dcm")]  # no SEG, no SR
     for name in (scan_id, f"{scan_id}_copy"):
         record = records[name]
         assert record["dicom_outputs"] == NOT_DICOM  # why there is no SEG or SR
