@@ -207,6 +207,10 @@ def cmd_evaluate(args) -> int:
         print(f"lesions found at {at} false positives per image; at the operating point "
               f"{point['found']}/{point['lesions']} lesions, {point['false_positives']} false positives, "
               f"{point['normal_scans_with_detection']}/{point['normal_scans']} lesion-free scans flagged")
+    if result["metric_per_case"]:
+        from mammo_seg.report import report_path
+
+        print(f"report {report_path(args.output)}")
     if result["unmatched_predictions"]:
         print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
     return 0 if result["metric_per_case"] else 1

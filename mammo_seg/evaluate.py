@@ -300,8 +300,7 @@ def evaluate(pred_dir: str, truth: Truth, out: str | None = None, image_area_fra
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json(out, _json_safe(result))
         if per_case:
-            from mammo_seg.report import write_report
+            from mammo_seg.report import report_path, write_report
 
-            write_report(os.path.join(os.path.dirname(os.path.abspath(out)), "report.html"), result, summary,
-                         pred_dir, truth, threshold, min_area_mm2)
+            write_report(report_path(out), result, summary, pred_dir, truth, threshold, min_area_mm2)
     return result

@@ -40,6 +40,11 @@ CROP_MARGIN = 0.5  # of the lesion's extent, on each side
 MIN_VISIBLE = 8  # px: a finding smaller than this on the contact sheet gets a ring of this radius
 
 
+def report_path(evaluation_path: str) -> str:
+    """Where ``mammo evaluate`` writes the page: ``report.html`` beside its JSON output."""
+    return os.path.join(os.path.dirname(os.path.abspath(evaluation_path)), "report.html")
+
+
 @dataclass
 class Finding:
     """A detection or a reference lesion as the report shows it."""

@@ -242,3 +242,12 @@ def test_predict_report_needs_probabilities_and_says_so_before_any_work(tmp_path
     assert capsys.readouterr().err.strip().splitlines() == [
         "mammo predict: error: --report: needs the prob format: the report draws the detections from the "
         "probabilities"]
+
+
+def test_mammo_evaluate_says_where_the_report_is(evaluated, mias_raw, tmp_path, capsys):
+    from mammo_seg.cli import main
+
+    _, result, _, _ = evaluated
+    assert main(["evaluate", "-p", result["predictions"], "-g", mias_raw, "-o", str(tmp_path / "e.json")]) == 0
+    assert f"report {tmp_path / 'report.html'}" in capsys.readouterr().out.splitlines()
+    assert (tmp_path / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
