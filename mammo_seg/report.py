@@ -77,11 +77,20 @@ def _outline(mask: np.ndarray, outside: bool = False) -> np.ndarray:
     return (dilation(mask, square) & ~mask) if outside else (mask & ~erosion(mask, square))
 
 
-def _shrink(mask: np.ndarray, step: int) -> np.ndarray:
-    """``mask`` reduced by ``step`` (a block is True when any of its pixels is)."""
+def _shrink(mask: np.ndarray, step: int, shape: tuple) -> np.ndarray:
+    """``mask`` reduced by ``step`` to ``shape`` (a block is True when any of its pixels is); only the
+    box around its pixels is reduced (a lesion is small, a scan is not)."""
     from skimage.measure import block_reduce
 
-    return mask if step == 1 else block_reduce(mask, (step, step), np.max).astype(bool)
+    small = np.zeros(shape, bool)
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        r0, c0 = rows[0] // step * step, columns[0] // step * step
+        block = block_reduce(mask[r0:rows[-1] + 1, c0:columns[-1] + 1], (step, step), np.max).astype(bool)
+        top, left = r0 // step, c0 // step
+        block = block[:shape[0] - top, :shape[1] - left]
+        small[top:top + block.shape[0], left:left + block.shape[1]] = block
+    return small
 
 
 def _font(size: int):
@@ -120,14 +129,14 @@ def contact_image(pixels: np.ndarray, shown: list[Finding]) -> np.ndarray:
     step = max(1, math.ceil(max(pixels.shape) / THUMBNAIL_SIDE))
     rgb = _grey(pixels[::step, ::step])
     h, w = rgb.shape[:2]
-    for finding in sorted(shown, key=lambda f: f.kind in DETECTIONS):  # detections drawn over lesions
-        small = _shrink(finding.mask, step)[:h, :w]
-        rgb[_outline(small, outside=finding.kind in ("found", "missed"))] = COLOURS[finding.kind]
+    small = [_shrink(finding.mask, step, (h, w)) for finding in shown]
+    for n in sorted(range(len(shown)), key=lambda n: shown[n].kind in DETECTIONS):  # detections over lesions
+        rgb[_outline(small[n], outside=shown[n].kind in ("found", "missed"))] = COLOURS[shown[n].kind]
     image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     font = _font(13)
-    for finding in shown:
-        rows, columns = np.nonzero(_shrink(finding.mask, step)[:h, :w])
+    for finding, reduced in zip(shown, small):
+        rows, columns = np.nonzero(reduced)
         if rows.size == 0:
             continue
         if max(rows.max() - rows.min(), columns.max() - columns.min()) < MIN_VISIBLE:  # ringed to be seen

@@ -251,3 +251,16 @@ def test_mammo_evaluate_says_where_the_report_is(evaluated, mias_raw, tmp_path, 
     assert main(["evaluate", "-p", result["predictions"], "-g", mias_raw, "-o", str(tmp_path / "e.json")]) == 0
     assert f"report {tmp_path / 'report.html'}" in capsys.readouterr().out.splitlines()
     assert (tmp_path / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_shrinking_a_lesion_box_equals_shrinking_the_whole_mask():
+    from skimage.measure import block_reduce
+
+    from mammo_seg.report import _shrink
+
+    for shape, box, step in [((10, 7), (slice(3, 5), slice(6, 7)), 3), ((9, 9), (slice(0, 9), slice(0, 1)), 2),
+                             ((5, 8), (slice(4, 5), slice(2, 6)), 1), ((6, 6), (slice(0, 0), slice(0, 0)), 4)]:
+        mask = np.zeros(shape, bool)
+        mask[box] = True
+        whole = block_reduce(mask, (step, step), np.max).astype(bool)
+        np.testing.assert_array_equal(_shrink(mask, step, whole.shape), whole)
