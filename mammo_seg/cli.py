@@ -390,12 +390,19 @@ def cmd_predict(args) -> int:
     from mammo_seg.inference.predict import PredictOptions, predict
     from mammo_seg.inference.prediction_output import PredictionOutput
 
+    if args.report and "prob" not in args.format:
+        raise MammoError("--report", "needs the prob format: the report draws the detections from the "
+                                     "probabilities")
     options = PredictOptions(threshold=args.threshold, min_area_mm2=args.min_area, tile=args.tile, overlap=args.overlap,
                              batch_size=args.batch_size, formats=args.format, force=args.force,
                              breast_mask=not args.no_breast_mask, all_images=args.all_images,
                              spacing_mm=args.spacing, flip=args.flip)
     summary = predict(args.model, args.input, args.output, options, progress=not args.quiet, resume=args.resume)
     counts = summary["counts"]
+    if args.report:
+        from mammo_seg.report import write_prediction_report
+
+        print(f"report {write_prediction_report(os.path.join(args.output, 'report.html'), args.output)}")
     overlays = "overlays *_overlay.png, " if counts["ok"] and "overlay" in args.format else ""
     print(f"predicted {counts['ok']} of {counts['scans']} scans ({counts['positive']} called positive) into "
           f"{args.output}; {overlays}summary {PredictionOutput(args.output).summary_file}")
@@ -426,7 +433,8 @@ def add_predict(verbs) -> None:
     pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap, in [0, 1) (default 0.25)")
     pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch (default 4)")
     pr.add_argument("--format", type=_formats, default="all",
-                    help="outputs: all (the default), or some of mask,prob,overlay,seg,json (comma-separated)")
+                    help="outputs: all (the default), or some of mask,prob,overlay,seg,sr,json (comma-separated; "
+                         "sr, the DICOM Structured Report, needs seg)")
     pr.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
                     help="pixel spacing of every input scan in mm (0.02 to 1), overriding PixelSpacing (default: "
                          "PixelSpacing, else the nominal spacing of the model's training data)")
@@ -438,6 +446,8 @@ def add_predict(verbs) -> None:
     pr.add_argument("--continue", dest="resume", action="store_true",
                     help="skip the scans a previous (interrupted) run into --output finished; its settings "
                          "(settings.json) must be the same")
+    pr.add_argument("--report", action="store_true",
+                    help="also write report.html: every scan with its numbered detections (needs prob)")
     _quiet_flag(pr)
     pr.set_defaults(func=cmd_predict)
 
@@ -492,6 +502,10 @@ def cmd_evaluate(args) -> int:
                 print(f"{name}: {group['lesions']} lesions, sensitivity at 1 false positive per image "
                       f"{figure['value']:.2f} (95% interval over {intervals['women']} women "
                       f"{figure['ci95'][0]:.2f}-{figure['ci95'][1]:.2f})")
+    if result["metric_per_case"]:
+        from mammo_seg.report import report_path
+
+        print(f"report {report_path(args.output)}")
     if result["unmatched_predictions"]:
         print(f"warning: {len(result['unmatched_predictions'])} predictions match no reference scan", file=sys.stderr)
     return 0 if result["metric_per_case"] else 1

@@ -243,6 +243,8 @@ def evaluate(pred_dirs, truth: Truth, out: str | None = None, image_area_fractio
     ``image_area_fraction``: a scan is called positive when its predicted lesion area exceeds this
     share of it (0: any reported lesion, the whole-scan rule). ``min_area_mm2``: the smallest
     detection (None: predict's own minimum). ``groups``: name → lesion types, reported apart in the intervals.
+
+    With ``out``, ``report.html`` beside it is the page a person reads (:mod:`mammo_seg.report`).
     """
     pred_dirs = [pred_dirs] if isinstance(pred_dirs, str) else list(pred_dirs)
     summaries = _read_all(pred_dirs, out)
@@ -319,6 +321,10 @@ def evaluate(pred_dirs, truth: Truth, out: str | None = None, image_area_fractio
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json(out, _json_safe(result), final_newline=False)
+        if per_case:
+            from mammo_seg.report import report_path, write_report
+
+            write_report(report_path(out), result, summaries, truth, threshold, min_area_mm2)
     return result
 
 

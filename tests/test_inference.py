@@ -11,12 +11,15 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import write_dicom
+from test_predict_robust import dciodvfy_errors
+from test_sr import sr_lesions
 from data_prep.ground_truth import ground_truth
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
 from mammo_seg.evaluate import case_metrics, evaluate
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.inference.predict import PredictOptions, file_id, predict
+from mammo_seg.inference.sr import NOT_DICOM
 from mammo_seg.inference.sliding_window import (Predictor, activation_bytes, gaussian_weights, predict_probabilities,
                                                 window_starts)
 from mammo_seg.inference.writers import lesion_report
@@ -83,6 +86,7 @@ def test_lesion_report_exact_areas_and_image_call():
     assert report["lesion_area_mm2"] == pytest.approx(56 * 0.02)
     first = report["lesions"][0]
     assert first["bbox"] == [10, 10, 20, 15] and first["area_mm2"] == pytest.approx(1.0)
+    assert first["centroid"] == [14.5, 12.0] and report["lesions"][1]["centroid"] == [50.5, 61.0]
     assert first["max_probability"] == 0.99 and report["image_positive"]  # a whole scan: any lesion calls it
     assert report["image_rule"].startswith("positive when it has a lesion of at least 0.1 mm²")
     assert lesion_report(mask, prob, None)["lesion_area_mm2"] is None
@@ -182,9 +186,21 @@ def test_predict_a_folder_of_dicoms(model_file, scans, tmp_path):
         np.testing.assert_array_equal(back[0, :, :, 0].astype(bool), mask)
         assert (seg.PatientID, seg.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
         assert os.path.isfile(os.path.join(out, f"{case.scan_id}_overlay.png"))
-        # nothing but the SEG names the patient or the study
+        sr_path = os.path.join(out, f"{case.scan_id}_sr.dcm")
+        assert dciodvfy_errors(sr_path) == []
+        lesions = sr_lesions(sr_path)
+        with open(os.path.join(out, f"{case.scan_id}.json")) as f:
+            written = json.load(f)["lesions"]
+        assert written  # the tiny model finds one lesion on each phantom: the comparison is not empty
+        assert [lesion["values"][("42798000", "SCT")] for lesion in lesions] == [
+            (lesion["area_mm2"], "mm2") for lesion in written]
+        assert {(lesion["seg"], lesion["source"]) for lesion in lesions} <= {(seg.SOPInstanceUID,
+                                                                              source.SOPInstanceUID)}
+        assert pydicom.dcmread(sr_path).CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == \
+            source.StudyInstanceUID
+        # nothing but the SEG and the SR names the patient or the study
         for name in os.listdir(out):
-            if not name.endswith("_seg.dcm"):
+            if not name.endswith(("_seg.dcm", "_sr.dcm")):
                 data = open(os.path.join(out, name), "rb").read()
                 assert source.PatientID.encode() not in data and source.StudyInstanceUID.encode() not in data
     forced = predict(model_file, os.path.join(folder, "ct.dcm"), str(tmp_path / "forced"),
@@ -316,10 +332,13 @@ def test_scans_without_spacing_are_predicted_on_the_grid_prep_used(mias_raw, mia
     pgm = os.path.join(mias_raw, f"{scan_id}.pgm")
     os.symlink(pgm, folder / f"{scan_id}.pgm")
     Image.open(pgm).save(folder / f"{scan_id}_copy.png")
-    summary = predict(model, str(folder), str(tmp_path / "pred"), PredictOptions(formats=("json",)), progress=False)
+    summary = predict(model, str(folder), str(tmp_path / "pred"), PredictOptions(formats=("json", "seg", "sr")),
+                      progress=False)
     records = {r["id"]: r for r in summary["scans"]}
+    assert not [name for name in os.listdir(tmp_path / "pred") if name.endswith(".dcm")]  # no SEG, no SR
     for name in (scan_id, f"{scan_id}_copy"):
         record = records[name]
+        assert record["dicom_outputs"] == NOT_DICOM  # why there is no SEG or SR
         assert record["model_input_shape"] == shapes[scan_id], name  # exactly prep's whole-scan record
         assert record["spacing_source"] == "training data nominal" and record["spacing_mm"] == 0.2
         assert record["resampling_factor"] == pytest.approx(0.5)
@@ -328,6 +347,7 @@ def test_scans_without_spacing_are_predicted_on_the_grid_prep_used(mias_raw, mia
                        progress=False)
     h, w = shapes[scan_id]
     for record in override["scans"]:
+        assert "dicom_outputs" not in record  # neither was asked for
         assert record["spacing_source"] == "override" and record["resampling_factor"] == pytest.approx(0.25)
         assert record["model_input_shape"] == [round(h / 2), round(w / 2)]
 

@@ -151,13 +151,27 @@ def test_seg_of_a_deidentified_source_fills_a_copy_and_passes_dciodvfy(model_fil
     assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == meta_uid
     assert (seg.PatientID, str(seg.PatientName), seg.PatientOrientation) == ("", "", "")
     assert dciodvfy_errors(seg_path) == []
+    sr = pydicom.dcmread(tmp_path / "out" / "anon_sr.dcm")  # the SR references the same filled-in source
+    assert sr.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == seg.StudyInstanceUID
+    assert meta_uid in {item.ReferencedSOPInstanceUID
+                        for series in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+                        for item in series.ReferencedSOPSequence}
+    assert dciodvfy_errors(tmp_path / "out" / "anon_sr.dcm") == []
 
 
-def test_phantom_and_its_seg_pass_dciodvfy(model_file, tmp_path):
+def test_phantom_and_its_seg_and_sr_pass_dciodvfy(model_file, tmp_path):
     folder = scan_folder(tmp_path / "in", ("a.dcm",))
-    predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("seg",)), progress=False)
+    predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("seg", "sr")), progress=False)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a_seg.dcm", "a_sr.dcm", "predictions.jsonl", "settings.json",
+                                                   "summary.json", "timings.json"]
     assert dciodvfy_errors(os.path.join(folder, "a.dcm")) == []
     assert dciodvfy_errors(tmp_path / "out" / "a_seg.dcm") == []
+    assert dciodvfy_errors(tmp_path / "out" / "a_sr.dcm") == []
+    with pytest.raises(MammoError) as caught:  # the SR references the SEG: no SR alone
+        predict(model_file, folder, str(tmp_path / "alone"), PredictOptions(formats=("sr",)), progress=False)
+    assert (caught.value.where, caught.value.reason) == (
+        "--format", "sr needs seg: the structured report references the SEG's segment")
+    assert not os.path.exists(tmp_path / "alone")
 
 
 def output_bytes(folder) -> dict:
@@ -172,10 +186,11 @@ def test_two_runs_write_the_same_bytes(model_file, tmp_path):
     first = predict(model_file, folder, str(tmp_path / "one"), progress=False)
     predict(model_file, folder, str(tmp_path / "two"), progress=False)
     one, two = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "two")
-    assert sorted(one) == ["a.json", "a_mask.png", "a_overlay.png", "a_prob.npz", "a_seg.dcm",
+    assert sorted(one) == ["a.json", "a_mask.png", "a_overlay.png", "a_prob.npz", "a_seg.dcm", "a_sr.dcm",
                            "anon.json", "anon_mask.png", "anon_overlay.png", "anon_prob.npz", "anon_seg.dcm",
-                           "b.json", "b_mask.png", "b_overlay.png", "b_prob.npz", "b_seg.dcm",
-                           "c.json", "c_mask.png", "c_overlay.png", "c_prob.npz", "c_seg.dcm",
+                           "anon_sr.dcm",
+                           "b.json", "b_mask.png", "b_overlay.png", "b_prob.npz", "b_seg.dcm", "b_sr.dcm",
+                           "c.json", "c_mask.png", "c_overlay.png", "c_prob.npz", "c_seg.dcm", "c_sr.dcm",
                            "predictions.jsonl", "settings.json", "summary.json"]
     assert [name for name in one if one[name] != two[name]] == []
     assert sorted(first["timings"]["scans"]) == ["a", "anon", "b", "c"]
@@ -194,7 +209,7 @@ def test_pipelined_run_writes_the_bytes_of_one_scan_at_a_time(model_file, tmp_pa
     assert [(s["id"], s["status"]) for s in pipe_scans] == [("a", "ok"), ("anon", "ok"), ("b", "ok"),
                                                              ("c", "error"), ("d", "ok")]
     assert pipe_scans[1]["warnings"] and pipe_scans == seq_scans
-    assert len(pipe_bytes) == 23 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
+    assert len(pipe_bytes) == 27 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
     assert sorted(pipe_bytes) == sorted(seq_bytes)
     assert pipe_err == seq_err and pipe_err.count("problem:") == 1
 

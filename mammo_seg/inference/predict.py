@@ -9,7 +9,8 @@ are dropped unless ``breast_mask=False``.
 
 ``<id>_mask.png`` (0/255 on the original grid), ``<id>_prob.npz`` (float16 probabilities),
 ``<id>_overlay.png`` (the scan with lesion outlines), ``<id>_seg.dcm`` (DICOM Segmentation of a
-DICOM source), ``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
+DICOM source), ``<id>_sr.dcm`` (DICOM Structured Report of its lesions, :mod:`mammo_seg.inference.sr`),
+``<id>.json`` (lesions, areas in mm², boxes, probabilities, image-level call), and
 ``summary.json`` for the run. Ids are file ids (the path below the input, without UIDs); only the
 DICOM SEG carries patient and study attributes. The layout of these files, the records and the
 settings a ``--continue`` must match are :mod:`mammo_seg.inference.prediction_output`'s.
@@ -547,6 +548,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     unknown = set(options.formats) - set(FORMATS)
     if unknown:
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
+    if "sr" in options.formats and "seg" not in options.formats:
+        raise MammoError("--format", "sr needs seg: the structured report references the SEG's segment")
     root, files = find_scans(input_path)
     if not files:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")

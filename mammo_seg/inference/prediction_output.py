@@ -7,6 +7,7 @@ everything else, all through :class:`PredictionOutput`.
     OUT/<id>_prob.npz     probability (float16), threshold, resampling_factor ``--format prob``
     OUT/<id>_overlay.png  the scan with lesion outlines                       ``--format overlay``
     OUT/<id>_seg.dcm      DICOM Segmentation (DICOM sources only)             ``--format seg``
+    OUT/<id>_sr.dcm       DICOM Structured Report of the lesions, referencing the SEG  ``--format sr``
     OUT/<id>.json         the scan's record: lesions, areas, spacing, call    ``--format json``
     OUT/settings.json     the run's settings, written before the first scan: ``--continue`` must match them
     OUT/predictions.jsonl the journal: one record per finished scan, on disk before the next starts
@@ -28,10 +29,11 @@ import numpy as np
 
 from mammo_seg import atomic
 from mammo_seg.errors import MammoError
-from mammo_seg.inference import writers
+from mammo_seg.inference import sr, writers
 
 #: The outputs of one scan, by ``--format`` name: the file name after its id.
-SCAN_FILES = {"mask": "_mask.png", "prob": "_prob.npz", "overlay": "_overlay.png", "seg": "_seg.dcm", "json": ".json"}
+SCAN_FILES = {"mask": "_mask.png", "prob": "_prob.npz", "overlay": "_overlay.png", "seg": "_seg.dcm",
+              "sr": "_sr.dcm", "json": ".json"}
 #: The members of ``<id>_prob.npz``.
 PROBABILITY, THRESHOLD, RESAMPLING_FACTOR = "probability", "threshold", "resampling_factor"
 #: Settings a ``--continue`` may change: they never change an output.
@@ -95,8 +97,12 @@ class PredictionOutput:
         if "seg" in formats and dataset is not None:
             outputs["seg"], filled = writers.write_seg(self.scan_file(scan_id, "seg"), dataset, mask,
                                                        model_hash=model_hash, source_hash=source_hash)
+        if "sr" in formats and "seg" in outputs:  # the report references the SEG's segment
+            outputs["sr"] = sr.write_sr(self.scan_file(scan_id, "sr"), outputs["seg"], dataset, record, source_hash)
         if "seg" in outputs:
             record["seg_filled"] = filled
+        if dataset is None and {"seg", "sr"} & set(formats):
+            record["dicom_outputs"] = sr.NOT_DICOM
         if notes:
             record["warnings"] = list(notes)
         if "json" in formats:

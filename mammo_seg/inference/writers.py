@@ -336,7 +336,10 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | No
         r0, r1, c0, c1 = r0 + top, r1 + top, c0 + left, c1 + left
         lesions.append({"area_px": int(region.area),
                         "area_mm2": mm2(region.area),
-                        "bbox": [r0, c0, r1, c1], "max_probability": round(float(region.intensity_max), 4),
+                        "bbox": [r0, c0, r1, c1],
+                        "centroid": [round(float(region.centroid[0]) + top, 1),
+                                     round(float(region.centroid[1]) + left, 1)],
+                        "max_probability": round(float(region.intensity_max), 4),
                         "mean_probability": round(float(region.intensity_mean), 4)})
     lesions.sort(key=lambda lesion: -lesion["area_px"])
     area = int(mask.sum())
