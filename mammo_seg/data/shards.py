@@ -36,6 +36,7 @@ from mammo_seg.data.cases import Case, Problem
 from mammo_seg.data.ordered_pool import in_order
 from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_config import PrepConfig
+from mammo_seg.progress import progress as progress_bar
 from mammo_seg.data.prep_output import SHARD_PATTERN, PrepOutput, manifest_content, write_problems
 from mammo_seg.data.prep_stats import (Intensity, OutputStats, RawStats, intensity_summary, merge_by_source,
                                        split_summaries)
@@ -129,8 +130,7 @@ def write_dataset(cases: list[Case], scan_split: dict[str, str], config: PrepCon
     done = {s.name for s in shards if os.path.exists(_summary_file(state, s))}
     pending = [s for s in shards if s.name not in done]
     n_done = sum(len(s.scan_ids) for s in shards if s.name in done)
-    bar = tqdm(total=len(cases), initial=n_done, desc=f"prep {config.dataset}", unit="scan",
-               disable=not progress)
+    bar = progress_bar(len(cases), f"prep {config.dataset}", "scan", enabled=progress, initial=n_done)
     work = [by_id[sid] for s in pending for sid in s.scan_ids]
     results = in_order(partial(process_case, config=config), work, workers, worker_died)
     times = PhaseTimes()

@@ -540,9 +540,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     the outputs are the same bytes as one scan at a time (``pipelined=False``). A scan's timings are
     then the seconds of its own phases, which overlap those of its neighbours.
     """
-    from tqdm import tqdm
-
     from mammo_seg.inference.model import load_model
+    from mammo_seg.progress import progress as progress_bar
     from mammo_seg.inference.sliding_window import Predictor
 
     unknown = set(options.formats) - set(FORMATS)
@@ -569,7 +568,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     report_skipped(skipped, done, ids, files)
     jobs = _jobs(files, ids, root, done, skipped)
     timings, started = output.earlier_timings(done), time.perf_counter()
-    bar = tqdm(total=len(jobs), desc="predict", unit="scan", disable=not progress)
+    bar = progress_bar(len(jobs), "predict", "scan", enabled=progress)
 
     def finish(job: _Job) -> dict:
         record = _finish(job, output, options, model_hash)
