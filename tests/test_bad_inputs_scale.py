@@ -8,7 +8,6 @@ import json
 import os
 import warnings
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,21 +16,10 @@ from conftest import write_dicom
 from mammo_seg.cli import main
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
-from mammo_seg.models.fcn import MammoFCN
 from test_bad_inputs import one_line_each
 from test_predict_robust import dciodvfy_errors, phantom
 
 RANGE = "is outside the plausible range 0.02-1 mm (--spacing MM overrides it)"
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    """A tiny untrained model whose training data had a nominal spacing of 0.05 mm (as CBIS-DDSM)."""
-    keras.utils.set_random_seed(3)
-    model = MammoFCN(width=0.125, resolution=Resolution(scale=0.25, nominal_spacing_mm=0.05).to_dict())
-    path = str(tmp_path_factory.mktemp("model") / "model.keras")
-    model.save(path)
-    return path
 
 
 def in_study(path: str, pixels: np.ndarray, study_uid: str, **kwargs):

@@ -367,32 +367,11 @@ def test_a_model_without_nominal_spacing_refuses_scans_without_spacing(mias_raw,
 
 def test_evaluate_scores_lesions_one_by_one_from_the_probability_maps(mias_raw, tmp_path):
     """A found lesion scan, a missed one, a false positive on a normal scan and a failed prediction."""
-    from data_prep.mias import CLASS_KIND, collect_cases
-    from mammo_seg.data.cases import lesion_masks
-    from mammo_seg.io import file_sha256
+    from conftest import write_phantom_predictions
+    from data_prep.mias import CLASS_KIND
 
-    cases, _, _ = collect_cases(mias_raw, progress=False)
-    found, missed, failed = [c for c in cases if c.abnormalities][:3]
-    normal = next(c for c in cases if not c.abnormalities)
     folder = tmp_path / "pred"
-    folder.mkdir()
-    records = []
-    for case in (found, missed, normal):
-        prob = np.zeros((1024, 1024), np.float16)
-        if case is found:
-            for lesion in lesion_masks(case, prob.shape):
-                prob[lesion] = 0.9
-        if case is normal:
-            prob[100:110, 200:210] = 0.8
-        np.savez_compressed(folder / f"{case.scan_id}_prob.npz", probability=prob)
-        Image.fromarray((prob >= 0.5).astype(np.uint8) * 255).save(folder / f"{case.scan_id}_mask.png")
-        records.append({"id": case.scan_id, "status": "ok", "sha256": file_sha256(case.scan_path),
-                        "file_size": os.path.getsize(case.scan_path), "spacing_mm": 0.2,
-                        "outputs": {"mask": f"{case.scan_id}_mask.png", "prob": f"{case.scan_id}_prob.npz"}})
-    records.append({"id": failed.scan_id, "status": "error", "reason": "boom",
-                    "source": os.path.relpath(failed.scan_path, mias_raw)})
-    with open(folder / "summary.json", "w") as f:
-        json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": records}, f)
+    records, (found, missed, normal, failed) = write_phantom_predictions(mias_raw, str(folder))
     result = evaluate(str(folder), ground_truth(mias_raw), str(tmp_path / "evaluation.json"))
     n_found, n_missed, n_failed = (len(c.abnormalities) for c in (found, missed, failed))
     lesions = n_found + n_missed + n_failed

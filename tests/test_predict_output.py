@@ -7,18 +7,15 @@ import subprocess
 import sys
 import zipfile
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from mammo_seg.cli import main
-from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
 from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.inference.predict import PredictOptions, predict, run_settings
 from mammo_seg.io import file_sha256
-from mammo_seg.models.fcn import MammoFCN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,15 +140,6 @@ def test_settings_round_trip_and_check_start(tmp_path):
     open(output.settings_file, "w").write("{torn")
     with pytest.raises(MammoError, match="unreadable predict settings"):
         output.check_start(settings, resume=True)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    model = MammoFCN(width=0.125, resolution=Resolution(scale=0.25, nominal_spacing_mm=0.05).to_dict())
-    path = str(tmp_path_factory.mktemp("model") / "model.keras")
-    model.save(path)
-    return path
 
 
 def test_predict_records_its_settings_and_continues_only_with_them(model_file, tmp_path, capsys):

@@ -4,26 +4,14 @@ import errno
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 
 from conftest import write_dicom
-from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import predict as predict_module
 from mammo_seg.inference import writers
 from mammo_seg.inference.predict import PredictOptions, predict
-from mammo_seg.models.fcn import MammoFCN
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    model = MammoFCN(width=0.125, resolution=Resolution(scale=0.25, nominal_spacing_mm=0.05).to_dict())
-    path = str(tmp_path_factory.mktemp("model") / "model.keras")
-    model.save(path)
-    return path
 
 
 def phantom(seed: int, shape=(96, 72)) -> np.ndarray:

@@ -22,35 +22,12 @@ from mammo_seg.report import COLOURS
 def evaluated(mias_raw, tmp_path_factory):
     """An evaluation of three MIAS phantom scans: every lesion found on one, all missed on another,
     one false positive (10 x 10 px at 0.2 mm: 4 mm², p 0.8) on a lesion-free scan; and a failed one."""
-    from data_prep.mias import collect_cases
+    from conftest import write_phantom_predictions
     from mammo_seg.data.cases import lesion_masks
-    from mammo_seg.io import file_sha256
 
     tmp = tmp_path_factory.mktemp("report")
-    cases, _, _ = collect_cases(mias_raw, progress=False)
-    found, missed, failed = [c for c in cases if c.abnormalities][:3]
-    normal = next(c for c in cases if not c.abnormalities)
     folder = tmp / "pred"
-    folder.mkdir()
-    records = []
-    for case in (found, missed, normal):
-        prob = np.zeros((1024, 1024), np.float16)
-        if case is found:
-            for lesion in lesion_masks(case, prob.shape):
-                prob[lesion] = 0.9
-        if case is normal:
-            prob[100:110, 200:210] = 0.8
-        np.savez_compressed(folder / f"{case.scan_id}_prob.npz", probability=prob)
-        Image.fromarray((prob >= 0.5).astype(np.uint8) * 255).save(folder / f"{case.scan_id}_mask.png")
-        records.append({"id": case.scan_id, "status": "ok", "sha256": file_sha256(case.scan_path),
-                        "file_size": os.path.getsize(case.scan_path), "spacing_mm": 0.2,
-                        "source": os.path.basename(case.scan_path),
-                        "outputs": {"mask": f"{case.scan_id}_mask.png", "prob": f"{case.scan_id}_prob.npz"}})
-    records.append({"id": failed.scan_id, "status": "error", "reason": "boom",
-                    "source": os.path.relpath(failed.scan_path, mias_raw)})
-    with open(folder / "summary.json", "w") as f:
-        json.dump({"input": mias_raw, "options": {"threshold": 0.5, "min_area_mm2": 2.0}, "scans": records},
-                  f)
+    _, (found, missed, normal, _) = write_phantom_predictions(mias_raw, str(folder))
     result = evaluate(str(folder), ground_truth(mias_raw), str(tmp / "eval" / "evaluation.json"))
     n_found = len(lesion_masks(found, (1024, 1024)))
     n_missed = len(lesion_masks(missed, (1024, 1024)))
