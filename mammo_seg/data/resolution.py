@@ -171,6 +171,12 @@ class Resolution:
         """Millimetres covered by one training pixel."""
         return self.reference_spacing_mm / self.scale
 
+    @property
+    def pixel_area_mm2(self) -> float:
+        """The tissue one training pixel covers, in mm² (the training grid's counterpart of
+        :meth:`ScanGrid.pixel_area_mm2`)."""
+        return self.spacing_mm * self.spacing_mm
+
     def factor(self, spacing_mm: float) -> float:
         """Resize factor (training px per native px) for a scan with ``spacing_mm``."""
         return float(spacing_mm) / self.spacing_mm

@@ -106,7 +106,7 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
     for image, mask in validation_scans(data_dir, split):
         for flip in flips:
             scans[flip].append((scan_probabilities(predictor, image, flip), mask))
-    record = choose(scans, loaded.resolution.spacing_mm ** 2, max_normal_rate, thresholds, min_areas_mm2,
+    record = choose(scans, loaded.resolution.pixel_area_mm2, max_normal_rate, thresholds, min_areas_mm2,
                     objective, max_fp_per_image)
     record = {"model": os.path.basename(loaded.path), **record,
               "chosen_on": {"data": os.path.abspath(data_dir), "split": split,

@@ -177,7 +177,7 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
     if not scans[flips[0]]:
         raise MammoError(data_dir, f"no whole scans of the {table['split']!r} split to choose the operating point "
                                    f"on (prep with full_scans: true)")
-    pixel_mm2 = Resolution.from_dict(Manifest.load(data_dir).resolution).spacing_mm ** 2
+    pixel_mm2 = Resolution.from_dict(Manifest.load(data_dir).resolution).pixel_area_mm2
     record = choose(scans, pixel_mm2, section.max_normal_rate, min_areas_mm2=[float(a) for a in section.min_areas_mm2],
                     objective=section.objective, max_fp_per_image=section.max_fp_per_image)
     record = {"model": os.path.basename(ensemble), **record,
