@@ -94,7 +94,7 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
                            thresholds=THRESHOLDS, min_areas_mm2=MIN_AREAS_MM2, flips=(False,),
                            write: bool = True, objective: str = "dice", max_fp_per_image: float = 1.0) -> dict:
     """Choose the operating point of ``model_file`` on ``split`` of ``data_dir``; returns the record, also
-    written beside the model unless ``write`` is False (a what-if: ``benchmarks/quality_mias_levers.py``).
+    written beside the model unless ``write`` is False (a what-if).
     The record's ``candidates`` hold every candidate's validation figures."""
     from mammo_seg.inference.model import load_model
     from mammo_seg.inference.sliding_window import Predictor
