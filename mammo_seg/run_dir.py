@@ -159,6 +159,20 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def load_keras(file: str):
+    """One ``.keras`` file of this project in Keras safe mode (no Lambda layers, no pickles), with its registered
+    layers and losses; a file Keras cannot load is one line naming it."""
+    import keras
+
+    import mammo_seg.losses  # noqa: F401  (registers the custom objects)
+    import mammo_seg.models.fcn  # noqa: F401
+
+    try:
+        return keras.models.load_model(file, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError, KeyError) as e:
+        raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
+
+
 def model_files(path: str) -> tuple[str, list[str]]:
     """(what the model is known by, its ``.keras`` files): a run's ``ensemble.json`` and its members, else
     ``(model_file(path), [model_file(path)])``. The first names the operating point (beside it) and the run."""

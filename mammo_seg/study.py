@@ -29,7 +29,7 @@ from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, _merge, from_dict, parse_override, read_yaml, set_key
 from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
-from mammo_seg.run_dir import RunDir
+from mammo_seg.run_dir import RunDir, load_keras
 
 METRICS = (("lesion_iou", "lesion IoU"), ("lesion_dice", "Dice"), ("precision", "pixel precision"),
            ("recall", "pixel recall"), ("image_recall", "image-level recall"))
@@ -87,12 +87,10 @@ def load_study(path: str, overrides=()) -> StudyConfig:
 
 def test_metrics(run_dir: str, data_dir: str, split: str, batch_size: int) -> dict:
     """The run's best checkpoint on a split: the standard metrics at threshold 0.5."""
-    import keras
-
     from mammo_seg.data.pipeline import make_dataset
     from mammo_seg.metrics import standard_metrics
 
-    model = keras.models.load_model(RunDir(run_dir).best_model, compile=False, safe_mode=True)
+    model = load_keras(RunDir(run_dir).best_model)
     metrics = standard_metrics()
     for x, y in make_dataset(data_dir, split, batch_size, training=False):
         logits = model(x, training=False)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
-from mammo_seg.run_dir import model_files
+from mammo_seg.run_dir import load_keras, model_files
 
 
 @dataclass
@@ -23,19 +23,6 @@ class LoadedModel:
     def model(self):
         """The first member (every member has the same architecture and training grid)."""
         return self.models[0]
-
-
-def load_keras(file: str):
-    """One ``.keras`` file in Keras safe mode, with the project's registered layers and losses."""
-    import keras
-
-    import mammo_seg.losses  # noqa: F401  (registered custom objects)
-    import mammo_seg.models.fcn  # noqa: F401
-
-    try:
-        return keras.models.load_model(file, compile=False, safe_mode=True)
-    except (ValueError, OSError, TypeError, KeyError) as e:
-        raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
 
 
 def load_model(path: str) -> LoadedModel:

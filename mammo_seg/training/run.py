@@ -13,7 +13,7 @@ from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, dump_config
 from mammo_seg.data.prep_output import Manifest
 from mammo_seg.errors import MammoError
-from mammo_seg.run_dir import RunDir, model_file
+from mammo_seg.run_dir import RunDir, load_keras, model_file
 from mammo_seg.training.strategy import cluster, is_chief, make_strategy
 
 log = logging.getLogger("mammo_seg.train")
@@ -47,12 +47,7 @@ def _setup_logging(log_file: str, write: bool, echo: bool) -> None:
 def transfer_weights(model, source_path: str) -> int:
     """Copy weights from a saved model, layer by layer by name (the net is fully convolutional, so
     every layer of a 320-px model fits a 640-px or whole-scan stage). Returns layers copied."""
-    import keras
-
-    import mammo_seg.losses  # noqa: F401  (registers the custom objects)
-    import mammo_seg.models.fcn  # noqa: F401
-
-    source = keras.models.load_model(model_file(source_path), compile=False, safe_mode=True)
+    source = load_keras(model_file(source_path))
     by_name = {layer.name: layer for layer in source.layers}
     copied = 0
     for layer in model.layers:
