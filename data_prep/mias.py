@@ -162,7 +162,8 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
         refs_rows = by_ref[ref]
         path = images.get(ref)
         if path is None:
-            problems.append(Problem(info, f"line {refs_rows[0].line_number}: image {ref}.pgm not found", ref))
+            problems.append(Problem(info, f"line {refs_rows[0].line_number}: image {ref}.pgm not found", ref,
+                                    group="images listed in Info.txt not found"))
             continue
         abnormal = [r for r in refs_rows if r.cls != "NORM"]
         if any(r.cls == "NORM" for r in refs_rows) and abnormal:

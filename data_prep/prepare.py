@@ -35,6 +35,31 @@ class PrepSummary:
         return any(self.records.values())
 
 
+def print_problems(problems: list, listed_in: str) -> None:
+    """One console line per problem, except that a group of them (e.g. the 210 images an Info.txt lists that a
+    partial download lacks) is one line with its count; ``problems.csv`` lists every one."""
+    groups: dict[str, list] = {}
+    for p in problems:
+        if p.group:
+            groups.setdefault(p.group, []).append(p)
+        else:
+            print(f"problem: {p.line()}", file=sys.stderr)
+    for group, members in groups.items():
+        if len(members) == 1:
+            print(f"problem: {members[0].line()}", file=sys.stderr)
+        else:
+            print(f"problem: {members[0].file}: {len(members)} {group} (each listed in {listed_in})", file=sys.stderr)
+
+
+def warn_lesion_free_splits(cases: list, scan_split: dict, val_fraction: float) -> None:
+    """A warning naming a split that ends with no scan with a lesion: training, or validation (where an operating
+    point would be chosen)."""
+    for split in ("train", "val") if val_fraction > 0 else ("train",):
+        scans = [c for c in cases if scan_split.get(c.scan_id) == split]
+        if scans and not any(c.abnormalities for c in scans):
+            print(f"warning: the {split!r} split has {len(scans)} scans and none with a lesion", file=sys.stderr)
+
+
 def prepare(dataset: str, raw: str, out: str, settings: PrepSection | None = None, workers: int = 1,
             progress: bool = True, resolution: Resolution | None = None, tiling: TilingConfig | None = None,
             **fields) -> PrepSummary:
@@ -56,9 +81,9 @@ def prepare(dataset: str, raw: str, out: str, settings: PrepSection | None = Non
     start = time.perf_counter()
     cases, problems, report = CONVERTERS[dataset](raw, progress=progress)
     index_seconds = time.perf_counter() - start
-    for p in problems:
-        print(f"problem: {p.line()}", file=sys.stderr)
+    print_problems(problems, PrepOutput(out).problems_file)
     scan_split, splits = assign_splits(cases, config.val_fraction, config.test_fraction, config.seed)
+    warn_lesion_free_splits(cases, scan_split, config.val_fraction)
     os.makedirs(out, exist_ok=True)
     atomic.write_json(PrepOutput(out).splits_file, {"dataset": dataset, **splits}, PrepOutput(out).tmp_dir)
     result = write_dataset(cases, scan_split, config, out, workers=workers, problems=problems,

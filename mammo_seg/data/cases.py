@@ -52,6 +52,7 @@ class Problem:
     file: str
     reason: str
     item: str = ""
+    group: str = ""  # problems of one group are one console line (each still a row of problems.csv)
 
     def line(self) -> str:
         where = f"{self.file} [{self.item}]" if self.item else self.file
