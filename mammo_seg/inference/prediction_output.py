@@ -93,7 +93,8 @@ class PredictionOutput:
                 PROBABILITY: probability.astype(np.float16), THRESHOLD: np.float32(threshold),
                 RESAMPLING_FACTOR: np.float32(factor)})
         if "overlay" in formats:
-            outputs["overlay"], _ = writers.write_overlay(self.scan_file(scan_id, "overlay"), pixels, mask)
+            outputs["overlay"], _ = writers.write_overlay(self.scan_file(scan_id, "overlay"), pixels, mask,
+                                                          record.get("lesions", ()))
         if "seg" in formats and dataset is not None:
             outputs["seg"], filled = writers.write_seg(self.scan_file(scan_id, "seg"), dataset, mask,
                                                        model_hash=model_hash, source_hash=source_hash)
