@@ -220,6 +220,8 @@ def prep_settings(args):
     from mammo_seg.config import PrepSection, load_prep_config
 
     section = load_prep_config(args.config) if args.config else PrepSection()
+    if getattr(args, "train_spacing", None) is not None:
+        args.scale = TRAINING_REFERENCE_MM / args.train_spacing
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PrepSection)
              if getattr(args, f.name, None) is not None}
     return dataclasses.replace(section, **given)
@@ -243,10 +245,13 @@ def cmd_prep(args) -> int:
     return 0
 
 
+TRAINING_REFERENCE_MM = 0.05  # --scale's native spacing (mammo_seg.data.resolution.REFERENCE_SPACING_MM)
 PREP_EXAMPLES = {"cbis-ddsm": ["mammo prep cbis-ddsm --raw /data/CBIS-DDSM --out tfrecords/cbis --workers 8",
                                "mammo prep cbis-ddsm --raw raw/cbis --out tfrecords/cbis --tiles 320 --full-scans"],
                  "mias": ["mammo prep mias --raw /data/all-mias --out tfrecords/mias "
-                          "--config experiments/mias_real/recipe.yaml"]}
+                          "--config experiments/mias_real/recipe.yaml",
+                          "mammo prep mias --raw /data/all-mias --out tfrecords/mias04 --full-scans --tiles '' "
+                          "--train-spacing 0.4"]}
 
 
 def add_prep(verbs) -> None:
@@ -267,8 +272,15 @@ def add_prep(verbs) -> None:
                        help=f"tile sizes (default {','.join(str(t) for t in d.tiles)})")
         p.add_argument("--full-scans", action="store_true", default=None,
                        help=f"also write whole scans (OUT/full/; default {'on' if d.full_scans else 'off'})")
-        p.add_argument("--scale", type=_positive_float, default=None,
-                       help=f"training px per native px at 50 µm (default {d.scale:.4g}, the original's 320/598)")
+        grid = p.add_mutually_exclusive_group()
+        grid.add_argument("--train-spacing", type=_spacing, default=None, metavar="MM",
+                          help=f"the training grid: mm of tissue per training pixel, the same for every source "
+                               f"(default {TRAINING_REFERENCE_MM / d.scale:.3g}: the original's; the mini-MIAS recipe "
+                               f"uses 0.8); same as --scale {TRAINING_REFERENCE_MM:g}/MM")
+        grid.add_argument("--scale", type=_positive_float, default=None,
+                          help=f"the training grid as training px per native px of a {TRAINING_REFERENCE_MM:g}-mm "
+                               f"scan (default {d.scale:.4g}, the original's 320/598): a CBIS-DDSM film (0.05 mm) is "
+                               f"resized by it, a mini-MIAS scan (0.2 mm) by 4 × it")
         p.add_argument("--workers", type=_count, default=1,
                        help="parallel processes (output is identical for any; default 1)")
         p.add_argument("--seed", type=_seed, default=None, help=f"split and crop positions (default {d.seed})")

@@ -31,3 +31,19 @@ def test_a_partial_mias_download_is_one_line_and_a_lesion_free_split_a_warning(m
     assert lines == [f"problem: {raw / 'Info.txt'}: {expected} images listed in Info.txt not found (each listed in "
                      f"{out / 'problems.csv'})"]  # ... and one line on the console
     assert "warning: the 'train' split has 3 scans and none with a lesion" in err
+
+
+def test_train_spacing_is_the_training_grid_in_mm_for_every_source(capsys):
+    import pytest
+
+    from mammo_seg.cli import build_parser, prep_settings
+
+    args = build_parser().parse_args(["prep", "mias", "--raw", "r", "--out", "o", "--train-spacing", "0.8"])
+    assert prep_settings(args).scale == pytest.approx(0.0625)  # 0.05 mm / 0.8 mm: a mini-MIAS scan at 1/4 × 1/4
+    args = build_parser().parse_args(["prep", "cbis-ddsm", "--raw", "r", "--out", "o", "--train-spacing", "0.1"])
+    assert prep_settings(args).scale == pytest.approx(0.5)
+    for bad in (["--train-spacing", "800"], ["--train-spacing", "0.8", "--scale", "0.1"]):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(["prep", "mias", "--raw", "r", "--out", "o", *bad])
+        assert exit_.value.code == 2
+    assert "800 µm is 0.8 mm" in capsys.readouterr().err
