@@ -260,7 +260,7 @@ def add_prep(verbs) -> None:
     d = PrepSection()  # the defaults of the settings below (a recipe's prep: section overrides them)
     prep = _verb(verbs, "prep", "scans → tiles in sharded TFRecords",
                  "Turn a raw dataset into lesion-labelled tiles in sharded TFRecords.",
-                 PREP_EXAMPLES["cbis-ddsm"][:1] + PREP_EXAMPLES["mias"])
+                 PREP_EXAMPLES["cbis-ddsm"][:1] + PREP_EXAMPLES["mias"][:1])
     datasets = prep.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name in ("cbis-ddsm", "mias"):
         p = _verb(datasets, name, f"prepare {name}", f"Prepare {name} into OUT/<tile>/ shards.", PREP_EXAMPLES[name])

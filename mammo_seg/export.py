@@ -63,9 +63,25 @@ def _write_onnx(models: list, out: str) -> None:
         members = [keras.layers.Activation("sigmoid", dtype="float32", name=f"member{k}")(m(scans))
                    for k, m in enumerate(models, start=1)]
         probabilities = keras.layers.Average(name="probabilities")(members)
+    path = os.path.join(out, ONNX_FILE)
     keras.Model(scans, probabilities).export(
-        os.path.join(out, ONNX_FILE), format="onnx", verbose=False,
+        path, format="onnx", verbose=False,
         input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="scans")])
+    _name_output(path, "probabilities")
+
+
+def _name_output(path: str, name: str) -> None:
+    """Rename the ONNX graph's one output (the converter calls it ``Identity:0``) to ``name``."""
+    import onnx
+
+    model = onnx.load(path)
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.input[:] = [name if v == old else v for v in node.input]
+        node.output[:] = [name if v == old else v for v in node.output]
+    model.graph.output[0].name = name
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 
 
 def export_model(model_path: str, out: str, format: str = "savedmodel") -> dict:

@@ -24,6 +24,7 @@ def test_onnx_export_gives_the_keras_probabilities_on_a_non_square_batch(tmp_pat
     assert sorted(os.listdir(out)) == ["model.onnx", "resolution.json"]
     session = ort.InferenceSession(os.path.join(out, "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["scans"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]  # named, not Identity:0
     # 2 scans of 77 x 51: neither a multiple of 32 nor square (the model pads and crops inside)
     scans = np.random.default_rng(5).random((2, 77, 51, 1), dtype=np.float32)
     (probabilities,) = session.run(None, {"scans": scans})

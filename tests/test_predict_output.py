@@ -56,7 +56,7 @@ def test_bad_predict_flags_are_one_line_and_exit_2(tmp_path, capsys):
         ("--threshold", "0"): "argument --threshold: expected a probability in (0, 1), got '0'",
         ("--min-area", "-1"): "argument --min-area: expected an area in mm² >= 0, got '-1'",
         ("--format", "mask,jpeg"): "argument --format: unknown format 'jpeg'; choose all, or some of "
-                                   "mask,prob,overlay,seg,json",
+                                   "mask,prob,overlay,seg,sr,json",
         ("--overlap", "1"): "argument --overlap: expected a fraction in [0, 1), got '1'",
         ("--batch-size", "0"): "argument --batch-size: expected an integer >= 1, got '0'",
     }
@@ -88,7 +88,7 @@ def test_continue_with_other_settings_is_refused_naming_the_setting(tmp_path, ca
     code, err = run_cli(["predict", "-m", model, "-i", scans, "-o", out, "--continue", "--threshold", "0.3",
                          "--format", "mask"], capsys)
     assert (code, err) == (2, f"mammo predict: error: {out}: --continue with other settings than the run it "
-                              f"continues: --format is mask here, mask,prob,overlay,seg,json in settings.json; give "
+                              f"continues: --format is mask here, mask,prob,overlay,seg,sr,json in settings.json; give "
                               f"the same flags, or choose a new --output\n")
     other = os.path.join(str(tmp_path), "other")
     os.makedirs(other)
@@ -128,7 +128,7 @@ def test_settings_round_trip_and_check_start(tmp_path):
     output.check_start(settings, resume=False)  # an empty folder
     output.write_settings(settings)
     assert output.read_settings() == settings
-    assert settings["options"]["formats"] == ["mask", "prob", "overlay", "seg", "json"]
+    assert settings["options"]["formats"] == ["mask", "prob", "overlay", "seg", "sr", "json"]
     output.check_start(settings, resume=True)
     faster = json.loads(json.dumps(settings))
     faster["options"]["batch_size"] = 16  # never changes an output

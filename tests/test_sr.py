@@ -57,7 +57,7 @@ def scan(tmp_path):
 
 def test_sr_is_valid_and_reads_back_to_the_json_lesions(scan, tmp_path):
     source, mask, prob = scan
-    report = lesion_report(mask, prob, (0.1, 0.1))
+    report = lesion_report(mask, prob, 0.1 * 0.1)
     seg_path, _ = write_seg(str(tmp_path / "scan_seg.dcm"), source, mask, model_hash="m")
     sr_path = write_sr(str(tmp_path / "scan_sr.dcm"), seg_path, source, report)
     assert dciodvfy_errors(sr_path) == []

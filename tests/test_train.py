@@ -135,7 +135,7 @@ def test_curriculum_chains_stages_and_resumes_at_the_first_unfinished(data_dir, 
     assert main(["train", "-c", str(config), "--out", root, "--quiet"]) == 0
     assert os.path.getmtime(os.path.join(first, "history.csv")) == stamp
     assert os.path.isfile(os.path.join(second, "done.json"))
-    from mammo_seg.inference.model import model_file
+    from mammo_seg.run_dir import model_file
 
     assert model_file(root) == os.path.join(second, "best.keras")
 
