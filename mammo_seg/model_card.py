@@ -22,8 +22,9 @@ CARD_FILES = (CARD_JSON, CARD_MD)
 INTENDED_USE = ("Research on lesion segmentation in mammograms: finding and outlining masses, architectural "
                 "distortions and asymmetries on whole scans, and comparing methods on public datasets.")
 NOT_FOR = ("Diagnosis, screening or any clinical decision: it is not a medical device. Scans of another source "
-           "than its training data without checking its figures there first. Calcification clusters: they are "
-           "trained and scored with the other lesions, but their specks are smaller than a training pixel.")
+           "than its training data without checking its figures there first.")
+#: Calcification specks are about 0.1-1 mm: a training pixel coarser than this does not show them.
+CALCIFICATION_PIXEL_MM = 0.2
 
 
 def _git_commit() -> str | None:
@@ -81,7 +82,10 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
     members = len(json.load(open(model_file))["members"]) if model_file.endswith(".json") else 1
     return {
         "model": os.path.basename(model_file), "members": members,
-        "intended_use": INTENDED_USE, "not_for": NOT_FOR,
+        "intended_use": INTENDED_USE,
+        "not_for": NOT_FOR + (" Calcification clusters: trained and scored with the other lesions, but their specks "
+                              "are smaller than a training pixel." if (data["training_pixel_mm"] or 0)
+                              > CALCIFICATION_PIXEL_MM else ""),
         "training_data": data,
         "cross_validation": {"folds": config.cv.folds} if config.cv.folds else None,
         "operating_point": None if point is None else {k: point[k] for k in ("threshold", "min_area_mm2", "flip")},
