@@ -31,6 +31,14 @@ def test_a_partial_mias_download_is_one_line_and_a_lesion_free_split_a_warning(m
     assert lines == [f"problem: {raw / 'Info.txt'}: {expected} images listed in Info.txt not found (each listed in "
                      f"{out / 'problems.csv'})"]  # ... and one line on the console
     assert "warning: the 'train' split has 3 scans and none with a lesion" in err
+    # and training asked for lesion crops on it says so, rather than wait for a lesion that never comes
+    import pytest
+
+    from mammo_seg.data.pipeline import make_dataset
+    from mammo_seg.errors import MammoError
+
+    with pytest.raises(MammoError, match="has no lesion pixel"):
+        make_dataset(str(out / "64"), "train", 2, training=True, crop=32, lesion_share=0.5)
 
 
 def test_train_spacing_is_the_training_grid_in_mm_for_every_source(capsys):

@@ -148,8 +148,9 @@ def sampled_crop(image, mask, size: int, lesion_crop, seed, rotate_degrees: floa
     log_lo, log_hi = tf.math.log(float(scale[0])), tf.math.log(float(scale[1]))
     zoom = tf.exp(log_lo + u[1] * (log_hi - log_lo))  # > 1 magnifies: the crop covers less of the scan
     c, s = tf.cos(theta) / zoom, tf.sin(theta) / zoom
-    half = float(size // 2)  # the output pixel (size // 2, size // 2) lands on the centre: no rotation or scaling copies pixels
-    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2), about the output pixel ``half`` onto ``centre``
+    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2): the output pixel (half, half) lands on
+    # ``centre``, so that without rotation or scaling the crop copies pixels
+    half = float(size // 2)
     transform = tf.stack([c, -s, centre[1] - c * half + s * half,
                           s, c, centre[0] - s * half - c * half, 0.0, 0.0])[None]
 
@@ -207,6 +208,9 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
         sampler = bool(crop) and (lesion_share > 0 or augmentation.rotate > 0
                                   or tuple(augmentation.scale) != (1.0, 1.0))
         if sampler and lesion_share > 0:
+            if Manifest.load(data_dir).positive_pixels(split) == 0:
+                raise MammoError(data_dir, f"data.lesion_share {lesion_share:g} asks for lesion crops, but the "
+                                           f"{split!r} split has no lesion pixel")
             lesions = ds.filter(lambda image, mask: tf.reduce_max(mask) > 0.5)
             choice = tf.data.Dataset.range(2 ** 62).map(lambda i: tf.cast(is_lesion_crop(i, lesion_share), tf.int64))
             ds = tf.data.Dataset.choose_from_datasets([ds, lesions], choice)

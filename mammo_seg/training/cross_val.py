@@ -102,6 +102,10 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
         os.makedirs(root, exist_ok=True)
         dump_config(config, run.config)
         atomic.write_json(run.folds_file, table)
+    women = women_of(data_dir, config.data.train_split)
+    for k in range(1, config.cv.folds + 1):
+        if config.data.lesion_share > 0 and not any(women[w] for w, f in table["fold_of"].items() if f != k):
+            raise MammoError(data_dir, f"fold {k}: the other folds' women have no lesion to centre lesion crops on")
     results = []
     for k in range(1, config.cv.folds + 1):
         fold = FoldPatients(frozenset(w for w, f in table["fold_of"].items() if f != k),
