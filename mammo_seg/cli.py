@@ -427,7 +427,8 @@ def add_predict(verbs) -> None:
                "new or empty, or hold an interrupted run of the same settings (--continue).",
                ["mammo predict -m runs/iou_fcn -i /data/CBIS-DDSM/Mass-Test_P_00016_LEFT_CC -o predictions",
                 "mammo predict -m runs/mias_real -i /data/all-mias -o pred_mias --spacing 0.2 --continue"])
-    pr.add_argument("-m", "--model", required=True, help="a .keras file, a run directory or a curriculum run")
+    pr.add_argument("-m", "--model", required=True,
+                    help="a .keras file, a run directory, a curriculum run or a cross-validated run (its ensemble)")
     pr.add_argument("-i", "--input", required=True, help="a scan file or a directory of scans")
     pr.add_argument("-o", "--output", required=True,
                     help="output directory: new or empty (or an interrupted run's, with --continue)")

@@ -70,9 +70,8 @@ def women_of(data_dir: str, split: str) -> dict[str, bool]:
     return women
 
 
-def _fold_table(config: ExperimentConfig, data_dir: str) -> dict:
+def _fold_table(config: ExperimentConfig, data_dir: str, women: dict[str, bool]) -> dict:
     seed = config.seed if config.cv.seed is None else config.cv.seed
-    women = women_of(data_dir, config.data.train_split)
     if len(women) < config.cv.folds:
         raise MammoError(data_dir, f"{len(women)} women in the {config.data.train_split!r} split: too few for "
                                    f"{config.cv.folds} folds")
@@ -90,7 +89,8 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
     strategy = make_strategy(stages[0][1].train.strategy)
     data_dir = stages[0][1].data.path()
     run = RunDir(root)
-    table = _fold_table(config, data_dir)
+    women = women_of(data_dir, config.data.train_split)
+    table = _fold_table(config, data_dir, women)
     if os.path.isfile(run.folds_file):
         with open(run.folds_file) as f:
             if json.load(f) != table:
@@ -102,7 +102,6 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
         os.makedirs(root, exist_ok=True)
         dump_config(config, run.config)
         atomic.write_json(run.folds_file, table)
-    women = women_of(data_dir, config.data.train_split)
     for k in range(1, config.cv.folds + 1):
         if config.data.lesion_share > 0 and not any(women[w] for w, f in table["fold_of"].items() if f != k):
             raise MammoError(data_dir, f"fold {k}: the other folds' women have no lesion to centre lesion crops on")
