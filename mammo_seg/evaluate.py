@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -206,9 +206,9 @@ def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
                                     f"{scan_id} ({ref.shape[0]}x{ref.shape[1]}); not resized")
     if pred.shape != ref.shape:  # documented: prep ground truth is at the training resolution
         pred = resize_mask(pred, ref.shape)
-    return "case", {"prediction": name, "reference": scan_id, "woman": found.patient or scan_id,
-                    "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}, _scan_lesions(record, pred_dir,
-                                                                                                   found)
+    entry = {"prediction": name, "reference": scan_id, "woman": found.patient or scan_id,
+             "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}
+    return "case", (entry, found), _scan_lesions(record, pred_dir, found)
 
 
 def _read_all(pred_dirs: list[str], out: str | None) -> list[tuple[str, dict]]:
@@ -231,6 +231,71 @@ def _option(summary: dict, key: str, kind):
     return options.get(key) if isinstance(options.get(key), kind) else None
 
 
+@dataclass
+class Cases:
+    """What the prediction folders hold against the ground truth: the evaluated cases, and for lesion-level
+    scoring every scan with a probability map (or a failed prediction) with its woman, Dice and reference id."""
+
+    summaries: list
+    threshold: float
+    min_area_mm2: float
+    per_case: list = field(default_factory=list)
+    unmatched: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+    scans: list = field(default_factory=list)  # ScanLesions
+    women: list = field(default_factory=list)
+    dice: list = field(default_factory=list)  # None for a scan without a lesion
+    references: list = field(default_factory=list)  # the reference scan id of each of ``scans``
+    failed: int = 0
+    without_probabilities: int = 0
+    predictions: int = 0
+
+    def add_scan(self, scan: ScanLesions, ref: Reference, dice) -> None:
+        self.scans.append(scan)
+        self.women.append(ref.patient or ref.scan_id)
+        self.dice.append(dice)
+        self.references.append(ref.scan_id)
+
+
+def collect_cases(pred_dirs, truth: Truth, image_area_fraction: float = 0.0, out: str | None = None) -> Cases:
+    """Match every prediction of ``pred_dirs`` (a folder or a list pooled into one) to ``truth``; a bad record,
+    mask or reference is that case's problem, the others are collected (see :func:`evaluate`)."""
+    pred_dirs = [pred_dirs] if isinstance(pred_dirs, str) else list(pred_dirs)
+    summaries = _read_all(pred_dirs, out)
+    cases = Cases(summaries, _option(summaries[0][1], "threshold", float) or 0.5,
+                  _option(summaries[0][1], "min_area_mm2", (int, float)) or 0.0)
+    for pred_dir, summary in summaries:
+        cases.predictions += len(summary["scans"])
+        summary_path = PredictionOutput(pred_dir).summary_file
+        for number, record in enumerate(summary["scans"]):
+            try:
+                if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
+                    if record.get("status") == "error":
+                        cases.failed += 1
+                        found = _failed_scan(record, summary.get("input"), truth)
+                        if found is not None:
+                            cases.add_scan(found[0], found[1], None)
+                    continue
+                kind, value, scan = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
+            except MammoError as e:
+                cases.problems.append({"file": e.where or pred_dir, "reason": e.reason})
+                continue
+            except Exception as e:  # noqa: BLE001 - one bad case never loses the others
+                cases.problems.append({"file": summary_path, "reason": f"scans[{number}]: {type(e).__name__}: {e}"})
+                continue
+            if kind != "case":
+                cases.unmatched.append(value)
+                continue
+            entry, ref = value
+            cases.per_case.append(entry)
+            if scan is None:
+                cases.without_probabilities += 1
+            else:
+                metrics = entry["metrics"]["1"]
+                cases.add_scan(scan, ref, metrics["Dice"] if metrics["n_ref"] else None)
+    return cases
+
+
 def evaluate(pred_dirs, truth: Truth, out: str | None = None, image_area_fraction: float = 0.0,
              min_area_mm2: float | None = None, groups: dict | None = None, resamples: int = RESAMPLES) -> dict:
     """Score every prediction; a bad record, mask or reference is that case's problem (``problems``),
@@ -247,43 +312,12 @@ def evaluate(pred_dirs, truth: Truth, out: str | None = None, image_area_fractio
     With ``out``, ``report.html`` beside it is the page a person reads (:mod:`mammo_seg.report`).
     """
     pred_dirs = [pred_dirs] if isinstance(pred_dirs, str) else list(pred_dirs)
-    summaries = _read_all(pred_dirs, out)
-    threshold = _option(summaries[0][1], "threshold", float) or 0.5
+    cases = collect_cases(pred_dirs, truth, image_area_fraction, out)
+    summaries, threshold = cases.summaries, cases.threshold
     if min_area_mm2 is None:
-        min_area_mm2 = _option(summaries[0][1], "min_area_mm2", (int, float)) or 0.0
-    per_case, unmatched, problems, scans, failed = [], [], [], [], 0
-    women, dice = [], []  # per scan of ``scans``
-    without_prob = predictions = 0
-    for pred_dir, summary in summaries:
-        predictions += len(summary["scans"])
-        summary_path = PredictionOutput(pred_dir).summary_file
-        for number, record in enumerate(summary["scans"]):
-            try:
-                if isinstance(record, dict) and record.get("status", "ok") != "ok":  # predict's own failures
-                    if record.get("status") == "error":
-                        failed += 1
-                        found = _failed_scan(record, summary.get("input"), truth)
-                        if found is not None:
-                            scans.append(found[0])
-                            women.append(found[1].patient or found[1].scan_id)
-                            dice.append(None)
-                    continue
-                kind, value, scan = _evaluate_record(record, number, pred_dir, truth, image_area_fraction)
-            except MammoError as e:
-                problems.append({"file": e.where or pred_dir, "reason": e.reason})
-                continue
-            except Exception as e:  # noqa: BLE001 - one bad case never loses the others
-                problems.append({"file": summary_path, "reason": f"scans[{number}]: {type(e).__name__}: {e}"})
-                continue
-            (per_case if kind == "case" else unmatched).append(value)
-            if kind == "case":
-                if scan is None:
-                    without_prob += 1
-                else:
-                    scans.append(scan)
-                    women.append(value["woman"])
-                    metrics = value["metrics"]["1"]
-                    dice.append(metrics["Dice"] if metrics["n_ref"] else None)
+        min_area_mm2 = cases.min_area_mm2
+    per_case, unmatched, problems, scans = cases.per_case, cases.unmatched, cases.problems, cases.scans
+    failed, without_prob, predictions = cases.failed, cases.without_probabilities, cases.predictions
     pred_dir = pred_dirs[0]
     if not per_case and not problems:
         raise MammoError(pred_dir, f"no prediction matches a scan of {truth.source}")
@@ -316,7 +350,8 @@ def evaluate(pred_dirs, truth: Truth, out: str | None = None, image_area_fractio
     if scans:
         result["detection"] = {"froc": froc(scans, min_area_mm2),
                                "at_operating_point": score_scans(scans, threshold, min_area_mm2)}
-        result["intervals"] = bootstrap(scans, women, threshold, min_area_mm2, dice, groups=_groups(groups, scans),
+        result["intervals"] = bootstrap(scans, cases.women, threshold, min_area_mm2, cases.dice,
+                                        groups=_groups(groups, scans),
                                         resamples=resamples)
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -10,9 +10,16 @@ e.g. no lesion drawn, are left out of its interval).
 
 The figures are those of :mod:`mammo_seg.detection` (same hit rule, same step FROC), computed here from each
 scan's counts at every threshold, so that a resample only re-weights sums.
+
+Two models on the same scans (:func:`paired_differences`, e.g. two losses trained on the same folds) are compared
+by the difference of their figures over the same resampled women (a paired bootstrap): the interval of a
+difference is then much narrower than the two figures' own intervals suggest, because the women both models find
+easy or hard cancel out. A difference whose interval excludes 0 is one the data can resolve.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -76,6 +83,44 @@ def _figures(counts: _Counts, weights: np.ndarray, operating: int, dice: np.ndar
     return figures
 
 
+def _women_weights(women: list[str], resamples: int, seed: int):
+    """The observed weights (every scan once), then ``resamples`` draws: each scan weighted by how many times its
+    woman was drawn (as many women as there are, with replacement)."""
+    ids = sorted(set(women))
+    member = np.array([ids.index(w) for w in women])
+    yield np.ones(len(women))
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        times = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
+        yield times[member].astype(float)
+
+
+def _prepare(scans, threshold, min_area_mm2, dice, groups, thresholds):
+    thresholds = tuple(thresholds)
+    if threshold not in thresholds:
+        thresholds = tuple(sorted(set(thresholds) | {threshold}))
+    counts = _Counts(scans, thresholds, min_area_mm2, groups)
+    return counts, thresholds.index(threshold), np.array([np.nan if d is None else float(d) for d in dice])
+
+
+def _layout(summary, counts: _Counts, rates) -> dict:
+    """The figures of :func:`bootstrap` and :func:`paired_differences`, ``summary(key)`` for each."""
+    return {"groups": {g: {"kinds": sorted(kinds), "lesions": int(counts.lesions[g].sum()),
+                           "sensitivity_at_fp_per_image": {f"{r:g}": summary((g, f"{r:g}")) for r in rates},
+                           "sensitivity_at_operating_point": summary((g, "operating_point"))}
+                       for g, kinds in counts.groups.items()},
+            "fp_per_image_at_operating_point": summary("fp_per_image"),
+            "normal_with_detection_rate": summary("normal_with_detection_rate"),
+            "mean_lesion_dice": summary("mean_lesion_dice")}
+
+
+def _interval(observed: float, values) -> dict:
+    values = np.array(values, float)
+    values = values[~np.isnan(values)]
+    interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values.size else None
+    return {"value": None if np.isnan(observed) else float(observed), "ci95": interval}
+
+
 def bootstrap(scans: list[ScanLesions], women: list[str], threshold: float, min_area_mm2: float,
               dice: list, groups: dict | None = None, thresholds=FROC_THRESHOLDS, rates=FP_RATES,
               resamples: int = RESAMPLES, seed: int = SEED) -> dict:
@@ -86,35 +131,56 @@ def bootstrap(scans: list[ScanLesions], women: list[str], threshold: float, min_
     ``women``: the woman of each scan."""
     if len(women) != len(scans) or len(dice) != len(scans):
         raise ValueError("one woman and one Dice value per scan")
-    thresholds = tuple(thresholds)
-    if threshold not in thresholds:
-        thresholds = tuple(sorted(set(thresholds) | {threshold}))
-    operating = thresholds.index(threshold)
     groups = groups or {"all": {k for s in scans for k in s.kinds}}
-    counts = _Counts(scans, thresholds, min_area_mm2, groups)
-    dice = np.array([np.nan if d is None else float(d) for d in dice])
-    ids = sorted(set(women))
-    member = np.array([ids.index(w) for w in women])
-    observed = _figures(counts, np.ones(len(scans)), operating, dice, rates)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        times = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
-        draws.append(_figures(counts, times[member].astype(float), operating, dice, rates))
-
-    def summary(key):
-        values = np.array([d[key] for d in draws], float)
-        values = values[~np.isnan(values)]
-        value = observed[key]
-        interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values.size else None
-        return {"value": None if np.isnan(value) else float(value), "ci95": interval}
-
+    counts, operating, dice = _prepare(scans, threshold, min_area_mm2, dice, groups, thresholds)
+    observed, *draws = [_figures(counts, w, operating, dice, rates) for w in _women_weights(women, resamples, seed)]
     return {"method": f"percentile bootstrap over women, {resamples} resamples, seed {seed}",
-            "women": len(ids), "scans": len(scans),
-            "groups": {g: {"kinds": sorted(kinds), "lesions": int(counts.lesions[g].sum()),
-                           "sensitivity_at_fp_per_image": {f"{r:g}": summary((g, f"{r:g}")) for r in rates},
-                           "sensitivity_at_operating_point": summary((g, "operating_point"))}
-                       for g, kinds in groups.items()},
-            "fp_per_image_at_operating_point": summary("fp_per_image"),
-            "normal_with_detection_rate": summary("normal_with_detection_rate"),
-            "mean_lesion_dice": summary("mean_lesion_dice")}
+            "women": len(set(women)), "scans": len(scans),
+            **_layout(lambda key: _interval(observed[key], [d[key] for d in draws]), counts, rates)}
+
+
+@dataclass
+class Arm:
+    """One model's predictions of the scans of a comparison (the same scans, in the same order, for every arm)
+    and its operating point."""
+
+    scans: list[ScanLesions]
+    dice: list  # per scan, None for a scan without a lesion
+    threshold: float
+    min_area_mm2: float
+
+
+def paired_differences(arms: dict[str, Arm], women: list[str], baseline: str, groups: dict | None = None,
+                       thresholds=FROC_THRESHOLDS, rates=FP_RATES, resamples: int = RESAMPLES,
+                       seed: int = SEED) -> dict:
+    """Each arm's figures minus the ``baseline`` arm's (arm − baseline), with a 95 % paired bootstrap interval over
+    women: every resample draws the same women for all arms, so what the women have in common (easy and hard
+    lesions) cancels in the difference. A difference is ``resolved`` when its interval excludes 0. The figures are
+    those of :func:`bootstrap`, each at its arm's own operating point."""
+    lengths = {len(arm.scans) for arm in arms.values()} | {len(arm.dice) for arm in arms.values()}
+    if lengths != {len(women)}:
+        raise ValueError("every arm needs one scan and one Dice value per woman's scan, in the same order")
+    if baseline not in arms:
+        raise ValueError(f"baseline {baseline!r} is not an arm")
+    first = arms[baseline].scans
+    groups = groups or {"all": {k for s in first for k in s.kinds}}
+    prepared = {name: _prepare(arm.scans, arm.threshold, arm.min_area_mm2, arm.dice, groups, thresholds)
+                for name, arm in arms.items()}
+    figures = {name: [] for name in arms}
+    for weights in _women_weights(women, resamples, seed):
+        for name, (counts, operating, dice) in prepared.items():
+            figures[name].append(_figures(counts, weights, operating, dice, rates))
+    result = {"method": f"paired percentile bootstrap over women, {resamples} resamples, seed {seed}",
+              "women": len(set(women)), "scans": len(women), "baseline": baseline, "differences": {}}
+    for name in arms:
+        if name == baseline:
+            continue
+
+        def summary(key, name=name):
+            diffs = [a[key] - b[key] for a, b in zip(figures[name], figures[baseline])]
+            entry = _interval(diffs[0], diffs[1:])
+            entry["resolved"] = bool(entry["ci95"] and (entry["ci95"][0] > 0 or entry["ci95"][1] < 0))
+            return entry
+
+        result["differences"][name] = _layout(summary, prepared[name][0], rates)
+    return result

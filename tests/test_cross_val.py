@@ -160,6 +160,27 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
 
 
 @pytest.mark.slow
+def test_a_fine_tune_of_the_run_starts_every_fold_from_its_own_fold_model(cv_run, tmp_path):
+    import keras
+
+    recipe, _, run = cv_run
+    tuned = str(tmp_path / "tuned")
+    assert main(["train", "-c", recipe, "--out", tuned, "--quiet", "--set", f"train.init_from={run}",
+                 "--set", "loss={name: lovasz_hinge}", "--set", "train.epochs=1", "--set", "train.lr=1e-12",
+                 "--set", "train.warmup_epochs=0"]) == 0
+
+    def kernels(path):
+        model = keras.saving.load_model(path, compile=False)
+        return [w.numpy() for w in model.weights if "kernel" in w.path]
+
+    for k, other in ((1, 2), (2, 1)):  # at a learning rate of 1e-12 the fold's kernels are its source's
+        mine = kernels(os.path.join(tuned, f"fold{k}", "last.keras"))
+        source, not_source = (kernels(os.path.join(run, f"fold{j}", "last.keras")) for j in (k, other))
+        assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(mine, source))
+        assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(mine, not_source))
+
+
+@pytest.mark.slow
 def test_export_of_the_ensemble_is_the_mean_of_its_members_and_carries_the_operating_point(cv_run, tmp_path):
     import tensorflow as tf
 
@@ -222,3 +243,22 @@ def test_training_with_the_sampler_is_deterministic_bit_for_bit(cv_data, tmp_pat
     assert len(weights[0]) == len(weights[1])
     for x, y in zip(*weights):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_fine_tune_of_a_cross_validation_starts_each_fold_from_the_same_fold(tmp_path):
+    from mammo_seg.errors import MammoError
+    from mammo_seg.training.cross_val import fold_init
+
+    table = {"folds": 2, "fold_of": {"A": 1, "B": 2}}
+    earlier = tmp_path / "earlier"
+    for k in (1, 2):
+        (earlier / f"fold{k}").mkdir(parents=True)
+    (earlier / "cv.json").write_text(json.dumps({**table, "seed": 0}))
+    assert fold_init(str(earlier), table, 2) == str(earlier / "fold2")
+    assert fold_init(None, table, 1) is None
+    assert fold_init(str(tmp_path / "model.keras"), table, 1) == str(tmp_path / "model.keras")  # not a CV: as is
+    other = {"folds": 2, "fold_of": {"A": 2, "B": 1}}
+    with pytest.raises(MammoError, match="other folds"):  # fold 1 would start from weights trained on woman A
+        fold_init(str(earlier), other, 1)
+    with pytest.raises(MammoError, match="without fold3"):
+        fold_init(str(earlier), {"folds": 3, "fold_of": table["fold_of"]}, 3)

@@ -49,3 +49,39 @@ def test_groups_of_kinds_count_their_own_lesions_and_the_seed_fixes_the_interval
     assert a["groups"]["masses"]["sensitivity_at_operating_point"]["value"] == 1.0
     assert a["groups"]["calcifications"]["sensitivity_at_operating_point"]["value"] == 0.0
     assert a == bootstrap(scans, ["A", "B", "C"], 0.5, 0.0, [0.5, None, 0.0], groups=groups, resamples=200)
+
+
+def test_paired_differences_draw_the_same_women_for_both_arms():
+    from mammo_seg.intervals import Arm, paired_differences
+
+    finds = two_women()
+    misses = two_women()
+    misses[0].probability[3:5, 3:5] = 0.0  # the same false positives, the lesion missed
+    arms = {"finds": Arm(finds, [0.5, None], 0.5, 0.0), "misses": Arm(misses, [0.0, None], 0.5, 0.0)}
+    result = paired_differences(arms, ["A", "B"], "finds", thresholds=(0.2, 0.5, 0.8), rates=(0.5, 1.0),
+                                resamples=300)
+    diff = result["differences"]["misses"]
+    assert list(result["differences"]) == ["misses"] and result["baseline"] == "finds"
+    # every resample holding woman A (AB, BA, AA) loses her one lesion: −1; BB has no lesion and is left out
+    at = diff["groups"]["all"]["sensitivity_at_operating_point"]
+    assert at == {"value": -1.0, "ci95": [-1.0, -1.0], "resolved": True}
+    assert diff["groups"]["all"]["sensitivity_at_fp_per_image"]["1"] == {"value": -1.0, "ci95": [-1.0, -1.0],
+                                                                          "resolved": True}
+    assert diff["mean_lesion_dice"] == {"value": -0.5, "ci95": [-0.5, -0.5], "resolved": True}
+    # same false positives in both arms: a difference of 0 that no resample moves
+    assert diff["fp_per_image_at_operating_point"] == {"value": 0.0, "ci95": [0.0, 0.0], "resolved": False}
+    # unpaired, the two arms' own intervals of the sensitivity at 0.5 FP/image overlap completely
+    alone = bootstrap(finds, ["A", "B"], 0.5, 0.0, [0.5, None], thresholds=(0.2, 0.5, 0.8), rates=(0.5,),
+                      resamples=300)
+    assert alone["groups"]["all"]["sensitivity_at_fp_per_image"]["0.5"]["ci95"] == [0.0, 1.0]
+
+
+def test_paired_differences_refuse_arms_of_other_scans():
+    import pytest
+
+    from mammo_seg.intervals import Arm, paired_differences
+
+    one = two_women()
+    with pytest.raises(ValueError, match="same order"):
+        paired_differences({"a": Arm(one, [0.5, None], 0.5, 0.0), "b": Arm(one[:1], [0.5], 0.5, 0.0)},
+                           ["A", "B"], "a")

@@ -199,3 +199,14 @@ def test_set_takes_several_values_and_repeats_for_every_verb_that_has_it():
                                         "--set", "seed=7"])
     config = load_config(parsed.config, parsed.set)
     assert (config.train.epochs, config.train.lr, config.seed) == (5, 0.01, 7)
+
+
+def test_a_number_in_exponent_notation_is_a_number():
+    from mammo_seg.config import load_config
+    from mammo_seg.errors import MammoError
+
+    # YAML 1.1 reads 1e-4 (no dot) as a string; a learning rate is written that way
+    config = load_config(TINY, ["train.lr=1e-4", "model.l2=5E-5"])
+    assert (config.train.lr, config.model.l2) == (1e-4, 5e-5)
+    with pytest.raises(MammoError, match="expected a number"):
+        load_config(TINY, ["train.lr=1e-4x"])

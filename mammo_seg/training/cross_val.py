@@ -19,7 +19,9 @@
    (the operating point); the thresholds are the only choice made there, as in nnU-Net's
    ``find_best_configuration``.
 
-Rerunning the same command continues: finished folds are kept, an unfinished one resumes.
+Rerunning the same command continues: finished folds are kept, an unfinished one resumes. With
+``train.init_from`` a cross-validated run of the same folds, fold k starts from that run's fold k (a fine-tune,
+e.g. with another loss, that still never shows a fold model its own women).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
     for k in range(1, config.cv.folds + 1):
         fold = FoldPatients(frozenset(w for w, f in table["fold_of"].items() if f != k),
                             frozenset(w for w, f in table["fold_of"].items() if f == k))
-        results += _train_fold(config, run.fold(k), fold, strategy, progress)
+        results += _train_fold(config, run.fold(k), fold, strategy, progress,
+                               fold_init(config.train.init_from, table, k))
     if not is_chief():
         return results
     ensemble = run.write_ensemble(config.cv.folds)
@@ -118,21 +121,39 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
     return results
 
 
-def _train_fold(config: ExperimentConfig, fold_run: RunDir, fold: FoldPatients, strategy, progress: bool):
+def _train_fold(config: ExperimentConfig, fold_run: RunDir, fold: FoldPatients, strategy, progress: bool,
+                init_from: str | None):
     from mammo_seg.training.curriculum import run_curriculum
     from mammo_seg.training.strategy import is_chief
 
     if config.stages:
-        return run_curriculum(config, fold_run.path, progress=progress, fold=fold, strategy=strategy)
+        return run_curriculum(config, fold_run.path, progress=progress, fold=fold, strategy=strategy,
+                              init_from=init_from)
     if fold_run.is_done():
         with open(fold_run.done) as f:
             return [StageResult(**json.load(f))]
     result = train_stage(config, fold_run.path, resume=fold_run.holds_run(), strategy=strategy, progress=progress,
-                         fold=fold)
+                         fold=fold, init_from=init_from)
     if is_chief():
         atomic.write_json(fold_run.done, {"run_dir": result.run_dir, "epochs_done": result.epochs_done,
                                           "best": result.best, "logs": result.logs})
     return [result]
+
+
+def fold_init(init_from: str | None, table: dict, k: int) -> str | None:
+    """What fold ``k`` starts from: with ``train.init_from`` a cross-validated run, that run's model of fold ``k``
+    (a fine-tune: its folds must be this run's, so that no fold model ever sees its own women), else
+    ``train.init_from`` itself."""
+    if not (init_from and os.path.isdir(init_from) and os.path.isfile(RunDir(init_from).folds_file)):
+        return init_from
+    with open(RunDir(init_from).folds_file) as f:
+        if json.load(f).get("fold_of") != table["fold_of"]:
+            raise MammoError(init_from, "train.init_from: a cross-validation with other folds; fold models "
+                                        "would start from weights trained on their own women")
+    source = RunDir(init_from).fold(k)
+    if not os.path.isdir(source.path):
+        raise MammoError(init_from, f"train.init_from: a cross-validation without fold{k}")
+    return source.path
 
 
 def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, flips=(False,)):

@@ -19,12 +19,13 @@ from mammo_seg.training.strategy import is_chief, make_strategy
 
 
 def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True, fold: FoldPatients | None = None,
-                   strategy=None) -> list[StageResult]:
+                   strategy=None, init_from: str | None = None) -> list[StageResult]:
     """Train every stage in turn under one strategy (created first, before any TensorFlow op); ``fold``: on a
-    cross-validation fold's women (:mod:`mammo_seg.training.cross_val`)."""
+    cross-validation fold's women (:mod:`mammo_seg.training.cross_val`); ``init_from``: what the first stage
+    starts from (default ``train.init_from``), each later stage starting from the one before."""
     stages = stage_configs(config)
     strategy = strategy or make_strategy(stages[0][1].train.strategy)
-    results, previous = [], None
+    results, previous = [], init_from
     for folder, stage in stages:
         run = RunDir(root).stage(folder)
         if run.is_done():
