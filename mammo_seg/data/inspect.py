@@ -91,7 +91,8 @@ def contact_sheet(records: list[dict], path: str, columns: int = 6) -> str:
     for ax, rec in zip(axes.ravel(), records):
         ax.imshow(rec["image"][..., 0], cmap="gray", vmin=0, vmax=features.IMAGE_MAX)
         if (rec["mask"] == features.LESION).any():
-            ax.contour((rec["mask"][..., 0] == features.LESION).astype(np.uint8), levels=[0.5], colors="red", linewidths=0.8)
+            lesion = (rec["mask"][..., 0] == features.LESION).astype(np.uint8)
+            ax.contour(lesion, levels=[0.5], colors="red", linewidths=0.8)
         ax.set_title(f"{rec['scan_id'].decode()}\n{rec['split'].decode()}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

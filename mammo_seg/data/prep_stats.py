@@ -106,8 +106,8 @@ class OutputStats:
 
 
 def scan_output_stats(source: str, tiles, counts: TileCounts) -> OutputStats:
-    """What one scan's kept ``tiles`` (uint16 images, stored masks: lesion pixels are those of value 1), counted by kind in ``counts``, add to an
-    output folder."""
+    """What one scan's kept ``tiles`` (uint16 images, stored masks whose lesion pixels are those of value 1),
+    counted by kind in ``counts``, add to an output folder."""
     stats = OutputStats(records=len(tiles), scans=1, counts=counts)
     intensity = Intensity()
     for t in tiles:

@@ -132,7 +132,8 @@ def write_operating_point(model_file: str, record: dict) -> None:
 def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresholds=THRESHOLDS,
            min_areas_mm2=MIN_AREAS_MM2, objective: str = "dice", max_fp_per_image: float = 1.0) -> dict:
     """The operating point of probability maps ``scans`` ({flip: [(probability, reference mask), ...]}, all on
-    one grid of ``pixel_mm2`` mm² pixels; a reference mask bool, or a stored mask with an ignore region) by the rule of the module; the record with every candidate."""
+    one grid of ``pixel_mm2`` mm² pixels; a reference mask bool, or a stored mask with an ignore region) by the
+    rule of the module; the record with every candidate."""
     flips = sorted(scans)
     min_areas = [min_area_px(area, pixel_mm2) for area in min_areas_mm2]
     candidates = []

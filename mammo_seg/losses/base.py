@@ -3,8 +3,8 @@
 **The ignore region.** A pixel whose label is :data:`~mammo_seg.data.features.IGNORE` (prep's
 ``ignore_kinds``) is neither lesion nor background: every loss skips it, in no sum and no pixel count.
 :func:`valid_labels` gives each loss the labels with those pixels set to 0 and the weight w = 1 − [y = IGNORE]:
-pixel losses sum w·ℓ over Σ w pixels, region losses count TP = Σ w·p·y, FP = Σ w·p·(1 − y), FN = Σ w·(1 − p)·y,
-the Lovász losses leave those pixels out of the sorted errors."""
+pixel losses sum w·ℓ over Σ w pixels, region losses count TP = Σ w·p·y, FP = Σ w·p·(1 − y) and
+FN = Σ w·(1 − p)·y, the Lovász losses leave those pixels out of the sorted errors."""
 
 from __future__ import annotations
 
