@@ -252,6 +252,14 @@ def test_prep_writes_the_ignore_value_in_the_circles_of_the_ignored_kinds_only(t
              for r in iterate_records(f)]
     values = set(np.unique(np.concatenate([t.ravel() for t in tiles])))
     assert values == {0, LESION, IGNORE}
+    # the model card says the calcifications were not learnt (only where the setting was used)
+    from mammo_seg.model_card import _calcification_note, training_data
+
+    assert training_data(str(tmp_path / "ign" / "full"), "train")["ignored_kinds"] == ["calcification"]
+    assert "ignored_kinds" not in training_data(str(tmp_path / "plain" / "full"), "train")
+    assert "not learnt" in _calcification_note({"training_pixel_mm": 0.8, "ignored_kinds": ["calcification"]})
+    assert "trained and scored" in _calcification_note({"training_pixel_mm": 0.8})
+    assert _calcification_note({"training_pixel_mm": 0.1, "ignored_kinds": ["calcification"]}) == ""
 
 
 def test_an_unknown_kind_is_one_line_naming_the_setting_before_any_work(tmp_path, capsys):
