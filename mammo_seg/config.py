@@ -74,10 +74,12 @@ class PrepSection:
                 raise MammoError(flag, f"must be in [0, 1), got {value}")
         from mammo_seg.data.cases import KINDS
 
-        if not isinstance(self.ignore_kinds, (list, tuple)) or any(k not in KINDS for k in self.ignore_kinds):
-            unknown = (next(str(k) for k in self.ignore_kinds if k not in KINDS)
-                       if isinstance(self.ignore_kinds, (list, tuple)) else str(self.ignore_kinds))
-            raise MammoError("prep.ignore_kinds", f"unknown abnormality kind {unknown!r}; choose from "
+        if not isinstance(self.ignore_kinds, (list, tuple)):
+            raise MammoError("prep.ignore_kinds", f"must be a list of abnormality kinds, e.g. [calcification], got "
+                                                  f"{self.ignore_kinds!r}")
+        unknown = [str(k) for k in self.ignore_kinds if k not in KINDS]
+        if unknown:
+            raise MammoError("prep.ignore_kinds", f"unknown abnormality kind {unknown[0]!r}; choose from "
                                                   f"{', '.join(KINDS)} (MIAS CALC is calcification)")
         if self.val_fraction + self.test_fraction >= 1:
             raise MammoError("--val-fraction", f"and --test-fraction must sum to less than 1, got "

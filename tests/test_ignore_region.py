@@ -274,6 +274,10 @@ def test_an_unknown_kind_is_one_line_naming_the_setting_before_any_work(tmp_path
     assert main(["prep", "mias", "--raw", raw, "--out", str(tmp_path / "out"), "-c", str(recipe)]) == 2
     assert "prep.ignore_kinds: unknown abnormality kind 'CALC'" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+    from mammo_seg.config import PrepSection
+
+    with pytest.raises(MammoError, match=r"^prep.ignore_kinds: must be a list"):
+        PrepSection(ignore_kinds="calcification").validate()
 
 
 def test_lesion_crops_never_centre_on_an_ignore_only_scan(tmp_path):
