@@ -60,7 +60,7 @@ ARMS = {
     "bce_dice_ignore_calc": ("BCE + soft Dice, calcification circles ignored", []),
 }
 #: arms that change the recipe's prep section too (the labels), not only its training
-PREP = {"bce_dice_ignore_calc": {"ignore_kinds": ["CALC"]}}
+PREP = {"bce_dice_ignore_calc": {"ignore_kinds": ["calcification"]}}
 FINETUNE = "lovasz_finetune"
 
 

@@ -51,12 +51,12 @@ def print_problems(problems: list, listed_in: str) -> None:
             print(f"problem: {members[0].file}: {len(members)} {group} (each listed in {listed_in})", file=sys.stderr)
 
 
-def warn_lesion_free_splits(cases: list, scan_split: dict, val_fraction: float) -> None:
-    """A warning naming a split that ends with no scan with a lesion: training, or validation (where an operating
-    point would be chosen)."""
+def warn_lesion_free_splits(cases: list, scan_split: dict, val_fraction: float, ignore_kinds=()) -> None:
+    """A warning naming a split that ends with no scan with a lesion (an abnormality of a kind not in
+    ``ignore_kinds``): training, or validation (where an operating point would be chosen)."""
     for split in ("train", "val") if val_fraction > 0 else ("train",):
         scans = [c for c in cases if scan_split.get(c.scan_id) == split]
-        if scans and not any(c.abnormalities for c in scans):
+        if scans and not any(a.kind not in ignore_kinds for c in scans for a in c.abnormalities):
             print(f"warning: the {split!r} split has {len(scans)} scans and none with a lesion", file=sys.stderr)
 
 
@@ -83,7 +83,7 @@ def prepare(dataset: str, raw: str, out: str, settings: PrepSection | None = Non
     index_seconds = time.perf_counter() - start
     print_problems(problems, PrepOutput(out).problems_file)
     scan_split, splits = assign_splits(cases, config.val_fraction, config.test_fraction, config.seed)
-    warn_lesion_free_splits(cases, scan_split, config.val_fraction)
+    warn_lesion_free_splits(cases, scan_split, config.val_fraction, config.ignore_kinds)
     os.makedirs(out, exist_ok=True)
     atomic.write_json(PrepOutput(out).splits_file, {"dataset": dataset, **splits}, PrepOutput(out).tmp_dir)
     result = write_dataset(cases, scan_split, config, out, workers=workers, problems=problems,

@@ -113,6 +113,11 @@ _seed = _number(int, 0, what="an integer")
 _fraction = _number(float, 0, 1, high_open=True, what="a fraction")
 
 
+def _word_list(text: str) -> list[str]:
+    """Comma-separated words ('' for none)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -295,6 +300,11 @@ def add_prep(verbs) -> None:
                             f"(default {d.test_fraction:g})")
         p.add_argument("--scans-per-shard", type=_count, default=None,
                        help=f"scans per TFRecord shard (default {d.scans_per_shard})")
+        p.add_argument("--ignore-kinds", type=_word_list, default=None, metavar="KINDS",
+                       help="abnormality kinds stored as an ignore region, neither lesion nor background, that "
+                            "training and the operating point skip, e.g. calcification (MIAS CALC) at a grid too "
+                            "coarse to show them; comma-separated, from mass, calcification, "
+                            "architectural_distortion, asymmetry (default none)")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         _quiet_flag(p)
         p.set_defaults(func=cmd_prep)

@@ -48,6 +48,10 @@ class PrepSection:
     test_fraction: float = 0.2  # patients held out for test when the dataset has no official split
     scans_per_shard: int = 64
     seed: int = 0  # split and crop positions
+    # abnormality kinds (cases.KINDS: mass, calcification, architectural_distortion, asymmetry) stored as an
+    # ignore region (mask value 2: neither lesion nor background), e.g. [calcification] at a grid too coarse
+    # to show them
+    ignore_kinds: list = field(default_factory=list)
 
     def validate(self) -> "PrepSection":
         """Itself when every setting can be used; else a :class:`MammoError` naming the flag."""
@@ -69,6 +73,15 @@ class PrepSection:
         for flag, value in (("--val-fraction", self.val_fraction), ("--test-fraction", self.test_fraction)):
             if not 0 <= value < 1:
                 raise MammoError(flag, f"must be in [0, 1), got {value}")
+        from mammo_seg.data.cases import KINDS
+
+        if not isinstance(self.ignore_kinds, (list, tuple)):
+            raise MammoError("prep.ignore_kinds", f"must be a list of abnormality kinds, e.g. [calcification], got "
+                                                  f"{self.ignore_kinds!r}")
+        unknown = [str(k) for k in self.ignore_kinds if k not in KINDS]
+        if unknown:
+            raise MammoError("prep.ignore_kinds", f"unknown abnormality kind {unknown[0]!r}; choose from "
+                                                  f"{', '.join(KINDS)} (MIAS CALC is calcification)")
         if self.val_fraction + self.test_fraction >= 1:
             raise MammoError("--val-fraction", f"and --test-fraction must sum to less than 1, got "
                                                f"{self.val_fraction} and {self.test_fraction}")
@@ -95,7 +108,8 @@ class PrepSection:
         return PrepConfig(dataset=dataset, tiles=tuple(int(t) for t in self.tiles), resolution=resolution,
                           tiling=tiling,
                           seed=self.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
-                          scans_per_shard=self.scans_per_shard, full_scans=self.full_scans)
+                          scans_per_shard=self.scans_per_shard, full_scans=self.full_scans,
+                          ignore_kinds=tuple(self.ignore_kinds))
 
     @classmethod
     def default_text(cls, name: str) -> str:

@@ -9,6 +9,10 @@
   hits a reference lesion when its peak lies inside the lesion. A lesion is *found* when at least one
   detection hits it; further detections on a found lesion are neither true nor false positives; a
   detection whose peak lies in no lesion is a false positive.
+* **Ignore region** (mask value :data:`~mammo_seg.data.features.IGNORE` of a prep output made with
+  ``ignore_kinds``; LUNA16's "irrelevant findings"): it is no reference lesion; a detection whose peak lies in
+  it is neither a true nor a false positive and does not flag a lesion-free scan (:func:`match`,
+  :func:`flagging`); Dice leaves its pixels out of both masks (:func:`reference_regions`).
 * **FROC** (Bunch et al. 1978; Chakraborty 1989): for each threshold of :data:`FROC_THRESHOLDS` the
   detections give one point (false positives per image, lesion sensitivity). The sensitivity at a
   false-positive rate ``r`` is the highest sensitivity of the points with at most ``r`` false
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.measure import label
 
+from mammo_seg.data.features import IGNORE, LESION
+
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 FROC_THRESHOLDS = (0.01, 0.02) + THRESHOLDS  # lower ones for the FROC's high false-positive end
 FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -56,12 +62,37 @@ class ScanLesions:
     lesions: list  # bool masks on the probability's grid, one per reference lesion
     kinds: list  # one label per lesion (MIAS CIRC/SPIC/…, CBIS mass/calcification)
     pixel_area_mm2: float
+    ignore: np.ndarray | None = None  # bool mask of the ignore region on the probability's grid (None: none)
 
 
 def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """(labels, n): the lesions of a bool mask, its 8-connected components numbered 1 … n in raster
     order (0: background)."""
     return label(mask, connectivity=2, return_num=True)
+
+
+def reference_regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(lesion, ignore) bool masks of a stored reference mask (bool, or uint8 0 / 1 lesion / 2 ignore: see
+    :mod:`mammo_seg.data.features`); ``ignore`` is None when the mask has no ignore region."""
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return mask, None
+    ignore = mask == IGNORE
+    return mask == LESION, (ignore if ignore.any() else None)
+
+
+def reference_lesions(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """(one bool mask per reference lesion, the ignore region or None) of a stored reference mask: the lesions are
+    the connected components of its lesion pixels (:func:`lesion_components`), never of the ignore region."""
+    lesion, ignore = reference_regions(mask)
+    components, n = lesion_components(lesion)
+    return [components == k for k in range(1, n + 1)], ignore
+
+
+def without_ignore(pred: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
+    """A predicted mask with the ignore region's pixels left out (unchanged without one): scored against the
+    lesion mask, the ignore region is then in neither mask."""
+    return pred if ignore is None else pred & ~ignore
 
 
 def image_positive(lesion_area_px, image_px, image_area_fraction: float = 0.0):
@@ -118,17 +149,24 @@ def find_detections(probability: np.ndarray, threshold: float, min_area: int) ->
     return sorted(found, key=lambda d: -d.score)
 
 
-def match(detections: list[Detection], lesions: list[np.ndarray]) -> tuple[list[bool], int]:
-    """(found flag per lesion, false positives) under the centre-in-lesion criterion."""
+def match(detections: list[Detection], lesions: list[np.ndarray],
+          ignore: np.ndarray | None = None) -> tuple[list[bool], int]:
+    """(found flag per lesion, false positives) under the centre-in-lesion criterion; a detection whose peak
+    lies in no lesion but in ``ignore`` (the ignore region's bool mask) is neither."""
     found = [False] * len(lesions)
     false_positives = 0
     for d in detections:
         hits = [i for i, lesion in enumerate(lesions) if lesion[d.peak]]
-        if not hits:
+        if not hits and not (ignore is not None and ignore[d.peak]):
             false_positives += 1
         for i in hits:
             found[i] = True
     return found, false_positives
+
+
+def flagging(detections: list[Detection], ignore: np.ndarray | None = None) -> list[Detection]:
+    """The detections that flag a scan: those whose peak lies outside the ignore region (all without one)."""
+    return detections if ignore is None else [d for d in detections if not ignore[d.peak]]
 
 
 def score_scans(scans: list[ScanLesions], threshold: float, min_area_mm2: float) -> dict:
@@ -139,13 +177,13 @@ def score_scans(scans: list[ScanLesions], threshold: float, min_area_mm2: float)
     for scan in scans:
         detections = [] if scan.probability is None else find_detections(
             scan.probability, threshold, min_area_px(min_area_mm2, scan.pixel_area_mm2))
-        found, fp = match(detections, scan.lesions)
+        found, fp = match(detections, scan.lesions, scan.ignore)
         false_positives += fp
         for kind, hit in zip(scan.kinds, found):
             found_by_kind.setdefault(kind, []).append(hit)
         if not scan.lesions:
             normal += 1
-            normal_with_detection += bool(detections)
+            normal_with_detection += bool(flagging(detections, scan.ignore))
     every = [hit for hits in found_by_kind.values() for hit in hits]
     return {"threshold": threshold, "lesions": len(every), "found": sum(every),
             "sensitivity": _share(sum(every), len(every)),

@@ -4,7 +4,10 @@ Ground truth comes from
 
 * a raw CBIS-DDSM or MIAS directory: masks built by the converters, on each scan's original grid;
 * or a prep output with whole scans (``OUT`` or ``OUT/full``): masks at the training resolution;
-  the predicted mask is resampled to that grid (coverage ≥ 0.5, as prep resamples masks).
+  the predicted mask is resampled to that grid (coverage ≥ 0.5, as prep resamples masks). Its ignore
+  region (prep's ``ignore_kinds``) is no lesion: its pixels are left out of the predicted mask too, and a
+  detection peaking in it is neither a true nor a false positive (:mod:`mammo_seg.detection`). Raw
+  ground truth has none: there every annotated abnormality is a lesion.
 
 Predictions are matched to ground truth by the SHA-256 of the scan file (recorded by predict and by
 prep), so copies and symlinks of the scans match; no DICOM attribute is needed.
@@ -46,7 +49,7 @@ from mammo_seg import __version__
 from mammo_seg.atomic import write_json
 from mammo_seg.data.resolution import SPACING_HEADER, ScanGrid, isotropic_spacing, resize_image, resize_mask
 from mammo_seg.detection import (TILE_IMAGE_AREA_FRACTION, ScanLesions, froc, image_positive,
-                                 lesion_components, score_scans)
+                                 reference_lesions, reference_regions, score_scans, without_ignore)
 from mammo_seg.errors import MammoError
 from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.intervals import RESAMPLES, bootstrap
@@ -72,6 +75,7 @@ class Reference:
     lesions: list  # bool masks, one per lesion
     types: list  # one type per lesion (MIAS CIRC/SPIC/…, CBIS mass/calcification, "lesion")
     patient: str | None = None  # the woman: the unit of the bootstrap intervals (None: the scan is its own)
+    ignore: np.ndarray | None = None  # bool: the ignore region (prep ground truth with ignore_kinds), or None
 
 
 class Truth:
@@ -100,17 +104,16 @@ class PrepTruth(Truth):
         for split in manifest.splits:
             for file in manifest.shard_files(split):
                 for rec in iterate_records(file):
-                    self.masks[rec["scan_id"].decode()] = rec["mask"][..., 0].astype(bool)
+                    self.masks[rec["scan_id"].decode()] = rec["mask"][..., 0]  # 0, 1 lesion, 2 ignore
         self.scan_of = scan_of
 
     def find(self, digest, size):
         scan_id = self.scan_of.get(digest)
         if scan_id is None or scan_id not in self.masks:
             return None
-        mask = self.masks[scan_id]
-        components, n = lesion_components(mask)
-        return Reference(mask, scan_id, [components == k for k in range(1, n + 1)], ["lesion"] * n,
-                         self.patients.get(scan_id))
+        lesions, ignore = reference_lesions(self.masks[scan_id])
+        return Reference(reference_regions(self.masks[scan_id])[0], scan_id, lesions, ["lesion"] * len(lesions),
+                         self.patients.get(scan_id), ignore)
 
 
 def _mean(values):
@@ -175,7 +178,7 @@ def _scan_lesions(record: dict, pred_dir: str, ref: Reference) -> ScanLesions | 
     area = _pixel_area_mm2(record) * prob.size / ref.mask.size
     if prob.shape != ref.mask.shape:  # prep ground truth, at the training resolution (aspect checked)
         prob = resize_image(prob, ref.mask.shape)
-    return ScanLesions(prob, ref.lesions, ref.types, area)
+    return ScanLesions(prob, ref.lesions, ref.types, area, ref.ignore)
 
 
 def _failed_scan(record: dict, input_root, truth: Truth) -> tuple[ScanLesions, Reference] | None:
@@ -187,7 +190,7 @@ def _failed_scan(record: dict, input_root, truth: Truth) -> tuple[ScanLesions, R
     if not os.path.isfile(path):
         return None
     ref = truth.find(file_sha256(path), os.path.getsize(path))
-    return None if ref is None else (ScanLesions(None, ref.lesions, ref.types, 1.0), ref)
+    return None if ref is None else (ScanLesions(None, ref.lesions, ref.types, 1.0, ref.ignore), ref)
 
 
 def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
@@ -206,6 +209,7 @@ def _evaluate_record(record, number, pred_dir, truth, image_area_fraction):
                                     f"{scan_id} ({ref.shape[0]}x{ref.shape[1]}); not resized")
     if pred.shape != ref.shape:  # documented: prep ground truth is at the training resolution
         pred = resize_mask(pred, ref.shape)
+    pred = without_ignore(pred, found.ignore)
     entry = {"prediction": name, "reference": scan_id, "woman": found.patient or scan_id,
              "metrics": {"1": case_metrics(pred, ref, image_area_fraction)}}
     return "case", (entry, found), _scan_lesions(record, pred_dir, found)

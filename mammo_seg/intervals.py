@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mammo_seg.detection import FP_RATES, FROC_THRESHOLDS, ScanLesions, find_detections, match, min_area_px
+from mammo_seg.detection import (FP_RATES, FROC_THRESHOLDS, ScanLesions, find_detections, flagging, match,
+                                 min_area_px)
 
 RESAMPLES = 2000
 SEED = 0
@@ -48,9 +49,9 @@ class _Counts:
             for j, threshold in enumerate(thresholds):
                 detections = find_detections(scan.probability, threshold, min_area_px(min_area_mm2,
                                                                                        scan.pixel_area_mm2))
-                hits, fp = match(detections, scan.lesions)
+                hits, fp = match(detections, scan.lesions, scan.ignore)
                 self.false_positives[i, j] = fp
-                self.detected[i, j] = bool(detections)
+                self.detected[i, j] = bool(flagging(detections, scan.ignore))
                 for g, kinds in groups.items():
                     self.found[g][i, j] = sum(hit for hit, kind in zip(hits, scan.kinds) if kind in kinds)
 

@@ -11,6 +11,9 @@ All are ratios of sums over every pixel (or image) seen, from one set of counts 
   1/750: 546 px at 640²); accuracy and recall of that call against "the mask has a lesion".
 
 A ratio whose denominator is 0 is reported as 0 (:func:`mammo_seg.overlap.ratio`).
+
+Pixels of the ignore region (label :data:`~mammo_seg.data.features.IGNORE`) count nowhere: not in TP, FP, FN
+or N, and not in an image's area for the image-level call (:func:`mammo_seg.losses.base.valid_labels`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import keras
 from keras import ops
 
 from mammo_seg.detection import TILE_IMAGE_AREA_FRACTION, image_positive
+from mammo_seg.losses.base import valid_labels
 from mammo_seg.overlap import confusion_sums, iou, ratio
 
 PACKAGE = "mammo_seg"
@@ -41,18 +45,17 @@ class OverlapMetric(keras.metrics.Metric):
                                         name="counts")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y = ops.cast(y_true, "float32")
+        y, w = valid_labels(y_true)
         y_pred = ops.cast(y_pred, "float32")
         cut = math.log(self.threshold / (1 - self.threshold)) if self.from_logits else self.threshold
-        hard = ops.cast(y_pred > cut, "float32")
+        hard = ops.cast(y_pred > cut, "float32") * w
         tp, fp, fn = confusion_sums(hard, y, axis=(1, 2, 3))
         intersection, union, predicted, true = tp, tp + fp + fn, tp + fp, tp + fn
-        pixels = ops.cast(ops.prod(ops.shape(y)[1:]), "float32")
+        pixels = ops.sum(w, axis=(1, 2, 3))  # per image, outside the ignore region
         called = ops.cast(image_positive(predicted, pixels, self.image_area_fraction), "float32")
         lesion = ops.cast(true > 0, "float32")
         update = ops.stack([
-            ops.sum(intersection), ops.sum(union), ops.sum(predicted), ops.sum(true),
-            pixels * ops.cast(ops.shape(y)[0], "float32"),
+            ops.sum(intersection), ops.sum(union), ops.sum(predicted), ops.sum(true), ops.sum(pixels),
             ops.sum(called * lesion), ops.sum(called * (1 - lesion)),
             ops.sum((1 - called) * lesion), ops.sum((1 - called) * (1 - lesion)),
         ])

@@ -56,11 +56,24 @@ def training_data(data_dir: str, split: str) -> dict:
         for kind in tf.io.parse_single_example(serialized, spec)["abnormality"].values.numpy():
             kinds[kind.decode()] = kinds.get(kind.decode(), 0) + 1
     resolution = manifest.resolution
+    ignored = {"ignored_kinds": sorted(manifest.ignore_kinds)} if manifest.ignore_kinds else {}
     return {"dataset": manifest.dataset, "prep_output": os.path.abspath(prep.root), "split": split,
             "women": len({v["patient_id"] for v in scans.values()}), "scans": len(scans),
-            "abnormalities_by_kind": dict(sorted(kinds.items())),
+            "abnormalities_by_kind": dict(sorted(kinds.items())), **ignored,
             "training_pixel_mm": resolution.get("spacing_mm"),
             "nominal_spacing_mm": resolution.get("nominal_spacing_mm")}
+
+
+def _calcification_note(data: dict) -> str:
+    """What the card says of calcification clusters: nothing on a fine training grid; on a coarse one, that they
+    were not learnt (prep stored them as ignore regions) or learnt though their specks are not seen."""
+    if (data["training_pixel_mm"] or 0) <= CALCIFICATION_PIXEL_MM:
+        return ""
+    if "calcification" in data.get("ignored_kinds", []):
+        return (" Calcification clusters: not learnt (ignore regions in training and in the choice of the operating "
+                "point), their specks being smaller than a training pixel.")
+    return " Calcification clusters: trained and scored with the other lesions, but their specks are smaller than a " \
+           "training pixel."
 
 
 def build_card(config, model_file: str, data: dict, precision: str) -> dict:
@@ -83,9 +96,7 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
     return {
         "model": os.path.basename(model_file), "members": members,
         "intended_use": INTENDED_USE,
-        "not_for": NOT_FOR + (" Calcification clusters: trained and scored with the other lesions, but their specks "
-                              "are smaller than a training pixel." if (data["training_pixel_mm"] or 0)
-                              > CALCIFICATION_PIXEL_MM else ""),
+        "not_for": NOT_FOR + _calcification_note(data),
         "training_data": data,
         "cross_validation": {"folds": config.cv.folds} if config.cv.folds else None,
         "operating_point": None if point is None else {k: point[k] for k in ("threshold", "min_area_mm2", "flip")},

@@ -2,7 +2,8 @@
 
 A converter (``data_prep.cbis_ddsm``, ``data_prep.mias``) turns a raw dataset into :class:`Case`
 objects and :class:`Problem` rows; :func:`load_case` reads the scan and builds the binary mask on
-the scan's grid. Everything here is plain data, picklable for worker processes.
+the scan's grid, :func:`stored_mask` the mask prep stores (lesion 1, ignore region 2). Everything here is
+plain data, picklable for worker processes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from mammo_seg.errors import MammoError, printable
 from mammo_seg.io import Scan, read_mask, read_scan
 
 
+#: The abnormality kinds of every dataset (MIAS's CALC is a calcification; CIRC, SPIC and MISC are masses;
+#: ARCH an architectural distortion; ASYM an asymmetry): the vocabulary of prep's ``ignore_kinds``.
+KINDS = ("mass", "calcification", "architectural_distortion", "asymmetry")
+
+
 @dataclass(frozen=True)
 class Abnormality:
     """One annotated abnormality: a mask file (CBIS-DDSM) or a circle (MIAS)."""
 
-    kind: str  # "mass", "calcification", "architectural_distortion", "asymmetry"
+    kind: str  # one of KINDS
     mask_path: str | None = None
     circle: tuple[float, float, float] | None = None  # (x = column, y = row, radius) in pixels, origin top-left
     label: str = ""  # the dataset's own class (MIAS CIRC/SPIC/MISC/CALC/ARCH/ASYM); "" where it is ``kind``
@@ -99,6 +105,31 @@ def merged_mask(case: Case, shape: tuple[int, int]) -> tuple[np.ndarray, list[tu
         merged |= mask
         rois.append(bounding_box(mask))
     return merged, rois
+
+
+def stored_mask(case: Case, shape: tuple[int, int], ignore_kinds=()) -> tuple[np.ndarray,
+                                                                            list[tuple[int, int, int, int]]]:
+    """The mask prep stores for ``case`` (uint8: 0 background, :data:`~mammo_seg.data.features.LESION`,
+    :data:`~mammo_seg.data.features.IGNORE`) and the ROI bounding boxes of its kept lesions.
+
+    An abnormality whose kind is in ``ignore_kinds`` is an ignore region, not a lesion: it gets no ROI, and
+    where it overlaps a kept lesion the lesion wins. Without ``ignore_kinds`` this is :func:`merged_mask`
+    as 0/1. Errors as :func:`load_case`.
+    """
+    from mammo_seg.data.features import IGNORE, LESION
+
+    lesion = np.zeros(shape, dtype=bool)
+    ignore = np.zeros(shape, dtype=bool)
+    rois = []
+    for abn, mask in zip(case.abnormalities, lesion_masks(case, shape)):
+        if abn.kind in ignore_kinds:
+            ignore |= mask
+        else:
+            lesion |= mask
+            rois.append(bounding_box(mask))
+    labels = lesion.astype(np.uint8) * np.uint8(LESION)
+    labels[ignore & ~lesion] = IGNORE
+    return labels, rois
 
 
 def lesion_masks(case: Case, shape: tuple[int, int]) -> list[np.ndarray]:

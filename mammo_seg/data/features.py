@@ -4,16 +4,23 @@
 key            type         content
 ============== ============ ==============================================================
 image          bytes        PNG, uint16, T×T×1 (whole-scan records: H×W×1); scan in [0, 1] × 65535
-mask           bytes        PNG, uint8, same size, 0 = background, 1 = lesion
+mask           bytes        PNG, uint8, same size, 0 = background, 1 = lesion, 2 = ignore (:data:`IGNORE`)
 scan_id        bytes        dataset id of the scan, e.g. ``P_00001_LEFT_CC`` or ``mdb005``
 patient_id     bytes        dataset id of the patient (splits are by patient)
 split          bytes        ``train``, ``val`` or ``test``
 source         bytes        ``cbis-ddsm`` or ``mias``
-abnormality    bytes list   abnormality types in the scan, e.g. ``[b"mass", b"calcification"]``
+abnormality    bytes list   abnormality types in the scan, e.g. ``[b"mass", b"calcification"]`` (ignored
+                            ones too: the list says what the scan holds, the mask how it is learnt)
 origin         int64 [2]    [row, col] of the crop's top-left on the original grid (may be < 0: padded)
 crop_size      int64        native pixels the crop spans (whole scans: the longer native side)
 scale          float        record pixels per native pixel
 ============== ============ ==============================================================
+
+**The ignore region** (mask value :data:`IGNORE`): the abnormalities of the kinds prep's ``ignore_kinds``
+names (e.g. calcifications at a grid too coarse to show them) are neither lesion nor background. Losses,
+training metrics, the operating point and out-of-fold figures skip those pixels; a lesion crop is never
+centred on them, and a scan whose only abnormality is ignored is not a lesion scan. Where a kept lesion and
+an ignored one overlap, the lesion wins. Without ``ignore_kinds`` no mask holds the value.
 
 PNG encoding uses Pillow at zlib level 1 (about 6× faster than the default for nearly the same
 size), so prep workers need no TensorFlow; parsing uses ``tf.io``.
@@ -27,6 +34,8 @@ import numpy as np
 from PIL import Image
 
 IMAGE_MAX = 65535  # uint16 full scale of the stored image
+LESION = 1  # mask value of a lesion pixel (stored uint8 and float mask alike)
+IGNORE = 2  # mask value of a pixel that is neither lesion nor background (see the module docstring)
 PNG_LEVEL = 1
 STRING_KEYS = ("scan_id", "patient_id", "split", "source")
 
@@ -99,7 +108,7 @@ def iterate_records(path: str):
 
 
 def to_float(image, mask):
-    """Stored tensors → float32 image in [0, 1] and float32 mask in {0, 1}."""
+    """Stored tensors → float32 image in [0, 1] and float32 mask in {0, 1, :data:`IGNORE`}."""
     import tensorflow as tf
 
     return tf.cast(image, tf.float32) / IMAGE_MAX, tf.cast(mask, tf.float32)

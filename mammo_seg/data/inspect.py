@@ -52,11 +52,11 @@ def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: 
                         report.errors.append(f"{where}: image {image.shape} and mask {mask.shape} differ in size")
                     if tile is not None and image.shape[:2] != (tile, tile):
                         report.errors.append(f"{where}: size {image.shape[:2]} is not the manifest's {tile}")
-                    if not np.isin(np.unique(mask), (0, 1)).all():
-                        report.errors.append(f"{where}: mask has values other than 0 and 1")
+                    if not np.isin(np.unique(mask), (0, features.LESION, features.IGNORE)).all():
+                        report.errors.append(f"{where}: mask has values other than 0, 1 and 2")
                     if rec["split"].decode() != split:
                         report.errors.append(f"{where}: split {rec['split'].decode()!r} in a {split} shard")
-                    positives += int(mask.sum())
+                    positives += int(np.count_nonzero(mask == features.LESION))
                     seen += 1
                     if len(picks) < samples:  # reservoir sampling: a uniform sample in one pass
                         picks.append(rec)
@@ -90,8 +90,9 @@ def contact_sheet(records: list[dict], path: str, columns: int = 6) -> str:
         ax.axis("off")
     for ax, rec in zip(axes.ravel(), records):
         ax.imshow(rec["image"][..., 0], cmap="gray", vmin=0, vmax=features.IMAGE_MAX)
-        if rec["mask"].any():
-            ax.contour(rec["mask"][..., 0], levels=[0.5], colors="red", linewidths=0.8)
+        if (rec["mask"] == features.LESION).any():
+            lesion = (rec["mask"][..., 0] == features.LESION).astype(np.uint8)
+            ax.contour(lesion, levels=[0.5], colors="red", linewidths=0.8)
         ax.set_title(f"{rec['scan_id'].decode()}\n{rec['split'].decode()}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -12,10 +12,12 @@ Crops of whole scans (``crop``), two samplers:
 * the lesion sampler (nnU-Net's foreground oversampling, with rotation and scaling on the fly): element
   ``i`` of the stream is a *lesion crop* exactly when ⌊(i+1)·s⌋ > ⌊i·s⌋ for the share ``s`` (so the share
   of lesion crops in any run of 1/s elements is exact), drawn from the scans that have a lesion and
-  centred on one of their lesion pixels; the other crops come from every scan, centred on a pixel of the
+  centred on one of their lesion pixels (value 1: never an ignore pixel, and a scan whose only abnormality
+  is an ignore region is not a lesion scan); the other crops come from every scan, centred on a pixel of the
   breast (image > :data:`TISSUE_LEVEL`). The window is rotated by θ ~ U(±``rotate``°) and scaled by
   s ~ log-uniform within ``scale`` about its centre, in one projective resampling per crop (bilinear for the
-  image, nearest for the mask; outside the scan is zero).
+  image, nearest for the mask, which keeps its values 0, 1 and :data:`~mammo_seg.data.features.IGNORE`
+  exact; outside the scan is zero).
 
 Deterministic for (seed, epoch): every random choice uses stateless ops seeded by the seed, the
 epoch and the element's position, so a resumed run sees the same data as an uninterrupted one.
@@ -131,7 +133,7 @@ def _centre(image, mask, lesion_crop, seed):
         k = tf.random.stateless_uniform([], seed=seed + salt, minval=0, maxval=tf.maximum(n, 1), dtype=tf.int32)
         return tf.cast(candidates[tf.minimum(k, n - 1)], tf.float32)
 
-    lesion = tf.where(mask[..., 0] > 0.5)
+    lesion = tf.where(tf.equal(mask[..., 0], features.LESION))
     tissue = tf.where(image[..., 0] > TISSUE_LEVEL)
     shape = tf.shape(image)
     anywhere = tf.cast(tf.stack([shape[0] // 2, shape[1] // 2]), tf.float32)
@@ -175,7 +177,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
                  augmentation: AugmentConfig = AugmentConfig(), crop: int | None = None,
                  shuffle_buffer: int = 512, num_workers: int = 1, patients=None,
                  lesion_share: float = 0.0) -> tf.data.Dataset:
-    """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1}.
+    """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1, IGNORE}.
 
     ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion (see the
     module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
@@ -211,7 +213,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
             if Manifest.load(data_dir).positive_pixels(split) == 0:
                 raise MammoError(data_dir, f"data.lesion_share {lesion_share:g} asks for lesion crops, but the "
                                            f"{split!r} split has no lesion pixel")
-            lesions = ds.filter(lambda image, mask: tf.reduce_max(mask) > 0.5)
+            lesions = ds.filter(lambda image, mask: tf.reduce_any(tf.equal(mask, features.LESION)))
             choice = tf.data.Dataset.range(2 ** 62).map(lambda i: tf.cast(is_lesion_crop(i, lesion_share), tf.int64))
             ds = tf.data.Dataset.choose_from_datasets([ds, lesions], choice)
 

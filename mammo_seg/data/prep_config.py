@@ -22,6 +22,7 @@ class PrepConfig:
     test_fraction: float
     scans_per_shard: int
     full_scans: bool
+    ignore_kinds: tuple[str, ...] = ()  # abnormality kinds stored as the ignore region (features.IGNORE)
 
     @property
     def outputs(self) -> list[str]:
@@ -32,4 +33,8 @@ class PrepConfig:
         d = asdict(self)
         d["tiles"] = list(self.tiles)
         d["resolution"] = self.resolution.to_dict()
+        if self.ignore_kinds:
+            d["ignore_kinds"] = list(self.ignore_kinds)
+        else:  # a prep without an ignore region writes the manifest it wrote before the setting existed
+            del d["ignore_kinds"]
         return d

@@ -130,6 +130,11 @@ class Manifest:
     def records(self, split: str) -> int:
         return int(self.splits.get(split, {}).get("records", 0))
 
+    @property
+    def ignore_kinds(self) -> set[str]:
+        """The abnormality kinds prep stored as the ignore region (``prep.ignore_kinds``; none before it existed)."""
+        return set(self.content.get("config", {}).get("ignore_kinds", []))
+
     def positive_pixels(self, split: str) -> int | None:
         """Lesion pixels over the records of ``split``, as prep counted them."""
         return self.splits.get(split, {}).get("positive_pixels")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mammo_seg.data.features import IMAGE_MAX
+from mammo_seg.data.features import IMAGE_MAX, LESION
 from mammo_seg.data.tiling import TileCounts
 
 
@@ -106,12 +106,12 @@ class OutputStats:
 
 
 def scan_output_stats(source: str, tiles, counts: TileCounts) -> OutputStats:
-    """What one scan's kept ``tiles`` (uint16 images, 0/1 masks), counted by kind in ``counts``, add to an
-    output folder."""
+    """What one scan's kept ``tiles`` (uint16 images, stored masks whose lesion pixels are those of value 1),
+    counted by kind in ``counts``, add to an output folder."""
     stats = OutputStats(records=len(tiles), scans=1, counts=counts)
     intensity = Intensity()
     for t in tiles:
-        n_pos = int(np.count_nonzero(t.mask))
+        n_pos = int(np.count_nonzero(t.mask == LESION))
         stats.positive_pixels += n_pos
         stats.positive_tiles += n_pos > 0
         stats.pixels += t.mask.size

@@ -66,6 +66,18 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a stored mask (uint8: 0, :data:`~mammo_seg.data.features.LESION`,
+    :data:`~mammo_seg.data.features.IGNORE`): the lesion and the ignore region each as :func:`resize_mask`
+    does, the lesion winning where both cover a pixel. A 0/1 mask gives :func:`resize_mask`'s pixels as 0/1."""
+    from mammo_seg.data.features import IGNORE, LESION
+
+    lesion = resize_mask(labels == LESION, shape)
+    out = lesion.astype(np.uint8)
+    out[resize_mask(labels == IGNORE, shape) & ~lesion] = IGNORE
+    return out
+
+
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a binary mask without eroding or dilating it: coverage ≥ 0.5 (see the module docstring).
 
@@ -128,6 +140,10 @@ class ScanGrid:
 
     def mask_to_training(self, mask: np.ndarray) -> np.ndarray:
         return resize_mask(mask, self.shape)
+
+    def labels_to_training(self, labels: np.ndarray) -> np.ndarray:
+        """A stored mask (0 / lesion / ignore, :func:`resize_labels`) on the training grid."""
+        return resize_labels(labels, self.shape)
 
     def image_to_native(self, image: np.ndarray) -> np.ndarray:
         return resize_image(image, self.native_shape)

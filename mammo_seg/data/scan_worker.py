@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mammo_seg.data import features
-from mammo_seg.data.cases import Case, Problem, merged_mask
+from mammo_seg.data.cases import Case, Problem, stored_mask
 from mammo_seg.data.prep_config import PrepConfig
 from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_output import FULL
@@ -64,7 +64,7 @@ def _process_case(case: Case, config: PrepConfig) -> CaseResult:
     with phase("read"):
         scan = read_scan(case.scan_path)
     with phase("mask"):
-        mask, rois = merged_mask(case, scan.pixels.shape)
+        mask, rois = stored_mask(case, scan.pixels.shape, config.ignore_kinds)
     grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
     with phase("hashing"):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mammo_seg.data.features import image_to_uint16
-from mammo_seg.data.resolution import ScanGrid, resize_image, resize_mask
+from mammo_seg.data.resolution import ScanGrid, resize_image, resize_labels
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TilingConfig:
 @dataclass
 class Tile:
     image: np.ndarray  # uint16 (T, T)
-    mask: np.ndarray  # uint8 (T, T), 0/1
+    mask: np.ndarray  # uint8 (T, T): 0, 1 = lesion, 2 = ignore (features.IGNORE)
     origin: tuple[int, int]  # top-left on the native grid
     crop_size: int
     scale: float  # tile px per native px
@@ -97,8 +97,8 @@ def _roi_region(r0: int, c0: int, r1: int, c1: int, crop: int, config: TilingCon
 
 def make_tile(pixels, mask, top, left, crop, tile, kind) -> Tile:
     image = resize_image(extract(pixels, top, left, crop), (tile, tile))
-    label = resize_mask(extract(mask, top, left, crop), (tile, tile))
-    return Tile(image_to_uint16(image), label.astype(np.uint8), (top, left), crop, tile / crop, kind)
+    label = resize_labels(extract(mask, top, left, crop), (tile, tile))
+    return Tile(image_to_uint16(image), label, (top, left), crop, tile / crop, kind)
 
 
 def is_background(tile: Tile, limit: float, config: TilingConfig) -> bool:
@@ -112,8 +112,9 @@ def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: flo
 
     Args:
         pixels: float32 scan in [0, 1] on its native grid.
-        mask: bool lesion mask on the same grid.
-        rois: (r0, c0, r1, c1) half-open bounding boxes, one per abnormality.
+        mask: the stored mask on the same grid (bool or uint8 0 / 1 lesion / 2 ignore: see
+            :func:`mammo_seg.data.cases.stored_mask`); outside the scan it is padded with 0.
+        rois: (r0, c0, r1, c1) half-open bounding boxes, one per kept (not ignored) abnormality.
         tile: output tile size in pixels.
         factor: training px per native px (``ScanGrid.factor``).
 
@@ -146,5 +147,5 @@ def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: flo
 def full_scan_record(pixels: np.ndarray, mask: np.ndarray, grid: ScanGrid) -> Tile:
     """The whole scan on the training grid (for the whole-scan curriculum stage)."""
     image = grid.image_to_training(pixels)
-    label = grid.mask_to_training(mask)
-    return Tile(image_to_uint16(image), label.astype(np.uint8), (0, 0), max(pixels.shape), grid.factor, "full")
+    label = grid.labels_to_training(mask)
+    return Tile(image_to_uint16(image), label, (0, 0), max(pixels.shape), grid.factor, "full")

@@ -22,6 +22,10 @@ scans with any detection is at most ``max_normal_rate``:
   the larger area.
 
 When no candidate keeps the normal scans that clean, the one with the fewest such scans (then the highest Dice).
+
+A reference mask's ignore region (prep's ``ignore_kinds``) is no lesion, and a detection peaking in it is
+neither a true nor a false positive, nor flags a lesion-free scan; Dice leaves its pixels out
+(:mod:`mammo_seg.detection`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mammo_seg.detection import THRESHOLDS, detection_masks, find_detections, match, min_area_px
+from mammo_seg.detection import (THRESHOLDS, detection_masks, find_detections, flagging, match, min_area_px,
+                                 reference_lesions, reference_regions, without_ignore)
 from mammo_seg.errors import MammoError
 
 FILE = "operating_point.json"
@@ -70,13 +75,14 @@ def load_operating_point(model_file: str) -> tuple[OperatingPoint, str]:
 
 
 def validation_scans(data_dir: str, split: str):
-    """(image, mask) pairs on the training grid: the whole scans of ``split`` in a prep output."""
+    """(image, stored mask) pairs on the training grid: the whole scans of ``split`` in a prep output (the mask
+    uint8: 0, 1 lesion, 2 ignore region; :func:`mammo_seg.detection.reference_regions` reads it)."""
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
 
     for file in PrepOutput.containing(data_dir).whole_scan_files(split):  # OUT, OUT/320 or OUT/full
         for rec in features.iterate_records(file):
-            yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0].astype(bool)
+            yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0]
 
 
 def scan_probabilities(models, image: np.ndarray, flip: bool = False) -> np.ndarray:
@@ -126,7 +132,8 @@ def write_operating_point(model_file: str, record: dict) -> None:
 def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresholds=THRESHOLDS,
            min_areas_mm2=MIN_AREAS_MM2, objective: str = "dice", max_fp_per_image: float = 1.0) -> dict:
     """The operating point of probability maps ``scans`` ({flip: [(probability, reference mask), ...]}, all on
-    one grid of ``pixel_mm2`` mm² pixels) by the rule of the module; the record with every candidate."""
+    one grid of ``pixel_mm2`` mm² pixels; a reference mask bool, or a stored mask with an ignore region) by the
+    rule of the module; the record with every candidate."""
     flips = sorted(scans)
     min_areas = [min_area_px(area, pixel_mm2) for area in min_areas_mm2]
     candidates = []
@@ -150,7 +157,8 @@ def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresho
     first = scans[flips[0]]
     point = OperatingPoint(best["threshold"], best["min_area_mm2"], best["flip"])
     return {**asdict(point),
-            "chosen_on": {"scans": len(first), "scans_with_lesion": sum(bool(m.any()) for _, m in first)},
+            "chosen_on": {"scans": len(first),
+                          "scans_with_lesion": sum(bool(reference_regions(m)[0].any()) for _, m in first)},
             "rule": rule, "validation": best, "candidates": candidates}
 
 
@@ -158,27 +166,28 @@ def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2) -
     """Mean lesion Dice, lesion sensitivity, false positives per image and share of lesion-free scans flagged of
     every (threshold, minimum area) on ``scans``. A reference lesion is a connected component of the reference
     mask; it is found when a detection's peak lies in it (:mod:`mammo_seg.detection`)."""
-    normal = sum(not ref.any() for _, ref in scans)
-    references = [_lesions(ref) for _, ref in scans]
-    n_lesions = sum(len(r) for r in references)
+    # per scan: its lesion mask, its lesions one by one and its ignore region (None: none)
+    references = [(reference_regions(ref)[0], *reference_lesions(ref)) for _, ref in scans]
+    normal = sum(not lesions for _, lesions, _ in references)
+    n_lesions = sum(len(lesions) for _, lesions, _ in references)
     candidates = []
     for threshold in thresholds:
         dice = [[] for _ in min_areas]
         normal_hits = [0] * len(min_areas)
         found = [0] * len(min_areas)
         false_positives = [0] * len(min_areas)
-        for (prob, ref), lesions in zip(scans, references):
+        for (prob, _), (lesion, lesions, ignore) in zip(scans, references):
             detections = find_detections(prob, threshold, 1)
-            masks = detection_masks(prob, threshold, min_areas)
+            masks = detection_masks(prob, threshold, min_areas) if lesions else [None] * len(min_areas)
             for i, pred in enumerate(masks):
                 kept = [d for d in detections if d.area_px >= min_areas[i]]
-                hits, fp = match(kept, lesions)
+                hits, fp = match(kept, lesions, ignore)
                 found[i] += sum(hits)
                 false_positives[i] += fp
-                if ref.any():
-                    dice[i].append(_dice(pred, ref))
+                if lesions:
+                    dice[i].append(_dice(without_ignore(pred, ignore), lesion))
                 else:
-                    normal_hits[i] += bool(pred.any())
+                    normal_hits[i] += bool(flagging(kept, ignore))
         for i, area in enumerate(min_areas_mm2):
             candidates.append({"flip": flip, "threshold": float(threshold), "min_area_mm2": float(area),
                                "mean_dice": float(np.mean(dice[i])) if dice[i] else 0.0,
@@ -186,14 +195,6 @@ def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2) -
                                "fp_per_image": false_positives[i] / len(scans) if scans else 0.0,
                                "normal_with_detection_rate": normal_hits[i] / normal if normal else 0.0})
     return candidates
-
-
-def _lesions(ref: np.ndarray) -> list[np.ndarray]:
-    """The reference lesions of a mask: its connected components (:func:`mammo_seg.detection.lesion_components`)."""
-    from mammo_seg.detection import lesion_components
-
-    components, n = lesion_components(ref)
-    return [components == k for k in range(1, n + 1)]
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:

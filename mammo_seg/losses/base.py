@@ -1,9 +1,17 @@
-"""The base of every loss: statistics of the batch, then the loss from them (see :mod:`mammo_seg.losses`)."""
+"""The base of every loss: statistics of the batch, then the loss from them (see :mod:`mammo_seg.losses`).
+
+**The ignore region.** A pixel whose label is :data:`~mammo_seg.data.features.IGNORE` (prep's
+``ignore_kinds``) is neither lesion nor background: every loss skips it, in no sum and no pixel count.
+:func:`valid_labels` gives each loss the labels with those pixels set to 0 and the weight w = 1 − [y = IGNORE]:
+pixel losses sum w·ℓ over Σ w pixels, region losses count TP = Σ w·p·y, FP = Σ w·p·(1 − y) and
+FN = Σ w·(1 − p)·y, the Lovász losses leave those pixels out of the sorted errors."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from mammo_seg.data.features import IGNORE
 
 PACKAGE = "mammo_seg"
 IMAGE_AXES = (1, 2, 3)
@@ -55,11 +63,20 @@ class PooledLoss(keras.losses.Loss):
         return {**super().get_config(), "from_logits": self.from_logits}
 
 
+def valid_labels(y_true):
+    """(y, w), float32: w = 1 − [y_true = IGNORE] (0 on the ignore region, 1 elsewhere) and y = y_true·w (the
+    lesion mask, 0 on the ignore region)."""
+    y = ops.cast(y_true, "float32")
+    w = ops.cast(ops.not_equal(y, float(IGNORE)), "float32")
+    return y * w, w
+
+
 def mean_over_images(per_image) -> list:
     """Statistics of a mean over images: (Σ per-image loss, number of images)."""
     return [ops.sum(per_image), ops.cast(ops.shape(per_image)[0], "float32")]
 
 
-def pixel_mean(per_pixel) -> list:
-    """Statistics of a mean over pixels: (Σ per-pixel loss, number of pixels)."""
-    return [ops.sum(per_pixel), ops.cast(ops.size(per_pixel), "float32")]
+def pixel_mean(per_pixel, w) -> list:
+    """Statistics of a mean over the pixels outside the ignore region (``w`` of :func:`valid_labels`):
+    (Σ w·per-pixel loss, Σ w)."""
+    return [ops.sum(w * per_pixel), ops.sum(w)]

@@ -1,10 +1,16 @@
-"""The Lovász losses (Berman et al., CVPR 2018): convex surrogates of the IoU loss on sorted errors."""
+"""The Lovász losses (Berman et al., CVPR 2018): convex surrogates of the IoU loss on sorted errors.
+
+Pixels of the ignore region (:func:`mammo_seg.losses.base.valid_labels`) add nothing: the hinge gives them the
+logit :data:`FAR` and label 0, as a replica's padding (error 1 − 10⁹: sorted after every real pixel, where the
+Lovász gradient of the pixels before it is already fixed, with relu(error) = 0); the softmax form gives them
+no valid class."""
 
 from __future__ import annotations
 
 from keras import ops
 
-from mammo_seg.losses.base import PooledLoss, mean_over_images, register
+from mammo_seg.data.features import IGNORE
+from mammo_seg.losses.base import PooledLoss, mean_over_images, register, valid_labels
 
 FAR = -1e9  # a logit that puts a padded pixel at the very end of a Lovász ordering, with error 0
 
@@ -59,8 +65,10 @@ class LovaszHinge(PooledLoss):
 
     def statistics(self, y_true, y_pred):
         batch = ops.shape(y_pred)[0]
-        logits = ops.reshape(ops.cast(y_pred, "float32"), (batch, -1))
-        labels = ops.reshape(ops.cast(y_true, "float32"), (batch, -1))
+        y, w = valid_labels(y_true)
+        logits = ops.where(w > 0, ops.cast(y_pred, "float32"), FAR)  # the ignore region: as padding
+        logits = ops.reshape(logits, (batch, -1))
+        labels = ops.reshape(y, (batch, -1))
         if self.per_image:
             return mean_over_images(lovasz_hinge_flat(logits, labels))
         return [ops.reshape(logits, (-1,)), ops.reshape(labels, (-1,))]
@@ -82,7 +90,8 @@ class LovaszSoftmax(PooledLoss):
 
     m_c sorted in decreasing order and g_c the Lovász gradient at that ordering. ``classes``:
     "present" (classes found in the labels), "all", or a list of class ids. ``ignore``: a label value
-    whose pixels count for nothing. A one-channel output (this project's network) is the binary
+    whose pixels count for nothing; with a one-channel output, :data:`~mammo_seg.data.features.IGNORE` (the
+    ignore region) is such a value too. A one-channel output (this project's network) is the binary
     case: p_1 = sigmoid(logit), p_0 = 1 − p_1; several channels are a softmax and ``y_true`` holds
     class ids. ``per_image=False`` sorts the whole batch at once (across replicas too).
     """
@@ -114,6 +123,8 @@ class LovaszSoftmax(PooledLoss):
         """Loss of rows: probas [..., n, C], labels [..., n] (negative or ``ignore``: no pixel)."""
         n_classes = probas.shape[-1]
         valid = ops.cast(labels >= 0, "float32")
+        if n_classes == 2:  # one-channel output: the ignore region's label is no class
+            valid = valid * ops.cast(ops.not_equal(labels, float(IGNORE)), "float32")
         if self.ignore is not None:
             valid = valid * ops.cast(ops.not_equal(labels, float(self.ignore)), "float32")
         class_ids = range(n_classes) if not isinstance(self.classes, list) else self.classes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from mammo_seg.losses.base import PooledLoss, pixel_mean, register
+from mammo_seg.losses.base import PooledLoss, pixel_mean, register, valid_labels
 from mammo_seg.losses.region import DiceLoss
 
 
@@ -27,9 +27,9 @@ class ComboLoss(PooledLoss):
         self._dice = DiceLoss(smooth=smooth)
 
     def statistics(self, y_true, y_pred):
-        y = ops.cast(y_true, "float32")
+        y, w = valid_labels(y_true)
         log_p, log_not_p = self.log_probabilities(y_pred)
-        bce = pixel_mean(-(self.beta * y * log_p + (1.0 - self.beta) * (1.0 - y) * log_not_p))
+        bce = pixel_mean(-(self.beta * y * log_p + (1.0 - self.beta) * (1.0 - y) * log_not_p), w)
         return bce + self._dice.statistics(y_true, y_pred)
 
     def from_statistics(self, stats):

@@ -1,4 +1,6 @@
-"""Per-pixel losses, averaged over pixels (or over lesion pixels): weighted cross-entropy and focal losses."""
+"""Per-pixel losses, averaged over pixels (or over lesion pixels): weighted cross-entropy and focal losses.
+
+Pixels of the ignore region (:func:`mammo_seg.losses.base.valid_labels`) are in no sum and no count."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 import keras
 from keras import ops
 
-from mammo_seg.losses.base import PooledLoss, pixel_mean, register
+from mammo_seg.losses.base import PooledLoss, pixel_mean, register, valid_labels
 
 
 @register
@@ -46,9 +48,9 @@ class WeightedBCE(PooledLoss):
         return max(self.pos_weight_min, self.initial_pos_weight * self.pos_weight_decay ** epoch)
 
     def statistics(self, y_true, y_pred):
-        y = ops.cast(y_true, "float32")
+        y, w = valid_labels(y_true)
         log_p, log_not_p = self.log_probabilities(y_pred)
-        return pixel_mean(-(self.pos_weight * y * log_p + (1.0 - y) * log_not_p))
+        return pixel_mean(-(self.pos_weight * y * log_p + (1.0 - y) * log_not_p), w)
 
     def from_statistics(self, stats):
         return ops.divide_no_nan(stats[0], stats[1])
@@ -72,12 +74,12 @@ class BinaryFocal(PooledLoss):
         self.alpha, self.gamma = float(alpha), float(gamma)
 
     def statistics(self, y_true, y_pred):
-        y = ops.cast(y_true, "float32")
+        y, w = valid_labels(y_true)
         p = self.probabilities(y_pred)
         log_p, log_not_p = self.log_probabilities(y_pred)
         positive = -self.alpha * ops.power(1.0 - p, self.gamma) * log_p
         negative = -(1.0 - self.alpha) * ops.power(p, self.gamma) * log_not_p
-        return pixel_mean(y * positive + (1.0 - y) * negative)
+        return pixel_mean(y * positive + (1.0 - y) * negative, w)
 
     def from_statistics(self, stats):
         return ops.divide_no_nan(stats[0], stats[1])
@@ -126,13 +128,13 @@ class DistanceAwareFocal(PooledLoss):
         self.alpha, self.beta, self.sigma = float(alpha), float(beta), float(sigma)
 
     def statistics(self, y_true, y_pred):
-        y = ops.cast(y_true, "float32")
+        y, w = valid_labels(y_true)
         p = self.probabilities(y_pred)
         log_p, log_not_p = self.log_probabilities(y_pred)
         near = ops.stop_gradient(distance_gaussian(y, self.sigma))
         positive = -ops.power(1.0 - p, self.alpha) * log_p
         negative = -ops.power(1.0 - near, self.beta) * ops.power(p, self.alpha) * log_not_p
-        return [ops.sum(y * positive + (1.0 - y) * negative), ops.sum(y)]
+        return [ops.sum(w * (y * positive + (1.0 - y) * negative)), ops.sum(y)]
 
     def from_statistics(self, stats):
         return stats[0] / ops.maximum(stats[1], 1.0)

@@ -1,5 +1,6 @@
 """Losses on the soft confusion counts (p = sigmoid(logits), y ∈ {0, 1}, sums over pixels):
-TP = Σ p·y, FP = Σ p·(1 − y), FN = Σ (1 − p)·y, from :func:`mammo_seg.overlap.confusion_sums`.
+TP = Σ p·y, FP = Σ p·(1 − y), FN = Σ (1 − p)·y, from :func:`mammo_seg.overlap.confusion_sums`, given p·w and
+y·w so that the ignore region (w = 0, :func:`mammo_seg.losses.base.valid_labels`) is in none of them.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import math
 
 from keras import ops
 
-from mammo_seg.losses.base import IMAGE_AXES, PooledLoss, mean_over_images, register
+from mammo_seg.losses.base import IMAGE_AXES, PooledLoss, mean_over_images, register, valid_labels
 from mammo_seg.overlap import confusion_sums, iou
 
 
@@ -28,8 +29,8 @@ class RegionLoss(PooledLoss):
         raise NotImplementedError
 
     def statistics(self, y_true, y_pred):
-        p, y = self.probabilities(y_pred), ops.cast(y_true, "float32")
-        tp, fp, fn = confusion_sums(p, y, axis=IMAGE_AXES if self.per_image else None)
+        y, w = valid_labels(y_true)
+        tp, fp, fn = confusion_sums(self.probabilities(y_pred) * w, y, axis=IMAGE_AXES if self.per_image else None)
         if not self.per_image:
             return [tp, fp, fn]
         return mean_over_images(self.from_counts(tp, fp, fn))

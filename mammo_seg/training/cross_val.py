@@ -58,17 +58,22 @@ def assign_folds(women: dict[str, bool], folds: int, seed: int) -> dict[str, int
 
 
 def women_of(data_dir: str, split: str) -> dict[str, bool]:
-    """Patient id → whether any of her records of ``split`` has an abnormality (the prep output's records)."""
+    """Patient id → whether any of her records of ``split`` has an abnormality (the prep output's records) of a
+    kind prep did not store as the ignore region (a woman whose only abnormality is ignored has no lesion)."""
     import tensorflow as tf
 
     from mammo_seg.data.pipeline import split_files
+    from mammo_seg.data.prep_output import Manifest
+
+    ignored = Manifest.load(data_dir).ignore_kinds
 
     spec = {"patient_id": tf.io.FixedLenFeature([], tf.string), "abnormality": tf.io.VarLenFeature(tf.string)}
     women: dict[str, bool] = {}
     for serialized in tf.data.TFRecordDataset(split_files(data_dir, split)):
         ex = tf.io.parse_single_example(serialized, spec)
         patient = ex["patient_id"].numpy().decode()
-        women[patient] = women.get(patient, False) or bool(ex["abnormality"].values.shape[0])
+        kinds = {k.decode() for k in ex["abnormality"].values.numpy()}
+        women[patient] = women.get(patient, False) or bool(kinds - ignored)
     return women
 
 
@@ -157,8 +162,9 @@ def fold_init(init_from: str | None, table: dict, k: int) -> str | None:
 
 
 def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, flips=(False,)):
-    """(scan id, woman, fold, {flip: probability}, reference mask) of every whole scan of ``split``, each
-    predicted by the model of its woman's fold, on the training grid."""
+    """(scan id, woman, fold, {flip: probability}, stored reference mask) of every whole scan of ``split``, each
+    predicted by the model of its woman's fold, on the training grid (the mask uint8: 0, 1 lesion, 2 ignore
+    region)."""
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.model import load_model
@@ -177,7 +183,7 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
                 predictors[fold] = Predictor(load_model(run.fold(fold).path).models)
             image = rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX
             probabilities = {flip: scan_probabilities(predictors[fold], image, flip) for flip in flips}
-            yield rec["scan_id"].decode(), woman, fold, probabilities, rec["mask"][..., 0].astype(bool)
+            yield rec["scan_id"].decode(), woman, fold, probabilities, rec["mask"][..., 0]
 
 
 def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensemble: str) -> dict:
@@ -220,19 +226,21 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
 
 def _intervals(scans: list, women: list, point: dict, pixel_mm2: float) -> dict:
     """The out-of-fold figures at the chosen point with 95 % intervals over women (:mod:`mammo_seg.intervals`);
-    a lesion is a connected component of the reference mask on the training grid."""
-    from mammo_seg.detection import ScanLesions, detection_mask, lesion_components, min_area_px
+    a lesion is a connected component of the reference mask's lesion pixels on the training grid, its ignore
+    region (:mod:`mammo_seg.detection`) no lesion."""
+    from mammo_seg.detection import (ScanLesions, detection_mask, min_area_px, reference_lesions, reference_regions,
+                                     without_ignore)
     from mammo_seg.intervals import bootstrap
     from mammo_seg.overlap import confusion, scores
 
     lesions, dice = [], []
     min_area = min_area_px(point["min_area_mm2"], pixel_mm2)
     for prob, ref in scans:
-        components, n = lesion_components(ref)
-        parts = [components == k for k in range(1, n + 1)]
-        lesions.append(ScanLesions(prob, parts, ["lesion"] * n, pixel_mm2))
-        if ref.any():
-            tp, fp, fn, _ = confusion(detection_mask(prob, point["threshold"], min_area), ref)
+        parts, ignore = reference_lesions(ref)
+        lesions.append(ScanLesions(prob, parts, ["lesion"] * len(parts), pixel_mm2, ignore))
+        if parts:
+            pred = without_ignore(detection_mask(prob, point["threshold"], min_area), ignore)
+            tp, fp, fn, _ = confusion(pred, reference_regions(ref)[0])
             dice.append(scores(tp, fp, fn)["Dice"])
         else:
             dice.append(None)

@@ -1,0 +1,150 @@
+"""Does flip test-time augmentation help on real mammograms, out of fold? A paired comparison on a finished
+:mod:`benchmarks.quality_mias` run → JSON and a Markdown table.
+
+    .venv/bin/python benchmarks/flip_tta_mias.py --work /tmp/mammo_quality_mias   # after quality_mias.py; minutes
+
+Both arms are the same fold models of the quality benchmark's cross-validated run:
+
+* ``no_flip``: the benchmark's own out-of-fold predictions (``fold<k>_pred``) at the run's operating point;
+* ``flip``: each scan predicted by its fold's model as the mean of the model on the scan and on its left-right
+  mirror (``mammo predict --flip``), at the operating point the recipe's rule chooses on the pooled out-of-fold
+  flip predictions (the same rule, on the training grid, as ``mammo train`` chose the other).
+
+Scored against ``Info.txt`` as the benchmark scores, and compared with a paired bootstrap over women
+(:func:`mammo_seg.intervals.paired_differences`): flip TTA is worth its doubled prediction time only where the
+difference's interval excludes 0.
+
+Data: J. Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram Database", Excerpta Medica,
+International Congress Series 1069, pp. 375-378, 1994. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from quality_mias import GROUPS, RESULTS, link_fold, mammo  # noqa: E402
+
+
+def flip_point(run: str) -> dict:
+    """The operating point the recipe's rule chooses on the pooled out-of-fold flip predictions (training grid)."""
+    from mammo_seg.config import load_config, stage_configs
+    from mammo_seg.data.prep_output import Manifest
+    from mammo_seg.data.resolution import Resolution
+    from mammo_seg.inference.operating_point import choose
+    from mammo_seg.run_dir import RunDir
+    from mammo_seg.training.cross_val import out_of_fold_scans
+
+    config = load_config(os.path.join(run, "config.yaml"))
+    data = stage_configs(config)[-1][1].data.path()  # the whole scans the run was trained on (DATA/full)
+    with open(RunDir(run).folds_file) as f:
+        table = json.load(f)
+    scans = [(p[True], mask) for _, _, _, p, mask in out_of_fold_scans(RunDir(run), data, table["split"],
+                                                                        table["fold_of"], flips=(True,))]
+    section = config.operating_point
+    pixel_mm2 = Resolution.from_dict(Manifest.load(data).resolution).pixel_area_mm2
+    record = choose({True: scans}, pixel_mm2, section.max_normal_rate,
+                    min_areas_mm2=[float(a) for a in section.min_areas_mm2], objective=section.objective,
+                    max_fp_per_image=section.max_fp_per_image)
+    return {k: v for k, v in record.items() if k != "candidates"}
+
+
+def predict_flipped(run: str, data: str, dev: str, work: str, point: dict, log: str) -> list[str]:
+    with open(os.path.join(run, "cv.json")) as f:
+        table = json.load(f)
+    folders = []
+    for k in range(1, table["folds"] + 1):
+        scans, pred = os.path.join(work, f"fold{k}_scans"), os.path.join(work, f"fold{k}_pred_flip")
+        shutil.rmtree(scans, ignore_errors=True)
+        shutil.rmtree(pred, ignore_errors=True)
+        link_fold(data, dev, table["fold_of"], k, scans)
+        mammo("predict", "-m", os.path.join(run, f"fold{k}"), "-i", scans, "-o", pred, "--format", "mask,prob,json",
+              "--quiet", "--flip", "--threshold", f"{point['threshold']}", "--min-area", f"{point['min_area_mm2']}",
+              log=log)
+        folders.append(pred)
+    return folders
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default=os.path.join("/tmp", "mammo_quality_mias"),
+                        help="a finished benchmarks/quality_mias.py working folder")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "flip_tta_mias"), help="PREFIX.json, PREFIX.md")
+    args = parser.parse_args(argv)
+    run, data, dev = (os.path.join(args.work, d) for d in ("run", "data", "mias_real_dev"))
+    if not os.path.isfile(os.path.join(run, "ensemble.json")):
+        parser.error(f"--work {args.work}: no finished quality_mias run (run/ensemble.json)")
+    from data_prep.ground_truth import ground_truth
+    from mammo_seg.evaluate import collect_cases
+    from mammo_seg.intervals import Arm, bootstrap, paired_differences
+
+    log = os.path.join(args.work, "flip_tta.log")
+    point = flip_point(run)
+    with open(os.path.join(run, "cv.json")) as f:
+        folds = json.load(f)["folds"]
+    flipped = predict_flipped(run, data, dev, args.work, point, log)
+    truth = ground_truth(dev)
+    cases = {"no_flip": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], truth),
+             "flip": collect_cases(flipped, truth)}
+    common = sorted(set(cases["no_flip"].references) & set(cases["flip"].references))
+    arms = {}
+    for name, c in cases.items():
+        at = {ref: i for i, ref in enumerate(c.references)}
+        order = [at[ref] for ref in common]
+        arms[name] = Arm([c.scans[i] for i in order], [c.dice[i] for i in order], c.threshold, c.min_area_mm2)
+        women = [c.women[i] for i in order]
+    groups = {"all": {k for s in arms["flip"].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
+    each = {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
+            for name, arm in arms.items()}
+    report = {"run": args.work, "scans": len(common), "women": len(set(women)),
+              "operating_points": {name: {"threshold": arm.threshold, "min_area_mm2": arm.min_area_mm2}
+                                   for name, arm in arms.items()},
+              "flip_point_chosen_on": point, "arms": each,
+              "paired": paired_differences(arms, women, "no_flip", groups=groups)}
+    with open(args.out + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    write_markdown(report, args.out + ".md")
+    print(open(args.out + ".md").read())
+    return 0
+
+
+def write_markdown(report: dict, path: str) -> None:
+    def f(figure, signed=False):
+        if figure is None or figure.get("value") is None:
+            return "n/a"
+        fmt = "+.2f" if signed else ".2f"
+        ci = figure.get("ci95")
+        text = f"{figure['value']:{fmt}}" + (f" ({ci[0]:{fmt}} to {ci[1]:{fmt}})" if ci else "")
+        return f"**{text}**" if figure.get("resolved") else text
+
+    lines = ["# Flip test-time augmentation on real mini-MIAS scans, out of fold", "",
+             f"The same fold models, {report['scans']} scans of {report['women']} women; each arm at the operating "
+             f"point the recipe's rule chose on its own pooled out-of-fold predictions. 95 % bootstrap intervals over "
+             f"women; differences paired, **bold** where the interval excludes 0.", "",
+             "| arm | operating point | sens. @0.5 FP/image | @1 | @2 | masses @1 | lesion Dice | normals flagged |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, figures in report["arms"].items():
+        s = figures["groups"]["all"]["sensitivity_at_fp_per_image"]
+        point = report["operating_points"][name]
+        lines.append(f"| {name} | {point['threshold']:g}, ≥ {point['min_area_mm2']:g} mm² | {f(s['0.5'])} | "
+                     f"{f(s['1'])} | {f(s['2'])} | "
+                     f"{f(figures['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
+                     f"{f(figures['mean_lesion_dice'])} | {f(figures['normal_with_detection_rate'])} |")
+    diff = report["paired"]["differences"]["flip"]
+    s = diff["groups"]["all"]["sensitivity_at_fp_per_image"]
+    lines.append(f"| flip − no_flip | | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
+                 f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | "
+                 f"{f(diff['mean_lesion_dice'], True)} | {f(diff['normal_with_detection_rate'], True)} |")
+    with open(path, "w") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
