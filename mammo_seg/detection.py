@@ -33,7 +33,7 @@ with no detection. Values that do not exist (sensitivity without lesions) are ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from skimage.measure import label
@@ -63,6 +63,16 @@ class ScanLesions:
     kinds: list  # one label per lesion (MIAS CIRC/SPIC/…, CBIS mass/calcification)
     pixel_area_mm2: float
     ignore: np.ndarray | None = None  # bool mask of the ignore region on the probability's grid (None: none)
+    _found: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def detections(self, threshold: float, min_area_mm2: float) -> list[Detection]:
+        """:func:`find_detections` on this scan (none when its prediction failed), each (threshold, minimum area)
+        computed once: the FROC and its bootstrap intervals sweep the same thresholds."""
+        key = (float(threshold), float(min_area_mm2))
+        if key not in self._found:
+            self._found[key] = [] if self.probability is None else find_detections(
+                self.probability, threshold, min_area_px(min_area_mm2, self.pixel_area_mm2))
+        return self._found[key]
 
 
 def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -175,8 +185,7 @@ def score_scans(scans: list[ScanLesions], threshold: float, min_area_mm2: float)
     false_positives = 0
     normal_with_detection = normal = 0
     for scan in scans:
-        detections = [] if scan.probability is None else find_detections(
-            scan.probability, threshold, min_area_px(min_area_mm2, scan.pixel_area_mm2))
+        detections = scan.detections(threshold, min_area_mm2)
         found, fp = match(detections, scan.lesions, scan.ignore)
         false_positives += fp
         for kind, hit in zip(scan.kinds, found):

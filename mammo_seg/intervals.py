@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mammo_seg.detection import (FP_RATES, FROC_THRESHOLDS, ScanLesions, find_detections, flagging, match,
-                                 min_area_px)
+from mammo_seg.detection import FP_RATES, FROC_THRESHOLDS, ScanLesions, flagging, match
 
 RESAMPLES = 2000
 SEED = 0
@@ -47,8 +46,7 @@ class _Counts:
             if scan.probability is None:
                 continue
             for j, threshold in enumerate(thresholds):
-                detections = find_detections(scan.probability, threshold, min_area_px(min_area_mm2,
-                                                                                       scan.pixel_area_mm2))
+                detections = scan.detections(threshold, min_area_mm2)
                 hits, fp = match(detections, scan.lesions, scan.ignore)
                 self.false_positives[i, j] = fp
                 self.detected[i, j] = bool(flagging(detections, scan.ignore))

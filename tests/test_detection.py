@@ -98,3 +98,19 @@ def test_detection_mask_drops_components_below_the_minimum_area():
     kept = detection_mask(prob, 0.5, 3)
     assert kept.sum() == 9 + 4 and not kept[18, 18]  # A and B stay, the 1-px speck goes
     assert detection_mask(prob, 0.5, 5).sum() == 9
+
+
+def test_a_scan_finds_its_detections_once_per_threshold_and_area(monkeypatch):
+    import mammo_seg.detection as detection
+
+    prob = np.zeros((10, 10), np.float32)
+    prob[2:5, 2:5] = 0.8
+    scan = detection.ScanLesions(prob, [prob > 0.5], ["CIRC"], 1.0)
+    calls = []
+    real = detection.find_detections
+    monkeypatch.setattr(detection, "find_detections", lambda *a: calls.append(a[1:]) or real(*a))
+    first = detection.froc([scan], 0.0, thresholds=(0.5, 0.9))
+    assert detection.froc([scan], 0.0, thresholds=(0.5, 0.9)) == first  # the FROC again: nothing recomputed
+    assert calls == [(0.5, 1), (0.9, 1)]
+    assert scan.detections(0.5, 0.0) == real(prob, 0.5, 1) and scan.detections(0.5, 10.0) == []  # 9 px < 10 mm²
+    assert detection.ScanLesions(None, [], [], 1.0).detections(0.5, 0.0) == []  # a failed prediction
