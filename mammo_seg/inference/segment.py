@@ -5,7 +5,6 @@ point, unless the options say otherwise). :class:`Segmenter` is the Python entry
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -35,14 +34,13 @@ class PredictOptions:
     spacing_mm: float | None = None  # override every scan's spacing (else PixelSpacing, else the model's nominal)
 
 def _readable_model(path: str) -> str:
-    """The model (a ``.keras`` file or an ensemble's ``ensemble.json``), its files checked to be zip archives
-    (``.keras`` files), so that a corrupt one says so."""
-    from mammo_seg.run_dir import model_files
+    """The model (a ``.keras`` file or an ensemble's ``ensemble.json``), its files checked to be ``.keras``
+    archives, so that a corrupt one says so before any scan is read."""
+    from mammo_seg.run_dir import check_keras_archive, model_files
 
     name, files = model_files(path)
     for file in files:
-        if not zipfile.is_zipfile(file):
-            raise MammoError(file, "corrupt or truncated .keras model (not a zip archive)")
+        check_keras_archive(file)
     return name
 
 @dataclass
