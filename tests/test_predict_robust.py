@@ -3,11 +3,13 @@
 import errno
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
 
 from conftest import write_dicom
+from mammo_seg.cli import main
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import predict as predict_module
 from mammo_seg.inference import writers
@@ -71,7 +73,7 @@ def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, 
         predict(model_file, folder, str(tmp_path / "taken"), progress=False)
 
 
-def test_reasons_name_the_real_cause(model_file, tmp_path):
+def test_reasons_name_the_real_cause(model_file, tmp_path, capsys):
     folder = scan_folder(tmp_path / "in", ("a.dcm",))
     whole = open(os.path.join(folder, "a.dcm"), "rb").read()
     (tmp_path / "in" / "cut.dcm").write_bytes(whole[:400])  # ends inside the header
@@ -83,6 +85,21 @@ def test_reasons_name_the_real_cause(model_file, tmp_path):
     with pytest.raises(MammoError) as caught:
         predict(str(broken), folder, str(tmp_path / "out2"), progress=False)
     assert caught.value.reason == "corrupt or truncated .keras model (not a zip archive)"
+    capsys.readouterr()
+    without_config = tmp_path / "noconfig.keras"
+    with zipfile.ZipFile(model_file) as source, zipfile.ZipFile(without_config, "w") as target:
+        for name in source.namelist():
+            if name != "config.json":
+                target.writestr(name, source.read(name))
+    for verb in (["predict", "-i", folder, "-o", str(tmp_path / "out3")], ["export", "-o", str(tmp_path / "exp")]):
+        assert main([verb[0], "-m", str(without_config), *verb[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"mammo {verb[0]}: error: {without_config}: not a .keras model: the archive holds no "
+                       f"config.json (the model's architecture)\n")
+        assert main([verb[0], "-m", str(broken), *verb[1:]]) == 2  # Keras itself would say "File not found"
+        assert capsys.readouterr().err == f"mammo {verb[0]}: error: {broken}: corrupt or truncated .keras model " \
+                                          f"(not a zip archive)\n"
+    assert not os.path.exists(tmp_path / "exp")
 
 
 def dciodvfy_errors(path) -> list:
