@@ -40,12 +40,18 @@ def replacing(path: str, tmp_dir: str | None = None):
 
 
 def write_bytes(path: str, data: bytes, tmp_dir: str | None = None) -> str:
-    """Write ``data`` to ``path`` (flushed to disk before the rename); returns ``path``."""
-    with replacing(path, tmp_dir) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    """Write ``data`` to ``path`` (flushed to disk before the rename); returns ``path``. An ``OSError`` of the
+    write itself (a full disk) names ``path``, which Python's own does not."""
+    try:
+        with replacing(path, tmp_dir) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, path) from None
     return path
 
 
