@@ -131,6 +131,14 @@ def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cb
     result = json.load(open(tmp_path / "e.json"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
     assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
+    split = json.load(open(os.path.join(out, "scans.json")))[case0.scan_id]["split"]
+    shard = os.path.join(out, "full", f"{split}-00000-of-00001.tfrecord")
+    with open(shard, "r+b") as f:
+        f.truncate(20)  # inside the first record
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e1.json")]) == 1  # none evaluated
+    lines = one_line_each(capsys.readouterr().err, [shard, case0.scan_id])
+    assert lines[shard].startswith(f"problem: {shard}: unreadable shard (truncated record at 0")
+    assert lines[case0.scan_id] == f"problem: {out}: the ground truth of {case0.scan_id} is lost in an unreadable shard"
     open(os.path.join(out, "scans.json"), "w").write("{")
     assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e2.json")]) == 2
     assert capsys.readouterr().err.startswith(f"mammo evaluate: error: {out}: unreadable prep output "
