@@ -16,8 +16,9 @@ from mammo_seg.inference import writers
 from mammo_seg.inference.predict import PredictOptions, predict
 
 
-def phantom(seed: int, shape=(96, 72)) -> np.ndarray:
-    """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask."""
+def phantom(seed: int, shape=(288, 216)) -> np.ndarray:
+    """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask. At the tests'
+    0.2 mm its field is 57.6 x 43.2 mm, just above the smallest field a mammogram may have."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(500, 1500, shape).astype(np.uint16)
     pixels[30:50, 20:40] += 2000
@@ -313,7 +314,7 @@ def test_only_full_mammograms_by_default(model_file, tmp_path):
 
     folder = scan_folder(tmp_path / "in", ("full.dcm",))
     study = pydicom.dcmread(os.path.join(folder, "full.dcm")).StudyInstanceUID
-    write_dicom(os.path.join(folder, "crop.dcm"), phantom(1, (30, 20)))  # 600 px beside 6912 px
+    write_dicom(os.path.join(folder, "crop.dcm"), phantom(1, (30, 20)))  # 600 px beside 62208 px
     write_dicom(os.path.join(folder, "roi.dcm"), phantom(2), series_description="cropped images")
     write_dicom(os.path.join(folder, "mask.dcm"), (phantom(3) > 1500).astype(np.uint8) * 255)
     for name in ("crop.dcm",):

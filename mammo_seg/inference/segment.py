@@ -54,7 +54,8 @@ class Segmentation:
 
 def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.ndarray]:
     """The scan's grid and the scan resampled to the model's training grid: the network's input."""
-    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm)
+    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm,
+                                  whole=not options.all_images)
     return grid, grid.image_to_training(scan.pixels)
 
 def network_probabilities(predictor, small: np.ndarray, options: PredictOptions) -> np.ndarray:
