@@ -263,6 +263,20 @@ def _produced(out) -> set:
     return set(json.load(open(os.path.join(out, "scans.json"))))
 
 
+def _relabel(path, **attributes):
+    """Rewrite ``path`` with the header ``attributes`` set (None: removed)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
 def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     from data_prep.cbis_ddsm import collect_cases
 
@@ -282,6 +296,10 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     victim = cases[1]
     with open(victim.scan_path, "r+b") as f:  # header intact, pixel data cut short
         f.truncate(os.path.getsize(victim.scan_path) * 2 // 3)
+    ct, other_breast, other_unknown = cases[2], cases[3], cases[4]
+    _relabel(ct.scan_path, Modality="CT")
+    _relabel(other_breast.scan_path, Modality="OT")  # BodyPartExamined BREAST: a mammogram exported as "other"
+    _relabel(other_unknown.scan_path, Modality="OT", BodyPartExamined=None, ViewPosition=None)
     csv_path = os.path.join(raw, "mass_case_description_extra_set.csv")
     header = ["patient_id", "left or right breast", "image view", "abnormality id", "abnormality type",
               "image file path", "cropped image file path", "ROI mask file path"]
@@ -304,7 +322,7 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     err = capsys.readouterr().err
     items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
         os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
-        no_columns, fifo_csv, fifo_dcm] + [
+        ct.scan_path, other_unknown.scan_path, no_columns, fifo_csv, fifo_dcm] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -313,9 +331,11 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     assert "field larger than field limit" in lines[f"{csv_path}: line 3:"]
     assert "abnormality type 'nan'" in lines[f"{csv_path}: line 5:"]
     assert "pixel data" in lines[victim.scan_path]
+    assert lines[ct.scan_path] == f"problem: {ct.scan_path} [{ct.scan_id}]: is not a mammogram (Modality CT)"
+    assert lines[other_unknown.scan_path].endswith(": is not a mammogram (Modality OT)")
     rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
     assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
-    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id}
+    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id, ct.scan_id, other_unknown.scan_id}
     open(os.path.join(out, ".prep", "fingerprint.json"), "w").write('{"torn": ')
     assert _prep(raw, out) == 2
     err = capsys.readouterr().err  # the collection's problems again, then the one error

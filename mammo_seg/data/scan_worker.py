@@ -20,7 +20,7 @@ from mammo_seg.data.prep_output import FULL
 from mammo_seg.data.prep_stats import OutputStats, scan_output_stats
 from mammo_seg.data.tiling import TileCounts, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
-from mammo_seg.io import file_sha256, read_scan
+from mammo_seg.io import file_sha256, not_a_mammogram, read_scan
 
 
 @dataclass
@@ -63,6 +63,9 @@ def _process_case(case: Case, config: PrepConfig) -> CaseResult:
     phase = result.times.phase
     with phase("read"):
         scan = read_scan(case.scan_path)
+    reason = not_a_mammogram(scan.meta)
+    if reason:
+        raise MammoError(case.scan_path, reason)
     with phase("mask"):
         mask, rois = merged_mask(case, scan.pixels.shape)
     grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
