@@ -246,6 +246,10 @@ def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path,
     assert run.returncode == -9
     journal = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
     assert [r["id"] for r in journal] == ["a", "b"] and not os.path.exists(os.path.join(out, "summary.json"))
+    stale = os.path.join(out, ".tmp-4194305-c_overlay.png")  # above Linux's largest pid: its writer is gone
+    open(stale, "wb").write(b"half an overlay")
+    running = os.path.join(out, f".tmp-{os.getpid()}-elsewhere.png")  # a living writer's: left alone
+    open(running, "wb").write(b"")
     predicted = []
     real = predict_module.read_checked
 
@@ -256,6 +260,8 @@ def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path,
     monkeypatch.setattr(predict_module, "read_checked", read_checked)
     summary = predict(model_file, folder, out, progress=False, resume=True)
     assert predicted == ["c.dcm", "d.dcm", "e.dcm"] and summary["counts"]["ok"] == 5
+    assert not os.path.exists(stale) and os.path.exists(running)
+    os.remove(running)
     predict(model_file, folder, str(tmp_path / "whole"), progress=False)
     assert output_bytes(out) == output_bytes(tmp_path / "whole")
 

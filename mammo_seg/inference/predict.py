@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 from mammo_seg.data.resolution import ScanGrid
 from mammo_seg.errors import MammoError, printable
 from mammo_seg.inference import prediction_output as po
@@ -220,6 +220,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     _check_writable(out)
     output = PredictionOutput(out)
     output.check_start(settings, resume)  # before TensorFlow: a refused run costs nothing
+    atomic.remove_stale_temporaries(out)  # a killed run's half-written files
     loaded = load_model(model_file)
     predictor = Predictor(loaded.models)
     output.write_settings(settings)
