@@ -111,6 +111,41 @@ def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path,
     assert err.count("\n") == 1
 
 
+def test_uid_named_folders_round_trip_from_prep_and_predict_to_evaluate(cbis_raw, cbis_cases, model_file, tmp_path,
+                                                                         capsys):
+    """CBIS-DDSM's layout, ``<case>/<study UID>/<series UID>/<file>.dcm``: predict's ``source`` and prep's ``file``
+    are the paths below the folder each was given, UID folders and all, and evaluate matches the two."""
+    from data_prep.prepare import prepare
+    from mammo_seg.data.resolution import Resolution
+
+    out = str(tmp_path / "prep")
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=SCALE),
+            progress=False)
+    files = json.load(open(os.path.join(out, "scans.json")))
+    given = tmp_path / "given"
+    below = {}
+    for case, _ in cbis_cases[:2]:
+        path = os.path.relpath(case.scan_path, cbis_raw)
+        assert files[case.scan_id]["file"] == path  # below --raw, as given
+        case_folder, study, series, name = path.split(os.sep)[-4:]
+        assert study.startswith("1.3.6.1.4.1.9590.") and series.startswith("1.3.6.1.4.1.9590.")
+        target = given / case_folder / study / series / name
+        target.parent.mkdir(parents=True)
+        shutil.copy(case.scan_path, target)
+        below[f"{case_folder}_{name[:-4]}"] = os.path.join(case_folder, study, series, name)  # the id: no UIDs
+    pred = tmp_path / "pred"
+    assert main(["predict", "-m", model_file, "-i", str(given), "-o", str(pred), "--format", "mask,json",
+                 "--quiet"]) == 0
+    summary = json.load(open(pred / "summary.json"))
+    assert summary["input"] == str(given)
+    assert {r["id"]: r["source"] for r in summary["scans"]} == below
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e.json")]) == 0
+    result = json.load(open(tmp_path / "e.json"))
+    assert {(c["prediction"], c["reference"]) for c in result["metric_per_case"]} == {
+        (scan_id, case.scan_id) for (case, _), scan_id in zip(cbis_cases, below)}
+    assert result["unmatched_predictions"] == [] and result["problems"] == []
+
+
 def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cbis_cases, tmp_path, capsys):
     from data_prep.prepare import prepare
     from mammo_seg.data.resolution import Resolution
