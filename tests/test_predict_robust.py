@@ -66,6 +66,20 @@ def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypat
         predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask",)), progress=False)
     assert len(calls) == 1  # the second scan was not tried
 
+    def full_inside_a_library(path, *args, **kwargs):  # as pydicom or highdicom raise theirs from the OSError
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        except OSError as e:
+            raise RuntimeError("Traceback (most recent call last): File pydicom/filewriter.py, line 1") from e
+
+    monkeypatch.setattr(writers, "write_mask_png", full_inside_a_library)
+    out = tmp_path / "out2"
+    with pytest.raises(MammoError) as caught:
+        predict(model_file, folder, str(out), PredictOptions(formats=("mask",)), progress=False)
+    assert str(caught.value) == (f"{out}: cannot write the outputs (OSError: [Errno 28] No space left on device: "
+                                 f"'{out / 'a_mask.png'}'); stopped: the scans finished so far are kept, free some "
+                                 f"space and run again with --continue")
+
 
 def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, tmp_path):
     folder = scan_folder(tmp_path / "in", ("a.dcm",))
