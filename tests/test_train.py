@@ -129,6 +129,15 @@ def test_a_truncated_shard_is_one_line_naming_it_in_train_and_inspect(data_dir, 
     out = capsys.readouterr()
     assert "Traceback" not in out.err + out.out
     assert f"invalid: {shard}: corrupt shard (truncated record at " in out.out + out.err
+    shutil.copy(os.path.join(data_dir, "64", shard.name), shard)  # the tiles whole again, the whole scans cut
+    whole = data / "full" / "train-00000-of-00001.tfrecord"
+    with open(whole, "r+b") as f:
+        f.truncate(whole.stat().st_size - 100)
+    assert main(["train", "-c", TINY, "--out", str(tmp_path / "run2"), "--quiet", "--set", f"data.dir={data}",
+                 "--set", "data.tile=64", "train.epochs=1", "train.steps_per_epoch=2"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"mammo train: error: {whole}: unreadable shard (truncated record at ")
+    assert err.endswith("); the model card counts the lesions of 'train' from it")
 
 
 @pytest.mark.slow
