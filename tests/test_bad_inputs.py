@@ -397,9 +397,11 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
     open(info, "wb").write(data)
     os.mkfifo(os.path.join(raw, "mdb950.pgm"))  # unlisted, and never opened
-    normal = next(c for c in cases if not c.abnormalities)
+    normal, small = [c for c in cases if not c.abnormalities][:2]
     with open(normal.scan_path, "r+b") as f:  # a cut PGM
         f.truncate(1000)
+    rng = np.random.default_rng(5)  # a thumbnail: 40 x 30 mm at MIAS's 0.2 mm
+    Image.fromarray(rng.integers(0, 256, (200, 150), dtype=np.uint8)).save(small.scan_path)
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
@@ -407,10 +409,14 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
     appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
         f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
-    found = one_line_each(err, changed + refused + appended + [normal.scan_path, "mdb950.pgm"])
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path, small.scan_path, "mdb950.pgm"])
+    assert found[small.scan_path] == (
+        f"problem: {small.scan_path} [{small.scan_id}]: at 0.2 mm (the dataset's nominal spacing (the file has none)) "
+        f"the 200 x 150 px scan would be 40 x 30 mm, far outside any mammography detector (at least 50 mm on the long "
+        f"side): the scan is left out (prep takes no spacing but the file's or the dataset's)")
     assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
-    expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
+    expected = {c.scan_id for c in cases} - {normal.scan_id, small.scan_id} - {r.ref for r in lesions[:4]}
     assert _produced(out) == expected
 
 
