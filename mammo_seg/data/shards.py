@@ -80,10 +80,10 @@ def _write_tfrecord(path: str, serialized: list[bytes], tmp_dir: str) -> None:
             for s in serialized:
                 w.write(s)
     except (OSError, tf.errors.OpError) as e:
-        raise write_error(path, e) from None
+        raise _write_error(path, e) from None
 
 
-def write_error(path: str, error: Exception) -> MammoError:
+def _write_error(path: str, error: Exception) -> MammoError:
     """The one line of an output that could not be written: a full disk (``ENOSPC``, which TensorFlow's writer
     reports as ``ResourceExhaustedError``) says so and that a rerun keeps the shards already completed."""
     import errno
