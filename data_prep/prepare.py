@@ -26,7 +26,7 @@ NOMINAL_SPACING_MM = {"cbis-ddsm": cbis_ddsm.NOMINAL_SPACING_MM, "mias": mias.NO
 class PrepSummary:
     out: str
     records: dict  # output name -> number of records
-    scans: int
+    scans: int  # scans written (those of scans.json): a scan that failed is a problem, not a scan
     problems: list
     phase_seconds: dict = field(default_factory=dict)  # seconds per phase (header index, read, ...; benchmarks)
 
@@ -90,5 +90,5 @@ def prepare(dataset: str, raw: str, out: str, settings: PrepSection | None = Non
                            extra_manifest={"dataset": dataset, "collection": report}, progress=progress,
                            raw_root=raw)
     records = {name: sum(m["records_per_shard"].values()) for name, m in result["manifests"].items()}
-    return PrepSummary(out, records, len(cases), result["problems"],
+    return PrepSummary(out, records, result["scans"], result["problems"],
                        {"header_index": round(index_seconds, 3), **result["phase_seconds"]})

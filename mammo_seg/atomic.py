@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+
+
+TEMPORARY = re.compile(r"^\.tmp-(\d+)-")
 
 
 def temporary_path(path: str, tmp_dir: str | None = None) -> str:
@@ -23,6 +27,32 @@ def temporary_path(path: str, tmp_dir: str | None = None) -> str:
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=f"-{os.path.basename(path)}")
     os.close(fd)
     return tmp
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the ``.tmp-<pid>-<name>`` files in ``folder`` whose process is gone (a run killed with ``kill -9``
+    while writing); returns their names. A living process's temporaries are left to it."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(folder)):
+            match = TEMPORARY.match(name)
+            if match and not _alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+                    removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a pid this platform cannot signal: assume alive
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -40,12 +70,18 @@ def replacing(path: str, tmp_dir: str | None = None):
 
 
 def write_bytes(path: str, data: bytes, tmp_dir: str | None = None) -> str:
-    """Write ``data`` to ``path`` (flushed to disk before the rename); returns ``path``."""
-    with replacing(path, tmp_dir) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    """Write ``data`` to ``path`` (flushed to disk before the rename); returns ``path``. An ``OSError`` of the
+    write itself (a full disk) names ``path``, which Python's own does not."""
+    try:
+        with replacing(path, tmp_dir) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, path) from None
     return path
 
 

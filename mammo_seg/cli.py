@@ -465,7 +465,8 @@ def add_predict(verbs) -> None:
     pr.add_argument("--no-breast-mask", action="store_true",
                     help="keep findings outside the breast (by default film labels and markers are dropped)")
     pr.add_argument("--all-images", action="store_true",
-                    help="also crops and ROI masks (by default only full mammograms are predicted)")
+                    help="also crops and ROI masks, which may be smaller than the 50 mm field of any mammogram "
+                         "(by default only full mammograms are predicted)")
     pr.add_argument("--continue", dest="resume", action="store_true",
                     help="skip the scans a previous (interrupted) run into --output finished; its settings "
                          "(settings.json) must be the same")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -26,6 +27,7 @@ SCHEDULES = ("original", "constant", "cosine")
 CHECKPOINTS = ("best", "last")
 OBJECTIVES = ("dice", "sensitivity")
 PRECISIONS = (False, True, "float16", "bfloat16")
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding, which keras.utils.set_random_seed uses, takes no more
 #: Keys that left the experiment config, and where they went (an error that says so, not "unknown key").
 MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter of the weighted_bce loss",
          "train.pos_weight_min": "moved to loss.pos_weight_min, a parameter of the weighted_bce loss",
@@ -220,7 +222,7 @@ class ExperimentConfig:
         checks = [
             (_stays_inside(self.name), "name", f"must be a relative folder name that stays inside runs/, got "
                                                f"{self.name!r}"),
-            (self.seed >= 0, "seed", "must be at least 0"),
+            (0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED} (2**32 - 1), got {self.seed}"),
             (self.train.strategy in STRATEGIES, "train.strategy", f"must be one of {', '.join(STRATEGIES)}"),
             (self.train.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}"),
             (self.train.mixed_precision in PRECISIONS, "train.mixed_precision",
@@ -229,7 +231,8 @@ class ExperimentConfig:
             (0 <= self.train.warmup_epochs < self.train.epochs, "train.warmup_epochs",
              "must be at least 0 and fewer than train.epochs"),
             (self.cv.folds == 0 or self.cv.folds >= 2, "cv.folds", "must be 0 (off) or at least 2"),
-            (self.cv.seed is None or self.cv.seed >= 0, "cv.seed", "must be at least 0, or null for the config's seed"),
+            (self.cv.seed is None or 0 <= self.cv.seed <= MAX_SEED, "cv.seed",
+             f"must be from 0 to {MAX_SEED}, or null for the config's seed"),
             (self.operating_point.objective in OBJECTIVES, "operating_point.objective",
              f"must be one of {', '.join(OBJECTIVES)}"),
             (self.operating_point.max_fp_per_image > 0, "operating_point.max_fp_per_image", "must be positive"),
@@ -238,8 +241,9 @@ class ExperimentConfig:
              "needs data.crop (lesion crops are cut from whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
             (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
-            (self.train.lr > 0, "train.lr", "must be positive"),
-            (self.train.lr_decay > 0, "train.lr_decay", "must be positive"),
+            (0 < self.train.lr < math.inf, "train.lr", f"must be a positive finite number, got {self.train.lr}"),
+            (0 < self.train.lr_decay < math.inf, "train.lr_decay",
+             f"must be a positive finite number, got {self.train.lr_decay}"),
             (self.train.lr_decay_epochs >= 1, "train.lr_decay_epochs", "must be at least 1"),
             (self.train.steps_per_epoch is None or self.train.steps_per_epoch >= 1, "train.steps_per_epoch",
              "must be at least 1, or null for one pass over the training records"),
@@ -249,10 +253,13 @@ class ExperimentConfig:
              f"must be one of {', '.join(checkpoint_metrics())}, got {self.train.checkpoint_metric!r}"),
             (self.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1"),
             (self.data.crop is None or self.data.crop >= 16, "data.crop", "must be at least 16, or null"),
-            (self.model.width > 0, "model.width", "must be positive"),
+            (0 < self.model.width < math.inf, "model.width", "must be a positive finite number"),
+            (0 <= self.model.l2 < math.inf, "model.l2", "must be a finite number, at least 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
             (0 <= self.model.bn_momentum < 1, "model.bn_momentum", "must be in [0, 1)"),
             (bool(self.data.dir), "data.dir", "is required (a `mammo prep` output)"),
+            (all(isinstance(p, str) and p for p in self.train.freeze), "train.freeze",
+             f"must be a list of layer-name prefixes (non-empty strings), got {self.train.freeze!r}"),
         ]
         for ok, key, reason in checks:
             if not ok:

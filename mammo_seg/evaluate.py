@@ -91,7 +91,10 @@ class PrepTruth(Truth):
     """Whole-scan masks of a prep output (``--full-scans``), at the training resolution."""
 
     def __init__(self, out: str):
+        import tensorflow as tf
+
         from mammo_seg.data.features import iterate_records
+        from mammo_seg.data.inspect import read_error_reason
         from mammo_seg.data.prep_output import PrepOutput
 
         self.source = out
@@ -101,14 +104,25 @@ class PrepTruth(Truth):
         scan_of = {v["sha256"]: k for k, v in scans.items()}
         self.patients = {k: v.get("patient_id") for k, v in scans.items()}
         self.masks = {}
+        self.unreadable = {}  # shard → why: its records up to the damage are kept, the scans after it are problems
         for split in manifest.splits:
             for file in manifest.shard_files(split):
-                for rec in iterate_records(file):
-                    self.masks[rec["scan_id"].decode()] = rec["mask"][..., 0]  # 0, 1 lesion, 2 ignore
+                try:
+                    for rec in iterate_records(file):
+                        self.masks[rec["scan_id"].decode()] = rec["mask"][..., 0]  # 0, 1 lesion, 2 ignore
+                except tf.errors.OpError as e:
+                    self.unreadable[file] = read_error_reason(e)
         self.scan_of = scan_of
+
+    @property
+    def shard_problems(self) -> list[dict]:
+        """Each unreadable shard as a problem of the evaluation."""
+        return [{"file": file, "reason": f"unreadable shard ({reason})"} for file, reason in self.unreadable.items()]
 
     def find(self, digest, size):
         scan_id = self.scan_of.get(digest)
+        if scan_id is not None and scan_id not in self.masks and self.unreadable:
+            raise MammoError(self.source, f"the ground truth of {scan_id} is lost in an unreadable shard")
         if scan_id is None or scan_id not in self.masks:
             return None
         lesions, ignore = reference_lesions(self.masks[scan_id])
@@ -267,7 +281,8 @@ def collect_cases(pred_dirs, truth: Truth, image_area_fraction: float = 0.0, out
     pred_dirs = [pred_dirs] if isinstance(pred_dirs, str) else list(pred_dirs)
     summaries = _read_all(pred_dirs, out)
     cases = Cases(summaries, _option(summaries[0][1], "threshold", float) or 0.5,
-                  _option(summaries[0][1], "min_area_mm2", (int, float)) or 0.0)
+                  _option(summaries[0][1], "min_area_mm2", (int, float)) or 0.0,
+                  problems=truth.shard_problems if isinstance(truth, PrepTruth) else [])
     for pred_dir, summary in summaries:
         cases.predictions += len(summary["scans"])
         summary_path = PredictionOutput(pred_dir).summary_file

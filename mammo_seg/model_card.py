@@ -52,9 +52,16 @@ def training_data(data_dir: str, split: str) -> dict:
     except MammoError:  # a prep output without whole scans: no kinds to count
         files = []
     spec = {"abnormality": tf.io.VarLenFeature(tf.string)}
-    for serialized in tf.data.TFRecordDataset(files) if files else []:
-        for kind in tf.io.parse_single_example(serialized, spec)["abnormality"].values.numpy():
-            kinds[kind.decode()] = kinds.get(kind.decode(), 0) + 1
+    try:
+        for serialized in tf.data.TFRecordDataset(files) if files else []:
+            for kind in tf.io.parse_single_example(serialized, spec)["abnormality"].values.numpy():
+                kinds[kind.decode()] = kinds.get(kind.decode(), 0) + 1
+    except tf.errors.DataLossError as e:
+        from mammo_seg.data.inspect import read_error_reason, unreadable_shard
+
+        where, reason = unreadable_shard(files) or (data_dir, read_error_reason(e))
+        raise MammoError(where, f"unreadable shard ({reason}); the model card counts the lesions of {split!r} "
+                                f"from it") from None
     resolution = manifest.resolution
     ignored = {"ignored_kinds": sorted(manifest.ignore_kinds)} if manifest.ignore_kinds else {}
     return {"dataset": manifest.dataset, "prep_output": os.path.abspath(prep.root), "split": split,

@@ -167,10 +167,33 @@ def load_keras(file: str):
     import mammo_seg.losses  # noqa: F401  (registers the custom objects)
     import mammo_seg.models.fcn  # noqa: F401
 
+    check_keras_archive(file)
     try:
         return keras.models.load_model(file, compile=False, safe_mode=True)
     except (ValueError, OSError, TypeError, KeyError) as e:
-        raise MammoError(file, f"cannot load the model ({' '.join(str(e).split())[:200]})") from None
+        message = " ".join(str(e).split())
+        if "`Lambda` layer" in message:
+            raise MammoError(file, "holds a Lambda layer (Python code inside the model): refused, models are "
+                                   "loaded in Keras safe mode only") from None
+        raise MammoError(file, f"cannot load the model ({message[:200]})") from None
+
+
+def check_keras_archive(file: str) -> str:
+    """``file`` when it is a ``.keras`` archive (a zip holding ``config.json``), else one line saying what it is:
+    Keras itself calls a file that is not a zip "not found" and a zip without the config a missing "item"."""
+    import zipfile
+
+    if not os.path.isfile(file):
+        raise MammoError(file, "model file not found")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        reason = "not a zip archive" if isinstance(e, zipfile.BadZipFile) else e.strerror or type(e).__name__
+        raise MammoError(file, f"corrupt or truncated .keras model ({reason})") from None
+    if "config.json" not in names:
+        raise MammoError(file, "not a .keras model: the archive holds no config.json (the model's architecture)")
+    return file
 
 
 def model_files(path: str) -> tuple[str, list[str]]:

@@ -111,6 +111,41 @@ def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path,
     assert err.count("\n") == 1
 
 
+def test_uid_named_folders_round_trip_from_prep_and_predict_to_evaluate(cbis_raw, cbis_cases, model_file, tmp_path,
+                                                                         capsys):
+    """CBIS-DDSM's layout, ``<case>/<study UID>/<series UID>/<file>.dcm``: predict's ``source`` and prep's ``file``
+    are the paths below the folder each was given, UID folders and all, and evaluate matches the two."""
+    from data_prep.prepare import prepare
+    from mammo_seg.data.resolution import Resolution
+
+    out = str(tmp_path / "prep")
+    prepare("cbis-ddsm", cbis_raw, out, tiles=(), full_scans=True, resolution=Resolution(scale=SCALE),
+            progress=False)
+    files = json.load(open(os.path.join(out, "scans.json")))
+    given = tmp_path / "given"
+    below = {}
+    for case, _ in cbis_cases[:2]:
+        path = os.path.relpath(case.scan_path, cbis_raw)
+        assert files[case.scan_id]["file"] == path  # below --raw, as given
+        case_folder, study, series, name = path.split(os.sep)[-4:]
+        assert study.startswith("1.3.6.1.4.1.9590.") and series.startswith("1.3.6.1.4.1.9590.")
+        target = given / case_folder / study / series / name
+        target.parent.mkdir(parents=True)
+        shutil.copy(case.scan_path, target)
+        below[f"{case_folder}_{name[:-4]}"] = os.path.join(case_folder, study, series, name)  # the id: no UIDs
+    pred = tmp_path / "pred"
+    assert main(["predict", "-m", model_file, "-i", str(given), "-o", str(pred), "--format", "mask,json",
+                 "--quiet"]) == 0
+    summary = json.load(open(pred / "summary.json"))
+    assert summary["input"] == str(given)
+    assert {r["id"]: r["source"] for r in summary["scans"]} == below
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e.json")]) == 0
+    result = json.load(open(tmp_path / "e.json"))
+    assert {(c["prediction"], c["reference"]) for c in result["metric_per_case"]} == {
+        (scan_id, case.scan_id) for (case, _), scan_id in zip(cbis_cases, below)}
+    assert result["unmatched_predictions"] == [] and result["problems"] == []
+
+
 def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cbis_cases, tmp_path, capsys):
     from data_prep.prepare import prepare
     from mammo_seg.data.resolution import Resolution
@@ -131,6 +166,14 @@ def test_evaluate_resizes_only_prep_ground_truth_of_the_same_aspect(cbis_raw, cb
     result = json.load(open(tmp_path / "e.json"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good"]
     assert result["metric_per_case"][0]["metrics"]["1"]["IoU"] > 0.9  # resized to the training grid
+    split = json.load(open(os.path.join(out, "scans.json")))[case0.scan_id]["split"]
+    shard = os.path.join(out, "full", f"{split}-00000-of-00001.tfrecord")
+    with open(shard, "r+b") as f:
+        f.truncate(20)  # inside the first record
+    assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e1.json")]) == 1  # none evaluated
+    lines = one_line_each(capsys.readouterr().err, [shard, case0.scan_id])
+    assert lines[shard].startswith(f"problem: {shard}: unreadable shard (truncated record at 0")
+    assert lines[case0.scan_id] == f"problem: {out}: the ground truth of {case0.scan_id} is lost in an unreadable shard"
     open(os.path.join(out, "scans.json"), "w").write("{")
     assert main(["evaluate", "-p", str(pred), "-g", out, "-o", str(tmp_path / "e2.json")]) == 2
     assert capsys.readouterr().err.startswith(f"mammo evaluate: error: {out}: unreadable prep output "
@@ -155,7 +198,21 @@ BAD_CONFIGS = {  # file name: (content, what its one line must say after "<file>
                     "name: must be a relative folder name that stays inside runs/, got '../../..'"),
     "absolute.yaml": (GOOD_CONFIG.replace("name: tiny", "name: /etc"),
                       "name: must be a relative folder name that stays inside runs/, got '/etc'"),
-    "seed.yaml": (GOOD_CONFIG.replace("seed: 0", "seed: -1"), "seed: must be at least 0"),
+    "seed.yaml": (GOOD_CONFIG.replace("seed: 0", "seed: -1"),
+                  "seed: must be from 0 to 4294967295 (2**32 - 1), got -1"),
+    "big_seed.yaml": (GOOD_CONFIG.replace("seed: 0", "seed: 4294967296"),
+                      "seed: must be from 0 to 4294967295 (2**32 - 1), got 4294967296"),
+    "cv_seed.yaml": (GOOD_CONFIG + "cv: {folds: 2, seed: -5}\n",
+                     "cv.seed: must be from 0 to 4294967295, or null for the config's seed"),
+    "lr_inf.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  lr: .inf"),
+                    "train.lr: must be a positive finite number, got inf"),
+    "lr_nan.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  lr: .nan"),
+                    "train.lr: must be a positive finite number, got nan"),
+    "lr_zero.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  lr: 0"),
+                     "train.lr: must be a positive finite number, got 0.0"),
+    "freeze_type.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  freeze: [conv0, 7]"),
+                         "train.freeze: must be a list of layer-name prefixes (non-empty strings), got "
+                         "['conv0', 7]"),
     "decay.yaml": (GOOD_CONFIG.replace("lr_decay_epochs: 15", "lr_decay_epochs: 0"),
                    "train.lr_decay_epochs: must be at least 1"),
     "steps.yaml": (GOOD_CONFIG.replace("steps_per_epoch: 8", "steps_per_epoch: -3"),
@@ -241,6 +298,20 @@ def _produced(out) -> set:
     return set(json.load(open(os.path.join(out, "scans.json"))))
 
 
+def _relabel(path, **attributes):
+    """Rewrite ``path`` with the header ``attributes`` set (None: removed)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
 def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     from data_prep.cbis_ddsm import collect_cases
 
@@ -260,6 +331,10 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     victim = cases[1]
     with open(victim.scan_path, "r+b") as f:  # header intact, pixel data cut short
         f.truncate(os.path.getsize(victim.scan_path) * 2 // 3)
+    ct, other_breast, other_unknown = cases[2], cases[3], cases[4]
+    _relabel(ct.scan_path, Modality="CT")
+    _relabel(other_breast.scan_path, Modality="OT")  # BodyPartExamined BREAST: a mammogram exported as "other"
+    _relabel(other_unknown.scan_path, Modality="OT", BodyPartExamined=None, ViewPosition=None)
     csv_path = os.path.join(raw, "mass_case_description_extra_set.csv")
     header = ["patient_id", "left or right breast", "image view", "abnormality id", "abnormality type",
               "image file path", "cropped image file path", "ROI mask file path"]
@@ -282,7 +357,7 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     err = capsys.readouterr().err
     items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
         os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
-        no_columns, fifo_csv, fifo_dcm] + [
+        ct.scan_path, other_unknown.scan_path, no_columns, fifo_csv, fifo_dcm] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -291,9 +366,11 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     assert "field larger than field limit" in lines[f"{csv_path}: line 3:"]
     assert "abnormality type 'nan'" in lines[f"{csv_path}: line 5:"]
     assert "pixel data" in lines[victim.scan_path]
+    assert lines[ct.scan_path] == f"problem: {ct.scan_path} [{ct.scan_id}]: is not a mammogram (Modality CT)"
+    assert lines[other_unknown.scan_path].endswith(": is not a mammogram (Modality OT)")
     rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
     assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
-    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id}
+    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id, ct.scan_id, other_unknown.scan_id}
     open(os.path.join(out, ".prep", "fingerprint.json"), "w").write('{"torn": ')
     assert _prep(raw, out) == 2
     err = capsys.readouterr().err  # the collection's problems again, then the one error
@@ -320,9 +397,11 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
     open(info, "wb").write(data)
     os.mkfifo(os.path.join(raw, "mdb950.pgm"))  # unlisted, and never opened
-    normal = next(c for c in cases if not c.abnormalities)
+    normal, small = [c for c in cases if not c.abnormalities][:2]
     with open(normal.scan_path, "r+b") as f:  # a cut PGM
         f.truncate(1000)
+    rng = np.random.default_rng(5)  # a thumbnail: 40 x 30 mm at MIAS's 0.2 mm
+    Image.fromarray(rng.integers(0, 256, (200, 150), dtype=np.uint8)).save(small.scan_path)
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
@@ -330,10 +409,14 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
     appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
         f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
-    found = one_line_each(err, changed + refused + appended + [normal.scan_path, "mdb950.pgm"])
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path, small.scan_path, "mdb950.pgm"])
+    assert found[small.scan_path] == (
+        f"problem: {small.scan_path} [{small.scan_id}]: at 0.2 mm (the dataset's nominal spacing (the file has none)) "
+        f"the 200 x 150 px scan would be 40 x 30 mm, far outside any mammography detector (at least 50 mm on the long "
+        f"side): the scan is left out (prep takes no spacing but the file's or the dataset's)")
     assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
-    expected = {c.scan_id for c in cases} - {normal.scan_id} - {r.ref for r in lesions[:4]}
+    expected = {c.scan_id for c in cases} - {normal.scan_id, small.scan_id} - {r.ref for r in lesions[:4]}
     assert _produced(out) == expected
 
 

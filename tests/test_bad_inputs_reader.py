@@ -108,3 +108,30 @@ def test_cbis_unreadable_image_or_mask_is_one_line_naming_the_file(cbis_raw, tmp
     assert "(the full mammogram of " in image_line.reason
     assert mask_line.item == mask_victim.scan_id
     assert f"ROI mask {mask_victim.abnormalities[0].mask_path} cannot be read (DICOM header lacks" in mask_line.reason
+
+
+def test_which_headers_are_mammograms_for_prep_and_predict(tmp_path):
+    from PIL import Image
+
+    from mammo_seg.io import not_a_mammogram
+
+    ct = "is not a mammogram (Modality CT)"
+    headers = {  # file: (write_dicom's header, BodyPartExamined, what the one rule says)
+        "mg_sc.dcm": ({}, "BREAST", None),  # CBIS-DDSM's: Modality MG under the Secondary Capture SOP class
+        "ot_breast.dcm": ({"modality": "OT"}, "BREAST", None),
+        "ot_view.dcm": ({"modality": "OT", "view": "MLO"}, None, None),
+        "dx_view.dcm": ({"modality": "DX", "view": "CC"}, None, None),
+        "ot_bare.dcm": ({"modality": "OT"}, None, "is not a mammogram (Modality OT)"),
+        "ct.dcm": ({"modality": "CT", "sop_class": "1.2.840.10008.5.1.4.1.1.2"}, None, ct),
+        "ct_breast.dcm": ({"modality": "CT"}, "BREAST", ct),  # a breast CT is still no mammogram
+    }
+    for name, (kwargs, body_part, expected) in headers.items():
+        path = str(tmp_path / name)
+        write_dicom(path, PIXELS, **kwargs)
+        ds = pydicom.dcmread(path)
+        ds.BodyPartExamined = body_part or ""
+        ds.save_as(path)
+        assert not_a_mammogram(read_scan(path).meta) == expected, name
+    png = tmp_path / "scan.png"
+    Image.fromarray((PIXELS // 16).astype(np.uint8)).save(png)
+    assert not_a_mammogram(read_scan(str(png)).meta) is None  # no Modality at all: a PGM, PNG or TIFF

@@ -58,6 +58,16 @@ def test_field_of_view_decides_whether_a_spacing_can_be_right():
         mias.grid((581, 100), None, override_mm=0.9)
     with pytest.raises(MammoError, match=r"^PixelSpacing -0.05 mm is outside"):
         mias.grid((100, 100), (-0.05, 0.15))  # their mean, 0.05, is plausible: each value is checked
+    assert mias.grid((250, 40), None).native_shape == (250, 40)  # 50 mm on the long side: the smallest kept
+    too_small = {((249, 200), None, None): "at 0.2 mm (the model's nominal spacing (the file has none)) the 249 x 200 "
+                                           "px scan would be 49.8 x 40 mm",
+                 ((3, 3), (0.2, 0.2), None): "at 0.2 mm (its PixelSpacing) the 3 x 3 px scan would be 0.6 x 0.6 mm",
+                 ((96, 72), None, 0.05): "at 0.05 mm (--spacing) the 96 x 72 px scan would be 4.8 x 3.6 mm"}
+    for (shape, header, override), start in too_small.items():
+        with pytest.raises(MammoError) as info:
+            mias.grid(shape, header, override)
+        assert str(info.value) == (f"{start}, far outside any mammography detector (at least 50 mm on the long "
+                                   f"side): give its pixel spacing with --spacing MM")
 
 
 def test_bad_spacings_and_a_forged_header_leave_the_good_scans_of_their_study(model_file, tmp_path, capsys):
@@ -76,26 +86,31 @@ def test_bad_spacings_and_a_forged_header_leave_the_good_scans_of_their_study(mo
         with_spacing_bytes(path, value)
     # 0.9 mm is a plausible spacing, but not for 500 px: a 450-mm breast
     write_dicom(str(folder / "wide.dcm"), phantom(20, (500, 400)), spacing_mm=0.9)
+    write_dicom(str(folder / "tiny.dcm"), np.array([[0, 900, 40], [300, 2000, 7], [50, 60, 70]], np.uint16),
+                spacing_mm=0.2)  # a 3 x 3 "mammogram"
     forged = in_study(str(folder / "forged.dcm"), phantom(21), study)
     forged.Rows = forged.Columns = 65535  # claims 4.3 Gpx: refused from its header
     forged.save_as(str(folder / "forged.dcm"))
     broken = in_study(str(folder / "broken.dcm"), phantom(22), study)
-    broken.Rows, broken.Columns = 3000, 2000  # within the limit, but its pixel data holds 96 x 72 values
+    broken.Rows, broken.Columns = 3000, 2000  # within the limit, but its pixel data holds 288 x 216 values
     broken.save_as(str(folder / "broken.dcm"))
     for k, name in enumerate(good):  # the good scans belong to the study of the forged and the broken file
-        in_study(str(folder / name), phantom(k), study, laterality="L", view="CC")
-    crop = "crop.dcm"  # a real crop of the study: 20 x 15 px beside the good 96 x 72 px scans
-    in_study(str(folder / crop), phantom(23, (20, 15)), study)
+        in_study(str(folder / name), phantom(k), study, laterality="L", view="CC", spacing_mm=0.2)
+    crop = "crop.dcm"  # a real crop of the study: 20 x 15 px beside the good 288 x 216 px scans
+    in_study(str(folder / crop), phantom(23, (20, 15)), study, spacing_mm=0.2)
     out = tmp_path / "out"
     assert main(["predict", "-m", model_file, "-i", str(folder), "-o", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err
-    lines = one_line_each(err, [*spacings, "wide.dcm", "forged.dcm", "broken.dcm", crop])
+    lines = one_line_each(err, [*spacings, "wide.dcm", "tiny.dcm", "forged.dcm", "broken.dcm", crop])
     for name, (_, reason) in spacings.items():
         assert lines[name] == f"problem: {folder / name}: {reason}"
     assert lines["wide.dcm"] == (
         f"problem: {folder / 'wide.dcm'}: at 0.9 mm (its PixelSpacing) the 500 x 400 px scan would be 450 x 360 mm, "
         "larger than any mammography detector or film (at most 400 mm a side): give its pixel spacing with "
         "--spacing MM")
+    assert lines["tiny.dcm"] == (
+        f"problem: {folder / 'tiny.dcm'}: at 0.2 mm (its PixelSpacing) the 3 x 3 px scan would be 0.6 x 0.6 mm, far "
+        "outside any mammography detector (at least 50 mm on the long side): give its pixel spacing with --spacing MM")
     assert lines["forged.dcm"].endswith("image of 65535 x 65535 = 4294836225 pixels exceeds the limit of "
                                         "60000000 pixels")
     assert lines[crop] == (f"skipped: {folder / crop}: 300 pixels, under 0.25 of the largest image of its study: "
@@ -103,8 +118,8 @@ def test_bad_spacings_and_a_forged_header_leave_the_good_scans_of_their_study(mo
     summary = json.load(open(out / "summary.json"))
     status = {s["id"]: s["status"] for s in summary["scans"]}
     assert {k for k, v in status.items() if v == "ok"} == {"good0", "good1", "good2"}
-    assert status["crop"] == "skipped" and len(status) == 13
-    refused = [os.path.splitext(n)[0] for n in [*spacings, "wide.dcm", "forged.dcm", "broken.dcm"]]
+    assert status["crop"] == "skipped" and len(status) == 14
+    refused = [os.path.splitext(n)[0] for n in [*spacings, "wide.dcm", "tiny.dcm", "forged.dcm", "broken.dcm"]]
     assert not [f for f in os.listdir(out) if f.startswith(tuple(refused))]  # no output of a refused scan left
     for name in ("good0", "good1", "good2"):
         assert dciodvfy_errors(out / f"{name}_seg.dcm") == []

@@ -192,9 +192,9 @@ def test_the_operating_point_skips_the_ignore_region():
 
 # ------------------------------------------------------------------------------------------------- prep
 def _tiny_mias(root, rows):
-    """64×64 textured PGMs and an Info.txt of ``rows``."""
+    """256×256 textured PGMs (51 mm at MIAS's 0.2 mm: a plausible field of view) and an Info.txt of ``rows``."""
     os.makedirs(root, exist_ok=True)
-    pixels = (np.arange(64 * 64).reshape(64, 64) % 100 + 100).astype(np.uint8)
+    pixels = (np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 100 + 100).astype(np.uint8)
     for ref in sorted({r.split()[0] for r in rows}):
         Image.fromarray(pixels).save(os.path.join(root, f"{ref}.pgm"))
     with open(os.path.join(root, "Info.txt"), "w") as f:
@@ -210,9 +210,11 @@ def _whole_scans(out):
     return {r["scan_id"].decode(): r for f in manifest.shard_files("train") for r in iterate_records(f)}
 
 
-# MIAS y counts from the bottom: row = 63 − y. CALC circle at row 20, col 20; CIRC (a mass) at row 45, col 45;
+# MIAS y counts from the bottom: row = 255 − y. CALC circle at row 20, col 20; CIRC (a mass) at row 45, col 45;
 # mdb002's CALC and CIRC overlap
-ROWS = ["mdb001 G CALC B 20 43 5", "mdb001 G CIRC B 45 18 6", "mdb002 G CALC B 30 33 6", "mdb002 G CIRC B 34 33 4"]
+SIZE = 256
+ROWS = ["mdb001 G CALC B 20 235 5", "mdb001 G CIRC B 45 210 6", "mdb002 G CALC B 30 225 6",
+        "mdb002 G CIRC B 34 225 4"]
 FLAGS = ["--full-scans", "--tiles", "32", "--scale", "0.25", "--val-fraction", "0", "--test-fraction", "0", "--quiet"]
 
 
@@ -224,8 +226,8 @@ def test_prep_writes_the_ignore_value_in_the_circles_of_the_ignored_kinds_only(t
     assert main(["prep", "mias", "--raw", raw, "--out", str(tmp_path / "plain"), *FLAGS]) == 0
     assert main(["prep", "mias", "--raw", raw, "--out", str(tmp_path / "ign"), *FLAGS,
                  "--ignore-kinds", "calcification"]) == 0
-    calc, mass = circle_mask((64, 64), 20, 20, 5), circle_mask((64, 64), 45, 45, 6)
-    calc2, mass2 = circle_mask((64, 64), 30, 30, 6), circle_mask((64, 64), 34, 30, 4)
+    calc, mass = circle_mask((SIZE, SIZE), 20, 20, 5), circle_mask((SIZE, SIZE), 45, 45, 6)
+    calc2, mass2 = circle_mask((SIZE, SIZE), 30, 30, 6), circle_mask((SIZE, SIZE), 34, 30, 4)
     plain, ign = _whole_scans(tmp_path / "plain"), _whole_scans(tmp_path / "ign")
     # without the setting: 1 in both circles, as before the setting existed; the manifest does not name it
     np.testing.assert_array_equal(plain["mdb001"]["mask"][..., 0], (calc | mass).astype(np.uint8))
@@ -285,7 +287,7 @@ def test_lesion_crops_never_centre_on_an_ignore_only_scan(tmp_path):
     from mammo_seg.data.pipeline import _centre, make_dataset
     from mammo_seg.training.cross_val import women_of
 
-    raw = _tiny_mias(tmp_path / "raw", ["mdb001 G CALC B 20 43 5", "mdb002 G NORM"])
+    raw = _tiny_mias(tmp_path / "raw", ["mdb001 G CALC B 20 235 5", "mdb002 G NORM"])
     out = str(tmp_path / "out")
     prepare("mias", raw, out, tiles=(), full_scans=True, scale=0.25, val_fraction=0, test_fraction=0,
             ignore_kinds=["calcification"], progress=False)

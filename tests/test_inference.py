@@ -149,7 +149,8 @@ def scans(tmp_path_factory, cbis_raw):
     for case in cases[:2]:
         os.symlink(case.scan_path, folder / f"{case.scan_id}.dcm")
     ct = np.random.default_rng(0).integers(0, 2000, (64, 64), dtype=np.uint16)
-    write_dicom(str(folder / "ct.dcm"), ct, modality="CT", sop_class="1.2.840.10008.5.1.4.1.1.2")
+    write_dicom(str(folder / "ct.dcm"), ct, modality="CT", sop_class="1.2.840.10008.5.1.4.1.1.2",
+                spacing_mm=0.8)  # a CT slice's pixels: 51 mm
     (folder / "broken.dcm").write_bytes(b"DICM" * 10)
     os.symlink(cases[0].abnormalities[0].mask_path, folder / "roi_mask.dcm")
     return str(folder), cases[:2]

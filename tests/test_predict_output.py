@@ -31,7 +31,7 @@ def fake_model(folder, content: str = "{}") -> str:
 def scan_folder(folder) -> str:
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(0)
-    pixels = rng.integers(40, 200, (64, 48)).astype(np.uint8)
+    pixels = rng.integers(40, 200, (256, 192)).astype(np.uint8)  # 51 x 38 mm at the tests' --spacing 0.2
     pixels[20:30, 10:25] = 250
     Image.fromarray(pixels).save(os.path.join(folder, "s.png"))
     return str(folder)

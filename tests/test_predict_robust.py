@@ -3,19 +3,22 @@
 import errno
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
 
 from conftest import write_dicom
+from mammo_seg.cli import main
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import predict as predict_module
 from mammo_seg.inference import writers
 from mammo_seg.inference.predict import PredictOptions, predict
 
 
-def phantom(seed: int, shape=(96, 72)) -> np.ndarray:
-    """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask."""
+def phantom(seed: int, shape=(288, 216)) -> np.ndarray:
+    """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask. At the tests'
+    0.2 mm its field is 57.6 x 43.2 mm, just above the smallest field a mammogram may have."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(500, 1500, shape).astype(np.uint16)
     pixels[30:50, 20:40] += 2000
@@ -63,6 +66,20 @@ def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypat
         predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask",)), progress=False)
     assert len(calls) == 1  # the second scan was not tried
 
+    def full_inside_a_library(path, *args, **kwargs):  # as pydicom or highdicom raise theirs from the OSError
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        except OSError as e:
+            raise RuntimeError("Traceback (most recent call last): File pydicom/filewriter.py, line 1") from e
+
+    monkeypatch.setattr(writers, "write_mask_png", full_inside_a_library)
+    out = tmp_path / "out2"
+    with pytest.raises(MammoError) as caught:
+        predict(model_file, folder, str(out), PredictOptions(formats=("mask",)), progress=False)
+    assert str(caught.value) == (f"{out}: cannot write the outputs (OSError: [Errno 28] No space left on device: "
+                                 f"'{out / 'a_mask.png'}'); stopped: the scans finished so far are kept, free some "
+                                 f"space and run again with --continue")
+
 
 def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, tmp_path):
     folder = scan_folder(tmp_path / "in", ("a.dcm",))
@@ -71,7 +88,7 @@ def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, 
         predict(model_file, folder, str(tmp_path / "taken"), progress=False)
 
 
-def test_reasons_name_the_real_cause(model_file, tmp_path):
+def test_reasons_name_the_real_cause(model_file, tmp_path, capsys):
     folder = scan_folder(tmp_path / "in", ("a.dcm",))
     whole = open(os.path.join(folder, "a.dcm"), "rb").read()
     (tmp_path / "in" / "cut.dcm").write_bytes(whole[:400])  # ends inside the header
@@ -83,6 +100,21 @@ def test_reasons_name_the_real_cause(model_file, tmp_path):
     with pytest.raises(MammoError) as caught:
         predict(str(broken), folder, str(tmp_path / "out2"), progress=False)
     assert caught.value.reason == "corrupt or truncated .keras model (not a zip archive)"
+    capsys.readouterr()
+    without_config = tmp_path / "noconfig.keras"
+    with zipfile.ZipFile(model_file) as source, zipfile.ZipFile(without_config, "w") as target:
+        for name in source.namelist():
+            if name != "config.json":
+                target.writestr(name, source.read(name))
+    for verb in (["predict", "-i", folder, "-o", str(tmp_path / "out3")], ["export", "-o", str(tmp_path / "exp")]):
+        assert main([verb[0], "-m", str(without_config), *verb[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"mammo {verb[0]}: error: {without_config}: not a .keras model: the archive holds no "
+                       f"config.json (the model's architecture)\n")
+        assert main([verb[0], "-m", str(broken), *verb[1:]]) == 2  # Keras itself would say "File not found"
+        assert capsys.readouterr().err == f"mammo {verb[0]}: error: {broken}: corrupt or truncated .keras model " \
+                                          f"(not a zip archive)\n"
+    assert not os.path.exists(tmp_path / "exp")
 
 
 def dciodvfy_errors(path) -> list:
@@ -228,6 +260,10 @@ def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path,
     assert run.returncode == -9
     journal = [json.loads(line) for line in open(os.path.join(out, "predictions.jsonl"))]
     assert [r["id"] for r in journal] == ["a", "b"] and not os.path.exists(os.path.join(out, "summary.json"))
+    stale = os.path.join(out, ".tmp-4194305-c_overlay.png")  # above Linux's largest pid: its writer is gone
+    open(stale, "wb").write(b"half an overlay")
+    running = os.path.join(out, f".tmp-{os.getpid()}-elsewhere.png")  # a living writer's: left alone
+    open(running, "wb").write(b"")
     predicted = []
     real = predict_module.read_checked
 
@@ -238,6 +274,8 @@ def test_killed_run_continues_to_the_uninterrupted_outputs(model_file, tmp_path,
     monkeypatch.setattr(predict_module, "read_checked", read_checked)
     summary = predict(model_file, folder, out, progress=False, resume=True)
     assert predicted == ["c.dcm", "d.dcm", "e.dcm"] and summary["counts"]["ok"] == 5
+    assert not os.path.exists(stale) and os.path.exists(running)
+    os.remove(running)
     predict(model_file, folder, str(tmp_path / "whole"), progress=False)
     assert output_bytes(out) == output_bytes(tmp_path / "whole")
 
@@ -296,7 +334,7 @@ def test_only_full_mammograms_by_default(model_file, tmp_path):
 
     folder = scan_folder(tmp_path / "in", ("full.dcm",))
     study = pydicom.dcmread(os.path.join(folder, "full.dcm")).StudyInstanceUID
-    write_dicom(os.path.join(folder, "crop.dcm"), phantom(1, (30, 20)))  # 600 px beside 6912 px
+    write_dicom(os.path.join(folder, "crop.dcm"), phantom(1, (30, 20)))  # 600 px beside 62208 px
     write_dicom(os.path.join(folder, "roi.dcm"), phantom(2), series_description="cropped images")
     write_dicom(os.path.join(folder, "mask.dcm"), (phantom(3) > 1500).astype(np.uint8) * 255)
     for name in ("crop.dcm",):

@@ -164,6 +164,47 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(prepped, cbis_raw, tmp
     assert tree(target) == tree(out)
 
 
+def test_a_full_disk_is_one_line_and_the_same_command_then_finishes(prepped, cbis_raw, tmp_path, monkeypatch,
+                                                                     capsys):
+    import errno
+
+    import tensorflow as tf
+
+    out, _ = prepped
+    target = tmp_path / "full_disk"
+    args = ["prep", "cbis-ddsm", "--raw", cbis_raw, "--out", str(target), "--tiles", ",".join(map(str, TILES)),
+            "--scale", str(SCALE), "--full-scans", "--scans-per-shard", "3", "--quiet"]
+    real_writer, opened = tf.io.TFRecordWriter, []
+
+    class FillingDisk(real_writer):
+        """The fourth shard file meets a full disk on its second record."""
+
+        def __init__(self, path, *rest, **kwargs):
+            super().__init__(path, *rest, **kwargs)
+            opened.append(path)
+            self.records = 0
+
+        def write(self, record):
+            self.records += 1
+            if len(opened) == 4 and self.records == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            super().write(record)
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FillingDisk)
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()[-1] + "\n"  # the line after the raw data's own problem
+    assert "Traceback" not in err
+    shard = err.split("mammo prep: error: ")[1].split(": no space left on device")[0]
+    assert os.path.dirname(os.path.dirname(shard)) == str(target) and shard.endswith(".tfrecord")
+    assert err.endswith(": no space left on device; free some and run the same command again (the shards "
+                        "completed so far are kept)\n")
+    assert not os.path.exists(shard) and not os.listdir(target / ".prep" / "tmp")  # no partial shard anywhere
+    assert not [f for f in os.listdir(target / "48") if f == "manifest.json"]
+    monkeypatch.setattr(tf.io, "TFRecordWriter", real_writer)
+    assert main(args) == 0
+    assert tree(target) == tree(out)
+
+
 def test_bad_files_are_skipped_and_reported_and_strict_fails(cbis_raw, tmp_path, capsys):
     from data_prep.cbis_ddsm import collect_cases
 
@@ -176,7 +217,9 @@ def test_bad_files_are_skipped_and_reported_and_strict_fails(cbis_raw, tmp_path,
     args = ["prep", "cbis-ddsm", "--raw", raw, "--out", str(tmp_path / "o1"), "--tiles", "48",
             "--scale", str(SCALE), "--quiet"]
     assert main(args) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out.startswith(f"prepared {len(cases) - 1} scans into ")  # the scans of scans.json
+    assert len(json.load(open(tmp_path / "o1" / "scans.json"))) == len(cases) - 1
     line = next(line for line in err.splitlines() if victim.scan_path in line)
     assert line.startswith("problem: ") and "pixel data" in line
     rows = list(csv.DictReader(open(tmp_path / "o1" / "problems.csv")))

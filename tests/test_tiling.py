@@ -40,16 +40,16 @@ def test_spacing_decision_order_and_limits():
 
 
 def test_scan_grid_round_trip_keeps_a_lesion():
-    grid = Resolution(scale=0.5, nominal_spacing_mm=0.2).grid((30, 20), None)  # factor 2: 60 x 40
-    mask = np.zeros((30, 20), bool)
-    mask[10:16, 4:9] = True
+    grid = Resolution(scale=0.5, nominal_spacing_mm=0.2).grid((300, 200), None)  # 60 x 40 mm; factor 2
+    mask = np.zeros((300, 200), bool)
+    mask[100:106, 40:45] = True
     up = grid.mask_to_training(mask)
-    assert up.shape == (60, 40) and up.sum() == 4 * mask.sum()
+    assert up.shape == (600, 400) and up.sum() == 4 * mask.sum()
     np.testing.assert_array_equal(grid.mask_to_native(up), mask)
-    image = np.linspace(0, 1, 600, dtype=np.float32).reshape(30, 20)
-    assert grid.image_to_native(grid.image_to_training(image)).shape == (30, 20)
+    image = np.linspace(0, 1, 60000, dtype=np.float32).reshape(300, 200)
+    assert grid.image_to_native(grid.image_to_training(image)).shape == (300, 200)
     assert grid.to_dict() == {"spacing_mm": 0.2, "spacing_source": SPACING_NOMINAL, "resampling_factor": 2.0,
-                              "model_input_shape": [60, 40]}
+                              "model_input_shape": [600, 400]}
 
 
 def test_extract_pads_outside_the_scan():

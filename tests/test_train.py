@@ -66,6 +66,80 @@ def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_pat
     assert err.count("\n") == 0 and "nothing" in err and "manifest.json" in err
 
 
+def _keras_without_config(tmp_path) -> str:
+    import zipfile
+
+    from mammo_seg.models.fcn import MammoFCN
+
+    whole = str(tmp_path / "whole.keras")
+    MammoFCN(width=0.125).save(whole)
+    path = str(tmp_path / "noconfig.keras")
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(path, "w") as target:
+        for name in source.namelist():
+            if name != "config.json":
+                target.writestr(name, source.read(name))
+    return path
+
+
+def test_bad_model_settings_are_one_line_each_and_leave_no_run_behind(data_dir, tmp_path, capsys):
+    import keras
+
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 cut short")
+    scan = keras.Input((None, None, 1))
+    with_lambda = str(tmp_path / "lambda.keras")
+    keras.Model(scan, keras.layers.Lambda(lambda t: t * 2)(scan)).save(with_lambda)
+    without_config = _keras_without_config(tmp_path)
+    cases = {
+        f"train.init_from={corrupt}": f"{corrupt}: corrupt or truncated .keras model (not a zip archive)",
+        f"train.init_from={with_lambda}": f"{with_lambda}: holds a Lambda layer (Python code inside the model): "
+                                          f"refused, models are loaded in Keras safe mode only",
+        f"train.init_from={without_config}": f"{without_config}: not a .keras model: the archive holds no "
+                                             f"config.json (the model's architecture)",
+        "train.freeze=[conv0, decoder]": "train.freeze: prefix 'decoder' matches no layer of the model (its layer "
+                                         "names begin: scan, pad, normalize, conv0, pool0, conv1, pool1, conv2, "
+                                         "pool2, conv3, pool3, conv4, conv5, fc, resize, up, upsample, logits, crop)",
+        "train.strategy=tpu": "train.strategy: tpu: no TPU found on this machine (",
+    }
+    run = tmp_path / "run"
+    for setting, line in cases.items():
+        assert main(["train", "-c", TINY, "--out", str(run), "--quiet", "--set", f"data.dir={data_dir}",
+                     "--set", "data.tile=64", setting]) == 2, setting
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"mammo train: error: {line}"), (setting, err)
+        assert not (run / "config.yaml").exists()  # the corrected command runs without --resume
+
+
+def test_a_truncated_shard_is_one_line_naming_it_in_train_and_inspect(data_dir, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    shard = data / "64" / "train-00000-of-00001.tfrecord"
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        f.truncate(size - 100)  # the last record is cut short
+    assert main(["train", "-c", TINY, "--out", str(tmp_path / "run"), "--quiet", "--set", f"data.dir={data}",
+                 "--set", "data.tile=64", "train.epochs=1", "train.steps_per_epoch=20"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"mammo train: error: {shard}: unreadable shard (truncated record "
+                                                    f"at "), err
+    assert err.endswith(f"); check the data with `mammo inspect {data / '64'}` and prepare it again\n")
+    assert main(["inspect", str(data / "64")]) == 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out
+    assert f"invalid: {shard}: corrupt shard (truncated record at " in out.out + out.err
+    shutil.copy(os.path.join(data_dir, "64", shard.name), shard)  # the tiles whole again, the whole scans cut
+    whole = data / "full" / "train-00000-of-00001.tfrecord"
+    with open(whole, "r+b") as f:
+        f.truncate(whole.stat().st_size - 100)
+    assert main(["train", "-c", TINY, "--out", str(tmp_path / "run2"), "--quiet", "--set", f"data.dir={data}",
+                 "--set", "data.tile=64", "train.epochs=1", "train.steps_per_epoch=2"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"mammo train: error: {whole}: unreadable shard (truncated record at ")
+    assert err.endswith("); the model card counts the lesions of 'train' from it")
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_continues_without_losing_or_repeating_an_epoch(data_dir, tmp_path):
     common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,29 @@ class InspectReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+def read_error_reason(error) -> str:
+    """A TensorFlow read error (``DataLossError`` of a truncated or corrupted TFRecord) as a short reason, without
+    the graph node, op and device names TensorFlow wraps it in."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{[^}]*\}\}|\[\[[^]]*\]\]|\[Op:[^]]*\]|\bname:\s*$", " ", text)
+    text = " ".join(text.replace("'", " ").split())
+    return text or type(error).__name__
+
+
+def unreadable_shard(files) -> tuple[str, str] | None:
+    """(the first of ``files`` that cannot be read to its end, why) or None: finds which shard a ``DataLossError``
+    raised inside a ``tf.data`` pipeline (which does not name its file) came from."""
+    import tensorflow as tf
+
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.OpError as e:
+            return path, read_error_reason(e)
+    return None
 
 
 def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: int = 0) -> InspectReport:
@@ -63,7 +87,7 @@ def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: 
                     elif (j := rng.integers(seen)) < samples:
                         picks[j] = rec
             except tf.errors.OpError as e:
-                report.errors.append(f"{path}: corrupt shard ({e.message.splitlines()[0]})")
+                report.errors.append(f"{path}: corrupt shard ({read_error_reason(e)})")
             expected = manifest.records_in_shard(name)
             if expected is not None and count != expected:
                 report.errors.append(f"{path}: {count} records, manifest says {expected}")

@@ -27,7 +27,8 @@ where mm was meant) is refused too; the override is the way to run such a scan.
 24 × 30 cm. A spacing that would make a scan's long side longer than :data:`MAX_FIELD_MM` is wrong for
 that scan (a CBIS-DDSM film of 4432 px given MIAS's nominal 200 µm would be an 886-mm breast, seen by the
 network at four times its training scale): :meth:`Resolution.grid` refuses it with the reason, rather
-than guess.
+than guess. So does a long side under :data:`MIN_FIELD_MM` (5 cm, less than the smallest spot or biopsy
+detector): a scan that small is not a mammogram at that spacing (a thumbnail, a 3 × 3 test image).
 
 **Resampling** (:class:`ScanGrid`): images bilinearly with Gaussian anti-aliasing when shrinking;
 masks as a coverage fraction thresholded at 0.5 (a pixel is lesion when at least half of the tissue
@@ -50,6 +51,14 @@ PLAUSIBLE_SPACING_MM = (0.02, 1.0)  # mammography detectors and digitisers: 25-2
 
 #: Longest side (mm) a mammogram's field of view may have: the largest detectors and films are 24 × 30 cm.
 MAX_FIELD_MM = 400.0
+#: Shortest long side (mm): the smallest (spot-compression) paddles and biopsy detectors are about 5 cm across.
+MIN_FIELD_MM = 50.0
+
+#: Who asks for a scan's grid, as the refusal of its field of view says it: (what the nominal spacing is called,
+#: what the user can do). Predict can be given the spacing; prep cannot, a file with an impossible field is left out.
+PREDICT = ("the model's nominal spacing", "give its pixel spacing with --spacing MM")
+PREP = ("the dataset's nominal spacing", "the scan is left out (prep takes no spacing but the file's or the "
+                                         "dataset's)")
 
 SPACING_OVERRIDE = "override"
 SPACING_HEADER = "PixelSpacing"
@@ -109,15 +118,26 @@ def check_spacing(spacing_mm: float, what: str) -> float:
     return float(spacing_mm)
 
 
-def check_field_of_view(native_shape: tuple[int, int], spacing_mm: float, spacing_source: str) -> None:
-    """Refuse a spacing that puts the scan's long side beyond :data:`MAX_FIELD_MM` (see the module docstring)."""
+def check_field_of_view(native_shape: tuple[int, int], spacing_mm: float, spacing_source: str,
+                        whole: bool = True, context: tuple[str, str] = PREDICT) -> None:
+    """Refuse a spacing that puts the scan's long side beyond :data:`MAX_FIELD_MM` or, for a ``whole`` mammogram,
+    under :data:`MIN_FIELD_MM` (see the module docstring): a 3 × 3 "mammogram" is refused here too, whatever its
+    spacing. A crop or ROI image (``whole=False``: ``mammo predict --all-images``) may be smaller. ``context``:
+    :data:`PREDICT` or :data:`PREP`, whose words the refusal uses."""
     h, w = native_shape
-    if max(h, w) * spacing_mm > MAX_FIELD_MM:
-        where = {SPACING_OVERRIDE: "--spacing", SPACING_HEADER: "its PixelSpacing",
-                 SPACING_NOMINAL: "the model's nominal spacing (the file has none)"}.get(spacing_source, spacing_source)
-        raise MammoError(None, f"at {spacing_mm:g} mm ({where}) the {h} x {w} px scan would be {h * spacing_mm:.0f} x "
-                               f"{w * spacing_mm:.0f} mm, larger than any mammography detector or film (at most "
-                               f"{MAX_FIELD_MM:g} mm a side): give its pixel spacing with --spacing MM")
+    long_side = max(h, w) * spacing_mm
+    if (MIN_FIELD_MM <= long_side or not whole) and long_side <= MAX_FIELD_MM:
+        return
+    where = {SPACING_OVERRIDE: "--spacing", SPACING_HEADER: "its PixelSpacing",
+             SPACING_NOMINAL: f"{context[0]} (the file has none)"}.get(spacing_source, spacing_source)
+    size = f"{h * spacing_mm:.3g} x {w * spacing_mm:.3g} mm" if long_side < 100 else \
+        f"{h * spacing_mm:.0f} x {w * spacing_mm:.0f} mm"
+    if long_side > MAX_FIELD_MM:
+        bound = f"larger than any mammography detector or film (at most {MAX_FIELD_MM:g} mm a side)"
+    else:
+        bound = f"far outside any mammography detector (at least {MIN_FIELD_MM:g} mm on the long side)"
+    raise MammoError(None, f"at {spacing_mm:g} mm ({where}) the {h} x {w} px scan would be {size}, {bound}: "
+                           f"{context[1]}")
 
 
 @dataclass(frozen=True)
@@ -210,11 +230,13 @@ class Resolution:
         raise MammoError(None, "the file has no pixel spacing and the model records no nominal spacing of its "
                                "training data: give --spacing MM")
 
-    def grid(self, native_shape: tuple[int, int], header_spacing, override_mm: float | None = None) -> ScanGrid:
-        """The training grid of a scan of ``native_shape`` whose file says ``header_spacing``."""
+    def grid(self, native_shape: tuple[int, int], header_spacing, override_mm: float | None = None,
+             whole: bool = True, context: tuple[str, str] = PREDICT) -> ScanGrid:
+        """The training grid of a scan of ``native_shape`` whose file says ``header_spacing``; ``whole=False`` for
+        a crop or ROI image, which may be smaller than any mammogram (see :func:`check_field_of_view`)."""
         spacing, source = self.decide_spacing(header_spacing, override_mm)
         h, w = (int(v) for v in native_shape)
-        check_field_of_view((h, w), spacing, source)
+        check_field_of_view((h, w), spacing, source, whole, context)
         return ScanGrid((h, w), spacing, source, self.factor(spacing))
 
     def to_dict(self) -> dict:

@@ -18,9 +18,10 @@ from mammo_seg.data.prep_config import PrepConfig
 from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_output import FULL
 from mammo_seg.data.prep_stats import OutputStats, scan_output_stats
+from mammo_seg.data.resolution import PREP
 from mammo_seg.data.tiling import TileCounts, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
-from mammo_seg.io import file_sha256, read_scan
+from mammo_seg.io import file_sha256, not_a_mammogram, read_scan
 
 
 @dataclass
@@ -63,9 +64,12 @@ def _process_case(case: Case, config: PrepConfig) -> CaseResult:
     phase = result.times.phase
     with phase("read"):
         scan = read_scan(case.scan_path)
+    reason = not_a_mammogram(scan.meta)
+    if reason:
+        raise MammoError(case.scan_path, reason)
     with phase("mask"):
         mask, rois = stored_mask(case, scan.pixels.shape, config.ignore_kinds)
-    grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm)
+    grid = config.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, context=PREP)
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
     with phase("hashing"):
         result.sha256 = file_sha256(case.scan_path)

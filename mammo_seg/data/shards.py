@@ -72,11 +72,29 @@ def plan_shards(scan_split: dict[str, str], scans_per_shard: int, seed: int) -> 
 
 
 def _write_tfrecord(path: str, serialized: list[bytes], tmp_dir: str) -> None:
+    """One shard, whole or not at all (its temporary is removed when writing fails); a full disk is one line."""
     import tensorflow as tf
 
-    with atomic.replacing(path, tmp_dir) as tmp, tf.io.TFRecordWriter(tmp) as w:
-        for s in serialized:
-            w.write(s)
+    try:
+        with atomic.replacing(path, tmp_dir) as tmp, tf.io.TFRecordWriter(tmp) as w:
+            for s in serialized:
+                w.write(s)
+    except (OSError, tf.errors.OpError) as e:
+        raise _write_error(path, e) from None
+
+
+def _write_error(path: str, error: Exception) -> MammoError:
+    """The one line of an output that could not be written: a full disk (``ENOSPC``, which TensorFlow's writer
+    reports as ``ResourceExhaustedError``) says so and that a rerun keeps the shards already completed."""
+    import errno
+
+    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "no space left" in text.lower() \
+        or type(error).__name__ == "ResourceExhaustedError"
+    if full:
+        return MammoError(path, "no space left on device; free some and run the same command again (the shards "
+                                "completed so far are kept)")
+    return MammoError(path, f"cannot be written ({' '.join(text.split())[:200]})")
 
 
 def _fingerprint(config: PrepConfig, cases: list[Case], scan_split: dict[str, str]) -> dict:
@@ -218,4 +236,4 @@ def _finalise(out: PrepOutput, state, shards, by_id, config: PrepConfig, problem
             intensity=intensity_summary(raw, by_source), problems=len(problems), extra=extra)
         atomic.write_json(out.manifest_file(name), manifest, out.tmp_dir)
         manifests[name] = manifest
-    return {"manifests": manifests, "problems": problems}
+    return {"manifests": manifests, "problems": problems, "scans": len(scans)}

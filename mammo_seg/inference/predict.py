@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mammo_seg import __version__
+from mammo_seg import __version__, atomic
 from mammo_seg.data.resolution import ScanGrid
 from mammo_seg.errors import MammoError, printable
 from mammo_seg.inference import prediction_output as po
@@ -60,7 +60,12 @@ def _reason(error: BaseException) -> str:
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 def _dooms_the_run(error: BaseException, out: str) -> bool:
-    """A full disk anywhere, or no permission on the output folder: every later scan would fail too."""
+    """A full disk anywhere, or no permission on the output folder: every later scan would fail too. A writer
+    (pydicom, highdicom, Pillow) may raise its own exception from the ``OSError``: the chain is followed."""
+    seen = set()
+    while error is not None and not isinstance(error, OSError) and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
     if not isinstance(error, OSError) or error.errno not in FATAL_ERRNOS:
         return False
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -153,7 +158,11 @@ def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions,
 def _failure_record(job: _Job, error: BaseException, out: str, options: PredictOptions) -> dict:
     """The record of a scan that failed or was found not to be a full mammogram (printed as one line)."""
     if _dooms_the_run(error, out):
-        raise MammoError(out, f"cannot write the outputs ({_reason(error)}); stopped") from None
+        cause = error
+        while not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        raise MammoError(out, f"cannot write the outputs ({_reason(cause)}); stopped: the scans finished so far "
+                              f"are kept, free some space and run again with --continue") from None
     if isinstance(error, NotFullMammogram) and not options.all_images:
         return po.skipped_record(job.scan_id, job.source, _reason(error))
     reason = _reason(error)
@@ -220,6 +229,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     _check_writable(out)
     output = PredictionOutput(out)
     output.check_start(settings, resume)  # before TensorFlow: a refused run costs nothing
+    atomic.remove_stale_temporaries(out)  # a killed run's half-written files
     loaded = load_model(model_file)
     predictor = Predictor(loaded.models)
     output.write_settings(settings)

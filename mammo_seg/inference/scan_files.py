@@ -14,7 +14,7 @@ import numpy as np
 
 from mammo_seg.errors import MammoError, printable
 from mammo_seg.inference.header_messages import header_warnings
-from mammo_seg.io import MAX_PIXELS, is_dicom, read_dicom, read_scan_with_dataset
+from mammo_seg.io import MAX_PIXELS, is_dicom, not_a_mammogram, read_dicom, read_scan_with_dataset
 from mammo_seg.io.dicom import INDEX_TAGS
 
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
@@ -150,10 +150,9 @@ def read_checked(path: str, force: bool):
     """The scan (same reader as prep) and its DICOM dataset; refuses what is not a mammogram."""
     scan, dataset = read_scan_with_dataset(path)
     if not force:
-        modality = scan.meta.modality
-        if modality and modality != "MG":
-            raise MammoError(path, f"is a {modality} image, not a mammogram (Modality {modality}); "
-                                   f"--force runs it anyway")
+        reason = not_a_mammogram(scan.meta)
+        if reason:
+            raise MammoError(path, f"{reason}; --force runs it anyway")
         if not np.count_nonzero((scan.pixels > 0) & (scan.pixels < 1)):
             raise NotFullMammogram(path, "has only two grey levels: a mask, not a mammogram; --force runs it anyway")
     return scan, dataset

@@ -5,7 +5,6 @@ point, unless the options say otherwise). :class:`Segmenter` is the Python entry
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -35,14 +34,13 @@ class PredictOptions:
     spacing_mm: float | None = None  # override every scan's spacing (else PixelSpacing, else the model's nominal)
 
 def _readable_model(path: str) -> str:
-    """The model (a ``.keras`` file or an ensemble's ``ensemble.json``), its files checked to be zip archives
-    (``.keras`` files), so that a corrupt one says so."""
-    from mammo_seg.run_dir import model_files
+    """The model (a ``.keras`` file or an ensemble's ``ensemble.json``), its files checked to be ``.keras``
+    archives, so that a corrupt one says so before any scan is read."""
+    from mammo_seg.run_dir import check_keras_archive, model_files
 
     name, files = model_files(path)
     for file in files:
-        if not zipfile.is_zipfile(file):
-            raise MammoError(file, "corrupt or truncated .keras model (not a zip archive)")
+        check_keras_archive(file)
     return name
 
 @dataclass
@@ -56,7 +54,8 @@ class Segmentation:
 
 def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.ndarray]:
     """The scan's grid and the scan resampled to the model's training grid: the network's input."""
-    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm)
+    grid = loaded.resolution.grid(scan.pixels.shape, scan.meta.spacing_mm, options.spacing_mm,
+                                  whole=not options.all_images)
     return grid, grid.image_to_training(scan.pixels)
 
 def network_probabilities(predictor, small: np.ndarray, options: PredictOptions) -> np.ndarray:

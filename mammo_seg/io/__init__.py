@@ -14,9 +14,9 @@ import numpy as np
 from mammo_seg.errors import MammoError, without_values
 from mammo_seg.io.dicom import dicom_to_scan, is_dicom, read_dicom, stored_pixels
 from mammo_seg.io.image import read_image_array, read_image_scan
-from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_regular_file, normalise
+from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_regular_file, normalise, not_a_mammogram
 
-__all__ = ["MAX_PIXELS", "Scan", "ScanMeta", "MammoError", "read_scan", "read_scan_with_dataset", "read_mask", "binary_mask", "normalise",
+__all__ = ["MAX_PIXELS", "Scan", "ScanMeta", "MammoError", "not_a_mammogram", "read_scan", "read_scan_with_dataset", "read_mask", "binary_mask", "normalise",
            "read_dicom", "is_dicom", "file_sha256"]
 
 

@@ -232,6 +232,7 @@ def dicom_to_scan(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
         laterality=_laterality(ds),
         view=view,
         modality=str(ds.get("Modality", "") or "").strip().upper() or None,
+        body_part=str(ds.get("BodyPartExamined", "") or "").strip().upper() or None,
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", stored.dtype.itemsize * 8)),
         **stats,

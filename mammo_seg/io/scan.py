@@ -47,11 +47,33 @@ class ScanMeta:
     laterality: str | None = None  # "L" or "R"
     view: str | None = None  # "CC", "MLO", ...
     modality: str | None = None
+    body_part: str | None = None  # BodyPartExamined, upper case
     photometric: str | None = None
     bits_stored: int | None = None
     raw_min: float = 0.0
     raw_max: float = 0.0
     raw_mean: float = 0.0
+
+
+#: ViewPosition values of mammography (DICOM PS3.3 C.8.11.7, CID 4014 as ACR MQSA codes).
+MAMMOGRAPHY_VIEWS = frozenset({"CC", "MLO", "ML", "LM", "LMO", "SIO", "XCC", "XCCL", "XCCM", "FB", "AT", "CV"})
+#: Modalities a mammogram is also found under: "OT" (other, as Secondary Capture exports and digitised films
+#: write), "CR" and "DX" (computed and digital radiography), "SC": accepted when the header says breast.
+GENERIC_MODALITIES = frozenset({"OT", "CR", "DX", "SC"})
+
+
+def not_a_mammogram(meta: ScanMeta) -> str | None:
+    """Why the header says this scan is no mammogram, or None: Modality MG (whatever the SOP class: CBIS-DDSM's
+    are Secondary Capture), no Modality (PGM, PNG, TIFF), or a generic modality (:data:`GENERIC_MODALITIES`) with
+    BodyPartExamined BREAST or a mammography ViewPosition are mammograms; CT, MR, US, PT … are not.
+
+    Prep and predict both ask this, so that a scan one refuses the other refuses too."""
+    modality = meta.modality
+    if modality in (None, "MG"):
+        return None
+    if modality in GENERIC_MODALITIES and (meta.body_part == "BREAST" or meta.view in MAMMOGRAPHY_VIEWS):
+        return None
+    return f"is not a mammogram (Modality {modality})"
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,12 @@ def build_model(config: ExperimentConfig, resolution: dict, init_from: str | Non
     source = init_from or config.train.init_from
     if source:
         log.info("initialised %d layers from %s", transfer_weights(model, source), source)
+    names = [layer.name for layer in model.layers]
+    for prefix in config.train.freeze:
+        if not any(name.startswith(prefix) for name in names):
+            families = ", ".join(dict.fromkeys(name.split("_")[0] for name in names))
+            raise MammoError("train.freeze", f"prefix {prefix!r} matches no layer of the model (its layer names "
+                                             f"begin: {families})")
     for layer in model.layers:
         if any(layer.name.startswith(prefix) for prefix in config.train.freeze):
             layer.trainable = False
@@ -145,6 +151,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     ``fold``: train on these women of the train split and watch the held-out ones (cross-validation)."""
     strategy = strategy or make_strategy(config.train.strategy)  # before any TF op
     import keras
+    import tensorflow as tf
 
     from mammo_seg.data.pipeline import count_records
     from mammo_seg.losses import get_loss
@@ -172,19 +179,19 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         else train.checkpoint_metric[4:]
     if train.checkpoint == "last":
         monitor = None  # the run's model is last.keras
-    if chief:
-        dump_config(config, run.config)
-        atomic.write_json(run.data_info, {
-            "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
-            "dataset": manifest.dataset, "crop": config.data.crop,
-            "patients": sorted(fold.train) if fold else None})
-    with strategy.scope():
+    with strategy.scope():  # before the run's files: a bad init_from or freeze prefix leaves no run behind
         model = build_model(config, manifest.resolution, init_from)
         loss = get_loss(config.loss)
         optimizer = _optimizer(config, steps_per_epoch)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
         optimizer.build(model.trainable_variables)
         train_metrics, val_metrics = standard_metrics(), standard_metrics()
+    if chief:
+        dump_config(config, run.config)
+        atomic.write_json(run.data_info, {
+            "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
+            "dataset": manifest.dataset, "crop": config.data.crop,
+            "patients": sorted(fold.train) if fold else None})
     steps = Steps(model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile)
 
     saver = ModelSaver(run, monitor=monitor, write=chief)
@@ -206,9 +213,23 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         log.info("nothing to do: %d of %d epochs already done", initial_epoch, train.epochs)
         return StageResult(run_dir, initial_epoch, saver.best, {})
     datasets = _Datasets(config, data_dir, strategy, workers, fold)
-    logs = run_epochs(config, steps, datasets, callbacks, range(initial_epoch, train.epochs), steps_per_epoch,
-                      validate=has_val, progress=progress and chief)
+    try:
+        logs = run_epochs(config, steps, datasets, callbacks, range(initial_epoch, train.epochs), steps_per_epoch,
+                          validate=has_val, progress=progress and chief)
+    except tf.errors.DataLossError as e:
+        raise _unreadable_data(data_dir, manifest, e) from None
     return StageResult(run_dir, train.epochs, saver.best, logs)
+
+
+def _unreadable_data(data_dir: str, manifest: Manifest, error) -> MammoError:
+    """The one line of a shard that broke training (truncated or corrupted), naming the shard when it can be found;
+    the epochs completed before it stay in the run (``--resume`` continues once the data are fixed)."""
+    from mammo_seg.data.inspect import read_error_reason, unreadable_shard
+
+    found = unreadable_shard([f for split in sorted(manifest.splits) for f in manifest.shard_files(split)])
+    where, reason = found or (data_dir, read_error_reason(error))
+    return MammoError(where, f"unreadable shard ({reason}); check the data with `mammo inspect {data_dir}` and "
+                             f"prepare it again")
 
 
 class _Datasets:

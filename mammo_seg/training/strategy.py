@@ -54,10 +54,7 @@ def make_strategy(name: str = "auto", cpu_devices: int | None = None):
                                                "(cluster and this task's index)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        return _tpu_strategy()
     split_cpu(cpu_devices_from_env() if cpu_devices is None else cpu_devices)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "default" or (name == "auto" and len(gpus) < 2):
@@ -66,6 +63,21 @@ def make_strategy(name: str = "auto", cpu_devices: int | None = None):
         devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     raise MammoError("train.strategy", f"unknown strategy {name!r}")
+
+
+def _tpu_strategy():
+    """TPUStrategy over the TPU this machine is given (Cloud TPU VM, or ``TPU_NAME``); none is one line."""
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError) as e:
+        reason = getattr(e, "message", None) or str(e)
+        raise MammoError("train.strategy", f"tpu: no TPU found on this machine ({reason.splitlines()[0]}); "
+                                           f"use auto, or run where a TPU is attached") from None
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def cluster() -> tuple[int, int]:
