@@ -262,3 +262,17 @@ def test_a_fine_tune_of_a_cross_validation_starts_each_fold_from_the_same_fold(t
         fold_init(str(earlier), other, 1)
     with pytest.raises(MammoError, match="without fold3"):
         fold_init(str(earlier), {"folds": 3, "fold_of": table["fold_of"]}, 3)
+
+
+def test_a_truncated_shard_stops_a_cross_validation_with_one_line_naming_it(cv_data, tmp_path, capsys):
+    import shutil
+
+    recipe, data = cv_data
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    shard = sorted((copy / "full").glob("train-*.tfrecord"))[0]
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size - 100)
+    assert main(["train", "-c", recipe, "--set", f"data.dir={copy}", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"mammo train: error: {shard}: unreadable shard (truncated"), err

@@ -49,6 +49,16 @@ def unreadable_shard(files) -> tuple[str, str] | None:
     return None
 
 
+def unreadable_data(data_dir: str, files, error):
+    """The one-line error of a shard of ``files`` that broke a read (truncated or corrupted), naming the shard when it
+    can be found, else ``data_dir``."""
+    from mammo_seg.errors import MammoError
+
+    where, reason = unreadable_shard(files) or (data_dir, read_error_reason(error))
+    return MammoError(where, f"unreadable shard ({reason}); check the data with `mammo inspect {data_dir}` and "
+                             f"prepare it again")
+
+
 def validate(directory: str, sheet: str | None = None, samples: int = 24, seed: int = 0) -> InspectReport:
     """Check every shard the manifest lists; optionally write a contact sheet of random records."""
     import tensorflow as tf

@@ -62,18 +62,22 @@ def women_of(data_dir: str, split: str) -> dict[str, bool]:
     kind prep did not store as the ignore region (a woman whose only abnormality is ignored has no lesion)."""
     import tensorflow as tf
 
+    from mammo_seg.data.inspect import unreadable_data
     from mammo_seg.data.pipeline import split_files
     from mammo_seg.data.prep_output import Manifest
 
     ignored = Manifest.load(data_dir).ignore_kinds
-
     spec = {"patient_id": tf.io.FixedLenFeature([], tf.string), "abnormality": tf.io.VarLenFeature(tf.string)}
     women: dict[str, bool] = {}
-    for serialized in tf.data.TFRecordDataset(split_files(data_dir, split)):
-        ex = tf.io.parse_single_example(serialized, spec)
-        patient = ex["patient_id"].numpy().decode()
-        kinds = {k.decode() for k in ex["abnormality"].values.numpy()}
-        women[patient] = women.get(patient, False) or bool(kinds - ignored)
+    files = split_files(data_dir, split)
+    try:
+        for serialized in tf.data.TFRecordDataset(files):
+            ex = tf.io.parse_single_example(serialized, spec)
+            patient = ex["patient_id"].numpy().decode()
+            kinds = {k.decode() for k in ex["abnormality"].values.numpy()}
+            women[patient] = women.get(patient, False) or bool(kinds - ignored)
+    except tf.errors.DataLossError as e:
+        raise unreadable_data(data_dir, files, e) from None
     return women
 
 

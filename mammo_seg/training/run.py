@@ -224,12 +224,10 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
 def _unreadable_data(data_dir: str, manifest: Manifest, error) -> MammoError:
     """The one line of a shard that broke training (truncated or corrupted), naming the shard when it can be found;
     the epochs completed before it stay in the run (``--resume`` continues once the data are fixed)."""
-    from mammo_seg.data.inspect import read_error_reason, unreadable_shard
+    from mammo_seg.data.inspect import unreadable_data
 
-    found = unreadable_shard([f for split in sorted(manifest.splits) for f in manifest.shard_files(split)])
-    where, reason = found or (data_dir, read_error_reason(error))
-    return MammoError(where, f"unreadable shard ({reason}); check the data with `mammo inspect {data_dir}` and "
-                             f"prepare it again")
+    return unreadable_data(data_dir, [f for split in sorted(manifest.splits) for f in manifest.shard_files(split)],
+                           error)
 
 
 class _Datasets:
