@@ -337,9 +337,10 @@ def _bounding_crop(mask: np.ndarray) -> tuple[tuple[int, int], tuple[slice, slic
 
 
 def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | None,
-                  min_area_mm2: float = 0.0) -> dict:
+                  min_area_mm2: float = 0.0, max_probability: float | None = None) -> dict:
     """Lesion count, areas (px; mm² when a pixel's area, :meth:`ScanGrid.pixel_area_mm2`, is known), boxes,
-    probabilities, and the whole-scan image-level call (:mod:`mammo_seg.detection`)."""
+    probabilities, and the whole-scan image-level call (:mod:`mammo_seg.detection`). ``prob`` is read on the
+    mask's pixels alone; the scan's maximum is ``max_probability`` when given, else ``prob``'s."""
     (top, left), crop = _bounding_crop(mask)  # labels in raster order: the same inside the crop
     components, _ = lesion_components(mask[crop])
     lesions = []
@@ -360,7 +361,8 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | No
             "lesion_area_mm2": mm2(area),
             "image_positive": bool(image_positive(area, mask.size)),
             "image_rule": f"positive when it has a lesion of at least {min_area_mm2:g} mm² (smaller ones are dropped)",
-            "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
+            "max_probability": round(float(prob.max() if max_probability is None else max_probability), 4)
+            if prob.size else 0.0, "lesions": lesions}
 
 
 def write_json(path: str, content: dict) -> str:
