@@ -1,5 +1,6 @@
-"""Probabilities back on the scan's grid only where the lesions need them: the same mask, lesions and SEG as the
-whole map gives (the oracle below is predict's post-processing before it was computed tile by tile)."""
+"""predict's post-processing done only where it is needed: the probabilities back on the scan's grid where the
+lesions need them (the same mask, lesions and SEG as the whole map gives; the oracle below is predict's
+post-processing before it was computed tile by tile), the overlay's outline within the lesions' box."""
 
 import json
 import os
@@ -16,7 +17,8 @@ from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.inference.predict import FORMATS, PredictOptions, Segmenter, predict
 from mammo_seg.inference.prediction_output import DEFAULT_FORMATS, PredictionOutput
 from mammo_seg.inference.scan_probability import TILE, lesion_mask, scan_probability
-from mammo_seg.inference.writers import lesion_report
+from mammo_seg.inference.writers import _block_any, lesion_report, outline
+from skimage.segmentation import find_boundaries
 
 
 def smooth_map(shape, sigma, seed):
@@ -127,3 +129,24 @@ def test_predict_without_the_probability_map_writes_the_same_mask_lesions_and_se
     threshold = float(np.quantile(prob, 0.998))  # a few spots on an untrained model's map
     assert assert_same_outputs_as_the_whole_map(model_file, str(folder), tmp_path, threshold, 0.05) >= 2
     assert PredictOptions().formats == DEFAULT_FORMATS == ("mask", "overlay", "seg", "sr", "json")
+
+
+def test_the_overlay_outline_found_in_the_lesions_box_is_the_whole_images():
+    def whole_image(mask, step, shape):  # the overlay's outline as it was found before, on the whole shrunk mask
+        small = mask if step == 1 else _block_any(mask, step)[:shape[0], :shape[1]]
+        edge = find_boundaries(small, mode="outer")
+        return edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
+
+    rng = np.random.default_rng(0)
+    for h, w, step in [(100, 70, 1), (101, 77, 3), (50, 50, 2), (7, 9, 4), (900, 600, 5)]:
+        shape = (-(-h // step), -(-w // step))
+        for k in range(25):
+            mask = np.zeros((h, w), bool)
+            for _ in range(rng.integers(1, 4) if k > 2 else 0):
+                r, c = rng.integers(0, h), rng.integers(0, w)
+                mask[r:r + rng.integers(1, 40), c:c + rng.integers(1, 40)] = True
+            if k == 1:
+                mask[-1, :] = True  # the outline wraps round at the far edges
+            if k == 2:
+                mask[:, 0] = mask[0, -1] = True
+            assert np.array_equal(outline(mask, step, shape), whole_image(mask, step, shape)), (h, w, step, k)

@@ -61,13 +61,10 @@ def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray, lesions: list
 
     step = max(1, -(-max(pixels.shape) // OVERLAY_MAX_SIDE))
     grey = pixels[::step, ::step]
-    small = mask[::step, ::step] if step == 1 else _block_any(mask, step)[:grey.shape[0], :grey.shape[1]]
     lo, hi = np.percentile(grey, [0.5, 99.5]) if grey.size else (0.0, 1.0)
     grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    edge = find_boundaries(small, mode="outer")
-    edge |= np.roll(edge, 1, 0) | np.roll(edge, 1, 1)  # 2 px wide, visible at any zoom
-    rgb[edge] = (255, 40, 40)
+    rgb[outline(mask, step, grey.shape)] = (255, 40, 40)
     if lesions:
         image = Image.fromarray(rgb)
         draw = ImageDraw.Draw(image)
@@ -79,6 +76,22 @@ def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray, lesions: list
             draw.text((x, y), text, fill=(255, 230, 40), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
         rgb = np.asarray(image)
     return _save_png(path, rgb), step
+
+
+def outline(mask: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """The outline of ``mask`` shrunk by ``step`` to ``shape`` (a block is lesion when any of its pixels is): the
+    background pixels touching it, widened by one pixel down and right (2 px, visible at any zoom; it wraps round
+    at the far edges). Only the box of the lesions, with a margin, is shrunk and searched."""
+    edge = np.zeros(shape, bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        margin = 3  # beyond the outline's reach: the box's own border sees background alone, as the whole would
+        box = tuple(slice(max(0, first // step - margin), min(n, last // step + 1 + margin))
+                    for first, last, n in ((rows[0], rows[-1], shape[0]), (cols[0], cols[-1], shape[1])))
+        part = mask[box[0].start * step:box[0].stop * step, box[1].start * step:box[1].stop * step]
+        small = part if step == 1 else _block_any(part, step)[:box[0].stop - box[0].start, :box[1].stop - box[1].start]
+        edge[box] = find_boundaries(small, mode="outer")
+    return edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
 
 
 def _block_any(mask: np.ndarray, step: int) -> np.ndarray:
