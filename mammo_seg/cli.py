@@ -151,7 +151,7 @@ def _spacing(text: str) -> float:
 
 
 def _formats(text: str) -> tuple[str, ...]:
-    """``all`` or a comma-separated subset of predict's outputs."""
+    """``all`` or a comma-separated subset of predict's outputs (no ``--format``: ``DEFAULT_FORMATS``)."""
     from mammo_seg.inference.prediction_output import SCAN_FILES
 
     if text.strip() == "all":
@@ -410,8 +410,10 @@ def add_train(verbs) -> None:
 # ---------------------------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
     from mammo_seg.inference.predict import PredictOptions, predict
-    from mammo_seg.inference.prediction_output import PredictionOutput
+    from mammo_seg.inference.prediction_output import DEFAULT_FORMATS, PredictionOutput
 
+    if args.format is None:  # the default outputs, and the probabilities the report draws from
+        args.format = DEFAULT_FORMATS + (("prob",) if args.report else ())
     if args.report and "prob" not in args.format:
         raise MammoError("--report", "needs the prob format: the report draws the detections from the "
                                      "probabilities")
@@ -455,9 +457,11 @@ def add_predict(verbs) -> None:
                          f"(default: one pass when the scan fits, else exact strips)")
     pr.add_argument("--overlap", type=_fraction, default=0.25, help="window overlap, in [0, 1) (default 0.25)")
     pr.add_argument("--batch-size", type=_count, default=4, help="windows per batch (default 4)")
-    pr.add_argument("--format", type=_formats, default="all",
-                    help="outputs: all (the default), or some of mask,prob,overlay,seg,sr,json (comma-separated; "
-                         "sr, the DICOM Structured Report, needs seg)")
+    pr.add_argument("--format", type=_formats, default=None,
+                    help="outputs: some of mask,prob,overlay,seg,sr,json (comma-separated; sr, the DICOM Structured "
+                         "Report, needs seg), or all; default mask,overlay,seg,sr,json: the probability map prob "
+                         "(about 30 MB a CBIS-DDSM scan) only on request, as evaluate's FROC needs it (--report "
+                         "adds it)"),
     pr.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
                     help="pixel spacing of every input scan in mm (0.02 to 1), overriding PixelSpacing (default: "
                          "PixelSpacing, else the nominal spacing of the model's training data)")
@@ -508,6 +512,10 @@ def cmd_evaluate(args) -> int:
                       groups=dict(args.group))
     for problem in result["problems"]:
         print(printable(f"problem: {problem['file']}: {problem['reason']}"), file=sys.stderr)
+    if without := result["counts"]["without_probabilities"]:
+        print(f"warning: {without} of {len(result['metric_per_case'])} evaluated scans have no probability map: "
+              f"the lesion-level figures (FROC) {'leave them out' if 'detection' in result else 'are not computed'}; "
+              f"predict with --format all (or a list with prob) writes it", file=sys.stderr)
     mean, pooled, image = result["mean"]["1"], result["pooled"]["1"], result["image_level"]
     print(f"{len(result['metric_per_case'])} cases: mean lesion IoU {mean['IoU']:.4f}, Dice {mean['Dice']:.4f}, "
           f"precision {mean['precision']:.4f}, recall {mean['recall']:.4f}; pooled IoU {pooled['IoU']:.4f}; "

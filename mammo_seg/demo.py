@@ -27,7 +27,7 @@ def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, conf
     from mammo_seg.config import load_config
     from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import evaluate
-    from mammo_seg.inference.predict import predict
+    from mammo_seg.inference.predict import FORMATS, PredictOptions, predict
     from mammo_seg.training.curriculum import run_curriculum
 
     raw, data, runs = os.path.join(out, "raw"), os.path.join(out, "data"), os.path.join(out, "runs", "iou_fcn_cpu")
@@ -52,7 +52,7 @@ def run_demo(out: str, workers: int = 2, patients: int = 12, seed: int = 0, conf
     n = PrepOutput(data).link_split("test", raw, tests)
     print(f"[5/6] predict: {n} held-out test scans ({tests}) → {predictions}")
     shutil.rmtree(predictions, ignore_errors=True)  # the demo's own predictions of an earlier run: predict refuses to mix
-    result = predict(runs, tests, predictions)
+    result = predict(runs, tests, predictions, PredictOptions(formats=FORMATS))  # evaluate's FROC reads prob
     print(f"[6/6] evaluate against the raw annotations → {os.path.join(out, 'evaluation.json')}")
     scores = evaluate(predictions, ground_truth(raw), os.path.join(out, "evaluation.json"))
     mean, image = scores["mean"]["1"], scores["image_level"]

@@ -88,6 +88,9 @@ def test_evaluate_survives_bad_records_and_masks(cbis_raw, cbis_cases, tmp_path,
     assert lines["nomask"] == "problem: nomask: record without a valid outputs.mask (predict with --format " \
                               "including mask)"
     assert lines["scans[9]"] == "problem: scans[9]: record is not a mapping: 'garbage'"
+    assert [line for line in err.splitlines() if "probability map" in line] == [
+        "warning: 3 of 3 evaluated scans have no probability map: the lesion-level figures (FROC) are not computed; "
+        "predict with --format all (or a list with prob) writes it"]
     text = (tmp_path / "evaluation.json").read_text()
     result = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert [c["prediction"] for c in result["metric_per_case"]] == ["good0", "good1", "good2"]

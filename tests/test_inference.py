@@ -18,7 +18,7 @@ from mammo_seg.data.resolution import Resolution
 from mammo_seg.errors import MammoError
 from mammo_seg.evaluate import case_metrics, evaluate
 from mammo_seg.inference.postprocess import breast_region
-from mammo_seg.inference.predict import PredictOptions, file_id, predict
+from mammo_seg.inference.predict import FORMATS, PredictOptions, file_id, predict
 from mammo_seg.inference.sr import NOT_DICOM
 from mammo_seg.inference.sliding_window import (Predictor, activation_bytes, gaussian_weights, predict_probabilities,
                                                 window_starts)
@@ -159,7 +159,7 @@ def scans(tmp_path_factory, cbis_raw):
 def test_predict_a_folder_of_dicoms(model_file, scans, tmp_path):
     folder, cases = scans
     out = str(tmp_path / "pred")
-    summary = predict(model_file, folder, out, PredictOptions(), progress=False)
+    summary = predict(model_file, folder, out, PredictOptions(formats=FORMATS), progress=False)
     by_id = {s["id"]: s for s in summary["scans"]}
     assert summary["counts"] == {"scans": 5, "ok": 2, "failed": 2, "skipped": 1,
                                  "positive": summary["counts"]["positive"]}

@@ -88,7 +88,7 @@ def test_continue_with_other_settings_is_refused_naming_the_setting(tmp_path, ca
     code, err = run_cli(["predict", "-m", model, "-i", scans, "-o", out, "--continue", "--threshold", "0.3",
                          "--format", "mask"], capsys)
     assert (code, err) == (2, f"mammo predict: error: {out}: --continue with other settings than the run it "
-                              f"continues: --format is mask here, mask,prob,overlay,seg,sr,json in settings.json; give "
+                              f"continues: --format is mask here, mask,overlay,seg,sr,json in settings.json; give "
                               f"the same flags, or choose a new --output\n")
     other = os.path.join(str(tmp_path), "other")
     os.makedirs(other)
@@ -128,7 +128,7 @@ def test_settings_round_trip_and_check_start(tmp_path):
     output.check_start(settings, resume=False)  # an empty folder
     output.write_settings(settings)
     assert output.read_settings() == settings
-    assert settings["options"]["formats"] == ["mask", "prob", "overlay", "seg", "sr", "json"]
+    assert settings["options"]["formats"] == ["mask", "overlay", "seg", "sr", "json"]  # prob only on request
     output.check_start(settings, resume=True)
     faster = json.loads(json.dumps(settings))
     faster["options"]["batch_size"] = 16  # never changes an output
@@ -186,3 +186,19 @@ def test_prediction_output_reads_what_predict_wrote(model_file, tmp_path):
         assert float(npz["threshold"]) == 0.5
     assert output.completed() == {"s": record}
     assert sorted(json.load(open(output.timings_file))["scans"]) == ["s"]
+
+
+def test_the_probability_map_is_written_on_request_and_for_the_report(model_file, tmp_path, capsys):
+    scans = scan_folder(tmp_path / "in")
+    written = {}
+    for name, flags in (("default", []), ("report", ["--report"]), ("all", ["--format", "all"]),
+                        ("listed", ["--format", "mask,prob"])):
+        out = tmp_path / name
+        assert run_cli(["predict", "-m", model_file, "-i", scans, "-o", str(out), "--spacing", "0.2", "--quiet"]
+                       + flags, capsys)[0] == 0
+        written[name] = sorted(n for n in os.listdir(out) if n.startswith("s") and n not in PredictionOutput.RUN_FILES)
+    assert written == {"default": ["s.json", "s_mask.png", "s_overlay.png"],  # a PNG scan: no SEG, no SR
+                       "report": ["s.json", "s_mask.png", "s_overlay.png", "s_prob.npz"],
+                       "all": ["s.json", "s_mask.png", "s_overlay.png", "s_prob.npz"],
+                       "listed": ["s_mask.png", "s_prob.npz"]}
+    assert os.path.isfile(tmp_path / "report" / "report.html")

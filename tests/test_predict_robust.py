@@ -206,11 +206,10 @@ def test_two_runs_write_the_same_bytes(model_file, tmp_path):
     first = predict(model_file, folder, str(tmp_path / "one"), progress=False)
     predict(model_file, folder, str(tmp_path / "two"), progress=False)
     one, two = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "two")
-    assert sorted(one) == ["a.json", "a_mask.png", "a_overlay.png", "a_prob.npz", "a_seg.dcm", "a_sr.dcm",
-                           "anon.json", "anon_mask.png", "anon_overlay.png", "anon_prob.npz", "anon_seg.dcm",
-                           "anon_sr.dcm",
-                           "b.json", "b_mask.png", "b_overlay.png", "b_prob.npz", "b_seg.dcm", "b_sr.dcm",
-                           "c.json", "c_mask.png", "c_overlay.png", "c_prob.npz", "c_seg.dcm", "c_sr.dcm",
+    assert sorted(one) == ["a.json", "a_mask.png", "a_overlay.png", "a_seg.dcm", "a_sr.dcm",  # prob on request
+                           "anon.json", "anon_mask.png", "anon_overlay.png", "anon_seg.dcm", "anon_sr.dcm",
+                           "b.json", "b_mask.png", "b_overlay.png", "b_seg.dcm", "b_sr.dcm",
+                           "c.json", "c_mask.png", "c_overlay.png", "c_seg.dcm", "c_sr.dcm",
                            "predictions.jsonl", "settings.json", "summary.json"]
     assert [name for name in one if one[name] != two[name]] == []
     assert sorted(first["timings"]["scans"]) == ["a", "anon", "b", "c"]
@@ -229,7 +228,7 @@ def test_pipelined_run_writes_the_bytes_of_one_scan_at_a_time(model_file, tmp_pa
     assert [(s["id"], s["status"]) for s in pipe_scans] == [("a", "ok"), ("anon", "ok"), ("b", "ok"),
                                                              ("c", "error"), ("d", "ok")]
     assert pipe_scans[1]["warnings"] and pipe_scans == seq_scans
-    assert len(pipe_bytes) == 27 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
+    assert len(pipe_bytes) == 23 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
     assert sorted(pipe_bytes) == sorted(seq_bytes)
     assert pipe_err == seq_err and pipe_err.count("problem:") == 1
 

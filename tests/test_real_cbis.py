@@ -157,6 +157,19 @@ def test_with_the_spacing_each_film_is_predicted_on_its_own_grid(predicted, scan
         np.testing.assert_array_equal(back[0, :, :, 0].astype(bool), mask)
 
 
+def test_a_film_predicted_without_the_probability_map_gets_the_same_mask_lesions_and_seg(mias_model, tmp_path):
+    from mammo_seg.inference.segment import PredictOptions, Segmenter
+    from test_scan_probability import assert_same_outputs_as_the_whole_map
+
+    folder = tmp_path / "in"
+    os.makedirs(folder)
+    os.symlink(real_files()[("sfm-malign-0", "lmlo")], folder / "lmlo.dcm")
+    options = PredictOptions(spacing_mm=0.05, threshold=0.5, min_area_mm2=0.0)
+    prob = Segmenter(mias_model, options)(str(folder / "lmlo.dcm")).probability
+    threshold = float(np.quantile(prob[prob > 0], 0.998))  # spots in the breast on an untrained model's map
+    assert assert_same_outputs_as_the_whole_map(mias_model, str(folder), tmp_path, threshold, 0.02, spacing=0.05) >= 2
+
+
 def test_prep_of_a_partial_download_names_every_case_and_loses_nothing(real_folder, tmp_path, capsys):
     """The two women's CSV rows beside their eight DICOMs, but none of their ROI mask files."""
     raw = tmp_path / "raw"

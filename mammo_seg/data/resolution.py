@@ -41,6 +41,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import ndimage
 from skimage.transform import resize
 
 from mammo_seg.errors import MammoError
@@ -85,6 +86,26 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = lesion.astype(np.uint8)
     out[resize_mask(labels == IGNORE, shape) & ~lesion] = IGNORE
     return out
+
+
+def resize_image_window(image: np.ndarray, shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
+    """``resize_image(image, shape)[rows, cols]``, the same values, computing that window alone when ``shape``
+    enlarges ``image`` (bilinear interpolation at the coordinates ``scipy.ndimage.zoom`` uses for the whole, then
+    clipped to the image's range, as ``skimage.transform.resize`` does); otherwise the whole is resized and cut.
+    ``rows`` and ``cols`` are slices with steps of one inside ``shape``."""
+    image = image.astype(np.float32, copy=False)
+    if image.shape == tuple(shape):
+        return image[rows, cols]
+    if shape[0] < image.shape[0] or shape[1] < image.shape[1]:  # anti-aliased: the filter needs the whole
+        return resize_image(image, shape)[rows, cols]
+    zoom = np.divide(image.shape, shape)
+    r, c = (np.arange(*s.indices(n)[:2], dtype=np.float64) for s, n in zip((rows, cols), shape))
+    coordinates = np.meshgrid((r + 0.5) * zoom[0] - 0.5, (c + 0.5) * zoom[1] - 0.5, indexing="ij", copy=False)
+    out = ndimage.map_coordinates(image, coordinates, output=np.float32, order=1, mode="nearest")
+    lo, hi = np.min(image), np.max(image)
+    if np.isnan(lo):
+        lo, hi = np.nanmin(image), np.nanmax(image)
+    return np.clip(out, lo, hi, out=out)
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -167,6 +188,10 @@ class ScanGrid:
 
     def image_to_native(self, image: np.ndarray) -> np.ndarray:
         return resize_image(image, self.native_shape)
+
+    def image_to_native_window(self, image: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        """``image_to_native(image)[rows, cols]``, computed alone where it can be (:func:`resize_image_window`)."""
+        return resize_image_window(image, self.native_shape, rows, cols)
 
     def mask_to_native(self, mask: np.ndarray) -> np.ndarray:
         return resize_mask(mask, self.native_shape)

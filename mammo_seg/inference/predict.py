@@ -2,7 +2,8 @@
 
 Per scan: the reader prep uses → resample to the model's training resolution (a lesion must look
 as large as in training) → one pass, or exact strips when it would not fit (``--tile``: Gaussian-weighted
-windows) → probabilities back on the original grid → threshold → outputs (``--format``; default all):
+windows) → probabilities back on the original grid (where the lesions need them, the whole map only for ``prob``)
+→ threshold → outputs (``--format``; by default all but ``prob``, the probability map, written on request):
 
 Findings outside the breast (the largest bright region: film labels and markers are not breast)
 are dropped unless ``breast_mask=False``.
@@ -141,7 +142,7 @@ def _network(job: _Job, predictor, options: PredictOptions) -> _Job:
 def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions, model_hash: str) -> dict:
     """Stage 3 of a predicted scan: post-process, write its outputs, return its summary record."""
     with _phase(job, "postprocess"):
-        result = on_scan_grid(job.grid, job.scan, job.small, job.prob, options)
+        result = on_scan_grid(job.grid, job.scan, job.small, job.prob, options, probability="prob" in options.formats)
     job.small = job.prob = None
     with _phase(job, "write"):
         scan = job.scan
@@ -149,7 +150,8 @@ def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions,
             scan_id=job.scan_id, source=job.source, file_size=os.path.getsize(job.path), sha256=job.digest,
             shape=scan.pixels.shape, grid=result.grid.to_dict(), laterality=scan.meta.laterality,
             view=scan.meta.view, threshold=options.threshold,
-            lesions=writers.lesion_report(result.mask, result.probability, result.pixel_area_mm2, options.min_area_mm2))
+            lesions=writers.lesion_report(result.mask, result.lesion_probability, result.pixel_area_mm2,
+                                          options.min_area_mm2, result.max_probability))
         return output.write_scan(options.formats, scan_id=job.scan_id, record=record, pixels=scan.pixels,
                                  probability=result.probability, mask=result.mask, threshold=options.threshold,
                                  factor=result.grid.factor, dataset=job.dataset, model_hash=model_hash,

@@ -4,7 +4,7 @@ everything else, all through :class:`PredictionOutput`.
 ::
 
     OUT/<id>_mask.png     the lesion mask on the scan's grid (0 / 255)       ``--format mask``
-    OUT/<id>_prob.npz     probability (float16), threshold, resampling_factor ``--format prob``
+    OUT/<id>_prob.npz     probability (float16), threshold, resampling_factor ``--format ...,prob`` (on request)
     OUT/<id>_overlay.png  the scan with lesion outlines                       ``--format overlay``
     OUT/<id>_seg.dcm      DICOM Segmentation (DICOM sources only)             ``--format seg``
     OUT/<id>_sr.dcm       DICOM Structured Report of the lesions, referencing the SEG  ``--format sr``
@@ -34,6 +34,9 @@ from mammo_seg.inference import sr, writers
 #: The outputs of one scan, by ``--format`` name: the file name after its id.
 SCAN_FILES = {"mask": "_mask.png", "prob": "_prob.npz", "overlay": "_overlay.png", "seg": "_seg.dcm",
               "sr": "_sr.dcm", "json": ".json"}
+#: The outputs written when ``--format`` is not given: all but ``prob``, which is written on request (as nnU-Net's
+#: ``--save_probabilities``): about 30 MB a CBIS-DDSM scan, read by evaluate's FROC and predict's ``--report`` alone.
+DEFAULT_FORMATS = tuple(kind for kind in SCAN_FILES if kind != "prob")
 #: The members of ``<id>_prob.npz``.
 PROBABILITY, THRESHOLD, RESAMPLING_FACTOR = "probability", "threshold", "resampling_factor"
 #: Settings a ``--continue`` may change: they never change an output.
@@ -77,7 +80,7 @@ class PredictionOutput:
         return self.file(name) if isinstance(name, str) and name else None
 
     # ---------------------------------------------------------------------------------------- writing
-    def write_scan(self, formats, *, scan_id: str, record: dict, pixels: np.ndarray, probability: np.ndarray,
+    def write_scan(self, formats, *, scan_id: str, record: dict, pixels: np.ndarray, probability: np.ndarray | None,
                    mask: np.ndarray, threshold: float, factor: float, dataset=None, model_hash: str = "",
                    source_hash: str = "", notes=()) -> dict:
         """Write one segmented scan's ``formats`` outputs; returns ``record`` completed with ``seg_filled``

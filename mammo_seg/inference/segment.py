@@ -10,11 +10,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mammo_seg.data.resolution import ScanGrid
-from mammo_seg.detection import detection_mask, min_area_px
+from mammo_seg.detection import min_area_px
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import prediction_output as po
 from mammo_seg.inference.postprocess import breast_region
 from mammo_seg.inference.scan_files import read_checked
+from mammo_seg.inference.scan_probability import lesion_mask, scan_probability
 
 FORMATS = tuple(po.SCAN_FILES)
 
@@ -27,7 +28,7 @@ class PredictOptions:
     tile: int | None = None  # None: one pass when it fits, else exact strips (sliding_window)
     overlap: float = 0.25
     batch_size: int = 4
-    formats: tuple = FORMATS
+    formats: tuple = po.DEFAULT_FORMATS  # FORMATS: every output, the probability map too
     force: bool = False  # run on DICOMs that are not mammograms
     breast_mask: bool = True  # drop findings outside the breast (film labels, markers)
     all_images: bool = False  # also crops and ROI masks (by default only full mammograms)
@@ -47,10 +48,12 @@ def _readable_model(path: str) -> str:
 class Segmentation:
     """One scan's result on its original grid: what ``mammo predict`` writes."""
 
-    probability: np.ndarray  # float32, values of float16 (as the NPZ stores them)
+    probability: np.ndarray | None  # float32, values of float16 (as the NPZ stores them); None when not asked for
     mask: np.ndarray  # bool: probability ≥ threshold, lesions under the minimum area dropped
     grid: ScanGrid  # the scan's spacing and its training grid
     pixel_area_mm2: float  # the area of one pixel of the scan's grid (ScanGrid.pixel_area_mm2): lesion areas
+    lesion_probability: np.ndarray  # the probabilities on every pixel of the mask (elsewhere possibly 0)
+    max_probability: float  # the largest probability on the scan's grid
 
 def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.ndarray]:
     """The scan's grid and the scan resampled to the model's training grid: the network's input."""
@@ -65,27 +68,31 @@ def network_probabilities(predictor, small: np.ndarray, options: PredictOptions)
     return predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
                                  batch_size=options.batch_size, flip=bool(options.flip))
 
-def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, options: PredictOptions) -> Segmentation:
+def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, options: PredictOptions,
+                 probability: bool = True) -> Segmentation:
     """Probabilities on the training grid → the scan's grid, float16 values, lesions (threshold, minimum area).
 
-    ``options`` must hold the threshold and minimum area (see :func:`resolve_options`).
+    ``options`` must hold the threshold and minimum area (see :func:`resolve_options`). Without ``probability``
+    the map on the scan's grid is computed only where the lesions and the maximum need it
+    (:mod:`~mammo_seg.inference.scan_probability`): the mask and the lesions are the same.
     """
     if options.breast_mask:
         prob[~breast_region(small)] = 0.0
     # stored as float16: threshold the stored values, so that the NPZ reproduces the mask exactly
-    prob = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
+    whole = scan_probability(grid, prob) if probability else None
     pixel_area = grid.pixel_area_mm2(scan.meta.spacing_mm)
-    mask = detection_mask(prob, options.threshold, min_area_px(options.min_area_mm2, pixel_area))
-    return Segmentation(prob, mask, grid, pixel_area)
+    lesions = lesion_mask(grid, prob, options.threshold, min_area_px(options.min_area_mm2, pixel_area), whole)
+    return Segmentation(whole, lesions.mask, grid, pixel_area, lesions.values, lesions.maximum)
 
-def segment(loaded, predictor, scan, options: PredictOptions) -> Segmentation:
-    """The network on one scan read by the reader: training grid → probabilities → back → lesions.
+def segment(loaded, predictor, scan, options: PredictOptions, probability: bool = True) -> Segmentation:
+    """The network on one scan read by the reader: training grid → probabilities → back → lesions (and the whole
+    probability map on the scan's grid, unless ``probability`` is False).
 
     ``options`` must hold the threshold and minimum area (see :func:`resolve_options`).
     """
     grid, small = training_input(loaded, scan, options)
     prob = network_probabilities(predictor, small, options)
-    return on_scan_grid(grid, scan, small, prob, options)
+    return on_scan_grid(grid, scan, small, prob, options, probability)
 
 def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOptions, str]:
     """``options`` with the threshold, minimum area and flip augmentation the user left open taken from the

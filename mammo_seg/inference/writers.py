@@ -61,13 +61,10 @@ def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray, lesions: list
 
     step = max(1, -(-max(pixels.shape) // OVERLAY_MAX_SIDE))
     grey = pixels[::step, ::step]
-    small = mask[::step, ::step] if step == 1 else _block_any(mask, step)[:grey.shape[0], :grey.shape[1]]
     lo, hi = np.percentile(grey, [0.5, 99.5]) if grey.size else (0.0, 1.0)
     grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    edge = find_boundaries(small, mode="outer")
-    edge |= np.roll(edge, 1, 0) | np.roll(edge, 1, 1)  # 2 px wide, visible at any zoom
-    rgb[edge] = (255, 40, 40)
+    rgb[outline(mask, step, grey.shape)] = (255, 40, 40)
     if lesions:
         image = Image.fromarray(rgb)
         draw = ImageDraw.Draw(image)
@@ -79,6 +76,22 @@ def write_overlay(path: str, pixels: np.ndarray, mask: np.ndarray, lesions: list
             draw.text((x, y), text, fill=(255, 230, 40), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
         rgb = np.asarray(image)
     return _save_png(path, rgb), step
+
+
+def outline(mask: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """The outline of ``mask`` shrunk by ``step`` to ``shape`` (a block is lesion when any of its pixels is): the
+    background pixels touching it, widened by one pixel down and right (2 px, visible at any zoom; it wraps round
+    at the far edges). Only the box of the lesions, with a margin, is shrunk and searched."""
+    edge = np.zeros(shape, bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        margin = 3  # beyond the outline's reach: the box's own border sees background alone, as the whole would
+        box = tuple(slice(max(0, first // step - margin), min(n, last // step + 1 + margin))
+                    for first, last, n in ((rows[0], rows[-1], shape[0]), (cols[0], cols[-1], shape[1])))
+        part = mask[box[0].start * step:box[0].stop * step, box[1].start * step:box[1].stop * step]
+        small = part if step == 1 else _block_any(part, step)[:box[0].stop - box[0].start, :box[1].stop - box[1].start]
+        edge[box] = find_boundaries(small, mode="outer")
+    return edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
 
 
 def _block_any(mask: np.ndarray, step: int) -> np.ndarray:
@@ -337,9 +350,10 @@ def _bounding_crop(mask: np.ndarray) -> tuple[tuple[int, int], tuple[slice, slic
 
 
 def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | None,
-                  min_area_mm2: float = 0.0) -> dict:
+                  min_area_mm2: float = 0.0, max_probability: float | None = None) -> dict:
     """Lesion count, areas (px; mm² when a pixel's area, :meth:`ScanGrid.pixel_area_mm2`, is known), boxes,
-    probabilities, and the whole-scan image-level call (:mod:`mammo_seg.detection`)."""
+    probabilities, and the whole-scan image-level call (:mod:`mammo_seg.detection`). ``prob`` is read on the
+    mask's pixels alone; the scan's maximum is ``max_probability`` when given, else ``prob``'s."""
     (top, left), crop = _bounding_crop(mask)  # labels in raster order: the same inside the crop
     components, _ = lesion_components(mask[crop])
     lesions = []
@@ -360,7 +374,8 @@ def lesion_report(mask: np.ndarray, prob: np.ndarray, pixel_area_mm2: float | No
             "lesion_area_mm2": mm2(area),
             "image_positive": bool(image_positive(area, mask.size)),
             "image_rule": f"positive when it has a lesion of at least {min_area_mm2:g} mm² (smaller ones are dropped)",
-            "max_probability": round(float(prob.max()), 4) if prob.size else 0.0, "lesions": lesions}
+            "max_probability": round(float(prob.max() if max_probability is None else max_probability), 4)
+            if prob.size else 0.0, "lesions": lesions}
 
 
 def write_json(path: str, content: dict) -> str:

@@ -1,0 +1,152 @@
+"""predict's post-processing done only where it is needed: the probabilities back on the scan's grid where the
+lesions need them (the same mask, lesions and SEG as the whole map gives; the oracle below is predict's
+post-processing before it was computed tile by tile), the overlay's outline within the lesions' box."""
+
+import json
+import os
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from mammo_seg.data.resolution import Resolution, resize_image, resize_image_window
+from mammo_seg.detection import detection_mask, min_area_px
+from mammo_seg.inference.predict import FORMATS, PredictOptions, Segmenter, predict
+from mammo_seg.inference.prediction_output import DEFAULT_FORMATS, PredictionOutput
+from mammo_seg.inference.scan_probability import TILE, lesion_mask, scan_probability
+from mammo_seg.inference.writers import _block_any, lesion_report, outline
+from skimage.segmentation import find_boundaries
+
+
+def smooth_map(shape, sigma, seed):
+    """A probability map in [0, 1] with blobs, as a network's looks."""
+    p = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape).astype(np.float32), sigma)
+    return ((p - p.min()) / (p.max() - p.min())).astype(np.float32)
+
+
+def oracle(grid, prob, threshold, min_area):
+    """The whole map on the scan's grid, its mask and lesion report, as predict computed them before."""
+    whole = np.clip(grid.image_to_native(prob), 0.0, 1.0).astype(np.float16).astype(np.float32)
+    mask = detection_mask(whole, threshold, min_area)
+    return whole, mask, lesion_report(mask, whole, 0.01, 1.0)
+
+
+@pytest.mark.parametrize("image_shape, shape", [((37, 23), (150, 97)), ((40, 30), (40, 30)), ((90, 70), (41, 33)),
+                                                 ((30, 60), (75, 45)), ((1, 5), (4, 17))])
+def test_a_window_of_the_resampled_image_has_the_values_of_the_whole(image_shape, shape):
+    image = np.random.default_rng(0).random(image_shape).astype(np.float32) * 3 - 1
+    whole = resize_image(image, shape)
+    rng = np.random.default_rng(1)
+    windows = [(slice(0, shape[0]), slice(0, shape[1])), (slice(0, 1), slice(shape[1] - 1, shape[1])),
+               (slice(shape[0] - 3, shape[0]), slice(0, 2))]
+    for _ in range(20):
+        r0, c0 = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        windows.append((slice(r0, rng.integers(r0 + 1, shape[0] + 1)), slice(c0, rng.integers(c0 + 1, shape[1] + 1))))
+    for rows, cols in windows:
+        window = resize_image_window(image, shape, rows, cols)
+        assert window.dtype == np.float32 and np.array_equal(window, whole[rows, cols]), (rows, cols)
+
+
+@pytest.mark.parametrize("native, sigma, quantile, min_area", [
+    ((1600, 1100), 4, 0.999, 1), ((1600, 1100), 4, 0.99, 30), ((1200, 700), 2, 0.9, 5), ((900, 1400), 6, 0.5, 1),
+    ((1000, 800), 3, 1.0, 1), ((300, 200), 2, 0.95, 3)])
+def test_the_mask_its_values_and_the_maximum_are_those_of_the_whole_map(native, sigma, quantile, min_area):
+    grid = Resolution(scale=0.25, nominal_spacing_mm=0.05).grid(native, None, whole=False)  # 300 x 200: a crop
+    prob = smooth_map(grid.shape, sigma, seed=native[0] + sigma)
+    threshold = float(np.quantile(prob, quantile)) if quantile < 1 else 0.999  # 1.0: over every value
+    whole, mask, report = oracle(grid, prob, threshold, min_area)
+    found = lesion_mask(grid, prob, threshold, min_area)
+    assert np.array_equal(found.mask, mask) and found.maximum == float(whole.max())
+    assert np.array_equal(found.values[mask], whole[mask])
+    assert lesion_report(found.mask, found.values, 0.01, 1.0, found.maximum) == report
+    assert np.array_equal(lesion_mask(grid, prob, threshold, min_area, whole).mask, mask)
+    if quantile == 0.999:  # a few small spots: most tiles were never computed
+        skipped = (found.values == 0) & (whole > 0)
+        assert mask.any() and skipped.mean() > 0.5 and native[0] > 2 * TILE
+
+
+def test_a_map_under_the_threshold_everywhere_gives_no_lesion_and_its_maximum():
+    grid = Resolution(scale=0.25, nominal_spacing_mm=0.05).grid((1300, 900), None)
+    prob = smooth_map(grid.shape, 3, seed=7) * np.float32(0.4)
+    found = lesion_mask(grid, prob, 0.5, 1)
+    assert not found.mask.any() and found.maximum == float(scan_probability(grid, prob).max()) > 0.3
+
+
+def phantom_dicom(path, seed):
+    """A small phantom mammogram (16-bit DICOM, 0.05 mm) with a spiculated mass, written as prep's synth writes."""
+    from mammo_seg.synthetic import phantom as ph
+    from mammo_seg.synthetic.dicom import image_dataset, make_uid, save
+
+    rng = np.random.default_rng(seed)
+    breast = ph.make_breast((1400, 900), "MLO", True, 0.05, 3, rng)
+    ph.add_mass(breast, "spiculated", 8, 0.1, 0.05, rng)
+    ph.add_noise_and_label(breast, 0.05, rng, label=True)
+    save(image_dataset(np.round(breast.image * 32000).astype(np.uint16), patient_id="P", laterality="L", view="MLO",
+                       study_uid=make_uid(path, "st"), series_uid=make_uid(path, "se"), sop_uid=make_uid(path, "so"),
+                       spacing_mm=0.05), path)
+    return path
+
+
+def assert_same_outputs_as_the_whole_map(model, folder, tmp_path, threshold, min_area, spacing=None):
+    """predict's default outputs (no probability map) against those with it and against the oracle."""
+    options = dict(threshold=threshold, min_area_mm2=min_area, spacing_mm=spacing)
+    fast = str(tmp_path / "default")
+    full = str(tmp_path / "all")
+    predict(model, folder, fast, PredictOptions(**options), progress=False)
+    predict(model, folder, full, PredictOptions(**options, formats=FORMATS), progress=False)
+    fast, full = PredictionOutput(fast), PredictionOutput(full)
+    lesions = 0
+    for record in full.read_summary()["scans"]:
+        assert record["status"] == "ok" and sorted(record["outputs"]) == sorted(FORMATS)
+        mine = json.load(open(fast.scan_file(record["id"], "json")))
+        assert sorted(mine["outputs"]) == sorted(DEFAULT_FORMATS)  # prob only on request
+        prob = full.probability(record)
+        area = record["spacing_mm"] ** 2
+        mask = detection_mask(prob, threshold, min_area_px(min_area, area))
+        report = json.loads(json.dumps(lesion_report(mask, prob, area, min_area)))
+        assert {k: mine[k] for k in report} == report
+        assert np.array_equal(np.asarray(Image.open(fast.scan_file(record["id"], "mask"))) > 0, mask)
+        for kind in ("mask", "seg", "sr", "overlay"):
+            with open(fast.scan_file(record["id"], kind), "rb") as a, open(full.scan_file(record["id"], kind), "rb") as b:
+                assert a.read() == b.read(), kind
+        seg = hd.seg.segread(fast.scan_file(record["id"], "seg"))
+        source = pydicom.dcmread(os.path.join(folder, record["source"]))
+        back = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source.SOPInstanceUID], segment_numbers=[1])
+        assert np.array_equal(back[0, :, :, 0].astype(bool), mask)
+        assert seg.get_segment_description(1).segment_label == "lesion"
+        lesions += report["lesion_count"]
+    return lesions
+
+
+def test_predict_without_the_probability_map_writes_the_same_mask_lesions_and_seg(model_file, tmp_path):
+    folder = tmp_path / "in"
+    os.makedirs(folder)
+    paths = [phantom_dicom(str(folder / f"{name}.dcm"), seed) for seed, name in enumerate("ab")]
+    prob = Segmenter(model_file, PredictOptions(threshold=0.5, min_area_mm2=0.0))(paths[0]).probability
+    threshold = float(np.quantile(prob, 0.998))  # a few spots on an untrained model's map
+    assert assert_same_outputs_as_the_whole_map(model_file, str(folder), tmp_path, threshold, 0.05) >= 2
+    assert PredictOptions().formats == DEFAULT_FORMATS == ("mask", "overlay", "seg", "sr", "json")
+
+
+def test_the_overlay_outline_found_in_the_lesions_box_is_the_whole_images():
+    def whole_image(mask, step, shape):  # the overlay's outline as it was found before, on the whole shrunk mask
+        small = mask if step == 1 else _block_any(mask, step)[:shape[0], :shape[1]]
+        edge = find_boundaries(small, mode="outer")
+        return edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)
+
+    rng = np.random.default_rng(0)
+    for h, w, step in [(100, 70, 1), (101, 77, 3), (50, 50, 2), (7, 9, 4), (900, 600, 5)]:
+        shape = (-(-h // step), -(-w // step))
+        for k in range(25):
+            mask = np.zeros((h, w), bool)
+            for _ in range(rng.integers(1, 4) if k > 2 else 0):
+                r, c = rng.integers(0, h), rng.integers(0, w)
+                mask[r:r + rng.integers(1, 40), c:c + rng.integers(1, 40)] = True
+            if k == 1:
+                mask[-1, :] = True  # the outline wraps round at the far edges
+            if k == 2:
+                mask[:, 0] = mask[0, -1] = True
+            assert np.array_equal(outline(mask, step, shape), whole_image(mask, step, shape)), (h, w, step, k)
