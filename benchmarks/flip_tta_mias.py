@@ -30,6 +30,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from out_of_fold import aligned_arms  # noqa: E402
 from quality_mias import GROUPS, RESULTS, link_fold, mammo  # noqa: E402
 
 
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
         parser.error(f"--work {args.work}: no finished quality_mias run (run/ensemble.json)")
     from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import collect_cases
-    from mammo_seg.intervals import Arm, bootstrap, paired_differences
+    from mammo_seg.intervals import bootstrap, paired_differences
 
     log = os.path.join(args.work, "flip_tta.log")
     point = flip_point(run)
@@ -93,17 +94,11 @@ def main(argv=None) -> int:
     truth = ground_truth(dev)
     cases = {"no_flip": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], truth),
              "flip": collect_cases(flipped, truth)}
-    common = sorted(set(cases["no_flip"].references) & set(cases["flip"].references))
-    arms = {}
-    for name, c in cases.items():
-        at = {ref: i for i, ref in enumerate(c.references)}
-        order = [at[ref] for ref in common]
-        arms[name] = Arm([c.scans[i] for i in order], [c.dice[i] for i in order], c.threshold, c.min_area_mm2)
-        women = [c.women[i] for i in order]
+    arms, women = aligned_arms(cases)
     groups = {"all": {k for s in arms["flip"].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
     each = {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
             for name, arm in arms.items()}
-    report = {"run": args.work, "scans": len(common), "women": len(set(women)),
+    report = {"run": args.work, "scans": len(women), "women": len(set(women)),
               "operating_points": {name: {"threshold": arm.threshold, "min_area_mm2": arm.min_area_mm2}
                                    for name, arm in arms.items()},
               "flip_point_chosen_on": point, "arms": each,

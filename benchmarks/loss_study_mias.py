@@ -48,6 +48,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from out_of_fold import aligned_arms, plot_frocs  # noqa: E402
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
 BASELINE = "bce_dice"
@@ -85,7 +86,8 @@ def arm_overrides(name: str, names: list[str], args) -> list[str]:
 
         lr = float(yaml.safe_load(f)["train"]["lr"])
     return [f"train.epochs={args.finetune_epochs}", *ARMS[name][1],
-            f"train.init_from={os.path.join(args.work, start, 'run')}", f"train.lr={lr / 10:g}", "train.warmup_epochs=0"]
+            f"train.init_from={os.path.join(args.work, start, 'run')}", f"train.lr={lr / 10:g}",
+            "train.warmup_epochs=0"]
 
 
 def arm_recipe(name: str, args) -> str:
@@ -131,22 +133,17 @@ def arm_cases(name: str, args, truth):
     return collect_cases([os.path.join(work, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
 
 
-def compare(names: list[str], args) -> tuple[dict, dict]:
-    """(each arm's result.json, the paired differences from the baseline) on the scans every arm predicted."""
+def compare(names: list[str], args) -> tuple[dict, dict, dict]:
+    """(each arm's result.json, each arm's FROC figures at the common minimum area, the paired differences from
+    the baseline) on the scans every arm predicted."""
     from data_prep.ground_truth import ground_truth
-    from mammo_seg.intervals import Arm, paired_differences
+    from mammo_seg.detection import froc
+    from mammo_seg.intervals import bootstrap, paired_differences
 
     truth = ground_truth(unpack(args.archive, args.work))
-    cases = {name: arm_cases(name, args, truth) for name in names}
-    common = sorted(set.intersection(*(set(c.references) for c in cases.values())))
-    arms, women = {}, None
-    for name, c in cases.items():
-        at = {ref: i for i, ref in enumerate(c.references)}
-        order = [at[ref] for ref in common]
-        # every arm's FROC at one minimum area: an arm whose operating point keeps components of any size would
-        # otherwise be scored with the specks that upsampling to the scan's grid makes of its probabilities
-        arms[name] = Arm([c.scans[i] for i in order], [c.dice[i] for i in order], c.threshold, args.min_area)
-        women = [c.women[i] for i in order]
+    # every arm's FROC at one minimum area: an arm whose operating point keeps components of any size would
+    # otherwise be scored with the specks that upsampling to the scan's grid makes of its probabilities
+    arms, women = aligned_arms({name: arm_cases(name, args, truth) for name in names}, args.min_area)
     groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds},
               **{g: set(kinds) for g, kinds in GROUPS.items()}}
     results = {}
@@ -154,7 +151,9 @@ def compare(names: list[str], args) -> tuple[dict, dict]:
         with open(os.path.join(args.work, name, "result.json")) as f:
             results[name] = json.load(f)
     baseline = BASELINE if BASELINE in names else names[0]
-    return results, paired_differences(arms, women, baseline, groups=groups)
+    common_area = {name: {**bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups),
+                          "froc": froc(arm.scans, arm.min_area_mm2)} for name, arm in arms.items()}
+    return results, common_area, paired_differences(arms, women, baseline, groups=groups)
 
 
 def write_markdown(report: dict, path: str) -> None:
@@ -167,30 +166,36 @@ def write_markdown(report: dict, path: str) -> None:
         return f"**{text}**" if figure.get("resolved") else text
 
     first = next(iter(report["arms"].values()))["real"]
+    area = report["paired_min_area_mm2"]
     lines = ["# Which loss finds lesions on real mini-MIAS scans, out of fold", "",
-             f"Each arm: the recipe `{report['recipe']}` with its loss replaced, {report['epochs']} epochs per fold "
-             f"(the recipe trains {report['recipe_epochs']}), the same {report['folds']} folds by woman, crops, "
-             f"augmentation and schedule; {first['scans']} scans of {first['women']} women, {first['lesions']} "
-             f"lesions; each arm at its own operating point chosen on its pooled out-of-fold predictions. "
-             f"95 % bootstrap intervals over women; the differences from `{report['baseline']}` are paired (the same "
-             f"women resampled for both arms), **bold** where the interval excludes 0. "
-             f"Total {report['seconds_total'] / 60:.0f} min on {report['machine']}.", "",
-             "| arm | loss | sens. @1 FP/image, all | masses | lesion Dice | normals flagged | operating point |",
-             "|---|---|---|---|---|---|---|"]
+             f"Each arm: the recipe `{report['recipe']}` with its loss (or its labels) replaced, {report['epochs']} "
+             f"epochs per fold (the recipe trains {report['recipe_epochs']}), the same {report['folds']} folds by "
+             f"woman, crops, augmentation and schedule; {first['scans']} scans of {first['women']} women, "
+             f"{first['lesions']} lesions; every scan predicted by the fold model that never saw its woman. The FROC "
+             f"sensitivities are at one minimum detection area for all arms ({area:g} mm²); the lesion Dice, false "
+             f"positives and normals flagged at each arm's own operating point (chosen by the recipe's rule on its "
+             f"pooled out-of-fold predictions). 95 % bootstrap intervals over women; the differences from "
+             f"`{report['baseline']}` are paired (the same women resampled for both arms), **bold** where the "
+             f"interval excludes 0. Total {report['seconds_total'] / 60:.0f} min on {report['machine']}.", "",
+             f"| arm | loss | sens. @0.5 / @1 / @2 FP/image, all (≥ {area:g} mm²) | masses @1 | lesion Dice | "
+             f"operating point: threshold, min. area, FP/image, normals flagged |",
+             "|---|---|---|---|---|---|"]
     for name, arm in report["arms"].items():
-        real, point = arm["real"], arm["operating_point"]
-        lines.append(f"| {name} | {arm['loss']} | {f(real['groups']['all']['sensitivity_at_1_fp_per_image'])} | "
-                     f"{f(real['groups']['masses']['sensitivity_at_1_fp_per_image'])} | "
-                     f"{f(real['mean_lesion_dice'])} | {f(real['normal_scans_flagged'])} | "
-                     f"{point['threshold']:g}, ≥ {point['min_area_mm2']:g} mm² |")
-    lines += ["", f"Differences from `{report['baseline']}` (arm − baseline, paired 95 % interval; the FROCs all at "
-                  f"a minimum detection of {report['paired_min_area_mm2']:g} mm²):", "",
-              "| arm | sens. @0.5 FP/image | @1 | @2 | masses @1 | lesion Dice | normals flagged |",
+        real, point, froc = arm["real"], arm["operating_point"], arm["froc_at_common_area"]
+        s = froc["groups"]["all"]["sensitivity_at_fp_per_image"]
+        lines.append(f"| {name} | {arm['loss']} | {f(s['0.5'])} / {f(s['1'])} / {f(s['2'])} | "
+                     f"{f(froc['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
+                     f"{f(real['mean_lesion_dice'])} | {point['threshold']:g}, {point['min_area_mm2']:g} mm², "
+                     f"{real['fp_per_image_at_operating_point']['value']:.2f}, "
+                     f"{real['normal_scans_flagged']['value']:.2f} |")
+    lines += ["", f"Differences from `{report['baseline']}` (arm − baseline, paired 95 % interval):", "",
+              "| arm | sens. @0.5 FP/image | @1 | @2 | masses @1 | distortions, asymmetries @1 | lesion Dice |",
               "|---|---|---|---|---|---|---|"]
     for name, diff in report["paired"]["differences"].items():
         s = diff["groups"]["all"]["sensitivity_at_fp_per_image"]
+        other = diff["groups"]["distortions and asymmetries"]["sensitivity_at_fp_per_image"]["1"]
         lines.append(f"| {name} | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
-                     f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | "
+                     f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | {f(other, True)} | "
                      f"{f(diff['mean_lesion_dice'], True)} |")
     resolved = [f"{name}: {key}" for name, diff in report["paired"]["differences"].items()
                 for key, entry in _flat(diff) if entry.get("resolved")]
@@ -207,29 +212,9 @@ def _flat(diff: dict):
     yield "mean lesion Dice", diff["mean_lesion_dice"]
 
 
-def plot(report: dict, args, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name in report["arms"]:
-        with open(os.path.join(args.work, name, "evaluation.json")) as f:
-            froc = json.load(f)["detection"]["froc"]
-        points = sorted((p["fp_per_image"], p["sensitivity"]) for p in froc["points"] if p["sensitivity"] is not None)
-        ax.step([p[0] for p in points], [p[1] for p in points], where="post", marker=".", label=name)
-    ax.set_xscale("symlog", linthresh=0.25)
-    ax.set_xlim(0, 8)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("false positives per image")
-    ax.set_ylabel("lesion sensitivity")
-    ax.set_title("FROC by loss, real mini-MIAS, out of fold")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def plot(report: dict, path: str) -> None:
+    plot_frocs({name: arm["froc_at_common_area"]["froc"] for name, arm in report["arms"].items()}, path,
+               f"FROC by loss (≥ {report['paired_min_area_mm2']:g} mm²), real mini-MIAS, out of fold")
 
 
 def main(argv=None) -> int:
@@ -257,7 +242,7 @@ def main(argv=None) -> int:
     os.makedirs(args.work, exist_ok=True)
     for name in names:
         run_arm(name, names, args)
-    results, paired = compare(names, args)
+    results, common_area, paired = compare(names, args)
     import yaml
 
     with open(args.recipe) as f:
@@ -268,6 +253,7 @@ def main(argv=None) -> int:
               "arms": {name: {"loss": ARMS[name][0], "overrides": results[name]["overrides"],
                               "prep": PREP.get(name, {}),
                               "operating_point": results[name]["operating_point"], "real": results[name]["real"],
+                              "froc_at_common_area": common_area[name],
                               "seconds": results[name]["seconds_total"]} for name in names},
               "paired": paired, "paired_min_area_mm2": args.min_area,
               "seconds_total": round(sum(r["seconds_total"] for r in results.values()), 1)}
@@ -275,7 +261,7 @@ def main(argv=None) -> int:
     with open(args.out + ".json", "w") as f:
         json.dump(report, f, indent=2)
     write_markdown(report, args.out + ".md")
-    plot(report, args, args.out + "_froc.png")
+    plot(report, args.out + "_froc.png")
     print(open(args.out + ".md").read())
     return 0
 

@@ -39,6 +39,7 @@ import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "mias_real_dev.tar.xz")
 RECIPE = os.path.join(ROOT, "experiments", "mias_real", "recipe.yaml")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -177,31 +178,11 @@ def write_markdown(report: dict, path: str) -> None:
 
 
 def plot_froc(evaluation: dict, path: str) -> None:
-    import matplotlib
+    from out_of_fold import plot_frocs
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    points = sorted((p["fp_per_image"], p["sensitivity"]) for p in evaluation["detection"]["froc"]["points"]
-                    if p["sensitivity"] is not None)
-    ax.step([p[0] for p in points], [p[1] for p in points], where="post", marker=".", label="all lesions, out of fold")
-    group = evaluation["intervals"]["groups"]["all"]["sensitivity_at_fp_per_image"]
-    rates = [float(r) for r in group]
-    lo = [group[r]["ci95"][0] if group[r]["ci95"] else None for r in group]
-    hi = [group[r]["ci95"][1] if group[r]["ci95"] else None for r in group]
-    ax.vlines(rates, lo, hi, color="grey", alpha=0.6, label="95 % interval over women")
-    ax.set_xscale("symlog", linthresh=0.25)
-    ax.set_xlim(0, 8)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("false positives per image")
-    ax.set_ylabel("lesion sensitivity")
-    ax.set_title("FROC, real mini-MIAS dev set, out of fold")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_frocs({"all lesions, out of fold": evaluation["detection"]["froc"]}, path,
+               "FROC, real mini-MIAS dev set, out of fold",
+               intervals=evaluation["intervals"]["groups"]["all"]["sensitivity_at_fp_per_image"])
 
 
 def main(argv=None) -> int:
@@ -226,7 +207,7 @@ def main(argv=None) -> int:
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else \
                 os.path.exists(path) and os.remove(path)
     earlier = json.load(open(spent)) if os.path.isfile(spent) else {}
-    start, timings = time.perf_counter(), {}
+    timings = {}
     dev = unpack(args.archive, args.work)
     if not os.path.isfile(os.path.join(data, "scans.json")):
         timings["prep"] = mammo("prep", "mias", "--raw", dev, "--out", data, "--config", args.recipe, "--workers",
