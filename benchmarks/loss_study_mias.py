@@ -150,7 +150,7 @@ def compare(names: list[str], args) -> tuple[dict, dict, dict]:
     for name in names:
         with open(os.path.join(args.work, name, "result.json")) as f:
             results[name] = json.load(f)
-    baseline = BASELINE if BASELINE in names else names[0]
+    baseline = args.baseline if args.baseline in names else names[0]
     common_area = {name: {**bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups),
                           "froc": froc(arm.scans, arm.min_area_mm2)} for name, arm in arms.items()}
     return results, common_area, paired_differences(arms, women, baseline, groups=groups)
@@ -227,6 +227,7 @@ def main(argv=None) -> int:
                         help="results prefix: PREFIX.json, PREFIX.md, PREFIX_froc.png")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per fold model, the same for every arm")
+    parser.add_argument("--baseline", default=BASELINE, help="the arm the others are compared with (paired)")
     parser.add_argument("--min-area", type=float, default=160.0,
                         help="mm²: the smallest detection of every arm's FROC in the paired comparison")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="the Lovász fine-tune's epochs per fold")
