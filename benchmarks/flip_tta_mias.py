@@ -30,7 +30,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import aligned_arms  # noqa: E402
+from out_of_fold import aligned_arms, figure_text, write_results  # noqa: E402
 from quality_mias import GROUPS, RESULTS, link_fold, mammo  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def flip_point(run: str) -> dict:
     from mammo_seg.config import load_config, stage_configs
     from mammo_seg.data.prep_output import Manifest
     from mammo_seg.data.resolution import Resolution
-    from mammo_seg.inference.operating_point import choose
+    from mammo_seg.inference.operating_point import choose_by_section
     from mammo_seg.run_dir import RunDir
     from mammo_seg.training.cross_val import out_of_fold_scans
 
@@ -49,11 +49,8 @@ def flip_point(run: str) -> dict:
         table = json.load(f)
     scans = [(p[True], mask) for _, _, _, p, mask in out_of_fold_scans(RunDir(run), data, table["split"],
                                                                         table["fold_of"], flips=(True,))]
-    section = config.operating_point
     pixel_mm2 = Resolution.from_dict(Manifest.load(data).resolution).pixel_area_mm2
-    record = choose({True: scans}, pixel_mm2, section.max_normal_rate,
-                    min_areas_mm2=[float(a) for a in section.min_areas_mm2], objective=section.objective,
-                    max_fp_per_image=section.max_fp_per_image)
+    record = choose_by_section({True: scans}, pixel_mm2, config.operating_point)
     return {k: v for k, v in record.items() if k != "candidates"}
 
 
@@ -103,22 +100,12 @@ def main(argv=None) -> int:
                                    for name, arm in arms.items()},
               "flip_point_chosen_on": point, "arms": each,
               "paired": paired_differences(arms, women, "no_flip", groups=groups)}
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    write_markdown(report, args.out + ".md")
-    print(open(args.out + ".md").read())
+    write_results(args.out, report, write_markdown)
     return 0
 
 
 def write_markdown(report: dict, path: str) -> None:
-    def f(figure, signed=False):
-        if figure is None or figure.get("value") is None:
-            return "n/a"
-        fmt = "+.2f" if signed else ".2f"
-        ci = figure.get("ci95")
-        text = f"{figure['value']:{fmt}}" + (f" ({ci[0]:{fmt}} to {ci[1]:{fmt}})" if ci else "")
-        return f"**{text}**" if figure.get("resolved") else text
-
+    f = figure_text
     lines = ["# Flip test-time augmentation on real mini-MIAS scans, out of fold", "",
              f"The same fold models, {report['scans']} scans of {report['women']} women; each arm at the operating "
              f"point the recipe's rule chose on its own pooled out-of-fold predictions. 95 % bootstrap intervals over "

@@ -48,7 +48,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import aligned_arms, plot_frocs  # noqa: E402
+from out_of_fold import aligned_arms, figure_text, plot_frocs, write_results  # noqa: E402
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
 BASELINE = "bce_dice"
@@ -157,14 +157,7 @@ def compare(names: list[str], args) -> tuple[dict, dict, dict]:
 
 
 def write_markdown(report: dict, path: str) -> None:
-    def f(figure, signed=False):
-        if figure is None or figure.get("value") is None:
-            return "n/a"
-        ci = figure.get("ci95")
-        fmt = "+.2f" if signed else ".2f"
-        text = f"{figure['value']:{fmt}}" + (f" ({ci[0]:{fmt}} to {ci[1]:{fmt}})" if ci else "")
-        return f"**{text}**" if figure.get("resolved") else text
-
+    f = figure_text
     first = next(iter(report["arms"].values()))["real"]
     area = report["paired_min_area_mm2"]
     lines = ["# Which loss finds lesions on real mini-MIAS scans, out of fold", "",
@@ -258,12 +251,7 @@ def main(argv=None) -> int:
                               "seconds": results[name]["seconds_total"]} for name in names},
               "paired": paired, "paired_min_area_mm2": args.min_area,
               "seconds_total": round(sum(r["seconds_total"] for r in results.values()), 1)}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    write_markdown(report, args.out + ".md")
-    plot(report, args.out + "_froc.png")
-    print(open(args.out + ".md").read())
+    write_results(args.out, report, write_markdown, lambda path: plot(report, path))
     return 0
 
 

@@ -3,6 +3,33 @@ models' out-of-fold predictions lined up scan by scan, and FROC plots."""
 
 from __future__ import annotations
 
+import json
+import os
+
+
+def figure_text(figure: dict | None, signed: bool = False) -> str:
+    """A figure of :mod:`mammo_seg.intervals` as "0.21 (0.12 to 0.30)"; a paired difference ``signed`` ("+0.01 (-0.04
+    to +0.08)"), in bold when its interval excludes 0."""
+    if figure is None or figure.get("value") is None:
+        return "n/a"
+    fmt = "+.2f" if signed else ".2f"
+    ci = figure.get("ci95")
+    text = f"{figure['value']:{fmt}}" + (f" ({ci[0]:{fmt}} to {ci[1]:{fmt}})" if ci else "")
+    return f"**{text}**" if figure.get("resolved") else text
+
+
+def write_results(prefix: str, report: dict, write_markdown, plot=None) -> None:
+    """PREFIX.json, PREFIX.md (``write_markdown(report, path)``) and, with ``plot(path)``, PREFIX_froc.png; prints
+    the Markdown."""
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    with open(prefix + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    write_markdown(report, prefix + ".md")
+    if plot is not None:
+        plot(prefix + "_froc.png")
+    with open(prefix + ".md") as f:
+        print(f.read())
+
 
 def aligned_arms(cases: dict, min_area_mm2: float | None = None) -> tuple[dict, list]:
     """({name: :class:`mammo_seg.intervals.Arm`}, the woman of each scan) from each model's

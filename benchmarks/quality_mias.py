@@ -40,6 +40,8 @@ import time
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from out_of_fold import plot_frocs, write_results  # noqa: E402
 ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "mias_real_dev.tar.xz")
 RECIPE = os.path.join(ROOT, "experiments", "mias_real", "recipe.yaml")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -178,7 +180,6 @@ def write_markdown(report: dict, path: str) -> None:
 
 
 def plot_froc(evaluation: dict, path: str) -> None:
-    from out_of_fold import plot_frocs
 
     plot_frocs({"all lesions, out of fold": evaluation["detection"]["froc"]}, path,
                "FROC, real mini-MIAS dev set, out of fold",
@@ -237,12 +238,7 @@ def main(argv=None) -> int:
         timings[key] = round(earlier.get(key, 0) + timings.get(key, 0), 1)
     report["seconds"] = timings
     report["seconds_total"] = round(sum(timings.values()), 1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    write_markdown(report, args.out + ".md")
-    plot_froc(evaluation, args.out + "_froc.png")
-    print(open(args.out + ".md").read())
+    write_results(args.out, report, write_markdown, lambda path: plot_froc(evaluation, path))
     return 0
 
 

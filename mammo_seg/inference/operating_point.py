@@ -162,6 +162,12 @@ def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresho
             "rule": rule, "validation": best, "candidates": candidates}
 
 
+def choose_by_section(scans: dict, pixel_mm2: float, section) -> dict:
+    """:func:`choose` by a recipe's ``operating_point`` section (its rule and candidate minimum areas)."""
+    return choose(scans, pixel_mm2, section.max_normal_rate, min_areas_mm2=[float(a) for a in section.min_areas_mm2],
+                  objective=section.objective, max_fp_per_image=section.max_fp_per_image)
+
+
 def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2) -> list[dict]:
     """Mean lesion Dice, lesion sensitivity, false positives per image and share of lesion-free scans flagged of
     every (threshold, minimum area) on ``scans``. A reference lesion is a connected component of the reference

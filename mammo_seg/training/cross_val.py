@@ -194,7 +194,7 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
     """The ensemble's operating point, chosen on the pooled out-of-fold predictions; writes it and ``oof.json``."""
     from mammo_seg.data.prep_output import Manifest
     from mammo_seg.data.resolution import Resolution
-    from mammo_seg.inference.operating_point import choose, write_operating_point
+    from mammo_seg.inference.operating_point import choose_by_section, write_operating_point
 
     section = config.operating_point
     data_dir = stage_configs(config)[-1][1].data.path()
@@ -212,8 +212,7 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
         raise MammoError(data_dir, f"no whole scans of the {table['split']!r} split to choose the operating point "
                                    f"on (prep with full_scans: true)")
     pixel_mm2 = Resolution.from_dict(Manifest.load(data_dir).resolution).pixel_area_mm2
-    record = choose(scans, pixel_mm2, section.max_normal_rate, min_areas_mm2=[float(a) for a in section.min_areas_mm2],
-                    objective=section.objective, max_fp_per_image=section.max_fp_per_image)
+    record = choose_by_section(scans, pixel_mm2, section)
     record = {"model": os.path.basename(ensemble), **record,
               "chosen_on": {"data": os.path.abspath(data_dir), "split": table["split"], "out_of_fold": True,
                             **record.pop("chosen_on")}}
