@@ -38,17 +38,15 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only: nothin
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import aligned_arms, figure_text, plot_frocs, write_results  # noqa: E402
+from out_of_fold import (arm_recipe, arm_result, compare_arms, figure_text, plot_frocs, resolved_differences,  # noqa: E402
+                         run_arm, write_results)
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
 BASELINE = "bce_dice"
@@ -70,8 +68,7 @@ FINETUNE = "lovasz_finetune"
 def best_arm(names: list[str], args) -> str:
     """The arm with the highest out-of-fold sensitivity at 1 FP/image (then lesion Dice) among ``names``."""
     def key(name):
-        with open(os.path.join(args.work, name, "result.json")) as f:
-            real = json.load(f)["real"]
+        real = arm_result(args.work, name)["real"]
         return real["groups"]["all"]["sensitivity_at_1_fp_per_image"]["value"], real["mean_lesion_dice"]["value"]
     return max(names, key=key)
 
@@ -90,70 +87,11 @@ def arm_overrides(name: str, names: list[str], args) -> list[str]:
             "train.warmup_epochs=0"]
 
 
-def arm_recipe(name: str, args) -> str:
-    """The recipe an arm runs: ``--recipe``, or a copy in the arm's folder with its :data:`PREP` keys set."""
-    if name not in PREP:
-        return args.recipe
-    import yaml
-
-    with open(args.recipe) as f:
-        recipe = yaml.safe_load(f)
-    recipe["prep"] = {**recipe.get("prep", {}), **PREP[name]}
-    os.makedirs(os.path.join(args.work, name), exist_ok=True)
-    path = os.path.join(args.work, name, "recipe.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(recipe, f, sort_keys=False)
-    return path
-
-
-def run_arm(name: str, names: list[str], args) -> float:
-    """The arm's quality benchmark (skipped when its result exists); returns the seconds it took now."""
-    work = os.path.join(args.work, name)
-    if os.path.isfile(os.path.join(work, "result.json")):
-        return 0.0
-    start = time.perf_counter()
-    overrides = [a for s in arm_overrides(name, names, args) for a in ("--set", s)]
-    recipe = arm_recipe(name, args)
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "quality_mias.py"), "--recipe", recipe,
-               "--archive", args.archive, "--work", work, "--out", os.path.join(work, "result"), *overrides]
-    print(f"loss study: arm {name} ({ARMS[name][0]})", flush=True)
-    with open(os.path.join(args.work, f"{name}.out"), "w") as log:
-        if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-            raise SystemExit(f"loss study: arm {name} failed; see {log.name}")
-    return round(time.perf_counter() - start, 1)
-
-
-def arm_cases(name: str, args, truth):
-    """The arm's out-of-fold predictions against the raw ground truth (:func:`mammo_seg.evaluate.collect_cases`)."""
-    from mammo_seg.evaluate import collect_cases
-
-    work = os.path.join(args.work, name)
-    with open(os.path.join(work, "run", "cv.json")) as f:
-        folds = json.load(f)["folds"]
-    return collect_cases([os.path.join(work, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
-
-
-def compare(names: list[str], args) -> tuple[dict, dict, dict]:
-    """(each arm's result.json, each arm's FROC figures at the common minimum area, the paired differences from
-    the baseline) on the scans every arm predicted."""
-    from data_prep.ground_truth import ground_truth
-    from mammo_seg.detection import froc
-    from mammo_seg.intervals import bootstrap, paired_differences
-
-    truth = ground_truth(unpack(args.archive, args.work))
-    # every arm's FROC at one minimum area: an arm whose operating point keeps components of any size would
-    # otherwise be scored with the specks that upsampling to the scan's grid makes of its probabilities
-    arms, women = aligned_arms({name: arm_cases(name, args, truth) for name in names}, args.min_area)
-    groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds},
-              **{g: set(kinds) for g, kinds in GROUPS.items()}}
-    results = {}
-    for name in names:
-        with open(os.path.join(args.work, name, "result.json")) as f:
-            results[name] = json.load(f)
-    baseline = args.baseline if args.baseline in names else names[0]
-    common_area = {name: {**bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups),
-                          "froc": froc(arm.scans, arm.min_area_mm2)} for name, arm in arms.items()}
-    return results, common_area, paired_differences(arms, women, baseline, groups=groups)
+def run(name: str, names: list[str], args) -> float:
+    """The arm's quality benchmark (:func:`out_of_fold.run_arm`), its prep keys in a copy of the recipe."""
+    recipe = arm_recipe(args.recipe, os.path.join(args.work, name), PREP.get(name, {}))
+    return run_arm(name, ARMS[name][0], recipe, arm_overrides(name, names, args), args.archive, args.work,
+                   "loss study")
 
 
 def write_markdown(report: dict, path: str) -> None:
@@ -190,19 +128,10 @@ def write_markdown(report: dict, path: str) -> None:
         lines.append(f"| {name} | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
                      f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | {f(other, True)} | "
                      f"{f(diff['mean_lesion_dice'], True)} |")
-    resolved = [f"{name}: {key}" for name, diff in report["paired"]["differences"].items()
-                for key, entry in _flat(diff) if entry.get("resolved")]
+    resolved = resolved_differences(report["paired"]["differences"])
     lines += ["", "Differences these women resolve: " + ("; ".join(resolved) if resolved else "none") + "."]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
-
-
-def _flat(diff: dict):
-    """The paired differences the study reads: the FROC's sensitivities (every group, every rate) and the Dice."""
-    for group, entry in diff["groups"].items():
-        for rate, value in entry["sensitivity_at_fp_per_image"].items():
-            yield f"{group} sensitivity at {rate} FP/image", value
-    yield "mean lesion Dice", diff["mean_lesion_dice"]
 
 
 def plot(report: dict, path: str) -> None:
@@ -235,8 +164,12 @@ def main(argv=None) -> int:
         parser.error(f"--archive {args.archive}: not found")
     os.makedirs(args.work, exist_ok=True)
     for name in names:
-        run_arm(name, names, args)
-    results, common_area, paired = compare(names, args)
+        run(name, names, args)
+    from data_prep.ground_truth import ground_truth
+
+    results, common_area, paired = compare_arms(names, args.work, ground_truth(unpack(args.archive, args.work)),
+                                                args.min_area, args.baseline if args.baseline in names else names[0],
+                                                GROUPS)
     import yaml
 
     with open(args.recipe) as f:

@@ -1,10 +1,16 @@
-"""Shared pieces of the real-data comparisons (:mod:`quality_mias`, :mod:`loss_study_mias`, :mod:`flip_tta_mias`):
-models' out-of-fold predictions lined up scan by scan, and FROC plots."""
+"""Shared pieces of the real-data comparisons (:mod:`quality_mias`, :mod:`loss_study_mias`, :mod:`levers_mias`,
+:mod:`flip_tta_mias`): arms (the recipe with some keys changed, each one :mod:`quality_mias` run), their out-of-fold
+predictions lined up scan by scan and compared with paired intervals, result files and FROC plots."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def figure_text(figure: dict | None, signed: bool = False) -> str:
@@ -76,3 +82,79 @@ def plot_frocs(curves: dict, path: str, title: str, intervals: dict | None = Non
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def arm_recipe(recipe: str, work: str, prep: dict) -> str:
+    """The recipe an arm runs: ``recipe``, or, when the arm changes prep keys (``prep``), a copy in ``work``
+    with them set (prep reads only the recipe file; ``--set`` reaches the training)."""
+    if not prep:
+        return recipe
+    import yaml
+
+    with open(recipe) as f:
+        content = yaml.safe_load(f)
+    content["prep"] = {**content.get("prep", {}), **prep}
+    os.makedirs(work, exist_ok=True)
+    path = os.path.join(work, "recipe.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(content, f, sort_keys=False)
+    return path
+
+
+def run_arm(name: str, label: str, recipe: str, overrides: list[str], archive: str, work: str, study: str) -> float:
+    """Arm ``name``: ``quality_mias.py --recipe RECIPE --set ...`` in ``work/name`` (skipped when its
+    ``result.json`` exists, so a study resumes); returns the seconds it took now."""
+    folder = os.path.join(work, name)
+    if os.path.isfile(os.path.join(folder, "result.json")):
+        return 0.0
+    start = time.perf_counter()
+    command = [sys.executable, os.path.join(HERE, "quality_mias.py"), "--recipe", recipe, "--archive", archive,
+               "--work", folder, "--out", os.path.join(folder, "result"), *[a for s in overrides for a in ("--set", s)]]
+    print(f"{study}: arm {name} ({label})", flush=True)
+    with open(os.path.join(work, f"{name}.out"), "w") as log:
+        if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            raise SystemExit(f"{study}: arm {name} failed; see {log.name}")
+    return round(time.perf_counter() - start, 1)
+
+
+def arm_result(work: str, name: str) -> dict:
+    """The arm's ``quality_mias`` report (``result.json``)."""
+    with open(os.path.join(work, name, "result.json")) as f:
+        return json.load(f)
+
+
+def compare_arms(names: list[str], work: str, truth, min_area_mm2: float, baseline: str,
+                 groups: dict) -> tuple[dict, dict, dict]:
+    """(each arm's report, each arm's figures with its FROC at the common minimum area, the paired differences
+    from ``baseline``) on the scans every arm predicted (``truth``: :func:`data_prep.ground_truth.ground_truth`
+    of the raw scans; ``groups``: name → MIAS classes reported apart).
+
+    Every arm's FROC is taken at one minimum area: an arm whose operating point keeps components of any size
+    would otherwise be scored with the specks that upsampling to the scan's grid makes of its probabilities."""
+    from mammo_seg.detection import froc
+    from mammo_seg.evaluate import collect_cases
+    from mammo_seg.intervals import bootstrap, paired_differences
+
+    cases = {}
+    for name in names:
+        with open(os.path.join(work, name, "run", "cv.json")) as f:
+            folds = json.load(f)["folds"]
+        cases[name] = collect_cases([os.path.join(work, name, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
+    arms, women = aligned_arms(cases, min_area_mm2)
+    groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds}, **{g: set(k) for g, k in groups.items()}}
+    results = {name: arm_result(work, name) for name in names}
+    common_area = {name: {**bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups),
+                          "froc": froc(arm.scans, arm.min_area_mm2)} for name, arm in arms.items()}
+    return results, common_area, paired_differences(arms, women, baseline, groups=groups)
+
+
+def resolved_differences(differences: dict) -> list[str]:
+    """"arm: figure" for every paired difference whose interval excludes 0 (the FROC's sensitivities, every group
+    and rate, and the lesion Dice)."""
+    found = []
+    for name, diff in differences.items():
+        entries = [(f"{group} sensitivity at {rate} FP/image", value) for group, entry in diff["groups"].items()
+                   for rate, value in entry["sensitivity_at_fp_per_image"].items()]
+        entries.append(("mean lesion Dice", diff["mean_lesion_dice"]))
+        found += [f"{name}: {key}" for key, value in entries if value.get("resolved")]
+    return found

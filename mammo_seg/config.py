@@ -21,12 +21,12 @@ from mammo_seg.data.augment_config import AugmentConfig as AugmentSection
 from mammo_seg.data.prep_output import is_output_folder
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import stage_folder
+from mammo_seg.training.precision import SETTINGS as PRECISIONS
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 SCHEDULES = ("original", "constant", "cosine")
 CHECKPOINTS = ("best", "last")
 OBJECTIVES = ("dice", "sensitivity")
-PRECISIONS = (False, True, "float16", "bfloat16")
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding, which keras.utils.set_random_seed uses, takes no more
 #: Keys that left the experiment config, and where they went (an error that says so, not "unknown key").
 MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter of the weighted_bce loss",
@@ -185,7 +185,7 @@ class TrainSection:
     lr_decay: float = 0.85
     lr_decay_epochs: int = 15
     strategy: str = "auto"
-    mixed_precision: bool | str = False  # True or "float16" (loss scaling), "bfloat16"
+    mixed_precision: bool | str = False  # True or "float16" (loss scaling), "bfloat16", "auto" (precision.py)
     freeze: list = field(default_factory=list)  # layer-name prefixes kept frozen, e.g. ["conv", "pool"]
     init_from: str | None = None  # weights (by layer name) from a .keras file or a run directory
     checkpoint_metric: str = "val_lesion_iou"  # best.keras: highest value of this log
@@ -226,7 +226,7 @@ class ExperimentConfig:
             (self.train.strategy in STRATEGIES, "train.strategy", f"must be one of {', '.join(STRATEGIES)}"),
             (self.train.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}"),
             (self.train.mixed_precision in PRECISIONS, "train.mixed_precision",
-             "must be false, true, float16 or bfloat16"),
+             "must be false, true, float16, bfloat16 or auto"),
             (self.train.checkpoint in CHECKPOINTS, "train.checkpoint", f"must be one of {', '.join(CHECKPOINTS)}"),
             (0 <= self.train.warmup_epochs < self.train.epochs, "train.warmup_epochs",
              "must be at least 0 and fewer than train.epochs"),

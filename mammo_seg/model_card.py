@@ -172,8 +172,8 @@ def write_for_run(config, run: str) -> str:
     """The card of the model a finished ``mammo train`` run stands for (its ensemble, its last stage or itself)."""
     from mammo_seg.config import stage_configs
     from mammo_seg.run_dir import model_files
-    from mammo_seg.training.run import precision_policy
+    from mammo_seg.training.precision import resolve
 
     last = stage_configs(config)[-1][1]
     name, _ = model_files(run)
-    return write_model_card(last, name, last.data.path(), precision_policy(last.train.mixed_precision))
+    return write_model_card(last, name, last.data.path(), resolve(last.train.mixed_precision)[0])

@@ -131,6 +131,7 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
     for k in (1, 2):  # fold k trained on the other fold's women only
         info = json.load(open(os.path.join(run, f"fold{k}", "data.json")))
         assert info["patients"] == sorted(w for w, f in folds["fold_of"].items() if f != k)
+        assert info["precision"] == "float32" and info["precision_reason"] == "train.mixed_precision: False"
         assert os.path.isfile(os.path.join(run, f"fold{k}", "last.keras"))
         assert not os.path.exists(os.path.join(run, f"fold{k}", "best.keras"))  # train.checkpoint: last
     members = RunDir(run).ensemble_members()

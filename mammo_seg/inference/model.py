@@ -26,8 +26,10 @@ class LoadedModel:
 
 
 def load_model(path: str) -> LoadedModel:
-    """Load a model or an ensemble, with the training resolution it records (the one place that stores it)."""
+    """Load a model or an ensemble, with the training resolution it records (the one place that stores it), in
+    the precision this machine computes fast (:func:`mammo_seg.training.precision.for_this_machine`)."""
     from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.training.precision import for_this_machine
 
     name, files = model_files(path)
     models, resolutions = [], []
@@ -37,7 +39,7 @@ def load_model(path: str) -> LoadedModel:
         if not resolution:
             raise MammoError(file, "the model does not record its training resolution (not a MammoFCN saved by "
                                    "mammo train)")
-        models.append(model)
+        models.append(for_this_machine(model))
         resolutions.append(Resolution.from_dict(resolution))
     if any(r != resolutions[0] for r in resolutions[1:]):
         raise MammoError(name, "the ensemble's members were trained on different grids")

@@ -14,6 +14,7 @@ from mammo_seg.config import ExperimentConfig, dump_config
 from mammo_seg.data.prep_output import Manifest
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import RunDir, load_keras, model_file
+from mammo_seg.training import precision
 from mammo_seg.training.strategy import cluster, is_chief, make_strategy
 
 log = logging.getLogger("mammo_seg.train")
@@ -100,12 +101,6 @@ def _optimizer(config: ExperimentConfig, steps_per_epoch: int):
     return optimizer
 
 
-def precision_policy(setting) -> str:
-    """The Keras dtype policy of ``train.mixed_precision``."""
-    return {False: "float32", True: "mixed_float16", "float16": "mixed_float16",
-            "bfloat16": "mixed_bfloat16"}[setting]
-
-
 def build_model(config: ExperimentConfig, resolution: dict, init_from: str | None = None):
     """The stage's model (its layers frozen as ``train.freeze`` says), initialised from ``init_from`` or
     ``train.init_from``; call it inside the strategy's scope."""
@@ -169,7 +164,8 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
     os.makedirs(run_dir, exist_ok=True)
     _setup_logging(run.log, chief, progress)
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(precision_policy(train.mixed_precision))
+    policy, why = precision.resolve(train.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
     n_records = count_records(data_dir, config.data.train_split)
     if n_records == 0:
         raise MammoError(data_dir, f"no {config.data.train_split!r} records to train on")
@@ -191,7 +187,7 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         atomic.write_json(run.data_info, {
             "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
             "dataset": manifest.dataset, "crop": config.data.crop,
-            "patients": sorted(fold.train) if fold else None})
+            "patients": sorted(fold.train) if fold else None, "precision": policy, "precision_reason": why})
     steps = Steps(model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile)
 
     saver = ModelSaver(run, monitor=monitor, write=chief)

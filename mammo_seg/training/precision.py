@@ -1,0 +1,83 @@
+"""The numeric precision a model trains and predicts in: ``train.mixed_precision``, resolved on the machine that runs.
+
+Settings: ``false`` (float32), ``true`` or ``"float16"`` (mixed float16, with loss scaling), ``"bfloat16"`` (mixed
+bfloat16: weights, the loss and the network's input layers stay float32) and ``"auto"``: mixed bfloat16 where the
+hardware computes bfloat16 natively, float32 elsewhere, where emulated bfloat16 would be slower than float32. Native
+means a CPU with the AVX512_BF16 or AMX-BF16 instructions (Intel Cooper Lake and Sapphire Rapids onwards, AMD Zen 4
+onwards; about 1.8 × the float32 convolution throughput) or a GPU of CUDA compute capability 8.0 or more (Ampere
+onwards).
+
+A model trained in bfloat16 stores that policy in its layers; :func:`for_this_machine` runs it in float32 on a
+machine without native bfloat16 (same weights; the probabilities differ by bfloat16's rounding only).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+SETTINGS = (False, True, "float16", "bfloat16", "auto")
+POLICIES = {False: "float32", True: "mixed_float16", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+#: the CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic
+CPU_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where there is no such file: macOS, Windows)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
+    """(whether the device that will compute has native bfloat16, why): the GPUs when there are any, else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0)
+                        for g in gpus]
+        lowest = min(capabilities)
+        return lowest >= (8, 0), f"GPU compute capability {lowest[0]}.{lowest[1]}"
+    found = sorted(CPU_BFLOAT16_FLAGS & cpu_flags(cpuinfo))
+    return bool(found), ("CPU with " + ", ".join(f.upper() for f in found)) if found else \
+        "CPU without AVX512_BF16 or AMX-BF16"
+
+
+def resolve(setting, cpuinfo: str = "/proc/cpuinfo") -> tuple[str, str]:
+    """(the Keras dtype policy, why) of a ``train.mixed_precision`` setting on this machine."""
+    if setting != "auto":
+        return POLICIES[setting], f"train.mixed_precision: {setting}"
+    native, why = native_bfloat16(cpuinfo)
+    return ("mixed_bfloat16" if native else "float32"), f"auto: {why}"
+
+
+def for_this_machine(model, cpuinfo: str = "/proc/cpuinfo"):
+    """``model``, or, when it computes in bfloat16 on a machine without native bfloat16, the same network and
+    weights computing in float32."""
+    import keras
+
+    if model.dtype_policy.name != "mixed_bfloat16" or native_bfloat16(cpuinfo)[0]:
+        return model
+    config = keras.saving.serialize_keras_object(model)
+    clone = keras.saving.deserialize_keras_object(_float32_policies(config))
+    clone.set_weights(model.get_weights())
+    log.info("the model was trained in bfloat16; this machine has no native bfloat16, so it runs in float32")
+    return clone
+
+
+def _float32_policies(node):
+    """A serialised model with every mixed bfloat16 dtype policy replaced by float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and node.get("config", {}).get("name") == "mixed_bfloat16":
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_float32_policies(value) for value in node]
+    return node

@@ -1,0 +1,70 @@
+"""The precision a model trains and predicts in: ``train.mixed_precision: auto`` resolved from the machine, and a
+bfloat16 model run in float32 where the machine has no native bfloat16."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mammo_seg.config import load_config
+from mammo_seg.errors import MammoError
+from mammo_seg.models.fcn import MammoFCN
+from mammo_seg.training.precision import cpu_flags, for_this_machine, resolve
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+
+
+@pytest.fixture
+def cpuinfo(tmp_path, monkeypatch):
+    """Write a /proc/cpuinfo; the machine is taken to have no GPU."""
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else real(kind))
+
+    def write(text):
+        path = tmp_path / "cpuinfo"
+        path.write_text(text)
+        return str(path)
+    return write
+
+
+def test_auto_is_bfloat16_only_on_a_cpu_that_computes_it_natively(cpuinfo):
+    assert cpu_flags(cpuinfo(ZEN4)) >= {"avx512_bf16", "avx2"}
+    assert resolve("auto", cpuinfo(ZEN4)) == ("mixed_bfloat16", "auto: CPU with AVX512_BF16")
+    assert resolve("auto", cpuinfo(ZEN4.replace("avx512_bf16", "amx_bf16"))) == \
+        ("mixed_bfloat16", "auto: CPU with AMX_BF16")
+    assert resolve("auto", cpuinfo(ZEN3)) == ("float32", "auto: CPU without AVX512_BF16 or AMX-BF16")
+    assert resolve("auto", "/nonexistent/cpuinfo")[0] == "float32"  # macOS, Windows: no /proc/cpuinfo
+    # an explicit setting is taken as it is, whatever the machine
+    assert resolve("bfloat16", cpuinfo(ZEN3)) == ("mixed_bfloat16", "train.mixed_precision: bfloat16")
+    assert resolve(False, cpuinfo(ZEN4))[0] == "float32" and resolve(True, cpuinfo(ZEN4))[0] == "mixed_float16"
+
+
+def test_the_config_takes_auto_and_refuses_other_words(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {dir: d}\ntrain: {mixed_precision: auto}\n")
+    assert load_config(str(recipe)).train.mixed_precision == "auto"
+    recipe.write_text("data: {dir: d}\ntrain: {mixed_precision: fp8}\n")
+    with pytest.raises(MammoError, match="must be false, true, float16, bfloat16 or auto"):
+        load_config(str(recipe))
+
+
+def test_a_bfloat16_model_runs_in_float32_with_the_same_weights_where_bfloat16_is_not_native(cpuinfo):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = MammoFCN(width=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    scan = np.random.default_rng(0).random((1, 64, 64, 1), dtype="float32")
+    assert for_this_machine(trained, cpuinfo(ZEN4)) is trained  # native: as trained
+    converted = for_this_machine(trained, cpuinfo(ZEN3))
+    assert converted is not trained and converted.resolution == trained.resolution
+    assert {layer.compute_dtype for layer in converted.layers} == {"float32"}
+    assert "bfloat16" in {layer.compute_dtype for layer in trained.layers}
+    float32 = MammoFCN(width=0.125)  # the same network built in float32, given the same weights
+    float32.set_weights(trained.get_weights())
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(converted(scan, training=False)),
+                                  keras.ops.convert_to_numpy(float32(scan, training=False)))
+    # bfloat16's rounding only: the logits agree to about 1 %
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(trained(scan, training=False)),
+                               keras.ops.convert_to_numpy(converted(scan, training=False)), rtol=0.05, atol=0.05)
