@@ -382,6 +382,52 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
         f"choose a new --out or delete {out}")
 
 
+def test_prep_cbis_skips_the_image_of_a_row_with_an_unknown_pathology_or_a_bad_grade(cbis_raw, tmp_path, capsys):
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "cbis-ddsm")
+    shutil.copytree(cbis_raw, raw)
+    good_cases, before, _ = collect_cases(raw, progress=False)  # the phantoms' own quirks: one mask size
+    csv_path = os.path.join(raw, "mass_case_description_train_set.csv")
+    with open(csv_path, newline="") as f:
+        header, *rows = [[cell.strip() for cell in row] for row in csv.reader(f)]
+    column = {name: header.index(name) for name in ("pathology", "subtlety", "assessment", "breast_density",
+                                                      "abnormality id")}
+    changes = {  # row index: {column: value}; row i is the file's line i + 2 (cells written without newlines)
+        0: {"pathology": "  benign_without_callback "},  # real files' case and spacing: a good row
+        1: {"pathology": "UNPROVEN"},
+        2: {"subtlety": "nan", "assessment": "inf"},
+        3: {"breast_density": "-1"},
+        4: {"abnormality id": "-1"},
+    }
+    for index, cells in changes.items():
+        for name, value in cells.items():
+            rows[index][column[name]] = value
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([header, *rows])
+    view = {index: "_".join(rows[index][c] for c in (0, 2, 3)) for index in changes}
+    out = str(tmp_path / "out")
+    assert _prep(raw, out) == 0
+    err = capsys.readouterr().err
+    skipped = "image skipped (its lesion cannot be trusted, nor left unlabelled)"
+    expected = {
+        1: "pathology 'UNPROVEN' is not MALIGNANT, BENIGN or BENIGN_WITHOUT_CALLBACK",
+        2: "assessment 'inf' is not a whole number from 0 to 6; subtlety 'nan' is not a whole number from 0 to 5",
+        3: "breast density '-1' is not a whole number from 0 to 4",
+        4: "abnormality id '-1' is not a whole number of at least 1",
+    }
+    lines = one_line_each(err, [f"line {index + 2}:" for index in expected])
+    assert lines == {f"line {index + 2}:": f"problem: {csv_path} [{view[index]}]: line {index + 2}: {reason}; {skipped}"
+                     for index, reason in expected.items()}
+    assert len([line for line in err.splitlines() if line.startswith("problem: ")]) == len(expected) + len(before)
+    problems = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
+    assert [(p["file"], p["item"]) for p in problems if p["file"] == csv_path] == [(csv_path, view[index])
+                                                                                  for index in expected]
+    bad_views = {view[index] for index in expected}
+    assert view[0] not in bad_views and len(bad_views) == 4
+    assert _produced(out) == {c.scan_id for c in good_cases} - bad_views
+
+
 def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys):
     from data_prep.mias import collect_cases, parse_info
 
