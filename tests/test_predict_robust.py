@@ -304,23 +304,51 @@ def test_malformed_header_values_never_reach_the_console(model_file, tmp_path, c
     assert "19xx0101" not in json.dumps(record) and "ANON" not in json.dumps(record)
 
 
-def test_special_files_are_never_opened_and_ids_stay_short(model_file, tmp_path):
+def test_special_files_are_never_opened_and_ids_stay_short(model_file, tmp_path, capsys, monkeypatch):
+    import socket
     import threading
 
     from mammo_seg.inference.predict import file_id, find_scans
 
-    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "b.dcm"))
     os.mkfifo(tmp_path / "in" / "pipe.dcm")  # opening it would block for ever
-    os.mkfifo(tmp_path / "in" / "pipe")
+    os.mkfifo(tmp_path / "in" / "pipe")  # no scan suffix: ignored, as notes are
     os.symlink("loop.dcm", tmp_path / "in" / "loop.dcm")  # a link to itself
-    os.symlink("gone.dcm", tmp_path / "in" / "dangling.dcm")
+    os.symlink("gone.dcm", tmp_path / "in" / "dangling.PGM")
+    listening = socket.socket(socket.AF_UNIX)
+    monkeypatch.chdir(tmp_path / "in")  # a socket's path may be at most 107 bytes: bound by its relative name
+    listening.bind("sock.png")
+    (tmp_path / "in" / "notes.txt").write_text("not a scan")
     found = []
     finder = threading.Thread(target=lambda: found.append(find_scans(folder)), daemon=True)
     finder.start()
     finder.join(20)
-    assert found == [(folder, [os.path.join(folder, "a.dcm")])]
-    with pytest.raises(MammoError, match="not a regular file"):
+    special = {os.path.join(folder, "dangling.PGM"): "dangling link (to gone.dcm)",
+               os.path.join(folder, "loop.dcm"): "link loop",
+               os.path.join(folder, "pipe.dcm"): "not a regular file (FIFO)",
+               os.path.join(folder, "sock.png"): "not a regular file (socket)"}
+    assert found == [(folder, [os.path.join(folder, "a.dcm"), os.path.join(folder, "b.dcm")], special)]
+    with pytest.raises(MammoError, match=r"not a regular file \(FIFO\)"):
         find_scans(str(tmp_path / "in" / "pipe.dcm"))
+    with pytest.raises(MammoError, match="link loop"):
+        find_scans(str(tmp_path / "in" / "loop.dcm"))
+    runs = []
+    runner = threading.Thread(target=lambda: runs.append(predict(
+        model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask", "json")), progress=False)),
+        daemon=True)
+    runner.start()
+    runner.join(120)
+    listening.close()
+    assert runs, "predict hung on a special file"
+    assert [(s["id"], s["status"], s.get("reason")) for s in runs[0]["scans"]] == [
+        ("a", "ok", None), ("b", "ok", None), ("dangling", "error", "dangling link (to gone.dcm)"),
+        ("loop", "error", "link loop"), ("pipe", "error", "not a regular file (FIFO)"),
+        ("sock", "error", "not a regular file (socket)")]
+    assert all(os.path.isfile(tmp_path / "out" / f"{name}_mask.png") for name in ("a", "b"))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("problem:")] == [
+        f"problem: {path}: {reason}" for path, reason in special.items()]
     long = "/data/" + "x" * 300 + ".dcm"
     assert len(file_id(long, "/data")) == 100
     assert file_id(long, "/data") != file_id("/data/" + "x" * 299 + "y.dcm", "/data")

@@ -186,12 +186,18 @@ def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_
         job.record = _failure_record(job, job.error, output.folder, options)
     return job.record
 
-def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict) -> list[_Job]:
-    """One job per scan file, in order; continued and skipped scans carry their record already."""
+def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict, special: dict) -> list[_Job]:
+    """One job per scan file, in order; continued, skipped and special files (never opened: their problem line is
+    printed here) carry their record already."""
+    from tqdm import tqdm
+
     jobs = []
     for path, scan_id in zip(files, ids):
         job = _Job(path, scan_id, os.path.relpath(path, root))
-        if scan_id in done and done[scan_id]["source"] == job.source:
+        if path in special:
+            tqdm.write(f"problem: {printable(path)}: {printable(special[path])}", file=sys.stderr)
+            job.record = po.error_record(scan_id, job.source, printable(special[path]))
+        elif scan_id in done and done[scan_id]["source"] == job.source:
             job.record, job.journal = done[scan_id], False
         elif path in skipped:
             job.record = po.skipped_record(scan_id, job.source, skipped[path])
@@ -221,8 +227,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
     if "sr" in options.formats and "seg" not in options.formats:
         raise MammoError("--format", "sr needs seg: the structured report references the SEG's segment")
-    root, files = find_scans(input_path)
-    if not files:
+    root, files, special = find_scans(input_path)
+    if not files and not special:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
     model_file = _readable_model(model_path)
     options, point_source = resolve_options(options, model_file)
@@ -236,10 +242,11 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     predictor = Predictor(loaded.models)
     output.write_settings(settings)
     done = output.completed() if resume else {}
-    ids = scan_ids(files, root)
     skipped = {} if options.all_images else not_full_mammograms(files)
+    files = files + list(special)  # after the scans, under ids of their own
+    ids = scan_ids(files, root)
     report_skipped(skipped, done, ids, files)
-    jobs = _jobs(files, ids, root, done, skipped)
+    jobs = _jobs(files, ids, root, done, skipped, special)
     timings, started = output.earlier_timings(done), time.perf_counter()
     bar = progress_bar(len(jobs), "predict", "scan", enabled=progress)
 
