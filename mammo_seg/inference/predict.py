@@ -16,8 +16,9 @@ DICOM source), ``<id>_sr.dcm`` (DICOM Structured Report of its lesions, :mod:`ma
 DICOM SEG carries patient and study attributes. The layout of these files, the records and the
 settings a ``--continue`` must match are :mod:`mammo_seg.inference.prediction_output`'s.
 
-This module is the folder run: the error policy (a scan's failure is its line; a full disk or an unwritable
-folder stops the run), the jobs and their journal, ``--continue`` and the summary. Which files are scans:
+This module is the folder run: the error policy (a scan's failure is its line, one output it could not write
+included, and leaves none of its outputs; a full disk or an unwritable folder stops the run), the jobs and their
+journal, ``--continue`` and the summary. Which files are scans:
 :mod:`~mammo_seg.inference.scan_files`; one scan into a segmentation: :mod:`~mammo_seg.inference.segment`;
 the header messages of the DICOM libraries: :mod:`~mammo_seg.inference.header_messages`; what overlaps with what:
 :mod:`~mammo_seg.inference.pipeline`.
@@ -62,12 +63,10 @@ FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 def _dooms_the_run(error: BaseException, out: str) -> bool:
     """A full disk anywhere, or no permission on the output folder: every later scan would fail too. A writer
-    (pydicom, highdicom, Pillow) may raise its own exception from the ``OSError``: the chain is followed."""
-    seen = set()
-    while error is not None and not isinstance(error, OSError) and id(error) not in seen:
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    if not isinstance(error, OSError) or error.errno not in FATAL_ERRNOS:
+    (pydicom, highdicom, Pillow) may raise its own exception from the ``OSError``: the chain is followed
+    (:func:`~mammo_seg.inference.prediction_output.os_error`)."""
+    error = po.os_error(error)
+    if error is None or error.errno not in FATAL_ERRNOS:
         return False
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
@@ -75,6 +74,10 @@ def _dooms_the_run(error: BaseException, out: str) -> bool:
     out = os.path.abspath(out)
     return any(os.path.abspath(os.fspath(n)).startswith(out + os.sep) or os.path.abspath(os.fspath(n)) == out
                for n in names)
+
+def _strerror(error: OSError) -> str:
+    """The system's words for ``error`` ("No space left on device"), without the file name or a traceback."""
+    return printable(error.strerror or (os.strerror(error.errno) if error.errno else _reason(error)))
 
 def _check_writable(out: str) -> None:
     """Create ``out`` and prove a file can be written there, before any scan is read."""
@@ -160,14 +163,18 @@ def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions,
 def _failure_record(job: _Job, error: BaseException, out: str, options: PredictOptions) -> dict:
     """The record of a scan that failed or was found not to be a full mammogram (printed as one line)."""
     if _dooms_the_run(error, out):
-        cause = error
-        while not isinstance(cause, OSError):
-            cause = cause.__cause__ or cause.__context__
-        raise MammoError(out, f"cannot write the outputs ({_reason(cause)}); stopped: the scans finished so far "
-                              f"are kept, free some space and run again with --continue") from None
+        cause = po.os_error(error)
+        what = error.name if isinstance(error, po.OutputNotWritten) else "the outputs"
+        remedy = ("free some space" if cause.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "make the output folder writable")
+        raise MammoError(out, f"cannot write {what} ({_strerror(cause)}); stopped: the scans finished so far are "
+                              f"kept, {remedy} and run again with --continue") from None
     if isinstance(error, NotFullMammogram) and not options.all_images:
         return po.skipped_record(job.scan_id, job.source, _reason(error))
-    reason = _reason(error)
+    if isinstance(error, po.OutputNotWritten):
+        reason = f"could not write {printable(error.name)}: {_strerror(po.os_error(error))}"
+    else:
+        reason = _reason(error)
     if job.notes and not isinstance(error, NotFullMammogram):
         reason += f" (warnings: {'; '.join(job.notes)})"
     from tqdm import tqdm
@@ -272,10 +279,16 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
                "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
         input_root=root, options=settings["options"], operating_point=point_source)
     # the journal in the order of the scans (a continued run appended out of order), then the summary
-    output.write_journal(records)
     run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
-    output.write_timings(run_timings)
-    output.write_summary(summary)
+    try:
+        output.write_journal(records)
+        output.write_timings(run_timings)
+        output.write_summary(summary)
+    except OSError as e:
+        name = os.path.basename(os.fspath(e.filename)) if e.filename else "the run's summary"
+        raise MammoError(out, f"could not write {printable(name)} ({_strerror(e)}); every scan's outputs and "
+                              f"{po.PredictionOutput.JOURNAL} are kept: run again with --continue to write "
+                              f"it") from None
     return {**summary, "timings": run_timings}
 
 def run_settings(options: PredictOptions, model_hash: str) -> dict:
