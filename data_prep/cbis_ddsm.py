@@ -36,6 +36,7 @@ from tqdm import tqdm
 from mammo_seg.data.cases import Abnormality, Case, Problem
 from mammo_seg.errors import MammoError
 from mammo_seg.io.dicom import INDEX_TAGS, read_dicom
+from mammo_seg.io.scan import irregular_file
 
 SOURCE = "cbis-ddsm"
 NOMINAL_SPACING_MM = 0.05  # DDSM scanners: 42-50 µm; used when a file carries no PixelSpacing
@@ -141,8 +142,9 @@ def _defects(rec: dict) -> list[str]:
 def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
     """Read one case-description CSV; every malformed record becomes a problem naming its line."""
     problems, rows = [], []
-    if not os.path.isfile(path):  # a FIFO would block for ever
-        return [], [Problem(path, "not a regular file (FIFO, device or broken link); skipped")]
+    reason = irregular_file(path)  # never open a FIFO: it would block for ever
+    if reason:
+        return [], [Problem(path, f"{reason}; skipped")]
     try:
         records = list(_records(path))
     except (UnicodeDecodeError, OSError) as e:

@@ -355,12 +355,15 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     fifo_csv, fifo_dcm = os.path.join(raw, "mass_case_description_fifo_set.csv"), os.path.join(stray, "fifo.dcm")
     os.mkfifo(fifo_csv)
     os.mkfifo(fifo_dcm)
+    looped = cases[5]  # a case's full mammogram replaced by a link to itself
+    os.remove(looped.scan_path)
+    os.symlink(os.path.basename(looped.scan_path), looped.scan_path)
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
     items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
         os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
-        ct.scan_path, other_unknown.scan_path, no_columns, fifo_csv, fifo_dcm] + [
+        ct.scan_path, other_unknown.scan_path, no_columns, fifo_csv, fifo_dcm, looped.scan_path] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -371,9 +374,14 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     assert "pixel data" in lines[victim.scan_path]
     assert lines[ct.scan_path] == f"problem: {ct.scan_path} [{ct.scan_id}]: is not a mammogram (Modality CT)"
     assert lines[other_unknown.scan_path].endswith(": is not a mammogram (Modality OT)")
+    assert lines[fifo_csv] == f"problem: {fifo_csv}: not a regular file (FIFO); skipped"
+    assert lines[fifo_dcm] == f"problem: {fifo_dcm}: not a regular file (FIFO)"
+    assert lines[looped.scan_path].startswith(f"problem: {looped.scan_path} [{looped.scan_id}]: link loop (the full "
+                                              f"mammogram of ")
     rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
     assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
-    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id, ct.scan_id, other_unknown.scan_id}
+    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id, ct.scan_id, other_unknown.scan_id,
+                                                           looped.scan_id}
     open(os.path.join(out, ".prep", "fingerprint.json"), "w").write('{"torn": ')
     assert _prep(raw, out) == 2
     err = capsys.readouterr().err  # the collection's problems again, then the one error
@@ -446,7 +454,13 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
     open(info, "wb").write(data)
     os.mkfifo(os.path.join(raw, "mdb950.pgm"))  # unlisted, and never opened
-    normal, small = [c for c in cases if not c.abnormalities][:2]
+    normal, small, fifo, loop, dangling = [c for c in cases if not c.abnormalities][:5]
+    os.remove(fifo.scan_path)
+    os.mkfifo(fifo.scan_path)  # listed: its case says what it is, without opening it
+    os.remove(loop.scan_path)
+    os.symlink(os.path.basename(loop.scan_path), loop.scan_path)
+    os.remove(dangling.scan_path)
+    os.symlink("gone.pgm", dangling.scan_path)
     with open(normal.scan_path, "r+b") as f:  # a cut PGM
         f.truncate(1000)
     rng = np.random.default_rng(5)  # a thumbnail: 40 x 30 mm at MIAS's 0.2 mm
@@ -458,14 +472,21 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
     appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
         f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
-    found = one_line_each(err, changed + refused + appended + [normal.scan_path, small.scan_path, "mdb950.pgm"])
+    specials = [fifo.scan_path, loop.scan_path, dangling.scan_path]
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path, small.scan_path, "mdb950.pgm",
+                                                                *specials])
+    assert [found[path] for path in specials] == [
+        f"problem: {fifo.scan_path} [{fifo.scan_id}]: not a regular file (FIFO)",
+        f"problem: {loop.scan_path} [{loop.scan_id}]: link loop",
+        f"problem: {dangling.scan_path} [{dangling.scan_id}]: dangling link (to gone.pgm)"]
     assert found[small.scan_path] == (
         f"problem: {small.scan_path} [{small.scan_id}]: at 0.2 mm (the dataset's nominal spacing (the file has none)) "
         f"the 200 x 150 px scan would be 40 x 30 mm, far outside any mammography detector (at least 50 mm on the long "
         f"side): the scan is left out (prep takes no spacing but the file's or the dataset's)")
     assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
-    expected = {c.scan_id for c in cases} - {normal.scan_id, small.scan_id} - {r.ref for r in lesions[:4]}
+    expected = {c.scan_id for c in cases} - {c.scan_id for c in (normal, small, fifo, loop, dangling)} - {
+        r.ref for r in lesions[:4]}
     assert _produced(out) == expected
 
 
