@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -34,7 +35,9 @@ def irregular_file(path: str) -> str | None:
         if e.errno == errno.ELOOP:
             return "link loop"
         if os.path.islink(path):
-            return f"dangling link (to {os.readlink(path)})"
+            with contextlib.suppress(OSError):
+                return f"dangling link (to {os.readlink(path)})"
+            return "dangling link"
         return "file not found" if e.errno in (errno.ENOENT, errno.ENOTDIR) else f"cannot be examined ({e.strerror})"
     if stat.S_ISREG(mode):
         return None
