@@ -49,8 +49,8 @@ MAX_PATH = 4096  # longer is no file path: a broken or hostile cell
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
 PATHOLOGIES = ("MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK")
 #: The whole-number columns and their (lowest, highest) values; a CSV without the column is not checked.
-#: BI-RADS assessment 0-6, DDSM subtlety 1-5 and BI-RADS density 1-4 (0 is allowed for both: some curated
-#: rows carry it).
+#: BI-RADS assessment 0-6, DDSM subtlety 1-5 and BI-RADS density 1-4; 0 is let through for the last two: an
+#: unusual grade is no sign of a damaged row, and nothing downstream reads these columns.
 GRADES = {"abnormality id": (1, None), "assessment": (0, 6), "subtlety": (0, 5), "breast density": (0, 4)}
 
 
