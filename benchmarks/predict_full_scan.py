@@ -58,18 +58,22 @@ def real_film() -> tuple[str | None, list | None]:
     return path, [int(header.Rows), int(header.Columns)]
 
 
-def make_inputs(folder: str, width: float) -> tuple[str, str]:
-    """A CBIS-size phantom DICOM and a width-``width`` model (random weights: only time is measured)."""
+def make_model(folder: str, width: float) -> str:
+    """A width-``width`` model (random weights: only time is measured) saved in ``folder``; its path."""
     import keras
 
     from mammo_seg.data.resolution import Resolution
     from mammo_seg.models.fcn import MammoFCN
 
-    scan = write_phantom(os.path.join(folder, "scan.dcm"))
     keras.utils.set_random_seed(0)
     model = os.path.join(folder, "model.keras")
     MammoFCN(width=width, resolution=Resolution().to_dict()).save(model)
-    return scan, model
+    return model
+
+
+def make_inputs(folder: str, width: float) -> tuple[str, str]:
+    """A CBIS-size phantom DICOM and a width-``width`` model (:func:`make_model`)."""
+    return write_phantom(os.path.join(folder, "scan.dcm")), make_model(folder, width)
 
 
 def child(scan: str, model: str, tile: int | None, out: str, spacing: float | None) -> None:

@@ -17,7 +17,10 @@ Quirks handled (original_pipeline.md §2; ``tests/data/cbis_ddsm_*_sample.csv`` 
 * one breast view can appear as a ``Mass-`` and a ``Calc-`` copy: rows are grouped by
   (patient, side, view) and all their masks merged onto one copy, after checking the copies have the
   same size;
-* the official train/test split comes from the ``Training``/``Test`` folder prefix.
+* the official train/test split comes from the ``Training``/``Test`` folder prefix;
+* a row whose pathology is not one of the three CBIS-DDSM knows (any case, any spacing) or whose abnormality
+  id, assessment, subtlety or breast density is not a whole number in its range (NaN, inf, -1) is reported and
+  its **image skipped**: the row cannot be trusted, and dropping it alone would leave its lesion unlabelled.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from mammo_seg.data.cases import Abnormality, Case, Problem
 from mammo_seg.errors import MammoError
 from mammo_seg.io.dicom import INDEX_TAGS, read_dicom
+from mammo_seg.io.scan import irregular_file
 
 SOURCE = "cbis-ddsm"
 NOMINAL_SPACING_MM = 0.05  # DDSM scanners: 42-50 µm; used when a file carries no PixelSpacing
@@ -43,6 +47,11 @@ UID = re.compile(r"^\d+(\.\d+)+$")
 PATHS = ("image file path", "cropped image file path", "roi mask file path")
 MAX_PATH = 4096  # longer is no file path: a broken or hostile cell
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
+PATHOLOGIES = ("MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK")
+#: The whole-number columns and their (lowest, highest) values; a CSV without the column is not checked.
+#: BI-RADS assessment 0-6, DDSM subtlety 1-5 and BI-RADS density 1-4; 0 is let through for the last two: an
+#: unusual grade is no sign of a damaged row, and nothing downstream reads these columns.
+GRADES = {"abnormality id": (1, None), "assessment": (0, 6), "subtlety": (0, 5), "breast density": (0, 4)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class Row:
     image: str
     crop: str
     mask: str
+    defect: str = ""  # an unknown pathology or a bad grade: the row's image is skipped
 
     @property
     def where(self) -> str:
@@ -110,11 +120,31 @@ def _column(name: str) -> str:
     return " ".join(str(name).strip().lower().replace("_", " ").split())
 
 
+def _defects(rec: dict) -> list[str]:
+    """What is wrong with a row's pathology and whole-number columns (``[]`` when nothing; columns the CSV
+    lacks are not checked). NaN, inf, negatives, fractions and text are wrong wherever a grade is expected."""
+    bad = []
+    if "pathology" in rec and "_".join(rec["pathology"].upper().split()) not in PATHOLOGIES:
+        bad.append(f"pathology {rec['pathology'][:40]!r} is not {', '.join(PATHOLOGIES[:-1])} or {PATHOLOGIES[-1]}")
+    for column, (low, high) in GRADES.items():
+        if column not in rec:
+            continue
+        try:
+            value = float(rec[column])
+        except ValueError:
+            value = float("nan")
+        if not (np.isfinite(value) and value == int(value) and low <= value and (high is None or value <= high)):
+            expected = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            bad.append(f"{column} {rec[column][:40]!r} is not a whole number {expected}")
+    return bad
+
+
 def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
     """Read one case-description CSV; every malformed record becomes a problem naming its line."""
     problems, rows = [], []
-    if not os.path.isfile(path):  # a FIFO would block for ever
-        return [], [Problem(path, "not a regular file (FIFO, device or broken link); skipped")]
+    reason = irregular_file(path)  # never open a FIFO: it would block for ever
+    if reason:
+        return [], [Problem(path, f"{reason}; skipped")]
     try:
         records = list(_records(path))
     except (UnicodeDecodeError, OSError) as e:
@@ -150,7 +180,7 @@ def read_csv(path: str) -> tuple[list[Row], list[Problem]]:
             continue
         rows.append(Row(path, line, rec["patient id"], rec["left or right breast"].upper(),
                         rec["image view"].upper(), rec["abnormality id"], kind,
-                        *(rec[k].replace("\\", "/") for k in PATHS)))
+                        *(rec[k].replace("\\", "/") for k in PATHS), defect="; ".join(_defects(rec))))
     return rows, problems
 
 
@@ -273,6 +303,10 @@ def _group_to_case(scan_id, patient, group: list[Row], index, unreadable: dict |
     that is names the file and its reason in its own line, and adds the series to ``used``.
     """
     unreadable, used = unreadable or {}, used if used is not None else set()
+    defective = [row for row in group if row.defect]
+    if defective:  # dropping the row alone would leave its lesion unlabelled on the image
+        return None, [Problem(row.csv, f"line {row.line}: {row.defect}; image skipped (its lesion cannot be "
+                                       f"trusted, nor left unlabelled)", scan_id) for row in defective], 0
     copies: dict[str, DicomInfo] = {}
     for row in group:
         uid = series_uid(row.image)

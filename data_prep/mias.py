@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from mammo_seg.data.cases import Abnormality, Case, Problem
+from mammo_seg.io.scan import irregular_file
 
 SOURCE = "mias"
 NOMINAL_SPACING_MM = 0.2  # mini-MIAS: 50 µm scans reduced to 200 µm
@@ -56,8 +57,9 @@ class InfoRow:
 def parse_info(path: str) -> tuple[list[InfoRow], list[Problem]]:
     """Parse Info.txt; malformed lines become problems and are skipped."""
     rows, problems = [], []
-    if not os.path.isfile(path):  # a FIFO would block for ever
-        return [], [Problem(path, "not a regular file (FIFO, device or broken link)")]
+    reason = irregular_file(path)  # never open a FIFO: it would block for ever
+    if reason:
+        return [], [Problem(path, reason)]
     # utf-8-sig: a byte-order mark (how editors on Windows save it) is not part of the first line;
     # Windows (CRLF) and old Mac (CR) line endings are read as line ends
     with open(path, encoding="utf-8-sig", errors="replace") as f:
@@ -106,7 +108,7 @@ def _parse_tokens(number: int, tokens: list[str]) -> InfoRow:
 def _image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the image header, or None for an unreadable image (left to prep to report)."""
     try:
-        if not os.path.isfile(path):  # never open a FIFO
+        if irregular_file(path):  # never open a FIFO; prep reports the case
             return None
         with Image.open(path) as im:
             return im.size

@@ -355,12 +355,15 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     fifo_csv, fifo_dcm = os.path.join(raw, "mass_case_description_fifo_set.csv"), os.path.join(stray, "fifo.dcm")
     os.mkfifo(fifo_csv)
     os.mkfifo(fifo_dcm)
+    looped = cases[5]  # a case's full mammogram replaced by a link to itself
+    os.remove(looped.scan_path)
+    os.symlink(os.path.basename(looped.scan_path), looped.scan_path)
     out = str(tmp_path / "out")
     assert _prep(raw, out) == 0
     err = capsys.readouterr().err
     items = [os.path.join(stray, name) for name in dicoms if "latin1" not in name and "\n" not in name] + [
         os.path.join(stray, "latin1_\\xe9.dcm"), os.path.join(stray, "new\\nline.dcm"), victim.scan_path,
-        ct.scan_path, other_unknown.scan_path, no_columns, fifo_csv, fifo_dcm] + [
+        ct.scan_path, other_unknown.scan_path, no_columns, fifo_csv, fifo_dcm, looped.scan_path] + [
         f"{csv_path}: line {n}:" for n in (2, 3, 4, 5)] + [f"{csv_path} [P_99999_LEFT_CC]: line 6:"]
     lines = one_line_each(err, items)
     assert all(line.startswith("problem: ") for line in lines.values())
@@ -371,15 +374,66 @@ def test_prep_cbis_survives_bad_dicoms_and_csv_rows(cbis_raw, tmp_path, capsys):
     assert "pixel data" in lines[victim.scan_path]
     assert lines[ct.scan_path] == f"problem: {ct.scan_path} [{ct.scan_id}]: is not a mammogram (Modality CT)"
     assert lines[other_unknown.scan_path].endswith(": is not a mammogram (Modality OT)")
+    assert lines[fifo_csv] == f"problem: {fifo_csv}: not a regular file (FIFO); skipped"
+    assert lines[fifo_dcm] == f"problem: {fifo_dcm}: not a regular file (FIFO)"
+    assert lines[looped.scan_path].startswith(f"problem: {looped.scan_path} [{looped.scan_id}]: link loop (the full "
+                                              f"mammogram of ")
     rows = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
     assert len(rows) == len([line for line in err.splitlines() if line.startswith("problem: ")])
-    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id, ct.scan_id, other_unknown.scan_id}
+    assert _produced(out) == {c.scan_id for c in cases} - {victim.scan_id, ct.scan_id, other_unknown.scan_id,
+                                                           looped.scan_id}
     open(os.path.join(out, ".prep", "fingerprint.json"), "w").write('{"torn": ')
     assert _prep(raw, out) == 2
     err = capsys.readouterr().err  # the collection's problems again, then the one error
     assert "Traceback" not in err and err.splitlines()[-1] == (
         f"mammo prep: error: {out}/.prep/fingerprint.json: unreadable prep state (JSONDecodeError); "
         f"choose a new --out or delete {out}")
+
+
+def test_prep_cbis_skips_the_image_of_a_row_with_an_unknown_pathology_or_a_bad_grade(cbis_raw, tmp_path, capsys):
+    from data_prep.cbis_ddsm import collect_cases
+
+    raw = str(tmp_path / "cbis-ddsm")
+    shutil.copytree(cbis_raw, raw)
+    good_cases, before, _ = collect_cases(raw, progress=False)  # the phantoms' own quirks: one mask size
+    csv_path = os.path.join(raw, "mass_case_description_train_set.csv")
+    with open(csv_path, newline="") as f:
+        header, *rows = [[cell.strip() for cell in row] for row in csv.reader(f)]
+    column = {name: header.index(name) for name in ("pathology", "subtlety", "assessment", "breast_density",
+                                                      "abnormality id")}
+    changes = {  # row index: {column: value}; row i is the file's line i + 2 (cells written without newlines)
+        0: {"pathology": "  benign_without_callback "},  # real files' case and spacing: a good row
+        1: {"pathology": "UNPROVEN"},
+        2: {"subtlety": "nan", "assessment": "inf"},
+        3: {"breast_density": "-1"},
+        4: {"abnormality id": "-1"},
+    }
+    for index, cells in changes.items():
+        for name, value in cells.items():
+            rows[index][column[name]] = value
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([header, *rows])
+    view = {index: "_".join(rows[index][c] for c in (0, 2, 3)) for index in changes}
+    out = str(tmp_path / "out")
+    assert _prep(raw, out) == 0
+    err = capsys.readouterr().err
+    skipped = "image skipped (its lesion cannot be trusted, nor left unlabelled)"
+    expected = {
+        1: "pathology 'UNPROVEN' is not MALIGNANT, BENIGN or BENIGN_WITHOUT_CALLBACK",
+        2: "assessment 'inf' is not a whole number from 0 to 6; subtlety 'nan' is not a whole number from 0 to 5",
+        3: "breast density '-1' is not a whole number from 0 to 4",
+        4: "abnormality id '-1' is not a whole number of at least 1",
+    }
+    lines = one_line_each(err, [f"line {index + 2}:" for index in expected])
+    assert lines == {f"line {index + 2}:": f"problem: {csv_path} [{view[index]}]: line {index + 2}: {reason}; {skipped}"
+                     for index, reason in expected.items()}
+    assert len([line for line in err.splitlines() if line.startswith("problem: ")]) == len(expected) + len(before)
+    problems = list(csv.DictReader(open(os.path.join(out, "problems.csv"), encoding="utf-8")))
+    assert [(p["file"], p["item"]) for p in problems if p["file"] == csv_path] == [(csv_path, view[index])
+                                                                                  for index in expected]
+    bad_views = {view[index] for index in expected}
+    assert view[0] not in bad_views and len(bad_views) == 4
+    assert _produced(out) == {c.scan_id for c in good_cases} - bad_views
 
 
 def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys):
@@ -400,7 +454,13 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     data = "\n".join(lines + bad_lines).encode() + b"\nmdb906 G \xff NORM\nmdb999 G NORM\n"
     open(info, "wb").write(data)
     os.mkfifo(os.path.join(raw, "mdb950.pgm"))  # unlisted, and never opened
-    normal, small = [c for c in cases if not c.abnormalities][:2]
+    normal, small, fifo, loop, dangling = [c for c in cases if not c.abnormalities][:5]
+    os.remove(fifo.scan_path)
+    os.mkfifo(fifo.scan_path)  # listed: its case says what it is, without opening it
+    os.remove(loop.scan_path)
+    os.symlink(os.path.basename(loop.scan_path), loop.scan_path)
+    os.remove(dangling.scan_path)
+    os.symlink("gone.pgm", dangling.scan_path)
     with open(normal.scan_path, "r+b") as f:  # a cut PGM
         f.truncate(1000)
     rng = np.random.default_rng(5)  # a thumbnail: 40 x 30 mm at MIAS's 0.2 mm
@@ -412,14 +472,21 @@ def test_prep_mias_survives_bad_info_lines_and_images(mias_raw, tmp_path, capsys
     refused = [f"{info}: line {r.line_number}:" for r in lesions[2:4]]
     appended = [f"{info}: line {first_bad + k}:" for k in range(len(bad_lines) + 1)] + [
         f"{info} [mdb999]: line {first_bad + len(bad_lines) + 1}: image mdb999.pgm not found"]
-    found = one_line_each(err, changed + refused + appended + [normal.scan_path, small.scan_path, "mdb950.pgm"])
+    specials = [fifo.scan_path, loop.scan_path, dangling.scan_path]
+    found = one_line_each(err, changed + refused + appended + [normal.scan_path, small.scan_path, "mdb950.pgm",
+                                                                *specials])
+    assert [found[path] for path in specials] == [
+        f"problem: {fifo.scan_path} [{fifo.scan_id}]: not a regular file (FIFO)",
+        f"problem: {loop.scan_path} [{loop.scan_id}]: link loop",
+        f"problem: {dangling.scan_path} [{dangling.scan_id}]: dangling link (to gone.pgm)"]
     assert found[small.scan_path] == (
         f"problem: {small.scan_path} [{small.scan_id}]: at 0.2 mm (the dataset's nominal spacing (the file has none)) "
         f"the 200 x 150 px scan would be 40 x 30 mm, far outside any mammography detector (at least 50 mm on the long "
         f"side): the scan is left out (prep takes no spacing but the file's or the dataset's)")
     assert "radius 999999999 exceeds half the 1024x1024 image" in found[changed[0]]
     assert "x and y must be ≥ 0 and the radius > 0" in found[refused[0]]
-    expected = {c.scan_id for c in cases} - {normal.scan_id, small.scan_id} - {r.ref for r in lesions[:4]}
+    expected = {c.scan_id for c in cases} - {c.scan_id for c in (normal, small, fifo, loop, dangling)} - {
+        r.ref for r in lesions[:4]}
     assert _produced(out) == expected
 
 

@@ -60,10 +60,15 @@ def test_link_loops_fifos_and_missing_files_each_say_which(tmp_path):
     import os
 
     loop, fifo, missing = str(tmp_path / "loop.dcm"), str(tmp_path / "fifo.dcm"), str(tmp_path / "gone.dcm")
+    dangling, folder = str(tmp_path / "dangling.dcm"), str(tmp_path / "folder.dcm")
     os.symlink("loop.dcm", loop)
+    os.symlink("gone.dcm", dangling)
     os.mkfifo(fifo)  # opening it would block for ever
-    for path in (loop, fifo):
-        assert refused(path) == f"{path}: not a regular file (a FIFO, socket, device, broken link or link loop)"
+    os.mkdir(folder)
+    assert refused(loop) == f"{loop}: link loop"
+    assert refused(fifo) == f"{fifo}: not a regular file (FIFO)"
+    assert refused(folder) == f"{folder}: not a regular file (directory)"
+    assert refused(dangling) == f"{dangling}: dangling link (to gone.dcm)"
     assert refused(missing) == f"{missing}: file not found"
 
 

@@ -53,6 +53,16 @@ def test_any_error_in_one_scan_is_that_scans_one_line(model_file, tmp_path, monk
     assert problems == [f"problem: {folder}/bad\\nname.dcm: RuntimeError: boom second line"]
 
 
+def pydicom_style(error: OSError, path: str):
+    """What pydicom raises when the disk fills inside ``save_as``: an ``OSError`` of its own, without ``errno``,
+    whose message holds the tag and the whole traceback, raised from the real one."""
+    try:
+        raise error
+    except OSError as e:
+        raise OSError(f"With tag (7FE0,0010) got exception: {e}\nTraceback (most recent call last):\n  File "
+                      f"\"pydicom/tag.py\", line 29, in tag_in_exception\n    yield") from e
+
+
 def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypatch):
     folder = scan_folder(tmp_path / "in")
     calls = []
@@ -62,7 +72,7 @@ def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
 
     monkeypatch.setattr(writers, "write_mask_png", full)
-    with pytest.raises(MammoError, match=r"cannot write the outputs \(.*No space left on device.*\); stopped"):
+    with pytest.raises(MammoError, match=r"cannot write a_mask.png \(No space left on device\); stopped"):
         predict(model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask",)), progress=False)
     assert len(calls) == 1  # the second scan was not tried
 
@@ -76,9 +86,79 @@ def test_a_full_disk_stops_the_run_with_one_line(model_file, tmp_path, monkeypat
     out = tmp_path / "out2"
     with pytest.raises(MammoError) as caught:
         predict(model_file, folder, str(out), PredictOptions(formats=("mask",)), progress=False)
-    assert str(caught.value) == (f"{out}: cannot write the outputs (OSError: [Errno 28] No space left on device: "
-                                 f"'{out / 'a_mask.png'}'); stopped: the scans finished so far are kept, free some "
-                                 f"space and run again with --continue")
+    assert str(caught.value) == (f"{out}: cannot write a_mask.png (No space left on device); stopped: the scans "
+                                 f"finished so far are kept, free some space and run again with --continue")
+
+
+def test_a_disk_filling_in_a_scans_seg_keeps_no_part_of_it_and_continue_finishes(model_file, tmp_path, monkeypatch,
+                                                                                 capsys):
+    folder = scan_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    real_seg = writers.write_seg
+
+    def disk_fills_at_b(path, *args, **kwargs):
+        if os.path.basename(path) == "b_seg.dcm":
+            pydicom_style(OSError(errno.ENOSPC, "No space left on device"), path)
+        return real_seg(path, *args, **kwargs)
+
+    monkeypatch.setattr(writers, "write_seg", disk_fills_at_b)
+    options = PredictOptions(formats=("mask", "seg", "json"))
+    with pytest.raises(MammoError) as caught:
+        predict(model_file, folder, str(out), options, progress=False)
+    assert str(caught.value) == (f"{out}: cannot write b_seg.dcm (No space left on device); stopped: the scans "
+                                 f"finished so far are kept, free some space and run again with --continue")
+    assert sorted(name for name in os.listdir(out) if name[0] in "abc") == ["a.json", "a_mask.png", "a_seg.dcm"]
+    monkeypatch.setattr(writers, "write_seg", real_seg)  # space freed
+    summary = predict(model_file, folder, str(out), options, progress=False, resume=True)
+    assert [(s["id"], s["status"]) for s in summary["scans"]] == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    assert json.load(open(out / "summary.json"))["counts"]["ok"] == 3
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_output_a_scan_cannot_write_is_its_short_line_and_leaves_none_of_its_outputs(model_file, tmp_path,
+                                                                                        monkeypatch, capsys):
+    folder = scan_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    real_seg = writers.write_seg
+
+    def io_error_at_b(path, *args, **kwargs):
+        if os.path.basename(path) == "b_seg.dcm":
+            pydicom_style(OSError(errno.EIO, os.strerror(errno.EIO)), path)
+        return real_seg(path, *args, **kwargs)
+
+    monkeypatch.setattr(writers, "write_seg", io_error_at_b)
+    summary = predict(model_file, folder, str(out), PredictOptions(formats=("mask", "seg", "json")), progress=False)
+    assert [(s["id"], s["status"], s.get("reason")) for s in summary["scans"]] == [
+        ("a", "ok", None), ("b", "error", "could not write b_seg.dcm: Input/output error"), ("c", "ok", None)]
+    assert sorted(name for name in os.listdir(out) if name[0] in "abc") == [
+        "a.json", "a_mask.png", "a_seg.dcm", "c.json", "c_mask.png", "c_seg.dcm"]  # b's mask was written first
+    assert json.load(open(out / "summary.json"))["counts"] == {"scans": 3, "ok": 2, "failed": 1, "skipped": 0,
+                                                               "positive": summary["counts"]["positive"]}
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "b.dcm" in line or "Traceback" in line] == [
+        f"problem: {folder}/b.dcm: could not write b_seg.dcm: Input/output error"]
+
+
+def test_a_summary_that_cannot_be_written_is_one_line_and_a_failed_exit(model_file, tmp_path, monkeypatch, capsys):
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    out = tmp_path / "out"
+    real_json = writers.write_json
+
+    def full_at_the_summary(path, content):
+        if os.path.basename(path) == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_json(path, content)
+
+    monkeypatch.setattr(writers, "write_json", full_at_the_summary)
+    assert main(["predict", "-m", model_file, "-i", folder, "-o", str(out), "--format", "mask,json", "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"mammo predict: error: {out}: could not write summary.json (No space left on device); every scan's outputs "
+        f"and predictions.jsonl are kept: run again with --continue to write it")
+    assert os.path.isfile(out / "a_mask.png") and not os.path.exists(out / "summary.json")
+    monkeypatch.setattr(writers, "write_json", real_json)
+    assert main(["predict", "-m", model_file, "-i", folder, "-o", str(out), "--format", "mask,json", "--quiet",
+                 "--continue"]) == 0
+    assert json.load(open(out / "summary.json"))["counts"]["ok"] == 1
 
 
 def test_an_output_folder_that_cannot_be_made_stops_before_any_scan(model_file, tmp_path):
@@ -304,23 +384,51 @@ def test_malformed_header_values_never_reach_the_console(model_file, tmp_path, c
     assert "19xx0101" not in json.dumps(record) and "ANON" not in json.dumps(record)
 
 
-def test_special_files_are_never_opened_and_ids_stay_short(model_file, tmp_path):
+def test_special_files_are_never_opened_and_ids_stay_short(model_file, tmp_path, capsys, monkeypatch):
+    import socket
     import threading
 
     from mammo_seg.inference.predict import file_id, find_scans
 
-    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "b.dcm"))
     os.mkfifo(tmp_path / "in" / "pipe.dcm")  # opening it would block for ever
-    os.mkfifo(tmp_path / "in" / "pipe")
+    os.mkfifo(tmp_path / "in" / "pipe")  # no scan suffix: ignored, as notes are
     os.symlink("loop.dcm", tmp_path / "in" / "loop.dcm")  # a link to itself
-    os.symlink("gone.dcm", tmp_path / "in" / "dangling.dcm")
+    os.symlink("gone.dcm", tmp_path / "in" / "dangling.PGM")
+    listening = socket.socket(socket.AF_UNIX)
+    monkeypatch.chdir(tmp_path / "in")  # a socket's path may be at most 107 bytes: bound by its relative name
+    listening.bind("sock.png")
+    (tmp_path / "in" / "notes.txt").write_text("not a scan")
     found = []
     finder = threading.Thread(target=lambda: found.append(find_scans(folder)), daemon=True)
     finder.start()
     finder.join(20)
-    assert found == [(folder, [os.path.join(folder, "a.dcm")])]
-    with pytest.raises(MammoError, match="not a regular file"):
+    special = {os.path.join(folder, "dangling.PGM"): "dangling link (to gone.dcm)",
+               os.path.join(folder, "loop.dcm"): "link loop",
+               os.path.join(folder, "pipe.dcm"): "not a regular file (FIFO)",
+               os.path.join(folder, "sock.png"): "not a regular file (socket)"}
+    assert found == [(folder, [os.path.join(folder, "a.dcm"), os.path.join(folder, "b.dcm")], special)]
+    with pytest.raises(MammoError, match=r"not a regular file \(FIFO\)"):
         find_scans(str(tmp_path / "in" / "pipe.dcm"))
+    with pytest.raises(MammoError, match="link loop"):
+        find_scans(str(tmp_path / "in" / "loop.dcm"))
+    runs = []
+    runner = threading.Thread(target=lambda: runs.append(predict(
+        model_file, folder, str(tmp_path / "out"), PredictOptions(formats=("mask", "json")), progress=False)),
+        daemon=True)
+    runner.start()
+    runner.join(120)
+    listening.close()
+    assert runs, "predict hung on a special file"
+    assert [(s["id"], s["status"], s.get("reason")) for s in runs[0]["scans"]] == [
+        ("a", "ok", None), ("b", "ok", None), ("dangling", "error", "dangling link (to gone.dcm)"),
+        ("loop", "error", "link loop"), ("pipe", "error", "not a regular file (FIFO)"),
+        ("sock", "error", "not a regular file (socket)")]
+    assert all(os.path.isfile(tmp_path / "out" / f"{name}_mask.png") for name in ("a", "b"))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("problem:")] == [
+        f"problem: {path}: {reason}" for path, reason in special.items()]
     long = "/data/" + "x" * 300 + ".dcm"
     assert len(file_id(long, "/data")) == 100
     assert file_id(long, "/data") != file_id("/data/" + "x" * 299 + "y.dcm", "/data")

@@ -16,8 +16,9 @@ DICOM source), ``<id>_sr.dcm`` (DICOM Structured Report of its lesions, :mod:`ma
 DICOM SEG carries patient and study attributes. The layout of these files, the records and the
 settings a ``--continue`` must match are :mod:`mammo_seg.inference.prediction_output`'s.
 
-This module is the folder run: the error policy (a scan's failure is its line; a full disk or an unwritable
-folder stops the run), the jobs and their journal, ``--continue`` and the summary. Which files are scans:
+This module is the folder run: the error policy (a scan's failure is its line, one output it could not write
+included, and leaves none of its outputs; a full disk or an unwritable folder stops the run), the jobs and their
+journal, ``--continue`` and the summary. Which files are scans:
 :mod:`~mammo_seg.inference.scan_files`; one scan into a segmentation: :mod:`~mammo_seg.inference.segment`;
 the header messages of the DICOM libraries: :mod:`~mammo_seg.inference.header_messages`; what overlaps with what:
 :mod:`~mammo_seg.inference.pipeline`.
@@ -62,12 +63,10 @@ FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 def _dooms_the_run(error: BaseException, out: str) -> bool:
     """A full disk anywhere, or no permission on the output folder: every later scan would fail too. A writer
-    (pydicom, highdicom, Pillow) may raise its own exception from the ``OSError``: the chain is followed."""
-    seen = set()
-    while error is not None and not isinstance(error, OSError) and id(error) not in seen:
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    if not isinstance(error, OSError) or error.errno not in FATAL_ERRNOS:
+    (pydicom, highdicom, Pillow) may raise its own exception from the ``OSError``: the chain is followed
+    (:func:`~mammo_seg.inference.prediction_output.os_error`)."""
+    error = po.os_error(error)
+    if error is None or error.errno not in FATAL_ERRNOS:
         return False
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
@@ -75,6 +74,10 @@ def _dooms_the_run(error: BaseException, out: str) -> bool:
     out = os.path.abspath(out)
     return any(os.path.abspath(os.fspath(n)).startswith(out + os.sep) or os.path.abspath(os.fspath(n)) == out
                for n in names)
+
+def _strerror(error: OSError) -> str:
+    """The system's words for ``error`` ("No space left on device"), without the file name or a traceback."""
+    return printable(error.strerror or (os.strerror(error.errno) if error.errno else _reason(error)))
 
 def _check_writable(out: str) -> None:
     """Create ``out`` and prove a file can be written there, before any scan is read."""
@@ -160,14 +163,18 @@ def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions,
 def _failure_record(job: _Job, error: BaseException, out: str, options: PredictOptions) -> dict:
     """The record of a scan that failed or was found not to be a full mammogram (printed as one line)."""
     if _dooms_the_run(error, out):
-        cause = error
-        while not isinstance(cause, OSError):
-            cause = cause.__cause__ or cause.__context__
-        raise MammoError(out, f"cannot write the outputs ({_reason(cause)}); stopped: the scans finished so far "
-                              f"are kept, free some space and run again with --continue") from None
+        cause = po.os_error(error)
+        what = error.name if isinstance(error, po.OutputNotWritten) else "the outputs"
+        remedy = ("free some space" if cause.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "make the output folder writable")
+        raise MammoError(out, f"cannot write {what} ({_strerror(cause)}); stopped: the scans finished so far are "
+                              f"kept, {remedy} and run again with --continue") from None
     if isinstance(error, NotFullMammogram) and not options.all_images:
         return po.skipped_record(job.scan_id, job.source, _reason(error))
-    reason = _reason(error)
+    if isinstance(error, po.OutputNotWritten):
+        reason = f"could not write {printable(error.name)}: {_strerror(po.os_error(error))}"
+    else:
+        reason = _reason(error)
     if job.notes and not isinstance(error, NotFullMammogram):
         reason += f" (warnings: {'; '.join(job.notes)})"
     from tqdm import tqdm
@@ -186,12 +193,18 @@ def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_
         job.record = _failure_record(job, job.error, output.folder, options)
     return job.record
 
-def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict) -> list[_Job]:
-    """One job per scan file, in order; continued and skipped scans carry their record already."""
+def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict, special: dict) -> list[_Job]:
+    """One job per scan file, in order; continued, skipped and special files (never opened: their problem line is
+    printed here) carry their record already."""
+    from tqdm import tqdm
+
     jobs = []
     for path, scan_id in zip(files, ids):
         job = _Job(path, scan_id, os.path.relpath(path, root))
-        if scan_id in done and done[scan_id]["source"] == job.source:
+        if path in special:
+            tqdm.write(f"problem: {printable(path)}: {printable(special[path])}", file=sys.stderr)
+            job.record = po.error_record(scan_id, job.source, printable(special[path]))
+        elif scan_id in done and done[scan_id]["source"] == job.source:
             job.record, job.journal = done[scan_id], False
         elif path in skipped:
             job.record = po.skipped_record(scan_id, job.source, skipped[path])
@@ -221,8 +234,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
     if "sr" in options.formats and "seg" not in options.formats:
         raise MammoError("--format", "sr needs seg: the structured report references the SEG's segment")
-    root, files = find_scans(input_path)
-    if not files:
+    root, files, special = find_scans(input_path)
+    if not files and not special:
         raise MammoError(input_path, f"no scan files ({', '.join(SCAN_SUFFIXES)}) found")
     model_file = _readable_model(model_path)
     options, point_source = resolve_options(options, model_file)
@@ -236,10 +249,11 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     predictor = Predictor(loaded.models)
     output.write_settings(settings)
     done = output.completed() if resume else {}
-    ids = scan_ids(files, root)
     skipped = {} if options.all_images else not_full_mammograms(files)
+    files = files + list(special)  # after the scans, under ids of their own
+    ids = scan_ids(files, root)
     report_skipped(skipped, done, ids, files)
-    jobs = _jobs(files, ids, root, done, skipped)
+    jobs = _jobs(files, ids, root, done, skipped, special)
     timings, started = output.earlier_timings(done), time.perf_counter()
     bar = progress_bar(len(jobs), "predict", "scan", enabled=progress)
 
@@ -265,10 +279,16 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
                "resolution": loaded.resolution.to_dict(), "width": getattr(loaded.model, "width", None)},
         input_root=root, options=settings["options"], operating_point=point_source)
     # the journal in the order of the scans (a continued run appended out of order), then the summary
-    output.write_journal(records)
     run_timings = {"seconds": round(time.perf_counter() - started, 3), "scans": timings}
-    output.write_timings(run_timings)
-    output.write_summary(summary)
+    try:
+        output.write_journal(records)
+        output.write_timings(run_timings)
+        output.write_summary(summary)
+    except OSError as e:
+        name = os.path.basename(os.fspath(e.filename)) if e.filename else "the run's summary"
+        raise MammoError(out, f"could not write {printable(name)} ({_strerror(e)}); every scan's outputs and "
+                              f"{po.PredictionOutput.JOURNAL} are kept: run again with --continue to write "
+                              f"it") from None
     return {**summary, "timings": run_timings}
 
 def run_settings(options: PredictOptions, model_hash: str) -> dict:

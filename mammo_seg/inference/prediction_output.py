@@ -50,6 +50,28 @@ def _name(setting: str) -> str:
     return flags.get(setting, "--" + setting.replace("_", "-"))
 
 
+def os_error(error: BaseException | None) -> OSError | None:
+    """The first ``OSError`` with an ``errno`` in ``error``'s chain, or None: a writer (pydicom, highdicom, Pillow)
+    may raise its own exception from the ``OSError``, or (pydicom) an ``OSError`` of its own with a traceback for
+    its message and no ``errno``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class OutputNotWritten(Exception):
+    """An output of a scan could not be written: the ``OSError`` is in the chain (:func:`os_error`), ``name`` is
+    the output's file name, and none of the scan's outputs is left behind."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"could not write {name}")
+
+
 class PredictionOutput:
     """The files of one predict output folder (nothing is created or read until asked)."""
 
@@ -80,6 +102,26 @@ class PredictionOutput:
         return self.file(name) if isinstance(name, str) and name else None
 
     # ---------------------------------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def _writing(self, scan_id: str):
+        """Every output of ``scan_id`` removed when the block fails (an earlier run's too: a scan has all its
+        outputs or none); a failure caused by an ``OSError`` is raised as :class:`OutputNotWritten` naming the
+        output being written (``target[0]``)."""
+        target = [self.file(scan_id)]
+        try:
+            yield target
+        except Exception as e:
+            self.remove_scan(scan_id)
+            if os_error(e) is not None:
+                raise OutputNotWritten(os.path.basename(target[0])) from e
+            raise
+
+    def remove_scan(self, scan_id: str) -> None:
+        """Remove every output file of ``scan_id`` there is (:data:`SCAN_FILES`)."""
+        for kind in SCAN_FILES:
+            with contextlib.suppress(OSError):
+                os.remove(self.scan_file(scan_id, kind))
+
     def write_scan(self, formats, *, scan_id: str, record: dict, pixels: np.ndarray, probability: np.ndarray | None,
                    mask: np.ndarray, threshold: float, factor: float, dataset=None, model_hash: str = "",
                    source_hash: str = "", notes=()) -> dict:
@@ -87,33 +129,41 @@ class PredictionOutput:
         (when a SEG was written), ``warnings`` (``notes``: the header messages of the scan, values masked,
         read after the SEG is written, which may add some) and ``outputs``, written as ``<id>.json`` when
         ``json`` is among them. ``record`` holds everything else a scan's record says (:func:`scan_record`).
+
+        A failure leaves none of the scan's outputs behind; one caused by an ``OSError`` (a full disk, an I/O
+        error) is raised as :class:`OutputNotWritten`.
         """
         outputs, filled = {}, None
-        if "mask" in formats:
-            outputs["mask"] = writers.write_mask_png(self.scan_file(scan_id, "mask"), mask)
-        if "prob" in formats:
-            outputs["prob"] = writers.write_npz(self.scan_file(scan_id, "prob"), {
-                PROBABILITY: probability.astype(np.float16), THRESHOLD: np.float32(threshold),
-                RESAMPLING_FACTOR: np.float32(factor)})
-        if "overlay" in formats:
-            outputs["overlay"], _ = writers.write_overlay(self.scan_file(scan_id, "overlay"), pixels, mask,
-                                                          record.get("lesions", ()))
-        if "seg" in formats and dataset is not None:
-            outputs["seg"], filled = writers.write_seg(self.scan_file(scan_id, "seg"), dataset, mask,
-                                                       model_hash=model_hash, source_hash=source_hash)
-        if "sr" in formats and "seg" in outputs:  # the report references the SEG's segment
-            outputs["sr"] = sr.write_sr(self.scan_file(scan_id, "sr"), outputs["seg"], dataset, record, source_hash)
-        if "seg" in outputs:
-            record["seg_filled"] = filled
-        if dataset is None and {"seg", "sr"} & set(formats):
-            record["dicom_outputs"] = sr.NOT_DICOM
-        if notes:
-            record["warnings"] = list(notes)
-        if "json" in formats:
-            outputs["json"] = self.scan_file(scan_id, "json")
-        record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
-        if "json" in formats:
-            writers.write_json(outputs["json"], record)
+
+        def target(kind: str) -> str:
+            writing[0] = self.scan_file(scan_id, kind)
+            return writing[0]
+
+        with self._writing(scan_id) as writing:
+            if "mask" in formats:
+                outputs["mask"] = writers.write_mask_png(target("mask"), mask)
+            if "prob" in formats:
+                outputs["prob"] = writers.write_npz(target("prob"), {
+                    PROBABILITY: probability.astype(np.float16), THRESHOLD: np.float32(threshold),
+                    RESAMPLING_FACTOR: np.float32(factor)})
+            if "overlay" in formats:
+                outputs["overlay"], _ = writers.write_overlay(target("overlay"), pixels, mask, record.get("lesions", ()))
+            if "seg" in formats and dataset is not None:
+                outputs["seg"], filled = writers.write_seg(target("seg"), dataset, mask,
+                                                           model_hash=model_hash, source_hash=source_hash)
+            if "sr" in formats and "seg" in outputs:  # the report references the SEG's segment
+                outputs["sr"] = sr.write_sr(target("sr"), outputs["seg"], dataset, record, source_hash)
+            if "seg" in outputs:
+                record["seg_filled"] = filled
+            if dataset is None and {"seg", "sr"} & set(formats):
+                record["dicom_outputs"] = sr.NOT_DICOM
+            if notes:
+                record["warnings"] = list(notes)
+            if "json" in formats:
+                outputs["json"] = self.scan_file(scan_id, "json")
+            record["outputs"] = {k: os.path.basename(v) for k, v in outputs.items()}
+            if "json" in formats:
+                writers.write_json(target("json"), record)
         return record
 
     def write_settings(self, settings: dict) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import sys
 
 import numpy as np
@@ -16,35 +15,34 @@ from mammo_seg.errors import MammoError, printable
 from mammo_seg.inference.header_messages import header_warnings
 from mammo_seg.io import MAX_PIXELS, is_dicom, not_a_mammogram, read_dicom, read_scan_with_dataset
 from mammo_seg.io.dicom import INDEX_TAGS
+from mammo_seg.io.scan import irregular_file
 
 SCAN_SUFFIXES = (".dcm", ".pgm", ".png", ".tif", ".tiff")
 UID = re.compile(r"^\d+(\.\d+){3,}$")
 
 
-def _regular(path: str) -> bool:
-    """True for a regular file (after symlinks); FIFOs, sockets, devices, dangling links and link loops
-    are never opened (a FIFO would block the run forever)."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-def find_scans(path: str) -> tuple[str, list[str]]:
-    """(root, scan files): a file, or every regular scan file below a directory (sorted)."""
+def find_scans(path: str) -> tuple[str, list[str], dict[str, str]]:
+    """(root, scan files, special files): a file, or every regular scan file below a directory (sorted), and
+    ``{path: reason}`` for the names with a scan suffix that are no regular file (a dangling link, a link loop,
+    a FIFO, socket or device: :func:`~mammo_seg.io.scan.irregular_file`), which are never opened (a FIFO would
+    block the run for ever). Names without a scan suffix that are not DICOM files (notes, other files) are
+    ignored."""
     if os.path.isdir(path):
-        files = []
+        files, special = [], {}
         for root, dirs, names in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
                 full = os.path.join(root, name)
-                if _regular(full) and (name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full))):
+                reason = irregular_file(full)
+                if reason is None and (name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full))):
                     files.append(os.path.abspath(full))
-        return os.path.abspath(path), files
-    if _regular(path):
-        return os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)]
-    if os.path.lexists(path):
-        raise MammoError(path, "not a regular file (a FIFO, socket, device or broken link)")
-    raise MammoError(path, "no such file or directory")
+                elif reason is not None and name.lower().endswith(SCAN_SUFFIXES):
+                    special[os.path.abspath(full)] = reason
+        return os.path.abspath(path), files, special
+    reason = irregular_file(path)
+    if reason is not None:
+        raise MammoError(path, "no such file or directory" if reason == "file not found" else reason)
+    return os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)], {}
 
 
 #: Longest output id; longer ones are cut and given a hash of the whole id, so they stay unique.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,12 +18,38 @@ from mammo_seg.errors import MammoError
 MAX_PIXELS = 60_000_000
 
 
+#: What a file that is not regular is, by its ``stat`` mode.
+SPECIAL_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                 (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"))
+
+
+def irregular_file(path: str) -> str | None:
+    """Why ``path`` cannot be read as a file, or None for a regular file (after symlinks): ``file not found``,
+    ``dangling link (to <target>)``, ``link loop``, or ``not a regular file (FIFO)`` (socket, character device,
+    block device, directory). Only ``stat`` is called: nothing is opened, so a FIFO cannot block the caller."""
+    try:
+        mode = os.stat(path).st_mode
+    except ValueError:  # a NUL byte in the name
+        return "file not found"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "link loop"
+        if os.path.islink(path):
+            with contextlib.suppress(OSError):
+                return f"dangling link (to {os.readlink(path)})"
+            return "dangling link"
+        return "file not found" if e.errno in (errno.ENOENT, errno.ENOTDIR) else f"cannot be examined ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"not a regular file ({next((kind for test, kind in SPECIAL_KINDS if test(mode)), 'unknown kind')})"
+
+
 def check_regular_file(path: str) -> None:
-    """Refuse a path that is not a regular file, saying which: missing, or a FIFO, socket, device, broken link or
-    link loop (opening a FIFO would block for ever)."""
-    if not os.path.isfile(path):
-        raise MammoError(path, "not a regular file (a FIFO, socket, device, broken link or link loop)"
-                         if os.path.lexists(path) else "file not found")
+    """Refuse a path that is not a regular file, saying why (:func:`irregular_file`): opening a FIFO would block
+    for ever."""
+    reason = irregular_file(path)
+    if reason:
+        raise MammoError(path, reason)
 
 
 def check_pixel_count(where: str, rows: int, columns: int, frames: int = 1, max_pixels: int = MAX_PIXELS) -> None:
