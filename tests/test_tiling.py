@@ -229,7 +229,8 @@ def test_record_round_trip_is_exact(rng):
 
     image = rng.integers(0, 65536, (37, 41), dtype=np.uint16)
     mask = (rng.random((37, 41)) > 0.5).astype(np.uint8)
-    record = {"image": features.encode_png(image), "mask": features.encode_png(mask), "scan_id": "P_1_LEFT_CC",
+    record = {"image": features.encode_image(image), "shape": [37, 41], "mask": features.encode_png(mask),
+              "scan_id": "P_1_LEFT_CC",
               "patient_id": "P_1", "split": "val", "source": "cbis-ddsm", "abnormality": ["calcification", "mass"],
               "origin": [-5, 12], "crop_size": 598, "scale": 0.5}
     ex = features.parse(tf.constant(features.serialize(record)))
@@ -241,3 +242,39 @@ def test_record_round_trip_is_exact(rng):
     assert float(ex["scale"]) == 0.5 and ex["split"].numpy() == b"val"
     # the same record always serialises to the same bytes
     assert features.serialize(record) == features.serialize(dict(record))
+
+
+def test_a_raw_image_is_its_little_endian_bytes_and_a_png_record_still_reads():
+    import tensorflow as tf
+
+    image = np.array([[1, 256], [65535, 2]], np.uint16)
+    assert features.encode_image(image) == bytes([1, 0, 0, 1, 255, 255, 2, 0])
+    with pytest.raises(ValueError, match="uint16"):
+        features.encode_image(image.astype(np.uint8))
+    mask = np.array([[0, 1], [2, 0]], np.uint8)
+    base = {"mask": features.encode_png(mask), "scan_id": "mdb001", "patient_id": "mias_001", "split": "train",
+            "source": "mias", "abnormality": [], "origin": [0, 0], "crop_size": 2, "scale": 1.0}
+    for record in ({**base, "image": features.encode_image(image), "shape": [2, 2]},
+                   {**base, "image": features.encode_png(image)}):  # written before images were stored raw
+        ex = features.parse(tf.constant(features.serialize(record)))
+        np.testing.assert_array_equal(ex["image"].numpy()[..., 0], image)
+        np.testing.assert_array_equal(ex["mask"].numpy()[..., 0], mask)
+    truncated = {**base, "image": features.encode_image(image)[:-2], "shape": [2, 2]}
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        features.parse(tf.constant(features.serialize(truncated)))
+
+
+def test_raw_images_decode_inside_tf_data(tmp_path, rng):
+    import tensorflow as tf
+
+    images = [rng.integers(0, 65536, shape, dtype=np.uint16) for shape in ((3, 5), (4, 2))]
+    path = str(tmp_path / "a.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
+        for image in images:
+            w.write(features.serialize({"image": features.encode_image(image), "shape": list(image.shape),
+                                        "mask": features.encode_png(np.zeros(image.shape, np.uint8)),
+                                        "scan_id": "s", "patient_id": "p", "split": "train", "source": "mias",
+                                        "abnormality": [], "origin": [0, 0], "crop_size": 1, "scale": 1.0}))
+    decoded = [ex["image"].numpy()[..., 0] for ex in tf.data.TFRecordDataset(path).map(features.parse)]
+    for got, want in zip(decoded, images, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -1,5 +1,6 @@
 """Prep's per-scan work, run in a worker process: read the scan, build its mask, resample both once to the
-training grid, cut its tiles (and its whole-scan record) from that, encode them and count what they add to the statistics (:class:`CaseResult`).
+training grid, cut its tiles (and its whole-scan record) from that, encode them
+(:mod:`mammo_seg.data.features`) and count what they add to the statistics (:class:`CaseResult`).
 
 Every scan gets its own random stream, seeded by (seed, scan id, tile size), so its tiles do not depend
 on which worker processed it or in what order. Nothing here imports TensorFlow.
@@ -85,8 +86,9 @@ def _process_case(case: Case, config: PrepConfig) -> CaseResult:
 
 
 def _collect(result: CaseResult, source: str, name: str, tiles, counts: TileCounts) -> None:
-    with result.times.phase("png_encoding"):
-        result.records[name] = [{"image": features.encode_png(t.image), "mask": features.encode_png(t.mask),
+    with result.times.phase("encoding"):
+        result.records[name] = [{"image": features.encode_image(t.image), "shape": list(t.image.shape),
+                                 "mask": features.encode_png(t.mask),
                                  "origin": [int(t.origin[0]), int(t.origin[1])], "crop_size": int(t.crop_size),
                                  "scale": float(t.scale)} for t in tiles]
     with result.times.phase("statistics"):
