@@ -112,11 +112,24 @@ def test_inspect_detects_a_damaged_shard(prepped, tmp_path):
     assert main(["inspect", copy, "--sheet", str(tmp_path / "s.png")]) == 1
 
 
-def test_output_is_byte_identical_for_any_worker_count(prepped, cbis_raw, tmp_path):
+def sha256_tree(root):
+    import hashlib
+
+    return {name: hashlib.sha256(content).hexdigest() for name, content in tree(root).items()}
+
+
+def test_output_is_byte_identical_for_any_worker_count_and_run(prepped, cbis_raw, tmp_path):
+    """Shards, manifests, ``scans.json`` (and the resume state): the same SHA-256 for 1 and 2 workers, run twice."""
     out, _ = prepped
-    other = str(tmp_path / "w2")
-    prepare("cbis-ddsm", cbis_raw, other, workers=2, **OPTIONS)
-    assert tree(out) == tree(other)
+    first = sha256_tree(out)
+    assert {"scans.json", "splits.json", "problems.csv", "48/manifest.json", "96/manifest.json",
+            "full/manifest.json"} <= set(first)
+    shards = [name for name in first if name.endswith(".tfrecord")]
+    assert {name.split(os.sep)[0] for name in shards} == {"48", "96", "full"} and len(shards) >= 6
+    for run, workers in (("w2", 2), ("w2_again", 2), ("w1_again", 1)):
+        other = str(tmp_path / run)
+        prepare("cbis-ddsm", cbis_raw, other, workers=workers, **OPTIONS)
+        assert sha256_tree(other) == first, run
 
 
 def test_prep_times_its_phases_but_writes_no_timing(prepped):
