@@ -178,6 +178,57 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(prepped, cbis_raw, tmp
     assert tree(target) == tree(out)
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state, ppid, ...), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> dict[int, bytes]:
+    """{child pid: command line} of the processes whose parent is ``pid``."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (_stat(int(name)) or [None, None])[1] == str(pid):
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    found[int(name)] = f.read().replace(b"\0", b" ")
+            except OSError:
+                pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has ended (it waits only to be reaped)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="lists processes through /proc")
+def test_kill_9_of_prep_leaves_no_worker_or_resource_tracker_behind(cbis_raw, tmp_path):
+    command = [sys.executable, "-m", "mammo_seg.cli", "prep", "cbis-ddsm", "--raw", cbis_raw, "--out",
+               str(tmp_path / "out"), "--tiles", ",".join(map(str, TILES)), "--scale", str(SCALE), "--full-scans",
+               "--scans-per-shard", "3", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, helpers = time.time() + 120, {}
+    while time.time() < deadline and proc.poll() is None:
+        helpers = _children(proc.pid)
+        if sum(b"spawn_main" in cmd for cmd in helpers.values()) == 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "prep finished before its workers were seen"
+    assert sum(b"spawn_main" in cmd for cmd in helpers.values()) == 2, helpers
+    assert any(b"resource_tracker" in cmd for cmd in helpers.values()), helpers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in helpers):
+        time.sleep(0.1)
+    assert not {pid: cmd for pid, cmd in helpers.items() if _alive(pid)}
+
+
 def test_a_full_disk_is_one_line_and_the_same_command_then_finishes(prepped, cbis_raw, tmp_path, monkeypatch,
                                                                      capsys):
     import errno
