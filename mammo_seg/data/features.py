@@ -64,8 +64,10 @@ def encode_png(array: np.ndarray) -> bytes:
 
 
 def image_to_uint16(pixels: np.ndarray) -> np.ndarray:
-    """Scan values in [0, 1] → stored uint16."""
-    return np.round(np.clip(pixels, 0.0, 1.0) * IMAGE_MAX).astype(np.uint16)
+    """Scan values in [0, 1] → stored uint16 (rounded half to even)."""
+    scaled = np.clip(pixels, 0.0, 1.0)
+    scaled *= IMAGE_MAX
+    return np.rint(scaled, out=scaled).astype(np.uint16)
 
 
 def serialize(record: dict) -> bytes:
