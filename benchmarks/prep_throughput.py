@@ -22,7 +22,9 @@ Timed in one process, with ``mammo_seg``'s own functions:
   grid), tiling (cutting, background rejection), encoding and statistics, and in the parent serialising,
   writing (shards, resume state, manifests) and waiting for the workers. Worker phases are summed over the
   worker processes (CPU-bound, so about CPU seconds); ``phase_seconds_per_scan`` divides them by the scans.
-  The bytes each output folder takes on disk are reported too.
+  The bytes each output folder takes on disk are reported too, and the CPU seconds prep used (its own and its
+  workers', from ``getrusage``): on a machine shared with other jobs the wall time of 2 workers says little,
+  while 2 ÷ (CPU seconds a scan) is the rate two free cores would give at most.
 
 Targets (issue "prep and predict as fast as their unavoidable parts"): prep ≤ 2 × the read-only time with the
 same worker count, and ≥ 5 CBIS-size scans/s on 2 cores.
@@ -125,6 +127,21 @@ def write_real_download(raw: str) -> int:
     return len(films)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the workers, once reaped)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def reap_workers(timeout: float = 10.0) -> None:
+    """Wait for the ended worker processes to be reaped, so that their CPU time is counted."""
+    deadline = time.time() + timeout
+    while multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def folder_bytes(folder: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
 
@@ -169,15 +186,20 @@ def main(argv=None) -> int:
         floor = read_floor(paths, workers)
         out = os.path.join(work, f"out{workers}")
         shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
+        reap_workers()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         summary = prepare("cbis-ddsm", raw, out, tiles=(320, 640), workers=workers, progress=False)
         seconds = time.perf_counter() - start
+        reap_workers()
+        cpu = cpu_seconds() - cpu_start
         phases = dict(sorted(summary.phase_seconds.items(), key=lambda kv: -kv[1]))
         report["workers"][str(workers)] = {
             "scans_prepared": summary.scans, "records": summary.records,
             "read_only_seconds": round(floor, 3), "prep_seconds": round(seconds, 3),
             "scans_per_second": round(len(paths) / seconds, 3),
             "prep_over_read_only": round(seconds / floor, 2),
+            "cpu_seconds": round(cpu, 3), "cpu_seconds_per_scan": round(cpu / len(paths), 3),
+            "scans_per_second_two_free_cores_at_most": round(2 * len(paths) / cpu, 2),
             "output_bytes": {name: folder_bytes(os.path.join(out, name)) for name in ("320", "640")},
             "phase_seconds": phases,
             "phase_seconds_per_scan": {k: round(v / len(paths), 3) for k, v in phases.items()}}
