@@ -24,10 +24,10 @@ training metrics, the operating point and out-of-fold figures skip those pixels;
 centred on them, and a scan whose only abnormality is ignored is not a lesion scan. Where a kept lesion and
 an ignored one overlap, the lesion wins. Without ``ignore_kinds`` no mask holds the value.
 
-**Encodings.** The image is stored raw: encoding it is a copy, where PNG (zlib level 1) took prep 0.09 s
-per real CBIS-DDSM scan (eight tiles) and PNG without compression still 0.05 s; raw images take about three
-times the bytes of level-1 PNGs (measured on the eight real CBIS-DDSM films: 0.34 of raw), and training
-decodes them for free every epoch. The mask stays a PNG (Pillow, zlib level 1: about 6× faster than the
+**Encodings.** The image is stored raw: encoding it is a copy, where PNG (zlib level 1) took 0.09 s for
+eight tiles of a real CBIS-DDSM film and PNG without compression still 0.05 s. The cost is disk: the tiles
+prep keeps from real films (mostly breast) shrank to about 0.7 of raw as level-1 PNG, so prep's output is
+about 1.4 × as large (``benchmarks/results/prep_throughput_cpu.md``). The mask stays a PNG (Pillow, zlib level 1: about 6× faster than the
 default for nearly the same size): mostly zeros, it compresses about 200-fold for 5 ms a scan. Prep
 workers need no TensorFlow; parsing uses ``tf.io`` and reads either image encoding.
 """

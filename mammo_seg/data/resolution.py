@@ -34,7 +34,8 @@ detector): a scan that small is not a mammogram at that spacing (a thumbnail, a 
 masks as a coverage fraction thresholded at 0.5 (a pixel is lesion when at least half of the tissue
 it covers is), which neither erodes nor dilates the lesion. :func:`resize_image` is scikit-image's
 ``resize``; :func:`resample_image` gives the same values (to float32 rounding) as one sparse matrix per
-axis, about five times faster on a whole mammogram: prep resamples every scan whole with it, once.
+axis, about eight times faster on a whole mammogram (0.03 s against 0.27 s for 5000 × 3000 → 0.535): prep
+resamples every scan whole with it, once.
 """
 
 from __future__ import annotations
