@@ -81,7 +81,7 @@ def test_records_agree_with_splits_and_the_scan(prepped, cbis_raw):
             assert rec["split"].decode() == split_of[scan] and name.startswith(split_of[scan])
             assert rec["image"].shape == (96, 96, 1) and set(np.unique(rec["mask"])) <= {0, 1}
             assert rec["source"] == b"cbis-ddsm" and rec["patient_id"].decode() == scan.rsplit("_", 2)[0]
-            assert float(rec["scale"]) == pytest.approx(96 / int(rec["crop_size"]))
+            assert int(rec["crop_size"]) == round(96 / float(rec["scale"]))
     assert seen <= set(split_of)
 
 
@@ -112,19 +112,33 @@ def test_inspect_detects_a_damaged_shard(prepped, tmp_path):
     assert main(["inspect", copy, "--sheet", str(tmp_path / "s.png")]) == 1
 
 
-def test_output_is_byte_identical_for_any_worker_count(prepped, cbis_raw, tmp_path):
+def sha256_tree(root):
+    import hashlib
+
+    return {name: hashlib.sha256(content).hexdigest() for name, content in tree(root).items()}
+
+
+def test_output_is_byte_identical_for_any_worker_count_and_run(prepped, cbis_raw, tmp_path):
+    """Shards, manifests, ``scans.json`` (and the resume state): the same SHA-256 for 1 and 2 workers, run twice."""
     out, _ = prepped
-    other = str(tmp_path / "w2")
-    prepare("cbis-ddsm", cbis_raw, other, workers=2, **OPTIONS)
-    assert tree(out) == tree(other)
+    first = sha256_tree(out)
+    assert {"scans.json", "splits.json", "problems.csv", "48/manifest.json", "96/manifest.json",
+            "full/manifest.json"} <= set(first)
+    shards = [name for name in first if name.endswith(".tfrecord")]
+    assert {name.split(os.sep)[0] for name in shards} == {"48", "96", "full"} and len(shards) >= 6
+    for run, workers in (("w2", 2), ("w2_again", 2), ("w1_again", 1)):
+        other = str(tmp_path / run)
+        prepare("cbis-ddsm", cbis_raw, other, workers=workers, **OPTIONS)
+        assert sha256_tree(other) == first, run
 
 
 def test_prep_times_its_phases_but_writes_no_timing(prepped):
     out, summary = prepped
-    assert {"header_index", "read", "mask", "hashing", "tiling", "whole_scan_resampling", "png_encoding",
+    assert {"header_index", "read", "mask", "hashing", "resampling", "tiling", "encoding",
             "statistics", "serializing", "writing", "waiting_for_workers"} == set(summary.phase_seconds)
     assert all(seconds >= 0 for seconds in summary.phase_seconds.values())
-    assert not any(b"png_encoding" in content or b"phase" in content for content in tree(out).values())
+    assert not any(key in content for content in tree(out).values()
+                   for key in (b'"encoding"', b'"resampling"', b"phase"))
 
 
 def test_rerun_skips_finished_work_and_refuses_other_settings(prepped, cbis_raw, tmp_path):
@@ -162,6 +176,57 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(prepped, cbis_raw, tmp
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert tree(target) == tree(out)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state, ppid, ...), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> dict[int, bytes]:
+    """{child pid: command line} of the processes whose parent is ``pid``."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (_stat(int(name)) or [None, None])[1] == str(pid):
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    found[int(name)] = f.read().replace(b"\0", b" ")
+            except OSError:
+                pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has ended (it waits only to be reaped)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="lists processes through /proc")
+def test_kill_9_of_prep_leaves_no_worker_or_resource_tracker_behind(cbis_raw, tmp_path):
+    command = [sys.executable, "-m", "mammo_seg.cli", "prep", "cbis-ddsm", "--raw", cbis_raw, "--out",
+               str(tmp_path / "out"), "--tiles", ",".join(map(str, TILES)), "--scale", str(SCALE), "--full-scans",
+               "--scans-per-shard", "3", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, helpers = time.time() + 120, {}
+    while time.time() < deadline and proc.poll() is None:
+        helpers = _children(proc.pid)
+        if sum(b"spawn_main" in cmd for cmd in helpers.values()) == 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "prep finished before its workers were seen"
+    assert sum(b"spawn_main" in cmd for cmd in helpers.values()) == 2, helpers
+    assert any(b"resource_tracker" in cmd for cmd in helpers.values()), helpers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in helpers):
+        time.sleep(0.1)
+    assert not {pid: cmd for pid, cmd in helpers.items() if _alive(pid)}
 
 
 def test_a_full_disk_is_one_line_and_the_same_command_then_finishes(prepped, cbis_raw, tmp_path, monkeypatch,

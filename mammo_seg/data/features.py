@@ -3,7 +3,9 @@
 ============== ============ ==============================================================
 key            type         content
 ============== ============ ==============================================================
-image          bytes        PNG, uint16, T×T×1 (whole-scan records: H×W×1); scan in [0, 1] × 65535
+image          bytes        raw uint16, little-endian, row by row, T×T (whole-scan records: H×W); scan in
+                            [0, 1] × 65535 (records written before ``shape`` existed: PNG, uint16)
+shape          int64 [2]    [rows, cols] of ``image`` (absent: ``image`` is a PNG)
 mask           bytes        PNG, uint8, same size, 0 = background, 1 = lesion, 2 = ignore (:data:`IGNORE`)
 scan_id        bytes        dataset id of the scan, e.g. ``P_00001_LEFT_CC`` or ``mdb005``
 patient_id     bytes        dataset id of the patient (splits are by patient)
@@ -22,8 +24,12 @@ training metrics, the operating point and out-of-fold figures skip those pixels;
 centred on them, and a scan whose only abnormality is ignored is not a lesion scan. Where a kept lesion and
 an ignored one overlap, the lesion wins. Without ``ignore_kinds`` no mask holds the value.
 
-PNG encoding uses Pillow at zlib level 1 (about 6× faster than the default for nearly the same
-size), so prep workers need no TensorFlow; parsing uses ``tf.io``.
+**Encodings.** The image is stored raw: encoding it is a copy, where PNG (zlib level 1) took 0.09 s for
+eight tiles of a real CBIS-DDSM film and PNG without compression still 0.05 s. The cost is disk: the tiles
+prep keeps from real films (mostly breast) shrank to about 0.7 of raw as level-1 PNG, so prep's output is
+about 1.4 × as large (``benchmarks/results/prep_throughput_cpu.md``). The mask stays a PNG (Pillow, zlib level 1: about 6× faster than the
+default for nearly the same size): mostly zeros, it compresses about 200-fold for 5 ms a scan. Prep
+workers need no TensorFlow; parsing uses ``tf.io`` and reads either image encoding.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ PNG_LEVEL = 1
 STRING_KEYS = ("scan_id", "patient_id", "split", "source")
 
 
+def encode_image(array: np.ndarray) -> bytes:
+    """The stored bytes of a 2D uint16 image: raw, little-endian, row by row (its shape goes into ``shape``)."""
+    if array.ndim != 2 or array.dtype != np.uint16:
+        raise ValueError(f"encode_image takes a 2D uint16 array, got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array, dtype="<u2").tobytes()
+
+
 def encode_png(array: np.ndarray) -> bytes:
     """Lossless single-channel PNG of a 2D uint8 or uint16 array."""
     array = np.ascontiguousarray(array)
@@ -51,12 +64,15 @@ def encode_png(array: np.ndarray) -> bytes:
 
 
 def image_to_uint16(pixels: np.ndarray) -> np.ndarray:
-    """Scan values in [0, 1] → stored uint16."""
-    return np.round(np.clip(pixels, 0.0, 1.0) * IMAGE_MAX).astype(np.uint16)
+    """Scan values in [0, 1] → stored uint16 (rounded half to even)."""
+    scaled = np.clip(pixels, 0.0, 1.0)
+    scaled *= IMAGE_MAX
+    return np.rint(scaled, out=scaled).astype(np.uint16)
 
 
 def serialize(record: dict) -> bytes:
-    """A record dict (keys of the table above; image/mask as PNG bytes) → serialized tf.train.Example."""
+    """A record dict (keys of the table above; ``image`` as :func:`encode_image`'s bytes with its ``shape``, or as
+    PNG bytes without one; ``mask`` as PNG bytes) → serialized tf.train.Example."""
     import tensorflow as tf
 
     def b(values):
@@ -70,6 +86,8 @@ def serialize(record: dict) -> bytes:
         "crop_size": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(record["crop_size"])])),
         "scale": tf.train.Feature(float_list=tf.train.FloatList(value=[float(record["scale"])])),
     }
+    if record.get("shape") is not None:
+        feature["shape"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in record["shape"]]))
     for key in STRING_KEYS:
         feature[key] = b([record[key].encode()])
     # deterministic=True: map fields in key order, so the same tile gives the same bytes in any process
@@ -84,6 +102,7 @@ def feature_spec() -> dict:
     spec["origin"] = tf.io.FixedLenFeature([2], tf.int64)
     spec["crop_size"] = tf.io.FixedLenFeature([], tf.int64)
     spec["scale"] = tf.io.FixedLenFeature([], tf.float32)
+    spec["shape"] = tf.io.FixedLenFeature([2], tf.int64, default_value=[0, 0])  # [0, 0]: a PNG image
     return spec
 
 
@@ -92,7 +111,12 @@ def parse(serialized) -> dict:
     import tensorflow as tf
 
     ex = tf.io.parse_single_example(serialized, feature_spec())
-    ex["image"] = tf.io.decode_png(ex["image"], channels=1, dtype=tf.uint16)
+    shape = ex.pop("shape")
+    encoded = ex["image"]
+    ex["image"] = tf.cond(shape[0] > 0,
+                          lambda: tf.reshape(tf.io.decode_raw(encoded, tf.uint16, little_endian=True),
+                                             tf.concat([shape, [1]], 0)),
+                          lambda: tf.io.decode_png(encoded, channels=1, dtype=tf.uint16))
     ex["mask"] = tf.io.decode_png(ex["mask"], channels=1, dtype=tf.uint8)
     ex["abnormality"] = tf.sparse.to_dense(ex["abnormality"])
     return ex

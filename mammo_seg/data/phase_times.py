@@ -1,4 +1,5 @@
-"""Seconds spent per phase of prep (read, mask, hashing, tiling, PNG encoding, ...), for the throughput benchmark.
+"""Seconds spent per phase of prep (read, mask, hashing, resampling, tiling, encoding, ...), for the
+throughput benchmark.
 
 A worker times its phases of each scan into its :class:`PhaseTimes`, the parent merges them with its own
 (serialising, writing); :func:`data_prep.prepare.prepare` returns the total. Timings never reach a

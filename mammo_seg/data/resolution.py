@@ -32,17 +32,20 @@ detector): a scan that small is not a mammogram at that spacing (a thumbnail, a 
 
 **Resampling** (:class:`ScanGrid`): images bilinearly with Gaussian anti-aliasing when shrinking;
 masks as a coverage fraction thresholded at 0.5 (a pixel is lesion when at least half of the tissue
-it covers is), which neither erodes nor dilates the lesion.
+it covers is), which neither erodes nor dilates the lesion. :func:`resize_image` is scikit-image's
+``resize``; :func:`resample_image` gives the same values (to float32 rounding) as one sparse matrix per
+axis, about eight times faster on a whole mammogram (0.03 s against 0.27 s for 5000 × 3000 → 0.535): prep
+resamples every scan whole with it, once.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
-from skimage.transform import resize
+from scipy import sparse
 
 from mammo_seg.errors import MammoError
 
@@ -71,6 +74,8 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if image.shape == tuple(shape):
         return image.astype(np.float32, copy=False)
     shrinking = shape[0] < image.shape[0] or shape[1] < image.shape[1]
+    from skimage.transform import resize  # imported here: prep's workers never need it, and it takes 0.3 s
+
     out = resize(image.astype(np.float32, copy=False), shape, order=1, mode="edge",
                  anti_aliasing=shrinking, preserve_range=True)
     return out.astype(np.float32, copy=False)
@@ -88,6 +93,91 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+_BAND = 64  # rows of an image resampled along its columns at a time (resample_image)
+
+
+@lru_cache(maxsize=32)
+def axis_weights(n_in: int, n_out: int, truncate: float = 4.0) -> sparse.csr_array:
+    """The ``n_out × n_in`` matrix that resamples one axis as :func:`resize_image` does: when shrinking, the
+    Gaussian anti-aliasing filter of scikit-image (σ = (n_in / n_out − 1) / 2, ``truncate`` σ wide, edge
+    values repeated), then linear interpolation at output pixel centres (``scipy.ndimage.zoom`` with
+    ``grid_mode=True``: output pixel ``i`` samples input coordinate ``(i + ½)·n_in/n_out − ½``, clamped to
+    the edge pixels). Every row holds non-negative weights that sum to one."""
+    zoom = n_in / n_out
+    x = np.clip((np.arange(n_out) + 0.5) * zoom - 0.5, 0, n_in - 1)
+    left = np.floor(x).astype(np.int64)
+    right = np.minimum(left + 1, n_in - 1)
+    w = x - left
+    rows = np.arange(n_out)
+    weights = sparse.csr_array((np.r_[1 - w, w], (np.r_[rows, rows], np.r_[left, right])), shape=(n_out, n_in))
+    sigma = max(0.0, (zoom - 1) / 2)
+    if sigma > 1e-15:  # scipy's gaussian_filter skips an axis with no width, as here
+        radius = int(truncate * sigma + 0.5)
+        offsets = np.arange(-radius, radius + 1)
+        kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
+        kernel /= kernel.sum()
+        columns = np.clip(np.arange(n_in)[:, None] + offsets[None, :], 0, n_in - 1)
+        gauss = sparse.csr_array((np.tile(kernel, n_in), (np.repeat(np.arange(n_in), offsets.size),
+                                                         columns.ravel())), shape=(n_in, n_in))
+        weights = weights @ gauss
+    weights.sum_duplicates()
+    weights.eliminate_zeros()
+    return weights.astype(np.float32)
+
+
+def resample_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """:func:`resize_image`'s values (to float32 rounding: a few 1e-7) as ``rows · image · colsᵀ`` with the
+    sparse :func:`axis_weights` of each axis; float32 out. The weights are convex, so the values stay in the
+    image's range."""
+    image = image.astype(np.float32, copy=False)
+    if image.shape == tuple(shape):
+        return image
+    rows, cols = axis_weights(image.shape[0], shape[0]), axis_weights(image.shape[1], shape[1])
+    by_rows = rows @ image
+    out = np.empty(shape, np.float32)
+    for top in range(0, shape[0], _BAND):  # transposing a band at a time stays in the cache: 3x faster whole
+        out[top:top + _BAND] = (cols @ np.ascontiguousarray(by_rows[top:top + _BAND].T)).T
+    return out
+
+
+def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """:func:`resize_labels`'s rule (coverage ≥ 0.5 for the lesion and for the ignore region, the lesion winning)
+    with :func:`resample_image`'s weights, computed over the rows and columns the labelled pixels reach only
+    (the rest of a mask resamples to exact zeros)."""
+    from mammo_seg.data.features import IGNORE, LESION
+
+    lesion = _resample_mask(labels == LESION, shape)
+    out = lesion.astype(np.uint8)
+    ignore = labels == IGNORE
+    if ignore.any():
+        out[_resample_mask(ignore, shape) & ~lesion] = IGNORE
+    return out
+
+
+def _resample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Coverage ≥ 0.5 of a bool mask, computed between the first and last rows and columns it covers."""
+    if mask.shape == tuple(shape):
+        return mask.copy()
+    out = np.zeros(shape, dtype=bool)
+    r = np.flatnonzero(mask.any(axis=1))
+    if r.size == 0:
+        return out
+    c = np.flatnonzero(mask.any(axis=0))
+    (r0, r1), (c0, c1) = (r[0], r[-1] + 1), (c[0], c[-1] + 1)
+    rows, cols = axis_weights(mask.shape[0], shape[0])[:, r0:r1], axis_weights(mask.shape[1], shape[1])[:, c0:c1]
+    reached_rows, reached_cols = _reached(rows), _reached(cols)
+    block = mask[r0:r1, c0:c1].astype(np.float32)
+    coverage = (cols[reached_cols] @ (rows[reached_rows] @ block).T).T
+    out[reached_rows, reached_cols] = coverage >= 0.5
+    return out
+
+
+def _reached(weights: sparse.csr_array) -> slice:
+    """The output pixels (rows of banded ``weights``) that draw on any of its input pixels (columns)."""
+    hit = np.flatnonzero(np.diff(weights.indptr))
+    return slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0)
+
+
 def resize_image_window(image: np.ndarray, shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
     """``resize_image(image, shape)[rows, cols]``, the same values, computing that window alone when ``shape``
     enlarges ``image`` (bilinear interpolation at the coordinates ``scipy.ndimage.zoom`` uses for the whole, then
@@ -101,6 +191,8 @@ def resize_image_window(image: np.ndarray, shape: tuple[int, int], rows: slice, 
     zoom = np.divide(image.shape, shape)
     r, c = (np.arange(*s.indices(n)[:2], dtype=np.float64) for s, n in zip((rows, cols), shape))
     coordinates = np.meshgrid((r + 0.5) * zoom[0] - 0.5, (c + 0.5) * zoom[1] - 0.5, indexing="ij", copy=False)
+    from scipy import ndimage  # as skimage above
+
     out = ndimage.map_coordinates(image, coordinates, output=np.float32, order=1, mode="nearest")
     lo, hi = np.min(image), np.max(image)
     if np.isnan(lo):

@@ -1,5 +1,6 @@
-"""Prep's per-scan work, run in a worker process: read the scan, build its mask, cut its tiles (and its
-whole-scan record), PNG-encode them and count what they add to the statistics (:class:`CaseResult`).
+"""Prep's per-scan work, run in a worker process: read the scan, build its mask, resample both once to the
+training grid, cut its tiles (and its whole-scan record) from that, encode them
+(:mod:`mammo_seg.data.features`) and count what they add to the statistics (:class:`CaseResult`).
 
 Every scan gets its own random stream, seeded by (seed, scan id, tile size), so its tiles do not depend
 on which worker processed it or in what order. Nothing here imports TensorFlow.
@@ -19,7 +20,7 @@ from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_output import FULL
 from mammo_seg.data.prep_stats import OutputStats, scan_output_stats
 from mammo_seg.data.resolution import PREP
-from mammo_seg.data.tiling import TileCounts, full_scan_record, tile_scan
+from mammo_seg.data.tiling import TileCounts, TrainingScan, full_scan_record, tile_scan
 from mammo_seg.errors import MammoError
 from mammo_seg.io import file_sha256, not_a_mammogram, read_scan
 
@@ -73,21 +74,21 @@ def _process_case(case: Case, config: PrepConfig) -> CaseResult:
     result.raw = {"raw_min": scan.meta.raw_min, "raw_max": scan.meta.raw_max, "raw_mean": scan.meta.raw_mean}
     with phase("hashing"):
         result.sha256 = file_sha256(case.scan_path)
+    with phase("resampling"):
+        training = TrainingScan.resample(scan.pixels, mask, grid)
     for tile in config.tiles:
         with phase("tiling"):
-            tiles, counts = tile_scan(scan.pixels, mask, rois, tile, grid.factor,
-                                      _stream(config.seed, case.scan_id, tile), config.tiling)
+            tiles, counts = tile_scan(training, rois, tile, _stream(config.seed, case.scan_id, tile), config.tiling)
         _collect(result, case.source, str(tile), tiles, counts)
     if config.full_scans:
-        with phase("whole_scan_resampling"):
-            record = full_scan_record(scan.pixels, mask, grid)
-        _collect(result, case.source, FULL, [record], TileCounts(full=1))
+        _collect(result, case.source, FULL, [full_scan_record(training)], TileCounts(full=1))
     return result
 
 
 def _collect(result: CaseResult, source: str, name: str, tiles, counts: TileCounts) -> None:
-    with result.times.phase("png_encoding"):
-        result.records[name] = [{"image": features.encode_png(t.image), "mask": features.encode_png(t.mask),
+    with result.times.phase("encoding"):
+        result.records[name] = [{"image": features.encode_image(t.image), "shape": list(t.image.shape),
+                                 "mask": features.encode_png(t.mask),
                                  "origin": [int(t.origin[0]), int(t.origin[1])], "crop_size": int(t.crop_size),
                                  "scale": float(t.scale)} for t in tiles]
     with result.times.phase("statistics"):

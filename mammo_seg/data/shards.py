@@ -13,7 +13,7 @@ Determinism and resumability:
   identical to an uninterrupted run; the manifests are made from the completion records only.
 
 Workers are separate processes (``spawn``, :func:`~mammo_seg.data.ordered_pool.in_order`) that read scans,
-tile them and PNG-encode tiles; only the parent imports TensorFlow, to write the records.
+resample and tile them and encode the tiles; only the parent imports TensorFlow, to write the records.
 """
 
 from __future__ import annotations

@@ -1,6 +1,12 @@
-"""Cutting training tiles from a scan, as the original did (``crop_cbis_images_13.ipynb``).
+"""Cutting training tiles from a scan, as the original did (``crop_cbis_images_13.ipynb``), from the scan
+resampled once to its training grid (nnU-Net's way).
 
-Crops are taken at native resolution and resized to the tile size:
+The scan and its mask are resampled whole to the training grid (:class:`TrainingScan`,
+:func:`~mammo_seg.data.resolution.resample_image`), and every tile of every size is cut from that array: a
+T-px tile covers T training pixels, ``T × Resolution.spacing_mm`` of tissue a side, whatever the scan's
+spacing; its ``origin`` is its top-left on the native grid (to the nearest native pixel), ``crop_size``
+the native pixels it spans (rounded) and ``scale`` the scan's factor. The positions follow the original's
+rules, in training pixels:
 
 * ROI-centred crops: for each abnormality, ``roi_crops`` random crops (one more when the lesion is
   larger than 1.5 crops) inside a region centred on it of ``max(1.4·crop, lesion)`` per side
@@ -9,11 +15,10 @@ Crops are taken at native resolution and resized to the tile size:
 * background rejection: a tile is dropped when more than 90 % (ROI) or 80 % (random) of its pixels
   are at or below 10/255 of the scan's range. Crops that reach past the scan are padded with 0.
 
-Resizing: the image is resampled bilinearly with Gaussian anti-aliasing when shrinking. The mask
-is resampled the same way *as a coverage fraction* and thresholded at 0.5: a tile pixel is lesion
-when at least half of the tissue it covers is lesion. That neither erodes nor dilates the lesion
-(its area is kept up to boundary quantisation), unlike the original's bilinear + integer cast
-(erodes) or JPEG + ``> 0`` (dilates).
+Resampling: the image bilinearly with Gaussian anti-aliasing when shrinking. The mask is resampled
+the same way *as a coverage fraction* and thresholded at 0.5: a tile pixel is lesion when at least half
+of the tissue it covers is lesion. That neither erodes nor dilates the lesion (its area is kept up to
+boundary quantisation), unlike the original's bilinear + integer cast (erodes) or JPEG + ``> 0`` (dilates).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mammo_seg.data.features import image_to_uint16
-from mammo_seg.data.resolution import ScanGrid, resize_image, resize_labels
+from mammo_seg.data.resolution import ScanGrid, resample_image, resample_labels
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,9 @@ class TilingConfig:
 class Tile:
     image: np.ndarray  # uint16 (T, T)
     mask: np.ndarray  # uint8 (T, T): 0, 1 = lesion, 2 = ignore (features.IGNORE)
-    origin: tuple[int, int]  # top-left on the native grid
-    crop_size: int
-    scale: float  # tile px per native px
+    origin: tuple[int, int]  # top-left on the native grid (nearest native pixel)
+    crop_size: int  # native pixels the tile spans (rounded)
+    scale: float  # tile px per native px (the scan's ScanGrid.factor)
     kind: str  # "roi", "random" or "full"
 
 
@@ -85,8 +90,8 @@ def _clamp(start: int, length: int, size: int) -> int:
     return start if length < size else min(max(start, 0), length - size)
 
 
-def _roi_region(r0: int, c0: int, r1: int, c1: int, crop: int, config: TilingConfig):
-    """The region around one ROI bounding box (half-open) that its crops are drawn from."""
+def _roi_region(r0: float, c0: float, r1: float, c1: float, crop: int, config: TilingConfig):
+    """The region around one ROI bounding box (half-open, training pixels) that its crops are drawn from."""
     extent = max(r1 - r0, c1 - c0)
     context = config.roi_context if extent < crop else config.large_roi_context
     half_h = max(context * crop, r1 - r0) / 2
@@ -95,10 +100,35 @@ def _roi_region(r0: int, c0: int, r1: int, c1: int, crop: int, config: TilingCon
     return cr - half_h, cr + half_h, cc - half_w, cc + half_w, extent
 
 
-def make_tile(pixels, mask, top, left, crop, tile, kind) -> Tile:
-    image = resize_image(extract(pixels, top, left, crop), (tile, tile))
-    label = resize_labels(extract(mask, top, left, crop), (tile, tile))
-    return Tile(image_to_uint16(image), label, (top, left), crop, tile / crop, kind)
+@dataclass
+class TrainingScan:
+    """One scan and its stored mask resampled once to the training grid: every tile is cut from it."""
+
+    image: np.ndarray  # uint16 on grid.shape
+    labels: np.ndarray  # uint8 on grid.shape: 0, 1 = lesion, 2 = ignore
+    grid: ScanGrid
+
+    @classmethod
+    def resample(cls, pixels: np.ndarray, mask: np.ndarray, grid: ScanGrid) -> "TrainingScan":
+        """``pixels`` (float32 in [0, 1]) and ``mask`` (bool or uint8 labels) on the native grid → the training
+        grid (:func:`~mammo_seg.data.resolution.resample_image` and ``resample_labels``)."""
+        image = image_to_uint16(resample_image(pixels, grid.shape))
+        return cls(image, resample_labels(np.asarray(mask, dtype=np.uint8), grid.shape), grid)
+
+    @property
+    def per_native(self) -> tuple[float, float]:
+        """Training pixels per native pixel along rows and columns (``grid.factor`` up to the rounding of the
+        training shape)."""
+        (h, w), (th, tw) = self.grid.native_shape, self.image.shape
+        return th / h, tw / w
+
+    def tile(self, top: int, left: int, size: int, kind: str) -> Tile:
+        """The ``size``-px tile whose top-left is (``top``, ``left``) on the training grid (padded with 0 past
+        the scan)."""
+        fy, fx = self.per_native
+        origin = (int(round(top / fy)), int(round(left / fx)))
+        return Tile(extract(self.image, top, left, size), extract(self.labels, top, left, size), origin,
+                    max(1, round(size / self.grid.factor)), self.grid.factor, kind)
 
 
 def is_background(tile: Tile, limit: float, config: TilingConfig) -> bool:
@@ -106,35 +136,33 @@ def is_background(tile: Tile, limit: float, config: TilingConfig) -> bool:
     return dark > limit * tile.image.size
 
 
-def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: float,
-              rng: np.random.Generator, config: TilingConfig):
-    """Cut ROI-centred and random tiles from one scan.
+def tile_scan(scan: TrainingScan, rois, tile: int, rng: np.random.Generator, config: TilingConfig):
+    """Cut ROI-centred and random tiles from one scan on its training grid.
 
     Args:
-        pixels: float32 scan in [0, 1] on its native grid.
-        mask: the stored mask on the same grid (bool or uint8 0 / 1 lesion / 2 ignore: see
-            :func:`mammo_seg.data.cases.stored_mask`); outside the scan it is padded with 0.
-        rois: (r0, c0, r1, c1) half-open bounding boxes, one per kept (not ignored) abnormality.
+        scan: the scan and its stored mask (0 / 1 lesion / 2 ignore: see
+            :func:`mammo_seg.data.cases.stored_mask`) on the training grid.
+        rois: (r0, c0, r1, c1) half-open bounding boxes on the native grid, one per kept (not ignored)
+            abnormality.
         tile: output tile size in pixels.
-        factor: training px per native px (``ScanGrid.factor``).
 
     Returns the kept tiles and a :class:`TileCounts`.
     """
-    crop = max(1, round(tile / factor))
-    h, w = pixels.shape
+    h, w = scan.image.shape
+    fy, fx = scan.per_native
     tiles, counts = [], TileCounts()
     wanted = []
     for r0, c0, r1, c1 in rois:
-        lo_r, hi_r, lo_c, hi_c, extent = _roi_region(r0, c0, r1, c1, crop, config)
-        n = config.roi_crops + (1 if extent > 1.5 * crop else 0)
+        lo_r, hi_r, lo_c, hi_c, extent = _roi_region(r0 * fy, c0 * fx, r1 * fy, c1 * fx, tile, config)
+        n = config.roi_crops + (1 if extent > 1.5 * tile else 0)
         for _ in range(n):
-            top = _clamp(_start(lo_r, hi_r, crop, rng), h, crop)
-            left = _clamp(_start(lo_c, hi_c, crop, rng), w, crop)
+            top = _clamp(_start(lo_r, hi_r, tile, rng), h, tile)
+            left = _clamp(_start(lo_c, hi_c, tile, rng), w, tile)
             wanted.append((top, left, "roi"))
     for _ in range(config.random_crops):
-        wanted.append((_start(0, h, crop, rng), _start(0, w, crop, rng), "random"))
+        wanted.append((_start(0, h, tile, rng), _start(0, w, tile, rng), "random"))
     for top, left, kind in wanted:
-        t = make_tile(pixels, mask, top, left, crop, tile, kind)
+        t = scan.tile(top, left, tile, kind)
         limit = config.max_background_roi if kind == "roi" else config.max_background_random
         if is_background(t, limit, config):
             counts.rejected_background += 1
@@ -144,8 +172,6 @@ def tile_scan(pixels: np.ndarray, mask: np.ndarray, rois, tile: int, factor: flo
     return tiles, counts
 
 
-def full_scan_record(pixels: np.ndarray, mask: np.ndarray, grid: ScanGrid) -> Tile:
+def full_scan_record(scan: TrainingScan) -> Tile:
     """The whole scan on the training grid (for the whole-scan curriculum stage)."""
-    image = grid.image_to_training(pixels)
-    label = grid.labels_to_training(mask)
-    return Tile(image_to_uint16(image), label, (0, 0), max(pixels.shape), grid.factor, "full")
+    return Tile(scan.image, scan.labels, (0, 0), max(scan.grid.native_shape), scan.grid.factor, "full")
