@@ -36,7 +36,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import (arm_recipe, compare_arms, figure_text, plot_frocs, resolved_differences,  # noqa: E402
+from out_of_fold import (DIFFERENCE_GROUPS, arm_recipe, arm_tables, compare_arms, plot_frocs,  # noqa: E402
                          run_arm, write_results)
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
@@ -50,7 +50,6 @@ ARMS = {
 
 
 def write_markdown(report: dict, path: str) -> None:
-    f = figure_text
     first = next(iter(report["arms"].values()))["real"]
     area = report["paired_min_area_mm2"]
     lines = ["# Which levers help find lesions on real mini-MIAS scans, out of fold", "",
@@ -63,30 +62,10 @@ def write_markdown(report: dict, path: str) -> None:
              f"`{report['baseline']}` are paired (the same women resampled for both arms), **bold** where the "
              f"interval excludes 0. Minutes: each arm's whole benchmark (prep, training, out-of-fold prediction, "
              f"evaluation) on {report['machine']}, on a machine shared with other work.", "",
-             f"| arm | setting | sens. @0.5 / @1 / @2 FP/image, all (≥ {area:g} mm²) | masses @1 | lesion Dice | "
-             f"operating point: threshold, min. area, FP/image, normals flagged | training min | total min |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, arm in report["arms"].items():
-        real, point, froc = arm["real"], arm["operating_point"], arm["froc_at_common_area"]
-        s = froc["groups"]["all"]["sensitivity_at_fp_per_image"]
-        lines.append(f"| {name} | {arm['setting']} | {f(s['0.5'])} / {f(s['1'])} / {f(s['2'])} | "
-                     f"{f(froc['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
-                     f"{f(real['mean_lesion_dice'])} | {point['threshold']:g}, {point['min_area_mm2']:g} mm², "
-                     f"{real['fp_per_image_at_operating_point']['value']:.2f}, "
-                     f"{real['normal_scans_flagged']['value']:.2f} | {arm['seconds']['train'] / 60:.1f} | "
-                     f"{arm['seconds_total'] / 60:.1f} |")
-    lines += ["", f"Differences from `{report['baseline']}` (arm − baseline, paired 95 % interval):", "",
-              "| arm | sens. @0.5 FP/image | @1 | @2 | masses @1 | distortions, asymmetries @1 | calcifications @1 | "
-              "lesion Dice |", "|---|---|---|---|---|---|---|---|"]
-    for name, diff in report["paired"]["differences"].items():
-        s, g = diff["groups"]["all"]["sensitivity_at_fp_per_image"], diff["groups"]
-        lines.append(f"| {name} | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
-                     f"{f(g['masses']['sensitivity_at_fp_per_image']['1'], True)} | "
-                     f"{f(g['distortions and asymmetries']['sensitivity_at_fp_per_image']['1'], True)} | "
-                     f"{f(g['calcifications']['sensitivity_at_fp_per_image']['1'], True)} | "
-                     f"{f(diff['mean_lesion_dice'], True)} |")
-    resolved = resolved_differences(report["paired"]["differences"])
-    lines += ["", "Differences these women resolve: " + ("; ".join(resolved) if resolved else "none") + "."]
+             *arm_tables(report, ("setting", "setting"),
+                         extra=(("training min", lambda arm: f"{arm['seconds']['train'] / 60:.1f}"),
+                                ("total min", lambda arm: f"{arm['seconds_total'] / 60:.1f}")),
+                         groups=(*DIFFERENCE_GROUPS, ("calcifications @1", "calcifications")))]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
 

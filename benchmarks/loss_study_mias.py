@@ -45,8 +45,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import (arm_recipe, arm_result, compare_arms, figure_text, plot_frocs, resolved_differences,  # noqa: E402
-                         run_arm, write_results)
+from out_of_fold import arm_recipe, arm_result, arm_tables, compare_arms, plot_frocs, run_arm, write_results  # noqa: E402,E501
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
 BASELINE = "bce_dice"
@@ -95,7 +94,6 @@ def run(name: str, names: list[str], args) -> float:
 
 
 def write_markdown(report: dict, path: str) -> None:
-    f = figure_text
     first = next(iter(report["arms"].values()))["real"]
     area = report["paired_min_area_mm2"]
     lines = ["# Which loss finds lesions on real mini-MIAS scans, out of fold", "",
@@ -108,28 +106,7 @@ def write_markdown(report: dict, path: str) -> None:
              f"pooled out-of-fold predictions). 95 % bootstrap intervals over women; the differences from "
              f"`{report['baseline']}` are paired (the same women resampled for both arms), **bold** where the "
              f"interval excludes 0. Total {report['seconds_total'] / 60:.0f} min on {report['machine']}.", "",
-             f"| arm | loss | sens. @0.5 / @1 / @2 FP/image, all (≥ {area:g} mm²) | masses @1 | lesion Dice | "
-             f"operating point: threshold, min. area, FP/image, normals flagged |",
-             "|---|---|---|---|---|---|"]
-    for name, arm in report["arms"].items():
-        real, point, froc = arm["real"], arm["operating_point"], arm["froc_at_common_area"]
-        s = froc["groups"]["all"]["sensitivity_at_fp_per_image"]
-        lines.append(f"| {name} | {arm['loss']} | {f(s['0.5'])} / {f(s['1'])} / {f(s['2'])} | "
-                     f"{f(froc['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
-                     f"{f(real['mean_lesion_dice'])} | {point['threshold']:g}, {point['min_area_mm2']:g} mm², "
-                     f"{real['fp_per_image_at_operating_point']['value']:.2f}, "
-                     f"{real['normal_scans_flagged']['value']:.2f} |")
-    lines += ["", f"Differences from `{report['baseline']}` (arm − baseline, paired 95 % interval):", "",
-              "| arm | sens. @0.5 FP/image | @1 | @2 | masses @1 | distortions, asymmetries @1 | lesion Dice |",
-              "|---|---|---|---|---|---|---|"]
-    for name, diff in report["paired"]["differences"].items():
-        s = diff["groups"]["all"]["sensitivity_at_fp_per_image"]
-        other = diff["groups"]["distortions and asymmetries"]["sensitivity_at_fp_per_image"]["1"]
-        lines.append(f"| {name} | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
-                     f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | {f(other, True)} | "
-                     f"{f(diff['mean_lesion_dice'], True)} |")
-    resolved = resolved_differences(report["paired"]["differences"])
-    lines += ["", "Differences these women resolve: " + ("; ".join(resolved) if resolved else "none") + "."]
+             *arm_tables(report, ("loss", "loss"))]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
 

@@ -158,3 +158,41 @@ def resolved_differences(differences: dict) -> list[str]:
         entries.append(("mean lesion Dice", diff["mean_lesion_dice"]))
         found += [f"{name}: {key}" for key, value in entries if value.get("resolved")]
     return found
+
+
+#: the groups of a study's differences table beyond all lesions: (column header, group name)
+DIFFERENCE_GROUPS = (("masses @1", "masses"), ("distortions, asymmetries @1", "distortions and asymmetries"))
+
+
+def arm_tables(report: dict, what: tuple[str, str], extra: tuple = (),
+               groups: tuple = DIFFERENCE_GROUPS) -> list[str]:
+    """The Markdown tables of a study of arms (``report``: ``arms`` each with ``real``, ``operating_point`` and
+    ``froc_at_common_area``; ``paired``; ``baseline``; ``paired_min_area_mm2``): each arm's figures, then its paired
+    differences from the baseline, then the differences resolved. ``what``: (column header, the arm's key that
+    says what it changes); ``extra``: (header, function of the arm → text) columns; ``groups``: the differences
+    table's columns at 1 FP/image beyond all lesions."""
+    f = figure_text
+    area = report["paired_min_area_mm2"]
+    lines = [f"| arm | {what[0]} | sens. @0.5 / @1 / @2 FP/image, all (≥ {area:g} mm²) | masses @1 | lesion Dice | "
+             f"operating point: threshold, min. area, FP/image, normals flagged |"
+             + "".join(f" {header} |" for header, _ in extra),
+             "|---|---|---|---|---|---|" + "---|" * len(extra)]
+    for name, arm in report["arms"].items():
+        real, point, froc = arm["real"], arm["operating_point"], arm["froc_at_common_area"]
+        s = froc["groups"]["all"]["sensitivity_at_fp_per_image"]
+        lines.append(f"| {name} | {arm[what[1]]} | {f(s['0.5'])} / {f(s['1'])} / {f(s['2'])} | "
+                     f"{f(froc['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
+                     f"{f(real['mean_lesion_dice'])} | {point['threshold']:g}, {point['min_area_mm2']:g} mm², "
+                     f"{real['fp_per_image_at_operating_point']['value']:.2f}, "
+                     f"{real['normal_scans_flagged']['value']:.2f} |" + "".join(f" {cell(arm)} |" for _, cell in extra))
+    lines += ["", f"Differences from `{report['baseline']}` (arm − baseline, paired 95 % interval):", "",
+              "| arm | sens. @0.5 FP/image | @1 | @2 | " + "".join(f"{header} | " for header, _ in groups)
+              + "lesion Dice |", "|---|---|---|---|" + "---|" * len(groups) + "---|"]
+    for name, diff in report["paired"]["differences"].items():
+        s = diff["groups"]["all"]["sensitivity_at_fp_per_image"]
+        lines.append(f"| {name} | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
+                     + "".join(f"{f(diff['groups'][group]['sensitivity_at_fp_per_image']['1'], True)} | "
+                               for _, group in groups)
+                     + f"{f(diff['mean_lesion_dice'], True)} |")
+    resolved = resolved_differences(report["paired"]["differences"])
+    return lines + ["", "Differences these women resolve: " + ("; ".join(resolved) if resolved else "none") + "."]
