@@ -58,6 +58,27 @@ def test_compressed_dicom_decodes_to_the_same_scan(tmp_path, rng, syntax):
     np.testing.assert_array_equal(read_scan(packed).pixels, read_scan(plain).pixels)
 
 
+@pytest.mark.parametrize("dtype, shape", [(np.uint16, (37, 53)), (np.uint8, (40, 31))])
+def test_rle_decodes_through_the_fast_plugin_to_pydicoms_own_values(tmp_path, rng, dtype, shape):
+    """pylibjpeg-rle (a dependency) decodes RLE first, as pydicom prefers it: the values pydicom's own decoder
+    gives, on odd widths (segments padded to even lengths) and both sample sizes."""
+    from pydicom.pixels import pixel_array
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    assert {"pylibjpeg", "pydicom"} <= set(RLELosslessDecoder.available_plugins)
+    pixels = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    pixels[:5] = 7  # runs as well as literals
+    path = str(tmp_path / "rle.dcm")
+    ds = write_dicom(str(tmp_path / "plain.dcm"), pixels)
+    ds.compress(pydicom.uid.RLELossless, encoding_plugin="pydicom")
+    ds.save_as(path, enforce_file_format=True)
+    fast, own = (pixel_array(path, decoding_plugin=name) for name in ("pylibjpeg", "pydicom"))
+    assert fast.dtype == own.dtype == dtype
+    np.testing.assert_array_equal(fast, pixels)
+    np.testing.assert_array_equal(own, pixels)
+    np.testing.assert_array_equal(read_scan(path).pixels, read_scan(str(tmp_path / "plain.dcm")).pixels)
+
+
 def _one_line_error(call, *needles):
     with pytest.raises(MammoError) as info:
         call()
