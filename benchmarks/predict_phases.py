@@ -10,6 +10,7 @@ given); without the package, a 5000 × 3000 phantom of ``predict_full_scan.py``.
 
 ``--against REV`` also runs the code of git revision REV (``git archive`` into a temporary folder) with its own
 default outputs, interleaved with this tree's runs, so that a loaded machine slows both alike: compare medians.
+``--profile`` runs this tree once under cProfile instead and prints the functions that take the second pass's time.
 
     python benchmarks/predict_phases.py --against 85d15ad --repeats 5 --out benchmarks/results/predict_phases_cpu.json
 """
@@ -57,8 +58,11 @@ def fake_network(shape):
     return np.clip(texture, 0, 1).astype(np.float32)
 
 
-def child(path: str, spacing: float | None, formats: str) -> None:
-    """In a fresh process: the film through predict's stages twice (network faked); print the second's seconds."""
+def child(path: str, spacing: float | None, formats: str, profile: bool = False) -> None:
+    """In a fresh process: the film through predict's stages twice (network faked); print the second's seconds
+    (and with ``profile``, cProfile's top functions of the second pass by their own time, on stderr)."""
+    import cProfile
+    import pstats
     from mammo_seg.data.resolution import Resolution
     from mammo_seg.inference import predict as p
     from mammo_seg.inference import sr, writers
@@ -80,22 +84,35 @@ def child(path: str, spacing: float | None, formats: str) -> None:
     options = p.PredictOptions(threshold=THRESHOLD, min_area_mm2=MIN_AREA_MM2, flip=False, spacing_mm=spacing)
     if formats != "default":
         options.formats = tuple(formats.split(","))
-    for _ in range(2):
+    profiler = cProfile.Profile()
+    for repeat in range(2):
         seconds.clear()
+        if profile and repeat:
+            profiler.enable()
         job = p._Job(path, "scan", os.path.basename(path))
         p._read(job, Loaded, options)
+        profiler.disable()
         job.prob = fake_network(job.small.shape)
+        if profile and repeat:
+            profiler.enable()
         record = p._finish(job, PredictionOutput(tempfile.mkdtemp()), options, "benchmark")
+        profiler.disable()
         assert record["status"] == "ok", record
+    if profile:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", 30)))
     print(json.dumps({"phases": job.timings, "writers": {k: round(v, 3) for k, v in seconds.items()},
                       "formats": list(options.formats), "lesions": record["lesion_count"]}))
 
 
-def run(tree: str, path: str, spacing, formats: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": tree, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1",
+def run(tree: str, path: str, spacing, formats: str, extra: list = ()) -> dict:
+    # this tree also sees the caller's PYTHONPATH (packages it needs that are not installed yet); a revision alone
+    search = os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH") if tree == ROOT else None]))
+    env = {**os.environ, "PYTHONPATH": search, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, str(spacing or 0), formats],
-                         env=env, cwd=tree, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, str(spacing or 0), formats,
+                          *extra], env=env, cwd=tree, capture_output=True, text=True, check=True)
+    if extra:
+        print(out.stderr, file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -128,13 +145,17 @@ def main():
     parser.add_argument("--out", help="JSON file (default: print only); the table goes beside it as .md")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", metavar="REV", help="also run git revision REV's code, interleaved")
+    parser.add_argument("--profile", action="store_true", help="one run of this tree under cProfile instead")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         path, spacing, formats = args.child
-        child(path, float(spacing) or None, formats)
+        child(path, float(spacing) or None, formats, args.profile)
         return
     path, spacing = film()
+    if args.profile:
+        print(json.dumps(run(ROOT, path, spacing, "default", ["--profile"])))
+        return
     variants = {"this tree, default outputs": (ROOT, "default"),
                 "this tree, --format all": (ROOT, "mask,prob,overlay,seg,sr,json")}
     with tempfile.TemporaryDirectory() as tmp:
