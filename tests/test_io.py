@@ -79,6 +79,20 @@ def test_rle_decodes_through_the_fast_plugin_to_pydicoms_own_values(tmp_path, rn
     np.testing.assert_array_equal(read_scan(path).pixels, read_scan(str(tmp_path / "plain.dcm")).pixels)
 
 
+def test_the_dataset_read_with_a_scan_holds_no_decoded_copy_of_its_pixels(tmp_path, rng):
+    """Predict copies the dataset for its SEG and sends it to writer processes: only the file's bytes travel."""
+    import pickle
+
+    from mammo_seg.io import read_scan_with_dataset
+
+    pixels = rng.integers(0, 4096, (300, 200), dtype=np.uint16)
+    write_dicom(str(tmp_path / "a.dcm"), pixels)
+    scan, dataset = read_scan_with_dataset(str(tmp_path / "a.dcm"))
+    assert len(dataset.PixelData) == pixels.nbytes
+    assert pixels.nbytes < len(pickle.dumps(dataset)) < pixels.nbytes + 20_000
+    np.testing.assert_array_equal(dataset.pixel_array, pixels)  # still decodable on demand
+
+
 def _one_line_error(call, *needles):
     with pytest.raises(MammoError) as info:
         call()

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, pixel_array
 
 from mammo_seg.errors import MammoError
 from mammo_seg.io.scan import MAX_PIXELS, Scan, ScanMeta, check_pixel_count, check_regular_file, normalise
@@ -154,8 +154,8 @@ def stored_pixels(ds: pydicom.Dataset, path: str | os.PathLike, max_pixels: int 
     if _header_int(ds, "SamplesPerPixel", path, 1) != 1:
         raise MammoError(path, f"colour DICOM ({ds.get('PhotometricInterpretation', '?')}) is not a mammogram")
     _check_stored_length(ds, path, rows, columns)
-    try:
-        arr = ds.pixel_array
+    try:  # decoded without a copy cached in ``ds``: predict copies the dataset for its SEG and writer processes
+        arr = pixel_array(ds)
     except Exception as e:  # pydicom raises many types for broken or truncated pixel data
         raise MammoError(path, f"pixel data cannot be decoded ({type(e).__name__}: {e})") from None
     if arr.ndim != 2:
