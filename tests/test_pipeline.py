@@ -63,3 +63,50 @@ def test_an_exception_escaping_a_stage_stops_the_run_and_is_raised():
 
     with pytest.raises(KeyError):
         staged(list(range(5)), recorder.do_read, compute, recorder.do_write)
+
+
+def test_settled_writes_run_elsewhere_at_most_in_flight_at_once_and_come_back_in_order():
+    """``write`` starts each item's writing in a pool and ``settle`` takes its result: the sequential results,
+    in order, though later items finish first, never more than ``in_flight`` under way."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    items, recorder = list(range(10)), Recorder()
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def slow_write(value):  # the first items take longest: they finish after later ones
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05 * (10 - value % 10) / 10)
+        with lock:
+            running[0] -= 1
+        return recorder.do_write(value)
+
+    with ThreadPoolExecutor(4, thread_name_prefix="pool") as pool:
+        settled = []
+
+        def settle(value, future):
+            settled.append(value)
+            return future.result()
+
+        results = staged(items, recorder.do_read, recorder.do_compute, lambda v: pool.submit(slow_write, v),
+                         settle, in_flight=3)
+    assert results == sequential(items, Recorder().do_read, Recorder().do_compute, Recorder().do_write)
+    assert settled == [10 * i + 1 for i in items]
+    assert most[0] == 3
+    assert {t.startswith("pool") for t in recorder.threads["write"]} == {True}
+    with pytest.raises(ValueError, match="in_flight"):
+        staged(items, recorder.do_read, recorder.do_compute, slow_write, settle, in_flight=0)
+
+
+def test_a_failing_settle_stops_the_run_and_is_raised():
+    from concurrent.futures import ThreadPoolExecutor
+
+    recorder = Recorder(fail_at=31)
+    with ThreadPoolExecutor(2) as pool:
+        with pytest.raises(OSError, match="No space left"):
+            staged(list(range(100)), recorder.do_read, recorder.do_compute,
+                   lambda v: pool.submit(recorder.do_write, v), lambda v, f: f.result(), in_flight=2)
+    assert recorder.written[:3] == [1, 11, 21] and len(recorder.read) <= 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("predict-")]

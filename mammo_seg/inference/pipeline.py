@@ -7,6 +7,11 @@ TensorFlow runs it on its own threads with the GIL released) and ``write`` one i
 second thread, in the items' order. Bounded: at most one item is read ahead of the one being
 computed and one waits for the writer, so memory holds at most four items at once.
 
+``staged(..., settle=settle, in_flight=n)`` hands the writing on: ``write(value)`` only starts it elsewhere (in
+a pool of processes) and returns its future, up to ``n`` items are being written at once, and ``settle(value,
+future)``, called in the writer thread in the items' order, is the item's result. Memory then holds at most
+``n + 3`` items.
+
 The stages must handle their items' own failures themselves (an item's error is part of its result);
 an exception that escapes a stage stops the whole run and is raised in the caller, after both
 threads have ended.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 
 _END = object()
 _POLL_S = 0.1
@@ -30,8 +36,12 @@ def sequential(items, read, compute, write) -> list:
     return [write(compute(read(item))) for item in items]
 
 
-def staged(items, read, compute, write) -> list:
-    """``[write(compute(read(item))) for item in items]`` with the three stages overlapped (module docstring)."""
+def staged(items, read, compute, write, settle=None, in_flight: int = 1) -> list:
+    """``[write(compute(read(item))) for item in items]`` with the three stages overlapped, or with ``settle``
+    ``[settle(v, write(v)) for v in map(compute, map(read, items))]`` with ``in_flight`` writes under way at once
+    (module docstring)."""
+    if in_flight < 1:
+        raise ValueError(f"in_flight must be at least 1, got {in_flight}")
     stop, failures = threading.Event(), []
     ahead = threading.Semaphore(1)  # the reader starts an item only when the previous one was taken
     to_compute, to_write = queue.Queue(1), queue.Queue(1)
@@ -70,8 +80,16 @@ def staged(items, read, compute, write) -> list:
         put(to_compute, _END)
 
     def writer():
+        pending = deque()  # (value, its future), oldest first
         while (value := get(to_write)) is not _END:
-            results.append(write(value))
+            if settle is None:
+                results.append(write(value))
+                continue
+            while len(pending) >= in_flight:
+                results.append(settle(*pending.popleft()))
+            pending.append((value, write(value)))
+        while pending:
+            results.append(settle(*pending.popleft()))
 
     threads = [threading.Thread(target=guarded(reader), name="predict-read", daemon=True),
                threading.Thread(target=guarded(writer), name="predict-write", daemon=True)]
