@@ -16,6 +16,10 @@ from mammo_seg.inference import writers
 from mammo_seg.inference.predict import PredictOptions, predict
 
 
+#: A threshold at which the test model finds lesions on the phantoms.
+THRESHOLD_WITH_LESIONS = 0.5
+
+
 def phantom(seed: int, shape=(288, 216)) -> np.ndarray:
     """A small grey scan with a bright blob: more than two grey levels, so not taken for a mask. At the tests'
     0.2 mm its field is 57.6 x 43.2 mm, just above the smallest field a mammogram may have."""
@@ -311,6 +315,32 @@ def test_pipelined_run_writes_the_bytes_of_one_scan_at_a_time(model_file, tmp_pa
     assert len(pipe_bytes) == 23 and [name for name in seq_bytes if seq_bytes[name] != pipe_bytes.get(name)] == []
     assert sorted(pipe_bytes) == sorted(seq_bytes)
     assert pipe_err == seq_err and pipe_err.count("problem:") == 1
+
+
+def test_writer_processes_write_the_bytes_and_records_of_the_predict_process(model_file, tmp_path, capsys):
+    """``writers=2``: post-processing and writing in two processes while the network goes on, with a scan that
+    fails in the reading thread and one whose header warnings are raised in a writer (its SEG): every output,
+    the journal and the summary are the bytes of ``writers=0``, the console says the same."""
+    folder = scan_folder(tmp_path / "in", ("a.dcm", "b.dcm", "d.dcm", "e.dcm"))
+    deidentified(str(tmp_path / "in" / "anon.dcm"))
+    (tmp_path / "in" / "c.dcm").write_bytes(b"DICM" * 10)
+    options = PredictOptions(threshold=THRESHOLD_WITH_LESIONS, formats=predict_module.FORMATS)
+    runs = {}
+    for n in (0, 2):
+        summary = predict(model_file, folder, str(tmp_path / f"w{n}"), options, progress=False, writers=n)
+        runs[n] = summary, output_bytes(tmp_path / f"w{n}"), capsys.readouterr().err
+    (inline, inline_bytes, inline_err), (pooled, pooled_bytes, pooled_err) = runs[0], runs[2]
+    assert [(s["id"], s["status"]) for s in pooled["scans"]] == [("a", "ok"), ("anon", "ok"), ("b", "ok"),
+                                                                 ("c", "error"), ("d", "ok"), ("e", "ok")]
+    assert pooled["scans"][1]["warnings"] and sum(s.get("lesion_count", 0) for s in pooled["scans"]) > 0
+    assert len(pooled_bytes) == 5 * 6 + 3 and sorted(pooled_bytes) == sorted(inline_bytes)
+    assert [name for name in inline_bytes if inline_bytes[name] != pooled_bytes[name]] == []
+    assert {k: v for k, v in pooled.items() if k != "timings"} == {k: v for k, v in inline.items() if k != "timings"}
+    assert pooled_err == inline_err and pooled_err.count("problem:") == 1
+    assert {"read", "model", "postprocess", "write"} <= set(pooled["timings"]["scans"]["e"])
+    with pytest.raises(MammoError, match="--writers"):
+        predict(model_file, folder, str(tmp_path / "never"), options, progress=False, writers=-1)
+    assert not os.path.exists(tmp_path / "never")
 
 
 KILLER = """

@@ -18,7 +18,8 @@ settings a ``--continue`` must match are :mod:`mammo_seg.inference.prediction_ou
 
 This module is the folder run: the error policy (a scan's failure is its line, one output it could not write
 included, and leaves none of its outputs; a full disk or an unwritable folder stops the run), the jobs and their
-journal, ``--continue`` and the summary. Which files are scans:
+journal, ``--continue`` and the summary; with ``--writers N`` each scan's post-processing and outputs are written in
+worker processes (:mod:`~mammo_seg.inference.writer_processes`), the same bytes. Which files are scans:
 :mod:`~mammo_seg.inference.scan_files`; one scan into a segmentation: :mod:`~mammo_seg.inference.segment`;
 the header messages of the DICOM libraries: :mod:`~mammo_seg.inference.header_messages`; what overlaps with what:
 :mod:`~mammo_seg.inference.pipeline`.
@@ -44,6 +45,7 @@ from mammo_seg.inference.pipeline import sequential, staged
 from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.io import file_sha256
 from mammo_seg.inference.header_messages import header_messages_captured, notes_to
+from mammo_seg.inference.writer_processes import Failure, WriterProcesses
 from mammo_seg.inference.scan_files import (SCAN_SUFFIXES, NotFullMammogram, file_id, find_scans,  # noqa: F401
                                             not_full_mammograms, read_checked, report_skipped, scan_ids)
 from mammo_seg.inference.segment import (FORMATS, PredictOptions, Segmenter, network_probabilities,  # noqa: F401
@@ -182,6 +184,29 @@ def _failure_record(job: _Job, error: BaseException, out: str, options: PredictO
     tqdm.write(f"problem: {printable(job.path)}: {reason}", file=sys.stderr)
     return po.error_record(job.scan_id, job.source, reason)
 
+def _write_remote(job: _Job, folder: str, options: PredictOptions, model_hash: str) -> tuple:
+    """In a writer process: :func:`_write_outputs` of one scan → (its record or None, None or its
+    :class:`~mammo_seg.inference.writer_processes.Failure`, its notes, its timings)."""
+    with header_messages_captured():
+        try:
+            return _write_outputs(job, PredictionOutput(folder), options, model_hash), None, job.notes, job.timings
+        except Exception as e:
+            return None, Failure.of(e, _reason(e)), job.notes, job.timings
+
+def _written_remotely(job: _Job, pool: WriterProcesses, future, *args) -> None:
+    """Take what :func:`_write_remote` sent back for ``job`` into it (record or error, notes, timings); the
+    scan's arrays are let go."""
+    try:
+        record, failure, notes, timings = pool.result(future, _write_remote, job, *args)
+    except Exception as e:  # a writer that died twice on this scan, or a job that could not be sent
+        job.error = e
+    else:
+        job.notes[:], job.record = notes, record
+        job.timings.update(timings)
+        if failure is not None:
+            job.error = failure.exception()
+    job.scan = job.dataset = job.small = job.prob = None
+
 def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_hash: str) -> dict:
     """Stage 3: the scan's record (its outputs written, or its failure), journalled before the next one."""
     if job.record is None and job.error is None:
@@ -212,7 +237,7 @@ def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict
     return jobs
 
 def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
-            progress: bool = True, resume: bool = False, pipelined: bool = True) -> dict:
+            progress: bool = True, resume: bool = False, pipelined: bool = True, writers: int = 0) -> dict:
     """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary.
 
     Each finished scan's record is appended to ``predictions.jsonl`` at once (valid after a kill);
@@ -223,12 +248,16 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     ``pipelined`` (the default) reads and resamples the next scan and post-processes and writes the
     previous one while the network runs on the current one (:mod:`mammo_seg.inference.pipeline`);
     the outputs are the same bytes as one scan at a time (``pipelined=False``). A scan's timings are
-    then the seconds of its own phases, which overlap those of its neighbours.
+    then the seconds of its own phases, which overlap those of its neighbours. ``writers`` > 0 (pipelined only)
+    post-processes and writes up to that many scans at once in worker processes
+    (:mod:`~mammo_seg.inference.writer_processes`): the same bytes again, and the same records in the same order.
     """
     from mammo_seg.inference.model import load_model
     from mammo_seg.progress import progress as progress_bar
     from mammo_seg.inference.sliding_window import Predictor
 
+    if isinstance(writers, bool) or not isinstance(writers, int) or writers < 0:
+        raise MammoError("--writers", f"must be a whole number, 0 or more, got {writers!r}")
     unknown = set(options.formats) - set(FORMATS)
     if unknown:
         raise MammoError("--format", f"unknown format {sorted(unknown)[0]!r}; choose from {', '.join(FORMATS)}")
@@ -266,11 +295,32 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
         bar.update(1)
         return record
 
-    run = staged if pipelined else sequential
+    def read(job: _Job) -> _Job:
+        return _read(job, loaded, options)
+
+    def network(job: _Job) -> _Job:
+        return _network(job, predictor, options)
+
     with output.journal_writer(resume) as append, header_messages_captured():
         try:
-            records = run(jobs, lambda job: _read(job, loaded, options),
-                          lambda job: _network(job, predictor, options), finish)
+            if not pipelined:
+                records = sequential(jobs, read, network, finish)
+            elif not writers:
+                records = staged(jobs, read, network, finish)
+            else:
+                args = (output.folder, options, model_hash)
+                with WriterProcesses(writers) as pool:
+                    def send(job: _Job):
+                        if job.record is None and job.error is None:
+                            return pool.submit(_write_remote, job, *args)
+                        return None
+
+                    def settle(job: _Job, future) -> dict:
+                        if future is not None:
+                            _written_remotely(job, pool, future, *args)
+                        return finish(job)
+
+                    records = staged(jobs, read, network, send, settle, in_flight=writers)
         finally:
             bar.close()
     summary = po.summary_content(
