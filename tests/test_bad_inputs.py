@@ -257,6 +257,8 @@ BAD_FLAGS = [  # (verb and flags, the flag and reason its one line must name)
     (["predict", "--overlap", "nan"], "argument --overlap: expected a fraction in [0, 1), got 'nan'"),
     (["predict", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
     (["predict", "--threshold", "2"], "argument --threshold: expected a probability in (0, 1), got '2'"),
+    (["predict", "--writers", "-1"], "argument --writers: expected an integer >= 0, got '-1'"),
+    (["predict", "--writers", "two"], "argument --writers: expected an integer, got 'two'"),
     (["synth", "mias", "--images", "-4"], "argument --images: expected an integer >= 1, got '-4'"),
 ]
 
