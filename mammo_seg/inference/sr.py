@@ -47,28 +47,28 @@ def _concepts():
     }
 
 
-def _measurement(key: str, value: float, algorithm, **kwargs):
-    """A TID 300 measurement of the concept ``key`` of :func:`_concepts`."""
+def _measurement(key: str, value: float, algorithm, concepts: dict, **kwargs):
+    """A TID 300 measurement of the concept ``key`` of ``concepts`` (:func:`_concepts`, built once a report)."""
     import highdicom as hd
 
-    name, unit = _concepts()[key]
+    name, unit = concepts[key]
     return hd.sr.Measurement(name=name, value=value, unit=unit, algorithm_id=algorithm, **kwargs)
 
 
-def _lesion_group(number: int, lesion: dict, seg, source, algorithm, uid_seed: list):
+def _lesion_group(number: int, lesion: dict, seg, source, algorithm, uid_seed: list, concepts: dict):
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     known = lesion.get("area_mm2") is not None
     area = _measurement("area_mm2" if known else "area_px", float(lesion["area_mm2" if known else "area_px"]),
-                        algorithm)
+                        algorithm, concepts)
     row, column = lesion["centroid"]
     measurements = [area,
-                    _measurement("max_probability", float(lesion["max_probability"]), algorithm,
+                    _measurement("max_probability", float(lesion["max_probability"]), algorithm, concepts,
                                  derivation=codes.SCT.Maximum),
-                    _measurement("centroid_row", float(row), algorithm),
-                    _measurement("centroid_column", float(column), algorithm)]
+                    _measurement("centroid_row", float(row), algorithm, concepts),
+                    _measurement("centroid_column", float(column), algorithm, concepts)]
     source_image = hd.sr.SourceImageForSegmentation(str(source.SOPClassUID), str(source.SOPInstanceUID))
     segment = hd.sr.ReferencedSegmentationFrame(
         sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID), frame_number=1,
@@ -84,14 +84,14 @@ def _lesion_group(number: int, lesion: dict, seg, source, algorithm, uid_seed: l
         measurements=measurements)
 
 
-def _scan_group(report: dict, source, algorithm, uid_seed: list):
+def _scan_group(report: dict, source, algorithm, uid_seed: list, concepts: dict):
     """The whole scan's group (TID 1501): its number of lesions and its maximum probability."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    measurements = [_measurement("lesion_count", int(report["lesion_count"]), algorithm),
-                    _measurement("max_probability", float(report["max_probability"]), algorithm,
+    measurements = [_measurement("lesion_count", int(report["lesion_count"]), algorithm, concepts),
+                    _measurement("max_probability", float(report["max_probability"]), algorithm, concepts,
                                  derivation=codes.SCT.Maximum)]
     tracking = hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=uid_seed + ["scan"]), identifier="scan")
     return hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -120,8 +120,9 @@ def write_sr(path: str, seg_path: str, source_dataset, report: dict, source_hash
     seg = pydicom.dcmread(seg_path, stop_before_pixels=True)
     seed = [str(seg.SOPInstanceUID), "sr"]
     algorithm = hd.sr.AlgorithmIdentification(name="mammo-seg", version=__version__)
-    groups = [_scan_group(report, source, algorithm, seed)]
-    groups += [_lesion_group(number, lesion, seg, source, algorithm, seed)
+    concepts = _concepts()
+    groups = [_scan_group(report, source, algorithm, seed, concepts)]
+    groups += [_lesion_group(number, lesion, seg, source, algorithm, seed, concepts)
                for number, lesion in enumerate(report["lesions"], 1)]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
