@@ -68,13 +68,14 @@ def print_result(result: dict) -> None:
 
 
 def run_child(script: str, args: list, what: str, timeout: float = 1800) -> dict:
-    """Run ``python SCRIPT ARGS`` in a fresh process (this repository and ``benchmarks/`` importable)
+    """Run ``python SCRIPT ARGS`` in a fresh process (this repository and ``benchmarks/`` importable first)
     and return the dict it printed with :func:`print_result`; its stderr's tail if it printed none."""
     import subprocess
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+    caller = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []  # e.g. packages not installed yet
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here, *caller]))
     run = subprocess.run([sys.executable, os.path.abspath(script), *map(str, args)], capture_output=True, text=True,
                          env=env, timeout=timeout)
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith(_RESULT)), None)
