@@ -83,3 +83,40 @@ def test_a_process_that_dies_costs_its_scan_alone_and_is_replaced():
         assert pool.result(pool.submit(doubled, 5), doubled, 5) == 10
     with pytest.raises(ValueError):
         WriterProcesses(0)
+
+
+KILLED = """
+import os, signal, sys, time
+from mammo_seg.inference.writer_processes import WriterProcesses
+pool = WriterProcesses(2)
+futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+while not all(f.running() for f in futures) or len(pool._pool._processes) < 2:
+    time.sleep(0.05)
+print(" ".join(map(str, pool._pool._processes)), flush=True)
+time.sleep(1)  # both busy sleeping
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="lists processes through /proc")
+def test_kill_9_of_predict_leaves_no_writer_process_behind():
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", KILLED], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, run.stderr
+    pids = [int(pid) for pid in run.stdout.split()]
+    assert len(pids) == 2
+
+    def alive(pid):
+        try:
+            return open(f"/proc/{pid}/stat").read().split(") ")[-1][0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 10
+    while time.time() < deadline and any(map(alive, pids)):
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)]

@@ -86,7 +86,9 @@ class WriterDied(Exception):
 
 
 class WriterProcesses:
-    """``n`` ``spawn`` processes that run a task per scan; a process that dies is replaced (see :meth:`result`).
+    """``n`` ``spawn`` processes that run a task per scan; a process that dies is replaced (see :meth:`result`),
+    and they end when this process dies, ``kill -9`` included (their half-written files are then stale for
+    ``--continue`` to remove).
 
     Use as a context manager: on leaving, the tasks under way finish (their files are complete or absent) and
     the processes end; the tasks not started are cancelled.
@@ -100,7 +102,10 @@ class WriterProcesses:
         self._owners = {}  # future → the pool it was submitted to (a broken one is replaced once)
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"))
+        from mammo_seg.data.ordered_pool import exit_with_parent  # prep's workers end with their parent the same way
+
+        return ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=exit_with_parent, initargs=(os.getpid(),))
 
     def _renewed(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:
