@@ -421,11 +421,8 @@ def cmd_predict(args) -> int:
                              batch_size=args.batch_size, formats=args.format, force=args.force,
                              breast_mask=not args.no_breast_mask, all_images=args.all_images,
                              spacing_mm=args.spacing, flip=args.flip)
-    from mammo_seg.inference.writer_processes import default_writers
-
-    writers = default_writers() if args.writers is None else args.writers
     summary = predict(args.model, args.input, args.output, options, progress=not args.quiet, resume=args.resume,
-                      writers=writers)
+                      writers=args.writers)
     counts = summary["counts"]
     if args.report:
         from mammo_seg.report import write_prediction_report
@@ -477,8 +474,8 @@ def add_predict(verbs) -> None:
                          "(by default only full mammograms are predicted)")
     pr.add_argument("--writers", type=_number(int, 0, what="an integer"), default=None, metavar="N",
                     help="processes that post-process and write the scans' outputs while the network runs on the "
-                         "next ones; 0: in the predict process (default: the cores beyond two, at most 4; the same "
-                         "outputs whatever N)")
+                         "next ones; 0: a thread of the predict process (default: with a GPU the cores beyond two, at "
+                         "most 4, else 0; the same outputs whatever N)")
     pr.add_argument("--continue", dest="resume", action="store_true",
                     help="skip the scans a previous (interrupted) run into --output finished; its settings "
                          "(settings.json) must be the same")

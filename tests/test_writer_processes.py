@@ -13,9 +13,10 @@ from mammo_seg.inference.predict import PredictOptions, _failure_record, _Job, _
 from mammo_seg.inference.writer_processes import DIED, Failure, WriterDied, WriterProcesses, default_writers
 
 
-def test_the_default_leaves_two_cores_to_the_predict_process_and_takes_at_most_four():
-    assert [default_writers(cores) for cores in (1, 2, 3, 4, 6, 7, 64)] == [0, 0, 1, 2, 4, 4, 4]
-    assert default_writers() >= 0
+def test_the_default_leaves_two_cores_to_the_predict_process_and_takes_at_most_four_with_a_gpu_alone():
+    assert [default_writers(True, cores) for cores in (1, 2, 3, 4, 6, 7, 64)] == [0, 0, 1, 2, 4, 4, 4]
+    assert [default_writers(False, cores) for cores in (1, 4, 64)] == [0, 0, 0]
+    assert default_writers(True) >= 0 and default_writers(False) == 0
 
 
 def _chained(error: BaseException, *causes: BaseException) -> BaseException:

@@ -45,7 +45,7 @@ from mammo_seg.inference.pipeline import sequential, staged
 from mammo_seg.inference.prediction_output import PredictionOutput
 from mammo_seg.io import file_sha256
 from mammo_seg.inference.header_messages import header_messages_captured, notes_to
-from mammo_seg.inference.writer_processes import Failure, WriterProcesses
+from mammo_seg.inference.writer_processes import Failure, WriterProcesses, default_writers
 from mammo_seg.inference.scan_files import (SCAN_SUFFIXES, NotFullMammogram, file_id, find_scans,  # noqa: F401
                                             not_full_mammograms, read_checked, report_skipped, scan_ids)
 from mammo_seg.inference.segment import (FORMATS, PredictOptions, Segmenter, network_probabilities,  # noqa: F401
@@ -237,7 +237,7 @@ def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict
     return jobs
 
 def predict(model_path: str, input_path: str, out: str, options: PredictOptions = PredictOptions(),
-            progress: bool = True, resume: bool = False, pipelined: bool = True, writers: int = 0) -> dict:
+            progress: bool = True, resume: bool = False, pipelined: bool = True, writers: int | None = 0) -> dict:
     """Predict every scan of ``input_path`` (a file or a directory) into ``out``; returns the run summary.
 
     Each finished scan's record is appended to ``predictions.jsonl`` at once (valid after a kill);
@@ -250,13 +250,14 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     the outputs are the same bytes as one scan at a time (``pipelined=False``). A scan's timings are
     then the seconds of its own phases, which overlap those of its neighbours. ``writers`` > 0 (pipelined only)
     post-processes and writes up to that many scans at once in worker processes
-    (:mod:`~mammo_seg.inference.writer_processes`): the same bytes again, and the same records in the same order.
+    (:mod:`~mammo_seg.inference.writer_processes`): the same bytes again, and the same records in the same order;
+    None: as many as :func:`~mammo_seg.inference.writer_processes.default_writers` gives (some with a GPU, else 0).
     """
     from mammo_seg.inference.model import load_model
     from mammo_seg.progress import progress as progress_bar
     from mammo_seg.inference.sliding_window import Predictor
 
-    if isinstance(writers, bool) or not isinstance(writers, int) or writers < 0:
+    if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
         raise MammoError("--writers", f"must be a whole number, 0 or more, got {writers!r}")
     unknown = set(options.formats) - set(FORMATS)
     if unknown:
@@ -276,6 +277,10 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     atomic.remove_stale_temporaries(out)  # a killed run's half-written files
     loaded = load_model(model_file)
     predictor = Predictor(loaded.models)
+    if writers is None:
+        import tensorflow as tf
+
+        writers = default_writers(accelerator=bool(tf.config.list_logical_devices("GPU")))
     output.write_settings(settings)
     done = output.completed() if resume else {}
     skipped = {} if options.all_images else not_full_mammograms(files)
