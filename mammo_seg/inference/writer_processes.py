@@ -68,8 +68,8 @@ class Failure:
     @classmethod
     def of(cls, error: BaseException, reason: str) -> "Failure":
         cause = po.os_error(error)
-        names = [None if n is None else os.fsdecode(n) for n in
-                 ((cause.filename, cause.filename2) if cause is not None else (None, None))]
+        names = [None if n is None else os.fsdecode(n) if isinstance(n, (str, bytes, os.PathLike)) else str(n)
+                 for n in ((cause.filename, cause.filename2) if cause is not None else (None, None))]
         return cls(reason, error.name if isinstance(error, po.OutputNotWritten) else None,
                    None if cause is None else cause.errno, None if cause is None else cause.strerror, *names)
 
