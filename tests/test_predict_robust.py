@@ -343,6 +343,25 @@ def test_writer_processes_write_the_bytes_and_records_of_the_predict_process(mod
     assert not os.path.exists(tmp_path / "never")
 
 
+def test_the_writers_flag_reaches_predict(model_file, tmp_path, capsys):
+    """``mammo predict --writers 1`` writes what the library writes with ``writers=0``; the default (no flag)
+    writes in the predict process on a machine without a GPU, and the same bytes again."""
+    import tensorflow as tf
+
+    from mammo_seg.inference.writer_processes import default_writers
+
+    folder = scan_folder(tmp_path / "in", ("a.dcm",))
+    assert main(["predict", "-m", model_file, "-i", folder, "-o", str(tmp_path / "one"), "--writers", "1",
+                 "--quiet"]) == 0
+    assert main(["predict", "-m", model_file, "-i", folder, "-o", str(tmp_path / "auto"), "--quiet"]) == 0
+    predict(model_file, folder, str(tmp_path / "zero"), progress=False, writers=0)
+    timings = json.load(open(tmp_path / "one" / "timings.json"))["scans"]["a"]
+    assert "decode_again" in timings  # decoded in the writer process
+    auto = json.load(open(tmp_path / "auto" / "timings.json"))["scans"]["a"]
+    assert ("decode_again" in auto) == (default_writers(bool(tf.config.list_logical_devices("GPU"))) > 0)
+    assert output_bytes(tmp_path / "one") == output_bytes(tmp_path / "zero") == output_bytes(tmp_path / "auto")
+
+
 KILLER = """
 import os, signal, sys
 from mammo_seg.inference import writers
