@@ -6,9 +6,10 @@ hardware computes bfloat16 natively, float32 elsewhere, where emulated bfloat16 
 means a CPU with the AVX512_BF16 or AMX-BF16 instructions (Intel Cooper Lake and Sapphire Rapids onwards, AMD Zen 4
 onwards; about 1.8 × the float32 convolution throughput) that TensorFlow drives through its oneDNN kernels, or a GPU
 of CUDA compute capability 8.0 or more (Ampere onwards). Elsewhere a CPU computes bfloat16 with TensorFlow's generic
-Eigen kernels, whose convolution gradients (and transposed convolutions) are 10 to 70 times slower than float32's:
-a training step of the MIAS recipe took 5 to 9 times as long as in float32 on such a machine (an AMD EPYC
-virtual machine that hides AVX-512). An explicit ``bfloat16`` is still taken as it is, with a warning.
+Eigen kernels, whose convolution gradients (and transposed convolutions) are 20 to 90 times slower than float32's:
+a training step of the MIAS recipe took 6 to 8 times as long as in float32 on such a machine (an AMD EPYC virtual
+machine that hides AVX-512; ``benchmarks/results/train_throughput_bf16_cpu.md``). An explicit ``bfloat16`` is still
+taken as it is, with a warning.
 
 A model trained in bfloat16 stores that policy in its layers; :func:`for_this_machine` runs it in float32 on a
 machine without native bfloat16 (same weights; the probabilities differ by bfloat16's rounding only).
