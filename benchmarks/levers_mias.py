@@ -11,7 +11,8 @@ The arms (``--arms`` picks some):
 
 * ``recipe``: ``experiments/mias_real/recipe.yaml`` as it is, in float32 — the baseline of the differences;
 * ``bfloat16``: the same in mixed bfloat16 (weights, loss and the network's input layers in float32); on a CPU with
-  AVX512_BF16 about 1.8 × the float32 convolution throughput, so the same schedule in less time;
+  AVX512_BF16 about 1.8 × the float32 convolution throughput, so the same schedule in less time; on a CPU without
+  AVX-512, 5 to 6 times *longer* than float32 (``results/train_throughput_bf16_cpu.md``);
 * ``grid_0.4mm``: prep at 0.4 mm per training pixel (``prep.scale`` 0.125: a 1024² MIAS scan becomes 512², a
   4-mm-radius mass 20 px across) where the recipe uses 0.8 mm, crops of the same 128 px (51 mm of breast instead
   of 102), so that a training step costs the same: for the lesions under 8 mm in radius, which the recipe misses

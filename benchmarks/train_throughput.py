@@ -12,7 +12,12 @@ Measured in one process, as ratios where the machine's speed cancels out:
 jitted step on one device), for machines with JAX but no TensorFlow; the tf.data ratio is then not
 measured. ``--mixed-precision float16|bfloat16`` sets the Keras dtype policy.
 
+``--precisions float32,bfloat16`` instead builds one model per precision in the same process and alternates
+their steps (float32 IoU, float32 BCE, bfloat16 IoU, bfloat16 BCE, ...), so that the step-time ratio between
+precisions is measured under the same machine load; the FLOP/s and tf.data ratios are then not measured.
+
     python benchmarks/train_throughput.py --out benchmarks/results/train_throughput_cpu.json
+    python benchmarks/train_throughput.py --tiles 128:16 --width 0.5 --precisions float32,bfloat16  # the MIAS recipe
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def parse_args():
     p.add_argument("--out", help="JSON file (default: print only)")
     p.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
     p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None)
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated float32, float16, bfloat16: alternate steps of each in one process")
+    p.add_argument("--profile-ops", type=int, default=0, metavar="N",
+                   help="with --precisions (TensorFlow): also trace one IoU step of each precision and record the "
+                        "N op types and the N ops that took the most time")
     p.add_argument("--rounds", type=int, default=4, help="rounds of alternating IoU/BCE steps per tile size")
     p.add_argument("--steps", type=int, default=3, help="timed steps per loss per round")
     p.add_argument("--tiles", default=None, help="tile:batch pairs, e.g. 320:8,640:2")
@@ -105,10 +115,10 @@ def jax_steps(tile: int, batch: int, width: float):
     return result, model
 
 
-def time_steps(fns: dict, rounds: int, steps: int) -> dict:
-    """Alternate single steps of each function (A, B, A, B, ...) so that both see the same machine
-    load; report median step times and their ratio (robust to the noise of a shared machine)."""
-    for fn in fns.values():  # trace/compile and warm up
+def time_steps_medians(fns: dict, rounds: int, steps: int) -> dict:
+    """Median seconds of each function's single steps, the functions alternated (A, B, A, B, ...) so that
+    all see the same machine load, after two untimed steps each (trace/compile and warm-up)."""
+    for fn in fns.values():
         fn()
         fn()
     times = {name: [] for name in fns}
@@ -117,9 +127,74 @@ def time_steps(fns: dict, rounds: int, steps: int) -> dict:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    median = {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def time_steps(fns: dict, rounds: int, steps: int) -> dict:
+    """Alternate single steps of each function (A, B, A, B, ...) so that both see the same machine
+    load; report median step times and their ratio (robust to the noise of a shared machine)."""
+    median = time_steps_medians(fns, rounds, steps)
     return {"seconds_per_step": median, "iou_over_bce": median["iou"] / median["bce"],
             "steps_timed": rounds * steps}
+
+
+POLICY = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def op_seconds(fn, top: int) -> dict:
+    """The op types and the ops (``node:type``) that took the most time in one call of ``fn``, in seconds summed
+    over TensorFlow's profiler trace of the host (the CPU's kernels; a GPU's run elsewhere)."""
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        fn()
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+    by_type, by_op = collections.Counter(), collections.Counter()
+    for plane in (p for p in space.planes if p.name == "/host:CPU"):
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name and " " not in name:  # a kernel: "node name:op type"
+                    by_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e12
+                    by_op[name] += event.duration_ps / 1e12
+    return {"op_types": dict(by_type.most_common(top)), "ops": dict(by_op.most_common(top)),
+            "all_ops": sum(by_type.values())}
+
+
+def compare_precisions(precisions: list[str], tile: int, batch: int, width: float, backend: str,
+                       rounds: int, steps: int, profile_top: int = 0) -> dict:
+    """Step times of every precision (IoU and BCE steps each), alternated in one process, and each one's
+    ratio to the first precision's; with ``profile_top``, the ops that took the most time in one IoU step."""
+    import keras
+
+    build = jax_steps if backend == "jax" else tensorflow_steps
+    fns = {}
+    for precision in precisions:  # a model takes the global policy when it is built
+        keras.mixed_precision.set_global_policy(POLICY[precision])
+        try:
+            steps_of, _ = build(tile, batch, width)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        fns.update({f"{precision}/{loss}": fn for loss, fn in steps_of.items()})
+    median = time_steps_medians(fns, rounds, steps)
+    first = precisions[0]
+    result = {"batch": batch, "steps_timed": rounds * steps, "precisions": {}}
+    for precision in precisions:
+        iou, bce = median[f"{precision}/iou"], median[f"{precision}/bce"]
+        result["precisions"][precision] = {
+            "seconds_per_step": {"iou": iou, "bce": bce}, "iou_over_bce": iou / bce, "tiles_per_second": batch / iou,
+            f"iou_step_over_{first}": iou / median[f"{first}/iou"]}
+        if profile_top and backend == "tensorflow":
+            result["precisions"][precision]["profile_iou_step"] = op_seconds(fns[f"{precision}/iou"], profile_top)
+    return result
 
 
 def full_scan_forward(width: float, shape: tuple[int, int], backend: str, repeats: int = 5) -> dict:
@@ -179,6 +254,27 @@ def device_name(backend: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
+def precision_report(args, device: str, pairs: list) -> dict:
+    """``--precisions``: the step times of each precision, alternated in one process, per tile size."""
+    import keras
+
+    precisions = args.precisions.split(",")
+    unknown = set(precisions) - set(POLICY)
+    if unknown or args.mixed_precision:
+        raise SystemExit(f"--precisions takes {', '.join(POLICY)} (and no --mixed-precision), not {args.precisions}")
+    report = {"device": device, "backend": args.backend, "keras": keras.__version__, "width": args.width,
+              "precisions": precisions, "load_average_before": os.getloadavg(), "tiles": {}}
+    for tile, batch in pairs:
+        result = compare_precisions(precisions, tile, batch, args.width, args.backend, args.rounds, args.steps,
+                                    args.profile_ops)
+        report["tiles"][str(tile)] = result
+        print(f"{tile}px batch {batch}: " + ", ".join(
+            f"{p} {r['seconds_per_step']['iou']:.2f} s/step (IoU/BCE {r['iou_over_bce']:.3f})"
+            for p, r in result["precisions"].items()), flush=True)
+    report["load_average_after"] = os.getloadavg()
+    return report
+
+
 def main():
     args = parse_args()
     if args.backend == "jax":
@@ -194,6 +290,9 @@ def main():
     kind = "gpu" if device.startswith("gpu") else "cpu"
     pairs = ([tuple(int(v) for v in p.split(":")) for p in args.tiles.split(",")] if args.tiles
              else CONFIGS[kind])
+    if args.precisions:
+        write_report(precision_report(args, device, pairs), args.out)
+        return
     peak = matmul_flops(args.backend, "float32")
     peak_low = matmul_flops(args.backend, args.mixed_precision) if args.mixed_precision else None
     report = {"device": device, "backend": args.backend, "keras": keras.__version__,

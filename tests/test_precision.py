@@ -1,6 +1,12 @@
 """The precision a model trains and predicts in: ``train.mixed_precision: auto`` resolved from the machine, and a
 bfloat16 model run in float32 where the machine has no native bfloat16."""
 
+import logging
+import os
+import platform
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +15,7 @@ import tensorflow as tf
 from mammo_seg.config import load_config
 from mammo_seg.errors import MammoError
 from mammo_seg.models.fcn import MammoFCN
+from mammo_seg.training import precision
 from mammo_seg.training.precision import cpu_flags, for_this_machine, resolve
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
@@ -17,9 +24,10 @@ ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
 
 @pytest.fixture
 def cpuinfo(tmp_path, monkeypatch):
-    """Write a /proc/cpuinfo; the machine is taken to have no GPU."""
+    """Write a /proc/cpuinfo; the machine is taken to have no GPU, and TensorFlow's oneDNN kernels to be on."""
     real = tf.config.list_physical_devices
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else real(kind))
+    monkeypatch.setattr(precision, "onednn_enabled", lambda: True)
 
     def write(text):
         path = tmp_path / "cpuinfo"
@@ -36,8 +44,45 @@ def test_auto_is_bfloat16_only_on_a_cpu_that_computes_it_natively(cpuinfo):
     assert resolve("auto", cpuinfo(ZEN3)) == ("float32", "auto: CPU without AVX512_BF16 or AMX-BF16")
     assert resolve("auto", "/nonexistent/cpuinfo")[0] == "float32"  # macOS, Windows: no /proc/cpuinfo
     # an explicit setting is taken as it is, whatever the machine
-    assert resolve("bfloat16", cpuinfo(ZEN3)) == ("mixed_bfloat16", "train.mixed_precision: bfloat16")
+    assert resolve("bfloat16", cpuinfo(ZEN4)) == ("mixed_bfloat16", "train.mixed_precision: bfloat16")
+    assert resolve("bfloat16", cpuinfo(ZEN3))[0] == "mixed_bfloat16"
     assert resolve(False, cpuinfo(ZEN4))[0] == "float32" and resolve(True, cpuinfo(ZEN4))[0] == "mixed_float16"
+
+
+def test_an_explicit_bfloat16_where_it_is_not_native_is_taken_with_a_warning(cpuinfo, caplog):
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        assert resolve("bfloat16", cpuinfo(ZEN4)) == ("mixed_bfloat16", "train.mixed_precision: bfloat16")
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        policy, why = resolve("bfloat16", cpuinfo(ZEN3))
+    assert (policy, why) == ("mixed_bfloat16", "train.mixed_precision: bfloat16 (not native here: CPU without "
+                                               "AVX512_BF16 or AMX-BF16; slower than float32)")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "several times slower than in float32" in caplog.records[0].getMessage()
+
+
+def test_bfloat16_instructions_are_not_native_without_tensorflows_onednn_kernels(cpuinfo, monkeypatch):
+    """Without oneDNN, TensorFlow computes bfloat16 convolution gradients with generic kernels, whatever the CPU."""
+    monkeypatch.setattr(precision, "onednn_enabled", lambda: False)
+    assert resolve("auto", cpuinfo(ZEN4)) == (
+        "float32", "auto: CPU with AVX512_BF16, but TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0)")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = MammoFCN(width=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.compute_dtype for layer in for_this_machine(trained, cpuinfo(ZEN4)).layers} == {"float32"}
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+                    reason="oneDNN is TensorFlow's default only on x86-64 Linux")
+def test_onednn_enabled_follows_tf_enable_onednn_opts():
+    def enabled(value):
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=value, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        code = "from mammo_seg.training.precision import onednn_enabled; print(onednn_enabled())"
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        return run.stdout.split()[-1]
+    assert (enabled("0"), enabled("1")) == ("False", "True")
 
 
 def test_the_config_takes_auto_and_refuses_other_words(tmp_path):

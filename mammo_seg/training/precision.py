@@ -4,8 +4,12 @@ Settings: ``false`` (float32), ``true`` or ``"float16"`` (mixed float16, with lo
 bfloat16: weights, the loss and the network's input layers stay float32) and ``"auto"``: mixed bfloat16 where the
 hardware computes bfloat16 natively, float32 elsewhere, where emulated bfloat16 would be slower than float32. Native
 means a CPU with the AVX512_BF16 or AMX-BF16 instructions (Intel Cooper Lake and Sapphire Rapids onwards, AMD Zen 4
-onwards; about 1.8 × the float32 convolution throughput) or a GPU of CUDA compute capability 8.0 or more (Ampere
-onwards).
+onwards; about 1.8 × the float32 convolution throughput) that TensorFlow drives through its oneDNN kernels, or a GPU
+of CUDA compute capability 8.0 or more (Ampere onwards). Elsewhere a CPU computes bfloat16 with TensorFlow's generic
+Eigen kernels, whose convolution gradients (and transposed convolutions) are 20 to 90 times slower than float32's:
+a training step of the MIAS recipe took 6 to 8 times as long as in float32 on such a machine (an AMD EPYC virtual
+machine that hides AVX-512; ``benchmarks/results/train_throughput_bf16_cpu.md``). An explicit ``bfloat16`` is still
+taken as it is, with a warning.
 
 A model trained in bfloat16 stores that policy in its layers; :func:`for_this_machine` runs it in float32 on a
 machine without native bfloat16 (same weights; the probabilities differ by bfloat16's rounding only).
@@ -35,8 +39,19 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def onednn_enabled() -> bool:
+    """Whether this TensorFlow runs its CPU kernels through oneDNN (on by default on x86-64 Linux; off with
+    ``TF_ENABLE_ONEDNN_OPTS=0``, or in a build without it)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow that no longer has this module: take the x86-64 default
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
-    """(whether the device that will compute has native bfloat16, why): the GPUs when there are any, else the CPU."""
+    """(whether the device that will compute has native bfloat16, why): the GPUs when there are any, else the CPU
+    (its bfloat16 instructions, and TensorFlow's oneDNN kernels that use them)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -46,14 +61,25 @@ def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
         lowest = min(capabilities)
         return lowest >= (8, 0), f"GPU compute capability {lowest[0]}.{lowest[1]}"
     found = sorted(CPU_BFLOAT16_FLAGS & cpu_flags(cpuinfo))
-    return bool(found), ("CPU with " + ", ".join(f.upper() for f in found)) if found else \
-        "CPU without AVX512_BF16 or AMX-BF16"
+    if not found:
+        return False, "CPU without AVX512_BF16 or AMX-BF16"
+    hardware = "CPU with " + ", ".join(f.upper() for f in found)
+    if not onednn_enabled():
+        return False, f"{hardware}, but TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0)"
+    return True, hardware
 
 
 def resolve(setting, cpuinfo: str = "/proc/cpuinfo") -> tuple[str, str]:
     """(the Keras dtype policy, why) of a ``train.mixed_precision`` setting on this machine."""
     if setting != "auto":
-        return POLICIES[setting], f"train.mixed_precision: {setting}"
+        policy, why = POLICIES[setting], f"train.mixed_precision: {setting}"
+        if policy == "mixed_bfloat16":
+            native, hardware = native_bfloat16(cpuinfo)
+            if not native:
+                why += f" (not native here: {hardware}; slower than float32)"
+                log.warning("bfloat16 is not native on this machine (%s): training will be several times slower "
+                            "than in float32 (train.mixed_precision: auto chooses float32 here)", hardware)
+        return policy, why
     native, why = native_bfloat16(cpuinfo)
     return ("mixed_bfloat16" if native else "float32"), f"auto: {why}"
 
