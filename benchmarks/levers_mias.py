@@ -1,7 +1,7 @@
 """Which of the recipe's levers help find lesions on real mammograms: the recipe against itself with one setting
 changed, every arm at the recipe's full budget, scored out of fold with paired intervals → JSON, Markdown, FROC plot.
 
-    .venv/bin/python benchmarks/levers_mias.py     # about 40 minutes an arm on a 2-core CPU
+    .venv/bin/python benchmarks/levers_mias.py --arms recipe,grid_0.8mm    # about 45-55 minutes an arm, 2-core CPU
 
 Each arm is :mod:`benchmarks.quality_mias` (prep, K-fold training by woman, out-of-fold prediction, evaluation) on
 the same folds and seed; an arm whose ``result.json`` exists in ``--work`` is not run again (the study resumes, and
@@ -9,14 +9,14 @@ the same folds and seed; an arm whose ``result.json`` exists in ``--work`` is no
 
 The arms (``--arms`` picks some):
 
-* ``recipe``: ``experiments/mias_real/recipe.yaml`` as it is, in float32 — the baseline of the differences;
-* ``bfloat16``: the same in mixed bfloat16 (weights, loss and the network's input layers in float32); on a CPU with
-  AVX512_BF16 about 1.8 × the float32 convolution throughput, so the same schedule in less time; on a CPU without
-  AVX-512, 5 to 6 times *longer* than float32 (``results/train_throughput_bf16_cpu.md``);
-* ``grid_0.4mm``: prep at 0.4 mm per training pixel (``prep.scale`` 0.125: a 1024² MIAS scan becomes 512², a
-  4-mm-radius mass 20 px across) where the recipe uses 0.8 mm, crops of the same 128 px (51 mm of breast instead
-  of 102), so that a training step costs the same: for the lesions under 8 mm in radius, which the recipe misses
-  (the network's deepest features are 32 training pixels apart: 26 mm on the recipe's grid).
+* ``recipe``: ``experiments/mias_real/recipe.yaml`` as it is (0.4 mm per training pixel, float32) — the default
+  baseline of the differences;
+* ``grid_0.8mm``: prep at 0.8 mm per training pixel (``prep.scale`` 0.0625: a 1024² MIAS scan becomes 256²), the
+  recipe's grid before the 0.4 mm one won here, with the same 128-px crops (102 mm of breast instead of 51), so that a
+  training step costs the same (the network's deepest features are 32 training pixels apart: 26 mm on this grid);
+* ``bfloat16``: the recipe in mixed bfloat16 (weights, loss and the network's input layers in float32); only worth
+  running where the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16): on a CPU without AVX-512 a bfloat16
+  training step is 6 to 11 times *slower* than float32 (``results/train_throughput_bf16_cpu.md``).
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -44,9 +44,9 @@ from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 BASELINE = "recipe"
 #: name → (what changes, the training keys it sets, the prep keys it sets)
 ARMS = {
-    "recipe": ("the recipe, float32", [], {}),
+    "recipe": ("the recipe: 0.4 mm grid, 128-px crops (51 mm)", [], {}),
+    "grid_0.8mm": ("0.8 mm grid, 128-px crops (102 mm)", [], {"scale": 0.0625}),
     "bfloat16": ("mixed bfloat16", ["train.mixed_precision=bfloat16"], {}),
-    "grid_0.4mm": ("0.4 mm grid, 128-px crops (51 mm)", [], {"scale": 0.125}),
 }
 
 
