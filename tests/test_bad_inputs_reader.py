@@ -92,7 +92,6 @@ def test_cbis_case_whose_mask_file_was_deleted_says_so(cbis_raw, tmp_path):
 
 
 def test_cbis_unreadable_image_or_mask_is_one_line_naming_the_file(cbis_raw, tmp_path):
-    import os
     import shutil
 
     from data_prep.cbis_ddsm import collect_cases

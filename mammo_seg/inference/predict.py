@@ -63,6 +63,7 @@ def _reason(error: BaseException) -> str:
 #: Errors writing outputs that no later scan can escape.
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
+
 def _dooms_the_run(error: BaseException, out: str) -> bool:
     """A full disk anywhere, or no permission on the output folder: every later scan would fail too. A writer
     (pydicom, highdicom, Pillow) may raise its own exception from the ``OSError``: the chain is followed
@@ -77,9 +78,11 @@ def _dooms_the_run(error: BaseException, out: str) -> bool:
     return any(os.path.abspath(os.fspath(n)).startswith(out + os.sep) or os.path.abspath(os.fspath(n)) == out
                for n in names)
 
+
 def _strerror(error: OSError) -> str:
     """The system's words for ``error`` ("No space left on device"), without the file name or a traceback."""
     return printable(error.strerror or (os.strerror(error.errno) if error.errno else _reason(error)))
+
 
 def _check_writable(out: str) -> None:
     """Create ``out`` and prove a file can be written there, before any scan is read."""
