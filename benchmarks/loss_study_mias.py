@@ -45,7 +45,8 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import arm_recipe, arm_result, arm_tables, compare_arms, plot_frocs, run_arm, write_results  # noqa: E402,E501
+from out_of_fold import (arm_recipe, arm_result, arm_tables, compare_arms, plot_frocs, run_arm,  # noqa: E402
+                         training_pixel_mm, write_results)
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
 BASELINE = "bce_dice"
@@ -99,7 +100,8 @@ def write_markdown(report: dict, path: str) -> None:
     lines = ["# Which loss finds lesions on real mini-MIAS scans, out of fold", "",
              f"Each arm: the recipe `{report['recipe']}` with its loss (or its labels) replaced, {report['epochs']} "
              f"epochs per fold (the recipe trains {report['recipe_epochs']}), the same {report['folds']} folds by "
-             f"woman, crops, augmentation and schedule; {first['scans']} scans of {first['women']} women, "
+             f"woman, crops, augmentation and schedule, at {_grid(report)} mm per training pixel; {first['scans']} "
+             f"scans of {first['women']} women, "
              f"{first['lesions']} lesions; every scan predicted by the fold model that never saw its woman. The FROC "
              f"sensitivities are at one minimum detection area for all arms ({area:g} mm²); the lesion Dice, false "
              f"positives and normals flagged at each arm's own operating point (chosen by the recipe's rule on its "
@@ -109,6 +111,11 @@ def write_markdown(report: dict, path: str) -> None:
              *arm_tables(report, ("loss", "loss"))]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
+
+
+def _grid(report: dict) -> str:
+    """The arms' training grid(s) in mm per pixel, e.g. "0.8"."""
+    return " / ".join(f"{mm:g}" for mm in sorted(set(report["training_pixel_mm"].values())))
 
 
 def plot(report: dict, path: str) -> None:
@@ -160,6 +167,7 @@ def main(argv=None) -> int:
                               "froc_at_common_area": common_area[name],
                               "seconds": results[name]["seconds_total"]} for name in names},
               "paired": paired, "paired_min_area_mm2": args.min_area,
+              "training_pixel_mm": {name: training_pixel_mm(args.work, name) for name in names},
               "seconds_total": round(sum(r["seconds_total"] for r in results.values()), 1)}
     write_results(args.out, report, write_markdown, lambda path: plot(report, path))
     return 0

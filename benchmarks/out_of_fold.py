@@ -117,6 +117,12 @@ def run_arm(name: str, label: str, recipe: str, overrides: list[str], archive: s
     return round(time.perf_counter() - start, 1)
 
 
+def training_pixel_mm(work: str, name: str) -> float:
+    """The arm's training grid, mm per training pixel (its prep output's manifest)."""
+    with open(os.path.join(work, name, "data", "full", "manifest.json")) as f:
+        return json.load(f)["resolution"]["spacing_mm"]
+
+
 def arm_result(work: str, name: str) -> dict:
     """The arm's ``quality_mias`` report (``result.json``)."""
     with open(os.path.join(work, name, "result.json")) as f:

@@ -113,3 +113,21 @@ def test_a_bfloat16_model_runs_in_float32_with_the_same_weights_where_bfloat16_i
     # bfloat16's rounding only: the logits agree to about 1 %
     np.testing.assert_allclose(keras.ops.convert_to_numpy(trained(scan, training=False)),
                                keras.ops.convert_to_numpy(converted(scan, training=False)), rtol=0.05, atol=0.05)
+
+
+def test_a_saved_bfloat16_model_loads_in_bfloat16_and_runs_in_float32_only_where_it_must(cpuinfo, tmp_path):
+    from mammo_seg.data.resolution import Resolution
+    from mammo_seg.run_dir import load_keras
+
+    resolution = Resolution(scale=0.125).to_dict()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        MammoFCN(width=0.125, resolution=resolution).save(tmp_path / "m.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = load_keras(str(tmp_path / "m.keras"))  # under the float32 global policy of a fresh predict
+    assert keras.mixed_precision.global_policy().name == "float32"  # loading leaves the process's policy alone
+    assert loaded.get_layer("conv0_2").compute_dtype == "bfloat16" and loaded.resolution == resolution
+    assert for_this_machine(loaded, cpuinfo(ZEN4)) is loaded
+    converted = for_this_machine(loaded, cpuinfo(ZEN3))
+    assert {layer.compute_dtype for layer in converted.layers} == {"float32"} and converted.resolution == resolution

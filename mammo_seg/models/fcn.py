@@ -146,7 +146,19 @@ class MammoFCN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """The model, its layers built under the dtype policy it was saved with (``config["dtype"]``): a functional
+        model's layers take the global policy of the moment they are built, which the saved policy alone would not
+        change."""
+        policy = config.get("dtype")
+        name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+        before = keras.mixed_precision.global_policy()
+        if not isinstance(name, str) or name == before.name:
+            return cls(**config)
+        keras.mixed_precision.set_global_policy(name)
+        try:
+            return cls(**config)
+        finally:
+            keras.mixed_precision.set_global_policy(before)
 
 
 keras.saving.register_keras_serializable(package="mammo_seg")(MammoFCN)

@@ -11,8 +11,9 @@ a training step of the MIAS recipe took 6 to 8 times as long as in float32 on su
 machine that hides AVX-512; ``benchmarks/results/train_throughput_bf16_cpu.md``). An explicit ``bfloat16`` is still
 taken as it is, with a warning.
 
-A model trained in bfloat16 stores that policy in its layers; :func:`for_this_machine` runs it in float32 on a
-machine without native bfloat16 (same weights; the probabilities differ by bfloat16's rounding only).
+A model trained in bfloat16 keeps that policy (a loaded MammoFCN builds its layers under it);
+:func:`for_this_machine` runs it in float32 on a machine without native bfloat16 (same weights; the probabilities
+differ by bfloat16's rounding only).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def for_this_machine(model, cpuinfo: str = "/proc/cpuinfo"):
     weights computing in float32."""
     import keras
 
-    if model.dtype_policy.name != "mixed_bfloat16" or native_bfloat16(cpuinfo)[0]:
+    if not any(layer.compute_dtype == "bfloat16" for layer in model.layers) or native_bfloat16(cpuinfo)[0]:
         return model
     config = keras.saving.serialize_keras_object(model)
     clone = keras.saving.deserialize_keras_object(_float32_policies(config))

@@ -143,8 +143,20 @@ def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, 
 def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, strategy=None,
                 progress: bool = True, init_from: str | None = None, fold: FoldPatients | None = None) -> StageResult:
     """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``;
-    ``fold``: train on these women of the train split and watch the held-out ones (cross-validation)."""
+    ``fold``: train on these women of the train split and watch the held-out ones (cross-validation). The
+    process's Keras dtype policy is the stage's while it trains, and what it was before afterwards."""
     strategy = strategy or make_strategy(config.train.strategy)  # before any TF op
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    try:
+        return _train_stage(config, run_dir, resume, strategy, progress, init_from, fold)
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy, progress: bool,
+                 init_from: str | None, fold: FoldPatients | None) -> StageResult:
     import keras
     import tensorflow as tf
 
