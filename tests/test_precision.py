@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -72,6 +73,28 @@ def test_bfloat16_instructions_are_not_native_without_tensorflows_onednn_kernels
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert {layer.compute_dtype for layer in for_this_machine(trained, cpuinfo(ZEN4)).layers} == {"float32"}
+
+
+def tpu_strategy(cores=2):
+    """What :func:`precision.computes_on_tpu` sees of a TPUStrategy: its replicas' devices (no TPU here)."""
+    devices = tuple(f"/job:worker/replica:0/task:0/device:TPU:{i}" for i in range(cores))
+    return SimpleNamespace(extended=SimpleNamespace(worker_devices=devices))
+
+
+def test_auto_is_bfloat16_under_a_tpu_strategy_whatever_the_host_cpu(cpuinfo, caplog):
+    """TPUs compute bfloat16 natively: the host's CPU, which does not train, has no say."""
+    assert resolve("auto", cpuinfo(ZEN3), strategy=tpu_strategy()) == ("mixed_bfloat16", "auto: TPU")
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        assert resolve("bfloat16", cpuinfo(ZEN3), strategy=tpu_strategy()) == \
+            ("mixed_bfloat16", "train.mixed_precision: bfloat16")
+    assert not caplog.records  # native there: no warning
+    assert resolve(False, cpuinfo(ZEN4), strategy=tpu_strategy())[0] == "float32"  # explicit settings as they are
+    # strategies that compute on this host: its CPU decides, as without a strategy
+    cpus = tf.distribute.MirroredStrategy(["/cpu:0"])
+    for strategy in (None, tf.distribute.get_strategy(), cpus):
+        assert resolve("auto", cpuinfo(ZEN3), strategy=strategy) == \
+            ("float32", "auto: CPU without AVX512_BF16 or AMX-BF16")
+    assert precision.computes_on_tpu(tpu_strategy()) and not precision.computes_on_tpu(cpus)
 
 
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),

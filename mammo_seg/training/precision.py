@@ -4,8 +4,9 @@ Settings: ``false`` (float32), ``true`` or ``"float16"`` (mixed float16, with lo
 bfloat16: weights, the loss and the network's input layers stay float32) and ``"auto"``: mixed bfloat16 where the
 hardware computes bfloat16 natively, float32 elsewhere, where emulated bfloat16 would be slower than float32. Native
 means a CPU with the AVX512_BF16 or AMX-BF16 instructions (Intel Cooper Lake and Sapphire Rapids onwards, AMD Zen 4
-onwards; about 1.8 × the float32 convolution throughput) that TensorFlow drives through its oneDNN kernels, or a GPU
-of CUDA compute capability 8.0 or more (Ampere onwards). Elsewhere a CPU computes bfloat16 with TensorFlow's generic
+onwards; about 1.8 × the float32 convolution throughput) that TensorFlow drives through its oneDNN kernels, a GPU
+of CUDA compute capability 8.0 or more (Ampere onwards), or a TPU (training under a TPUStrategy: TPUs compute
+bfloat16 natively, and the host's CPU does not train). Elsewhere a CPU computes bfloat16 with TensorFlow's generic
 Eigen kernels, whose convolution gradients (and transposed convolutions) are 20 to 90 times slower than float32's:
 a training step of the MIAS recipe took 6 to 8 times as long as in float32 on such a machine (an AMD EPYC virtual
 machine that hides AVX-512; ``benchmarks/results/train_throughput_bf16_cpu.md``). An explicit ``bfloat16`` is still
@@ -50,11 +51,26 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
-    """(whether the device that will compute has native bfloat16, why): the GPUs when there are any, else the CPU
-    (its bfloat16 instructions, and TensorFlow's oneDNN kernels that use them)."""
+def computes_on_tpu(strategy) -> bool:
+    """Whether ``strategy`` places its replicas on TPU cores (a TPUStrategy). None, the default strategy (which
+    lists no devices) and strategies over CPUs or GPUs do not."""
     import tensorflow as tf
 
+    try:
+        devices = strategy.extended.worker_devices
+    except (AttributeError, RuntimeError):  # None; the default strategy raises RuntimeError
+        return False
+    return any(tf.DeviceSpec.from_string(device).device_type == "TPU" for device in devices)
+
+
+def native_bfloat16(cpuinfo: str = "/proc/cpuinfo", strategy=None) -> tuple[bool, str]:
+    """(whether the device that will compute has native bfloat16, why): the TPUs of a TPU ``strategy``, else the
+    GPUs when there are any, else the CPU (its bfloat16 instructions, and TensorFlow's oneDNN kernels that use
+    them)."""
+    import tensorflow as tf
+
+    if computes_on_tpu(strategy):
+        return True, "TPU"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0)
@@ -70,19 +86,31 @@ def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
     return True, hardware
 
 
-def resolve(setting, cpuinfo: str = "/proc/cpuinfo") -> tuple[str, str]:
-    """(the Keras dtype policy, why) of a ``train.mixed_precision`` setting on this machine."""
+def _choose(setting, cpuinfo: str, strategy) -> tuple[str, str, str | None]:
+    """(the policy, why, the hardware where the policy is bfloat16 and bfloat16 is not native) of ``setting``."""
     if setting != "auto":
         policy, why = POLICIES[setting], f"train.mixed_precision: {setting}"
         if policy == "mixed_bfloat16":
-            native, hardware = native_bfloat16(cpuinfo)
+            native, hardware = native_bfloat16(cpuinfo, strategy)
             if not native:
-                why += f" (not native here: {hardware}; slower than float32)"
-                log.warning("bfloat16 is not native on this machine (%s): training will be several times slower "
-                            "than in float32 (train.mixed_precision: auto chooses float32 here)", hardware)
-        return policy, why
-    native, why = native_bfloat16(cpuinfo)
-    return ("mixed_bfloat16" if native else "float32"), f"auto: {why}"
+                return policy, f"{why} (not native here: {hardware}; slower than float32)", hardware
+        return policy, why, None
+    native, why = native_bfloat16(cpuinfo, strategy)
+    return ("mixed_bfloat16" if native else "float32"), f"auto: {why}", None
+
+
+def _warn_emulated(hardware: str) -> None:
+    log.warning("bfloat16 is not native on this machine (%s): training will be several times slower than in "
+                "float32 (train.mixed_precision: auto chooses float32 here)", hardware)
+
+
+def resolve(setting, cpuinfo: str = "/proc/cpuinfo", strategy=None) -> tuple[str, str]:
+    """(the Keras dtype policy, why) of a ``train.mixed_precision`` setting on this machine, training under
+    ``strategy`` (under a TPU strategy the TPUs compute, not this host's CPU)."""
+    policy, why, emulated = _choose(setting, cpuinfo, strategy)
+    if emulated:
+        _warn_emulated(emulated)
+    return policy, why
 
 
 def for_this_machine(model, cpuinfo: str = "/proc/cpuinfo"):

@@ -176,7 +176,7 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
     os.makedirs(run_dir, exist_ok=True)
     _setup_logging(run.log, chief, progress)
     keras.utils.set_random_seed(config.seed)
-    policy, why = precision.resolve(train.mixed_precision)
+    policy, why = precision.resolve(train.mixed_precision, strategy=strategy)
     keras.mixed_precision.set_global_policy(policy)
     n_records = count_records(data_dir, config.data.train_split)
     if n_records == 0:
