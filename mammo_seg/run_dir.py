@@ -2,7 +2,7 @@
 
 One stage (or a run without stages)::
 
-    config.yaml     the resolved config          data.json     data folder, tile, dataset
+    config.yaml     the resolved config          data.json     data folder, tile, dataset, the precision that ran
     train.log       a line per epoch              history.csv   every logged value per epoch
     tensorboard/    TensorBoard events            progress.png  loss, lesion IoU, precision, recall
     best.keras      best by ``train.checkpoint_metric`` (validation lesion IoU)
@@ -94,6 +94,20 @@ class RunDir:
             if os.path.isfile(candidate):
                 return candidate
         return None
+
+    def recorded_precision(self) -> tuple[str, str] | None:
+        """(the Keras dtype policy this run trained in, why), as its ``data.json`` records them; None where it
+        records none (a run not started yet, or stopped before it wrote ``data.json``)."""
+        try:
+            with open(self.data_info) as f:
+                info = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise MammoError(self.data_info, f"unreadable ({type(e).__name__}: {e})") from None
+        if not isinstance(info, dict) or "precision" not in info:
+            return None
+        return info["precision"], info.get("precision_reason", "")
 
     def stage(self, folder: str) -> RunDir:
         return RunDir(self.file(folder))

@@ -97,6 +97,30 @@ def test_auto_is_bfloat16_under_a_tpu_strategy_whatever_the_host_cpu(cpuinfo, ca
     assert precision.computes_on_tpu(tpu_strategy()) and not precision.computes_on_tpu(cpus)
 
 
+def test_a_resumed_run_keeps_its_recorded_precision_and_says_so_only_where_it_differs(cpuinfo, caplog):
+    from mammo_seg.training.precision import resolve_resumed
+
+    started = ("mixed_bfloat16", "auto: CPU with AVX512_BF16")
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        assert resolve_resumed("auto", started, cpuinfo(ZEN4)) == started  # the same machine: nothing to say
+        assert not caplog.records
+        assert resolve_resumed("auto", started, cpuinfo(ZEN3)) == started
+        assert resolve_resumed("auto", None, cpuinfo(ZEN3)) == resolve("auto", cpuinfo(ZEN3))  # nothing recorded
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming in mixed_bfloat16, the precision this run started in (auto: CPU with AVX512_BF16); here "
+        "train.mixed_precision: auto would choose float32 (auto: CPU without AVX512_BF16 or AMX-BF16)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):  # an explicit bfloat16, still not native
+        explicit = resolve("bfloat16", cpuinfo(ZEN3))
+        caplog.clear()
+        assert resolve_resumed("bfloat16", explicit, cpuinfo(ZEN3)) == explicit
+    assert ["several times slower" in r.getMessage() for r in caplog.records] == [True]
+    assert resolve_resumed(True, ("float32", "train.mixed_precision: false"), cpuinfo(ZEN3))[0] == "float32"
+    with pytest.raises(ValueError, match="recorded precision 'float8' is none of float32, mixed_bfloat16, "
+                                         "mixed_float16"):
+        resolve_resumed("auto", ("float8", ""), cpuinfo(ZEN3))
+
+
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
                     reason="oneDNN is TensorFlow's default only on x86-64 Linux")
 def test_onednn_enabled_follows_tf_enable_onednn_opts():

@@ -169,6 +169,46 @@ def test_kill_9_then_resume_continues_without_losing_or_repeating_an_epoch(data_
     assert "4 of 5 epochs" not in open(os.path.join(run, "train.log")).read()
 
 
+def test_a_resumed_run_keeps_the_precision_it_started_in(data_dir, tmp_path, monkeypatch, caplog):
+    """An ``auto`` run started where bfloat16 is not native and resumed where it is goes on in float32 (its weights
+    and optimizer state were built in it), says so in one line, and its data.json still says what ran."""
+    import logging
+
+    from mammo_seg.config import load_config
+    from mammo_seg.run_dir import RunDir, load_keras
+    from mammo_seg.training import precision
+    from mammo_seg.training.run import train_stage
+
+    def config(epochs):
+        return load_config(TINY, [f"data.dir={data_dir}", "data.tile=64", f"train.epochs={epochs}",
+                                  "train.steps_per_epoch=2", "train.validation_steps=1", "train.mixed_precision=auto"])
+
+    def machine(native, hardware):
+        monkeypatch.setattr(precision, "native_bfloat16", lambda *args, **kwargs: (native, hardware))
+
+    run = RunDir(str(tmp_path / "run"))
+    started = ("float32", "auto: CPU without AVX512_BF16 or AMX-BF16")
+    machine(False, "CPU without AVX512_BF16 or AMX-BF16")
+    train_stage(config(1), run.path, progress=False)
+    assert run.recorded_precision() == started
+    machine(True, "CPU with AVX512_BF16")
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        assert train_stage(config(2), run.path, resume=True, progress=False).epochs_done == 2
+    assert [r["epoch"] for r in history(run.path)] == ["0", "1"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming in float32, the precision this run started in (auto: CPU without AVX512_BF16 or AMX-BF16); here "
+        "train.mixed_precision: auto would choose mixed_bfloat16 (auto: CPU with AVX512_BF16)"]
+    assert run.recorded_precision() == started
+    assert {layer.compute_dtype for layer in load_keras(run.last_model).layers} == {"float32"}
+    assert "epochs 2-2; float32 (auto: CPU without AVX512_BF16 or AMX-BF16)" in open(run.log).read()
+    # a record that is no precision: one line naming the file when the run is resumed
+    json.dump({**json.load(open(run.data_info)), "precision": "float8"}, open(run.data_info, "w"))
+    from mammo_seg.errors import MammoError
+
+    with pytest.raises(MammoError, match="data.json.*recorded precision 'float8' is none of float32, mixed_bfloat16"):
+        train_stage(config(3), run.path, resume=True, progress=False)
+
+
 CURRICULUM = """
 name: two_stages
 data: {dir: %s}

@@ -12,6 +12,9 @@ a training step of the MIAS recipe took 6 to 8 times as long as in float32 on su
 machine that hides AVX-512; ``benchmarks/results/train_throughput_bf16_cpu.md``). An explicit ``bfloat16`` is still
 taken as it is, with a warning.
 
+A resumed run keeps the precision it started in (:func:`resolve_resumed`): its weights, optimizer state and loss
+scale were built in it.
+
 A model trained in bfloat16 keeps that policy (a loaded MammoFCN builds its layers under it);
 :func:`for_this_machine` runs it in float32 on a machine without native bfloat16 (same weights; the probabilities
 differ by bfloat16's rounding only).
@@ -109,6 +112,26 @@ def resolve(setting, cpuinfo: str = "/proc/cpuinfo", strategy=None) -> tuple[str
     ``strategy`` (under a TPU strategy the TPUs compute, not this host's CPU)."""
     policy, why, emulated = _choose(setting, cpuinfo, strategy)
     if emulated:
+        _warn_emulated(emulated)
+    return policy, why
+
+
+def resolve_resumed(setting, recorded: tuple[str, str] | None, cpuinfo: str = "/proc/cpuinfo",
+                    strategy=None) -> tuple[str, str]:
+    """(the Keras dtype policy, why) of a resumed run: the one it started in, ``recorded`` (policy and why, from the
+    run's ``data.json``), whatever ``setting`` would choose here now. The run's weights, optimizer state and loss
+    scale were built in it, and so every epoch of the run computes alike; one warning line says so where
+    ``setting`` would now choose another policy. A run that recorded none resolves as a new one."""
+    if recorded is None:
+        return resolve(setting, cpuinfo, strategy)
+    policy, why = recorded
+    if policy not in POLICIES.values():
+        raise ValueError(f"recorded precision {policy!r} is none of {', '.join(sorted(set(POLICIES.values())))}")
+    now, now_why, emulated = _choose(setting, cpuinfo, strategy)
+    if now != policy:
+        log.warning("resuming in %s, the precision this run started in (%s); here train.mixed_precision: %s would "
+                    "choose %s (%s)", policy, why, setting, now, now_why)
+    elif emulated:
         _warn_emulated(emulated)
     return policy, why
 

@@ -176,7 +176,13 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
     os.makedirs(run_dir, exist_ok=True)
     _setup_logging(run.log, chief, progress)
     keras.utils.set_random_seed(config.seed)
-    policy, why = precision.resolve(train.mixed_precision, strategy=strategy)
+    if resume:  # the precision the run started in, whatever this machine would choose now
+        try:
+            policy, why = precision.resolve_resumed(train.mixed_precision, run.recorded_precision(), strategy=strategy)
+        except ValueError as e:
+            raise MammoError(run.data_info, str(e)) from None
+    else:
+        policy, why = precision.resolve(train.mixed_precision, strategy=strategy)
     keras.mixed_precision.set_global_policy(policy)
     n_records = count_records(data_dir, config.data.train_split)
     if n_records == 0:
@@ -214,9 +220,9 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
         build_callbacks(config, run, loss, saver, backup, chief, initial_epoch), model=model)
 
     _, workers = cluster()
-    log.info("%s: %d replica(s), %d worker(s); %d records of %s, batch %d, %d steps/epoch, epochs %d-%d",
+    log.info("%s: %d replica(s), %d worker(s); %d records of %s, batch %d, %d steps/epoch, epochs %d-%d; %s (%s)",
              type(strategy).__name__, strategy.num_replicas_in_sync, workers, n_records, data_dir,
-             train.batch_size, steps_per_epoch, initial_epoch + 1, train.epochs)
+             train.batch_size, steps_per_epoch, initial_epoch + 1, train.epochs, policy, why)
     if initial_epoch >= train.epochs:
         log.info("nothing to do: %d of %d epochs already done", initial_epoch, train.epochs)
         return StageResult(run_dir, initial_epoch, saver.best, {})
