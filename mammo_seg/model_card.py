@@ -169,11 +169,11 @@ def write_model_card(config, model_file: str, data_dir: str, precision: str) -> 
 
 
 def write_for_run(config, run: str) -> str:
-    """The card of the model a finished ``mammo train`` run stands for (its ensemble, its last stage or itself)."""
+    """The card of the model a finished ``mammo train`` run stands for (its ensemble, its last stage or itself),
+    with the precision its run recorded as it trained."""
     from mammo_seg.config import stage_configs
-    from mammo_seg.run_dir import model_files
-    from mammo_seg.training.precision import resolve
+    from mammo_seg.run_dir import RunDir, model_files
 
     last = stage_configs(config)[-1][1]
     name, _ = model_files(run)
-    return write_model_card(last, name, last.data.path(), resolve(last.train.mixed_precision)[0])
+    return write_model_card(last, name, last.data.path(), RunDir(run).trained_precision() or "not recorded")

@@ -157,6 +157,21 @@ class RunDir:
             raise MammoError(self.ensemble, "ensemble without members")
         return [file for file, _ in files]
 
+    def trained_precision(self) -> str | None:
+        """The precision the model this directory stands for was trained in, as recorded: its final run's, or
+        its ensemble members' runs' when they agree, else "fold1: …, fold2: …"; None where a run recorded none."""
+        if self.is_ensemble():
+            runs = [RunDir(os.path.dirname(file)) for file in self.ensemble_members()]
+        else:
+            runs = [self.final_run()]
+        recorded = [run.recorded_precision() for run in runs]
+        if None in recorded:
+            return None
+        policies = [policy for policy, _ in recorded]
+        if len(set(policies)) == 1:
+            return policies[0]
+        return ", ".join(f"{os.path.relpath(run.path, self.path)}: {policy}" for run, policy in zip(runs, policies))
+
     def final_run(self) -> RunDir:
         """The directory whose model this one stands for: a curriculum's last stage with a model, else itself."""
         for stage in reversed(self.stages()):

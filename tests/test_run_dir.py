@@ -48,3 +48,34 @@ def test_stage_configs_name_their_folders_as_the_run_directory_reads_them():
     config = from_dict(ExperimentConfig, {"data": {"dir": "prep"}, "stages": [{"name": "a"}, {"name": "b"}]})
     assert [folder for folder, _ in stage_configs(config)] == [stage_folder(1, "a"), stage_folder(2, "b")]
     assert [RunDir("r").stage(folder).path for folder, _ in stage_configs(config)] == ["r/stage1_a", "r/stage2_b"]
+
+
+def test_the_precision_a_model_was_trained_in_is_what_its_runs_recorded(tmp_path):
+    import json
+
+    def record(run, policy):
+        os.makedirs(run.path, exist_ok=True)
+        with open(run.data_info, "w") as f:
+            json.dump({"precision": policy, "precision_reason": "auto: test"}, f)
+        touch(run.best_model)
+
+    root = RunDir(str(tmp_path / "curriculum"))
+    assert root.trained_precision() is None  # no run yet
+    record(root.stage(stage_folder(1, "tiles")), "mixed_bfloat16")
+    record(root.stage(stage_folder(2, "full")), "float32")
+    assert root.trained_precision() == "float32"  # the last stage's: the model's
+    assert root.stage(stage_folder(1, "tiles")).recorded_precision() == ("mixed_bfloat16", "auto: test")
+    cv = RunDir(str(tmp_path / "cv"))
+    for k, policy in ((1, "mixed_bfloat16"), (2, "mixed_bfloat16")):
+        record(cv.fold(k), policy)
+    cv.write_ensemble(2)
+    assert cv.trained_precision() == "mixed_bfloat16"
+    record(cv.fold(2), "float32")
+    assert cv.trained_precision() == "fold1: mixed_bfloat16, fold2: float32"
+    with open(cv.fold(2).data_info, "w") as f:
+        json.dump({"data_dir": "d"}, f)  # a run from before the precision was recorded
+    assert cv.trained_precision() is None
+    with open(cv.fold(2).data_info, "w") as f:
+        f.write("{")
+    with pytest.raises(MammoError, match="data.json: unreadable"):
+        cv.trained_precision()

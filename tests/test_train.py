@@ -169,12 +169,15 @@ def test_kill_9_then_resume_continues_without_losing_or_repeating_an_epoch(data_
     assert "4 of 5 epochs" not in open(os.path.join(run, "train.log")).read()
 
 
-def test_a_resumed_run_keeps_the_precision_it_started_in(data_dir, tmp_path, monkeypatch, caplog):
+def test_a_resumed_run_keeps_the_precision_it_started_in_and_the_card_reads_it(data_dir, tmp_path, monkeypatch,
+                                                                              caplog):
     """An ``auto`` run started where bfloat16 is not native and resumed where it is goes on in float32 (its weights
-    and optimizer state were built in it), says so in one line, and its data.json still says what ran."""
+    and optimizer state were built in it), says so in one line, and its data.json still says what ran. The model
+    card reads that record, not this machine."""
     import logging
 
     from mammo_seg.config import load_config
+    from mammo_seg.model_card import write_for_run
     from mammo_seg.run_dir import RunDir, load_keras
     from mammo_seg.training import precision
     from mammo_seg.training.run import train_stage
@@ -201,8 +204,21 @@ def test_a_resumed_run_keeps_the_precision_it_started_in(data_dir, tmp_path, mon
     assert run.recorded_precision() == started
     assert {layer.compute_dtype for layer in load_keras(run.last_model).layers} == {"float32"}
     assert "epochs 2-2; float32 (auto: CPU without AVX512_BF16 or AMX-BF16)" in open(run.log).read()
+
+    def card_precision():
+        write_for_run(config(2), run.path)
+        return json.load(open(os.path.join(run.path, "model_card.json")))["provenance"]["precision"]
+    assert card_precision() == "float32"  # where auto would now choose bfloat16
+    info = json.load(open(run.data_info))
+
+    def record(**fields):
+        with open(run.data_info, "w") as f:
+            json.dump({**info, **fields}, f)
+    record(precision="mixed_bfloat16", precision_reason="auto: CPU with AVX512_BF16")
+    machine(False, "CPU without AVX512_BF16 or AMX-BF16")
+    assert card_precision() == "mixed_bfloat16"  # where auto would now choose float32
     # a record that is no precision: one line naming the file when the run is resumed
-    json.dump({**json.load(open(run.data_info)), "precision": "float8"}, open(run.data_info, "w"))
+    record(precision="float8")
     from mammo_seg.errors import MammoError
 
     with pytest.raises(MammoError, match="data.json.*recorded precision 'float8' is none of float32, mixed_bfloat16"):
