@@ -4,6 +4,7 @@ predictions lined up scan by scan and compared with paired intervals, result fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -101,12 +102,55 @@ def arm_recipe(recipe: str, work: str, prep: dict) -> str:
     return path
 
 
+#: the file in an arm's folder that says how the arm was run: its recipe's SHA-256 and its overrides
+ARM_RECORD = "arm.json"
+
+
+def arm_record(recipe: str, overrides: list[str]) -> dict:
+    """What an arm's results depend on beyond the data: the recipe file's SHA-256 and the ``--set`` overrides."""
+    with open(recipe, "rb") as f:
+        return {"recipe_sha256": hashlib.sha256(f.read()).hexdigest(), "overrides": list(overrides)}
+
+
+def check_arm_record(folder: str, record: dict, study: str) -> bool:
+    """Whether ``folder`` recorded ``record``: True when it did, False when it recorded nothing (an arm run
+    before arms were recorded); a folder run otherwise is one line naming it and what differs (SystemExit)."""
+    path = os.path.join(folder, ARM_RECORD)
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{study}: {path}: unreadable ({type(e).__name__}: {e}); remove the arm folder to rerun it")
+    differences = []
+    if earlier.get("recipe_sha256") != record["recipe_sha256"]:
+        was = str(earlier.get("recipe_sha256"))[:12]
+        differences.append(f"recipe SHA-256 {was}, now {record['recipe_sha256'][:12]}")
+    if earlier.get("overrides") != record["overrides"]:
+        differences.append(f"overrides {earlier.get('overrides')}, now {record['overrides']}")
+    if differences:
+        raise SystemExit(f"{study}: {folder} was run with another recipe or overrides ({'; '.join(differences)}); "
+                         f"remove it or use another --work")
+    return True
+
+
 def run_arm(name: str, label: str, recipe: str, overrides: list[str], archive: str, work: str, study: str) -> float:
-    """Arm ``name``: ``quality_mias.py --recipe RECIPE --set ...`` in ``work/name`` (skipped when its
-    ``result.json`` exists, so a study resumes); returns the seconds it took now."""
+    """Arm ``name``: ``quality_mias.py --recipe RECIPE --set ...`` in ``work/name``; returns the seconds it took
+    now. The folder records the recipe's SHA-256 and the overrides (``arm.json``) before the arm runs; an arm whose
+    ``result.json`` exists is reused (so a study resumes) when it recorded the same, and refused when it recorded
+    others. An arm folder from before arms were recorded is reused with a warning."""
     folder = os.path.join(work, name)
+    record = arm_record(recipe, overrides)
+    recorded = check_arm_record(folder, record, study)
     if os.path.isfile(os.path.join(folder, "result.json")):
+        if not recorded:
+            print(f"{study}: warning: {folder} has no {ARM_RECORD} (its recipe and overrides are not known); its "
+                  f"result.json is reused as it is", file=sys.stderr, flush=True)
         return 0.0
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ARM_RECORD), "w") as f:
+        json.dump(record, f, indent=2)
     start = time.perf_counter()
     command = [sys.executable, os.path.join(HERE, "quality_mias.py"), "--recipe", recipe, "--archive", archive,
                "--work", folder, "--out", os.path.join(folder, "result"), *[a for s in overrides for a in ("--set", s)]]

@@ -1,0 +1,98 @@
+"""The arms of the real-data studies (``benchmarks/out_of_fold.py``): an arm's folder records the recipe and
+overrides it ran with, and is reused only for the same ones."""
+
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+#: stands for quality_mias.py: notes that it ran, and writes the result file
+FAKE_QUALITY = """
+import os, sys
+args = sys.argv[1:]
+work, out = args[args.index("--work") + 1], args[args.index("--out") + 1]
+os.makedirs(work, exist_ok=True)
+with open(os.path.join(work, "runs.txt"), "a") as f:
+    f.write(" ".join(args[args.index("--out") + 2:]) + "\\n")
+with open(out + ".json", "w") as f:
+    f.write("{}")
+"""
+
+
+@pytest.fixture
+def arms(tmp_path, monkeypatch):
+    """benchmarks/out_of_fold.py, its quality_mias.py replaced by a script that only writes the result file."""
+    spec = importlib.util.spec_from_file_location("out_of_fold", os.path.join(BENCHMARKS, "out_of_fold.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fake = tmp_path / "bench"
+    fake.mkdir()
+    (fake / "quality_mias.py").write_text(FAKE_QUALITY)
+    monkeypatch.setattr(module, "HERE", str(fake))
+    return module
+
+
+def test_an_arm_is_reused_only_with_the_recipe_and_overrides_it_ran_with(arms, tmp_path, capsys):
+    recipe, work = tmp_path / "recipe.yaml", str(tmp_path / "work")
+    recipe.write_text("train: {lr: 0.001}\n")
+    os.makedirs(work)
+    folder = os.path.join(work, "wide")
+
+    def run(overrides):
+        return arms.run_arm("wide", "width 0.5", str(recipe), overrides, "mias.tar.xz", work, "levers")
+
+    def runs():
+        return open(os.path.join(folder, "runs.txt")).read().splitlines()
+    run(["model.width=0.5"])
+    assert runs() == ["--set model.width=0.5"]
+    digest = hashlib.sha256(b"train: {lr: 0.001}\n").hexdigest()
+    assert json.load(open(os.path.join(folder, "arm.json"))) == {"recipe_sha256": digest,
+                                                                  "overrides": ["model.width=0.5"]}
+    assert run(["model.width=0.5"]) == 0.0 and runs() == ["--set model.width=0.5"]  # reused, not run again
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as refused:
+        run(["model.width=0.25"])
+    assert str(refused.value) == (f"levers: {folder} was run with another recipe or overrides (overrides "
+                                  f"['model.width=0.5'], now ['model.width=0.25']); remove it or use another --work")
+    recipe.write_text("train: {lr: 0.002}\n")
+    changed = hashlib.sha256(b"train: {lr: 0.002}\n").hexdigest()
+    with pytest.raises(SystemExit) as refused:
+        run(["model.width=0.5"])
+    assert str(refused.value) == (f"levers: {folder} was run with another recipe or overrides (recipe SHA-256 "
+                                  f"{digest[:12]}, now {changed[:12]}); remove it or use another --work")
+    assert runs() == ["--set model.width=0.5"]  # nothing ran
+
+
+def test_an_unfinished_arm_is_not_continued_with_other_settings(arms, tmp_path):
+    recipe, work = tmp_path / "recipe.yaml", str(tmp_path / "work")
+    recipe.write_text("seed: 0\n")
+    folder = os.path.join(work, "base")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "arm.json"), "w") as f:
+        json.dump(arms.arm_record(str(recipe), []), f)  # it started, and stopped before its result.json
+    with pytest.raises(SystemExit, match=r"base was run with another recipe or overrides \(overrides \[\], now "
+                                         r"\['seed=1'\]\)"):
+        arms.run_arm("base", "base", str(recipe), ["seed=1"], "mias.tar.xz", work, "loss study")
+    arms.run_arm("base", "base", str(recipe), [], "mias.tar.xz", work, "loss study")  # the same: it continues
+    assert os.path.isfile(os.path.join(folder, "result.json"))
+    with open(os.path.join(folder, "arm.json"), "w") as f:
+        f.write("{")
+    with pytest.raises(SystemExit, match=r"loss study: .*arm.json: unreadable \(JSONDecodeError"):
+        arms.run_arm("base", "base", str(recipe), [], "mias.tar.xz", work, "loss study")
+
+
+def test_an_arm_folder_from_before_arms_were_recorded_is_reused_with_a_warning(arms, tmp_path, capsys):
+    recipe, work = tmp_path / "recipe.yaml", str(tmp_path / "work")
+    recipe.write_text("seed: 0\n")
+    folder = os.path.join(work, "base")
+    os.makedirs(folder)
+    pathlib.Path(folder, "result.json").write_text("{}")
+    assert arms.run_arm("base", "base", str(recipe), ["seed=1"], "mias.tar.xz", work, "levers") == 0.0
+    assert not os.path.exists(os.path.join(folder, "runs.txt"))  # not run again
+    assert capsys.readouterr().err == (f"levers: warning: {folder} has no arm.json (its recipe and overrides are not "
+                                       f"known); its result.json is reused as it is\n")
+    assert not os.path.exists(os.path.join(folder, "arm.json"))  # nothing is claimed for it
