@@ -178,6 +178,7 @@ class TrainSection:
     epochs: int = 30
     steps_per_epoch: int | None = None  # default: one pass over the training records
     validation_steps: int | None = None  # default: the whole validation split
+    validation_freq: int = 1  # validate every this many epochs, and after the last (Keras's fit(validation_freq))
     batch_size: int = 16  # global, over all replicas
     lr: float = 1e-3
     schedule: str = "original"  # "original": lr × 0.85 every 15 epochs (staircase); "constant"; "cosine" (to 0)
@@ -249,6 +250,7 @@ class ExperimentConfig:
              "must be at least 1, or null for one pass over the training records"),
             (self.train.validation_steps is None or self.train.validation_steps >= 1, "train.validation_steps",
              "must be at least 1, or null for the whole validation split"),
+            (self.train.validation_freq >= 1, "train.validation_freq", "must be at least 1"),
             (self.train.checkpoint_metric in checkpoint_metrics(), "train.checkpoint_metric",
              f"must be one of {', '.join(checkpoint_metrics())}, got {self.train.checkpoint_metric!r}"),
             (self.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1"),

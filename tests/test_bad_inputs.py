@@ -220,6 +220,8 @@ BAD_CONFIGS = {  # file name: (content, what its one line must say after "<file>
                    "train.lr_decay_epochs: must be at least 1"),
     "steps.yaml": (GOOD_CONFIG.replace("steps_per_epoch: 8", "steps_per_epoch: -3"),
                    "train.steps_per_epoch: must be at least 1, or null for one pass over the training records"),
+    "valfreq.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  validation_freq: 0"),
+                     "train.validation_freq: must be at least 1"),
     "metric.yaml": (GOOD_CONFIG.replace("val_lesion_iou", "val_lesion_iuo"),
                     "train.checkpoint_metric: must be one of val_lesion_iou, val_lesion_dice,"),
     "alias_bomb.yaml": (GOOD_CONFIG.replace("train:", "x0: &a0 [ab, ab, ab, ab, ab, ab, ab, ab, ab]\n"

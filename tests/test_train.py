@@ -57,6 +57,28 @@ def test_tiny_run_writes_the_run_directory(data_dir, tmp_path):
     assert main(args) == 2  # the run exists: refused without --resume
 
 
+def test_validation_every_other_epoch_changes_no_training_and_logs_nan_between(data_dir, tmp_path):
+    from mammo_seg.training.callbacks import read_history
+
+    common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64",
+              "--set", "train.epochs=3", "--set", "train.steps_per_epoch=2", "--set", "train.checkpoint=last"]
+    every, sparse = str(tmp_path / "every"), str(tmp_path / "sparse")
+    assert main(["train", "--out", every, *common]) == 0
+    assert main(["train", "--out", sparse, *common, "--set", "train.validation_freq=2"]) == 0
+    a, b = history(every), history(sparse)
+    assert [r["epoch"] for r in b] == ["0", "1", "2"] and list(a[0]) == list(b[0])  # the same columns
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # validation draws nothing from training
+    assert b[0]["val_lesion_iou"] == "nan" and b[1]["val_lesion_iou"] == a[1]["val_lesion_iou"]
+    assert b[2]["val_loss"] == a[2]["val_loss"]  # the last epoch is always validated
+    assert "val_loss" not in read_history(os.path.join(sparse, "history.csv"))[0]
+    log = open(os.path.join(sparse, "train.log")).read().splitlines()
+    assert "val_" not in next(line for line in log if "epoch 1/3" in line)
+    import keras
+
+    for x, y in zip(*(keras.models.load_model(os.path.join(r, "last.keras")).get_weights() for r in (every, sparse))):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_path, capsys):
     assert main(["train", "-c", TINY, "--out", str(tmp_path / "r"), "--set", "train.batch_size=big"]) == 2
     err = capsys.readouterr().err.strip()

@@ -119,7 +119,8 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs = epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        text = "  ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items()))
+        text = "  ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items())
+                         if not (k.startswith("val_") and np.isnan(v)))  # an epoch without validation
         log.info("epoch %d/%d  %s", epoch + 1, self.epochs, text)
 
 
@@ -140,9 +141,11 @@ class ProgressPlot(keras.callbacks.Callback):
 
 def read_history(path: str) -> list[dict]:
     """history.csv as dicts of floats; "NA" (Keras's CSVLogger fills val_ columns with it when a run
-    has no validation) and empty cells are left out."""
+    has no validation), "nan" (an epoch that was not validated, ``train.validation_freq``) and empty cells are
+    left out."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", "NA", None)} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if v not in ("", "NA", "nan", None)}
+                for row in csv.DictReader(f)]
 
 
 def truncate_history(path: str, epochs_done: int) -> None:
@@ -168,10 +171,9 @@ def plot_history(rows: list[dict], path: str, panels) -> None:
     epochs = [int(r["epoch"]) + 1 for r in rows]
     for ax, (key, title) in zip(np.atleast_1d(axes), panels):
         for prefix, style in (("", "-"), ("val_", "--")):
-            values = [r.get(prefix + key) for r in rows]
-            if any(v is not None for v in values):
-                ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker="o", ms=3,
-                        label="validation" if prefix else "train")
+            points = [(e, r[prefix + key]) for e, r in zip(epochs, rows) if prefix + key in r]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", ms=3, label="validation" if prefix else "train")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

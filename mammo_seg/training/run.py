@@ -274,7 +274,8 @@ class _Datasets:
 
 def run_epochs(config: ExperimentConfig, steps, datasets: _Datasets, callbacks, epochs, steps_per_epoch: int,
                validate: bool, progress: bool) -> dict:
-    """The epoch loop: ``steps_per_epoch`` training steps, then the validation split (``validate``), callbacks."""
+    """The epoch loop: ``steps_per_epoch`` training steps, then the validation split (``validate``, on the epochs
+    :func:`validates` names; the others log NaN for its figures), callbacks."""
     import keras
 
     train_metrics, val_metrics = steps.train_metrics, steps.val_metrics
@@ -304,13 +305,21 @@ def run_epochs(config: ExperimentConfig, steps, datasets: _Datasets, callbacks, 
                 **{m.name: float(m.result()) for m in train_metrics},
                 "learning_rate": float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate)),
                 "epoch_seconds": seconds, "tiles_per_second": steps_per_epoch * config.train.batch_size / seconds}
-        if val_data is not None:
+        if val_data is not None and validates(config.train, epoch):
             values = [float(steps.eval_step(batch)) for batch in val_data]
             logs["val_loss"] = sum(values) / max(1, len(values))
             logs.update({f"val_{m.name}": float(m.result()) for m in val_metrics})
+        elif val_data is not None:  # NaN keeps history.csv's columns whichever epoch a run starts or resumes at
+            logs.update({"val_loss": math.nan, **{f"val_{m.name}": math.nan for m in val_metrics}})
         callbacks.on_epoch_end(epoch, logs)
     callbacks.on_train_end(logs)
     return logs
+
+
+def validates(train, epoch: int) -> bool:
+    """Whether the validation split is scored after ``epoch`` (0-based): every ``train.validation_freq``-th epoch
+    and the last, whose figures a run ends with."""
+    return (epoch + 1) % train.validation_freq == 0 or epoch + 1 == train.epochs
 
 
 def _progress(enabled: bool, total: int, description: str):
