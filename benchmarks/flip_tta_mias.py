@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     if not os.path.isfile(os.path.join(run, "ensemble.json")):
         parser.error(f"--work {args.work}: no finished quality_mias run (run/ensemble.json)")
     from data_prep.ground_truth import ground_truth
+    from mammo_seg.data.prep_output import Manifest
+    from mammo_seg.data.resolution import Resolution
     from mammo_seg.evaluate import collect_cases
     from mammo_seg.intervals import bootstrap, paired_differences
 
@@ -96,6 +98,7 @@ def main(argv=None) -> int:
     each = {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
             for name, arm in arms.items()}
     report = {"run": args.work, "scans": len(women), "women": len(set(women)),
+              "training_pixel_mm": Resolution.from_dict(Manifest.load(os.path.join(data, "full")).resolution).spacing_mm,
               "operating_points": {name: {"threshold": arm.threshold, "min_area_mm2": arm.min_area_mm2}
                                    for name, arm in arms.items()},
               "flip_point_chosen_on": point, "arms": each,
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
 def write_markdown(report: dict, path: str) -> None:
     f = figure_text
     lines = ["# Flip test-time augmentation on real mini-MIAS scans, out of fold", "",
-             f"The same fold models, {report['scans']} scans of {report['women']} women; each arm at the operating "
+             f"The same fold models (trained at {report['training_pixel_mm']:g} mm per training pixel), "
+             f"{report['scans']} scans of {report['women']} women; each arm at the operating "
              f"point the recipe's rule chose on its own pooled out-of-fold predictions. 95 % bootstrap intervals over "
              f"women; differences paired, **bold** where the interval excludes 0.", "",
              "| arm | operating point | sens. @0.5 FP/image | @1 | @2 | masses @1 | lesion Dice | normals flagged |",
