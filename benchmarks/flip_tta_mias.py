@@ -30,7 +30,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import aligned_arms, figure_text, write_results  # noqa: E402
+from out_of_fold import aligned_arms, figure_text, training_pixel_mm, write_results  # noqa: E402
 from quality_mias import GROUPS, RESULTS, link_fold, mammo  # noqa: E402
 
 
@@ -80,8 +80,6 @@ def main(argv=None) -> int:
     if not os.path.isfile(os.path.join(run, "ensemble.json")):
         parser.error(f"--work {args.work}: no finished quality_mias run (run/ensemble.json)")
     from data_prep.ground_truth import ground_truth
-    from mammo_seg.data.prep_output import Manifest
-    from mammo_seg.data.resolution import Resolution
     from mammo_seg.evaluate import collect_cases
     from mammo_seg.intervals import bootstrap, paired_differences
 
@@ -98,7 +96,7 @@ def main(argv=None) -> int:
     each = {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
             for name, arm in arms.items()}
     report = {"run": args.work, "scans": len(women), "women": len(set(women)),
-              "training_pixel_mm": Resolution.from_dict(Manifest.load(os.path.join(data, "full")).resolution).spacing_mm,
+              "training_pixel_mm": training_pixel_mm(args.work),
               "operating_points": {name: {"threshold": arm.threshold, "min_area_mm2": arm.min_area_mm2}
                                    for name, arm in arms.items()},
               "flip_point_chosen_on": point, "arms": each,

@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                               "froc_at_common_area": common_area[name],
                               "seconds": results[name]["seconds_total"]} for name in names},
               "paired": paired, "paired_min_area_mm2": args.min_area,
-              "training_pixel_mm": {name: training_pixel_mm(args.work, name) for name in names},
+              "training_pixel_mm": {name: training_pixel_mm(os.path.join(args.work, name)) for name in names},
               "seconds_total": round(sum(r["seconds_total"] for r in results.values()), 1)}
     write_results(args.out, report, write_markdown, lambda path: plot(report, path))
     return 0

@@ -161,9 +161,10 @@ def run_arm(name: str, label: str, recipe: str, overrides: list[str], archive: s
     return round(time.perf_counter() - start, 1)
 
 
-def training_pixel_mm(work: str, name: str) -> float:
-    """The arm's training grid, mm per training pixel (its prep output's manifest)."""
-    with open(os.path.join(work, name, "data", "full", "manifest.json")) as f:
+def training_pixel_mm(folder: str) -> float:
+    """The training grid of a ``quality_mias`` work folder (an arm's), mm per training pixel (its prep output's
+    manifest)."""
+    with open(os.path.join(folder, "data", "full", "manifest.json")) as f:
         return json.load(f)["resolution"]["spacing_mm"]
 
 
