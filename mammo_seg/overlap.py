@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 
-from keras import ops
-
 
 def confusion_sums(p, y, axis=None):
     """(TP, FP, FN) over ``axis`` (None: everything): Σ p·y, Σ p·(1 − y), Σ (1 − p)·y.
 
     With binary p these are pixel counts; with probabilities the soft counts of Rahman & Wang (2016).
     """
+    from keras import ops  # here: evaluation needs only the NumPy functions below, without Keras's 5-s import
+
     tp = ops.sum(p * y, axis=axis)
     return tp, ops.sum(p, axis=axis) - tp, ops.sum(y, axis=axis) - tp
 
@@ -38,6 +38,8 @@ def overlap_sums(p, y, axis=None):
 
 def ratio(numerator, denominator):
     """``numerator / denominator``; 0 where the denominator is 0 (see the module docstring)."""
+    from keras import ops
+
     return ops.divide_no_nan(numerator, denominator)
 
 
