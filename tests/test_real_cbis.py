@@ -194,3 +194,17 @@ def test_prep_of_a_partial_download_names_every_case_and_loses_nothing(real_fold
     assert err.splitlines()[-1] == "mammo prep: error: no usable records were produced"
     with open(out / "problems.csv") as f:
         assert len(f.read().splitlines()) == 1 + 10
+
+
+def test_a_film_predicted_with_prep_s_resampling_gets_the_same_bytes_as_before(mias_model, tmp_path, monkeypatch):
+    from mammo_seg.inference.segment import PredictOptions, Segmenter
+    from test_scan_probability import assert_same_files_as_with_skimage_resampling
+
+    folder = tmp_path / "in"
+    os.makedirs(folder)
+    os.symlink(real_files()[("sfm-malign-0", "lmlo")], folder / "lmlo.dcm")
+    prob = Segmenter(mias_model, PredictOptions(spacing_mm=0.05, threshold=0.5, min_area_mm2=0.0))(
+        str(folder / "lmlo.dcm")).probability
+    threshold = float(np.quantile(prob[prob > 0], 0.998))
+    assert assert_same_files_as_with_skimage_resampling(mias_model, str(folder), tmp_path, threshold, 0.02,
+                                                        monkeypatch, spacing=0.05) >= 2

@@ -150,3 +150,56 @@ def test_the_overlay_outline_found_in_the_lesions_box_is_the_whole_images():
             if k == 2:
                 mask[:, 0] = mask[0, -1] = True
             assert np.array_equal(outline(mask, step, shape), whole_image(mask, step, shape)), (h, w, step, k)
+
+
+def assert_same_files_as_with_skimage_resampling(model, folder, tmp_path, threshold, min_area, monkeypatch,
+                                                  spacing=None) -> int:
+    """predict with its network input resampled as prep resamples (``resample_image``, now) and as it was before
+    (scikit-image's ``resize``): the mask, the lesion reports, the SEG, the SR, the overlay and the summary the same
+    bytes, the probability map (on request) the same to a float16 step. The two inputs differ (by float32
+    rounding), so the comparison is not of one computation with itself. Returns the
+    number of lesions found, for the caller to check that there was something to compare."""
+    from mammo_seg.data.resolution import ScanGrid, resample_image
+
+    options = PredictOptions(threshold=threshold, min_area_mm2=min_area, spacing_mm=spacing, formats=FORMATS)
+    now = str(tmp_path / "resample_image")
+    predict(model, folder, now, options, progress=False)
+    inputs = []
+
+    def former(grid, image):
+        inputs.append((resample_image(image, grid.shape), resize_image(image, grid.shape)))
+        return inputs[-1][1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ScanGrid, "image_to_training", former)
+        before = str(tmp_path / "resize")
+        predict(model, folder, before, options, progress=False)
+    assert inputs and all(np.abs(a - b).max() < 1e-6 for a, b in inputs)
+    assert any((a != b).any() for a, b in inputs)
+    names = sorted(name for _, _, files in os.walk(now) for name in files if name != PredictionOutput.TIMINGS)
+    assert names == sorted(name for _, _, files in os.walk(before) for name in files
+                           if name != PredictionOutput.TIMINGS)
+    for root, _, files in os.walk(now):
+        for name in files:
+            if name == PredictionOutput.TIMINGS:
+                continue
+            mine, other = os.path.join(root, name), os.path.join(before, os.path.relpath(os.path.join(root, name), now))
+            if name.endswith(".npz"):  # the probability map (on request): float16 values, each within a step
+                a, b = np.load(mine)["probability"].astype(np.float32), np.load(other)["probability"].astype(np.float32)
+                assert np.abs(a - b).max() <= 2 ** -11 and np.mean(a != b) < 0.01, name
+                continue
+            with open(mine, "rb") as a, open(other, "rb") as b:
+                assert a.read() == b.read(), name
+    output = PredictionOutput(now)
+    return sum(json.load(open(output.scan_file(record["id"], "json")))["lesion_count"]
+               for record in output.read_summary()["scans"])
+
+
+def test_predict_resampling_its_input_as_prep_does_writes_the_same_bytes_as_before(model_file, tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    os.makedirs(folder)
+    paths = [phantom_dicom(str(folder / f"{name}.dcm"), seed) for seed, name in enumerate("ab")]
+    prob = Segmenter(model_file, PredictOptions(threshold=0.5, min_area_mm2=0.0))(paths[0]).probability
+    threshold = float(np.quantile(prob, 0.998))
+    assert assert_same_files_as_with_skimage_resampling(model_file, str(folder), tmp_path, threshold, 0.05,
+                                                        monkeypatch) >= 2
