@@ -57,14 +57,20 @@ def test_tiny_run_writes_the_run_directory(data_dir, tmp_path):
     assert main(args) == 2  # the run exists: refused without --resume
 
 
-def test_validation_every_other_epoch_changes_no_training_and_logs_nan_between(data_dir, tmp_path):
+def test_validation_every_other_epoch_changes_no_training_and_logs_nan_between(data_dir, tmp_path, monkeypatch):
+    from mammo_seg.training import callbacks
     from mammo_seg.training.callbacks import read_history
 
+    drawn, draw = [], callbacks.plot_history  # the progress plot: the epochs it is drawn after (rows of history)
+    monkeypatch.setattr(callbacks, "plot_history", lambda rows, *args: drawn.append(len(rows)) or draw(rows, *args))
     common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64",
               "--set", "train.epochs=3", "--set", "train.steps_per_epoch=2", "--set", "train.checkpoint=last"]
     every, sparse = str(tmp_path / "every"), str(tmp_path / "sparse")
     assert main(["train", "--out", every, *common]) == 0
+    assert drawn == [1, 2, 3]
+    drawn.clear()
     assert main(["train", "--out", sparse, *common, "--set", "train.validation_freq=2"]) == 0
+    assert drawn == [2, 3] and os.path.isfile(os.path.join(sparse, "progress.png"))  # validated epochs, the last
     a, b = history(every), history(sparse)
     assert [r["epoch"] for r in b] == ["0", "1", "2"] and list(a[0]) == list(b[0])  # the same columns
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # validation draws nothing from training

@@ -125,17 +125,19 @@ class EpochLog(keras.callbacks.Callback):
 
 
 class ProgressPlot(keras.callbacks.Callback):
-    """``progress.png``: loss, lesion IoU, precision and recall per epoch (train and validation)."""
+    """``progress.png``: loss, lesion IoU, precision and recall per epoch (train and validation), drawn after the
+    epochs ``drawn_after(epoch)`` names (0-based; default every one): the run passes the validated epochs, since
+    drawing takes about half a CPU second."""
 
     PANELS = (("loss", "loss"), ("lesion_iou", "lesion IoU"), ("precision", "pixel precision"),
               ("recall", "pixel recall"))
 
-    def __init__(self, history_csv: str, path: str, write: bool = True):
+    def __init__(self, history_csv: str, path: str, write: bool = True, drawn_after=lambda epoch: True):
         super().__init__()
-        self.history_csv, self.path, self.write = history_csv, path, write
+        self.history_csv, self.path, self.write, self.drawn_after = history_csv, path, write, drawn_after
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.write and os.path.isfile(self.history_csv):
+        if self.write and self.drawn_after(epoch) and os.path.isfile(self.history_csv):
             plot_history(read_history(self.history_csv), self.path, self.PANELS)
 
 

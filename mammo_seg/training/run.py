@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import logging
 import math
 import os
@@ -126,7 +128,7 @@ def build_model(config: ExperimentConfig, resolution: dict, init_from: str | Non
 
 def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, chief: bool, initial_epoch: int):
     """The loss's own schedules (first: they set the epoch's loss before it runs), logging, history, TensorBoard,
-    best/last checkpoints, the progress plot, the backup (last: it commits the epoch)."""
+    best/last checkpoints, the progress plot (after the validated epochs), the backup (last: it commits the epoch)."""
     import keras
 
     from mammo_seg.losses import loss_callbacks
@@ -137,7 +139,8 @@ def build_callbacks(config: ExperimentConfig, run: RunDir, loss, saver, backup, 
     if chief:
         callbacks += [keras.callbacks.CSVLogger(run.history, append=initial_epoch > 0),
                       keras.callbacks.TensorBoard(run.tensorboard, write_graph=False)]
-    return callbacks + [saver, ProgressPlot(run.history, run.progress_plot, write=chief), backup]
+    plot = ProgressPlot(run.history, run.progress_plot, write=chief, drawn_after=partial(validates, train))
+    return callbacks + [saver, plot, backup]
 
 
 def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, strategy=None,
