@@ -117,21 +117,10 @@ def min_area_px(min_area_mm2: float, pixel_area_mm2: float) -> int:
     return max(1, int(np.ceil(min_area_mm2 / pixel_area_mm2 - 1e-9)))
 
 
-def over_threshold(probability: np.ndarray, threshold: float) -> np.ndarray:
-    """``probability >= threshold`` as NumPy computes it (on a float16 map: against the threshold rounded to
-    float16). predict stores its maps as float16, whose arithmetic NumPy emulates: there the bit patterns are
-    compared instead, about ten times faster, the same for every value from +0 to +inf (their patterns, read as
-    unsigned integers, rise with the values); negative values and NaN, never probabilities, are never over."""
-    if probability.dtype != np.float16 or not np.float16(threshold) > 0:
-        return probability >= threshold
-    bits = probability.view(np.uint16)
-    return (bits >= np.float16(threshold).view(np.uint16)) & (bits <= np.float16(np.inf).view(np.uint16))
-
-
 def detection_masks(probability: np.ndarray, threshold: float, min_areas) -> list[np.ndarray]:
     """``probability ≥ threshold`` without its components smaller than each of ``min_areas`` pixels
     (the components are labelled once for all of them)."""
-    mask = over_threshold(probability, threshold)
+    mask = probability >= threshold
     if all(area <= 1 for area in min_areas):
         return [mask for _ in min_areas]
     components, _ = lesion_components(mask)
@@ -157,7 +146,7 @@ def find_detections(probability: np.ndarray, threshold: float, min_area: int) ->
     pixels, so the components, their order and their peaks are those of the whole map), and over those pixels
     alone.
     """
-    mask = over_threshold(probability, threshold)
+    mask = probability >= threshold
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return []
@@ -167,9 +156,9 @@ def find_detections(probability: np.ndarray, threshold: float, min_area: int) ->
     flat = components.ravel()
     inside = np.flatnonzero(flat)  # raster order within the window
     labels = flat[inside]
-    values = probability[window].ravel()[inside].astype(np.float32)  # exact for float16 and float32 maps
+    values = probability[window].ravel()[inside]
     areas = np.bincount(labels, minlength=n + 1)
-    peak = np.full(n + 1, -np.inf, np.float32)
+    peak = np.full(n + 1, -np.inf, np.result_type(values.dtype, np.float16))  # the map's own values
     np.maximum.at(peak, labels, values)
     at_peak = np.flatnonzero(values == peak[labels])
     first = np.full(n + 1, inside.size)

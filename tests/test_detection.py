@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from mammo_seg.detection import (ScanLesions, find_detections, froc, match, min_area_px, over_threshold,
-                                  score_scans)
+from mammo_seg.detection import ScanLesions, find_detections, froc, match, min_area_px, score_scans
 
 
 def box(shape, r0, r1, c0, c1):
@@ -57,26 +56,20 @@ def test_detections_in_the_window_over_the_threshold_are_those_of_the_whole_map(
     checked = 0
     for shape in [(1, 1), (1, 9), (9, 1), (30, 40), (64, 17)]:
         for case in range(12):
-            prob = np.round(rng.random(shape), 1).astype(np.float32)  # tenths: many equal values and scores
+            dtype = (np.float32, np.float16, np.float64)[case // 4]
+            prob = np.round(rng.random(shape), 1).astype(dtype)  # tenths: many equal values and scores
+            if dtype == np.float64 and prob.size > 1:
+                prob.flat[1] += 1e-12  # a value float32 would round onto its neighbours
             if case % 3 == 0:
                 prob[: shape[0] // 2] = 0  # a window that does not start at the corner
             if case % 4 == 1:
                 prob[:, : shape[1] // 3] = 0
-            for threshold in (0.05, 0.5, 0.85, 1.0, 1.1):
+            for threshold in (0.05, np.float64(0.05), 0.5, np.float64(0.85), 1.0, 1.1):
                 for min_area in (1, 3):
                     assert find_detections(prob, threshold, min_area) == whole_map_detections(prob, threshold,
                                                                                              min_area)
                     checked += bool(whole_map_detections(prob, threshold, min_area))
     assert checked > 300
-
-
-def test_a_float16_map_over_a_threshold_is_what_numpy_compares_for_every_value():
-    every = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16)  # ±0, subnormals, ±inf, NaNs
-    with np.errstate(invalid="ignore"):
-        for threshold in (1e-8, 0.01, 0.05, 1 / 3, 0.5, 0.85, 0.95, 0.999, 1.0, 65504.0, 1e6, 0.0, -0.5):
-            np.testing.assert_array_equal(over_threshold(every, threshold), every >= threshold, str(threshold))
-            np.testing.assert_array_equal(over_threshold(every.astype(np.float32), threshold),
-                                          every.astype(np.float32) >= threshold)
 
 
 def test_centre_in_lesion_matching():
