@@ -161,6 +161,9 @@ def assert_same_files_as_with_skimage_resampling(model, folder, tmp_path, thresh
     number of lesions found, for the caller to check that there was something to compare."""
     from mammo_seg.data.resolution import ScanGrid, resample_image
 
+    grid = Resolution().grid((1400, 1000), 0.05)
+    image = np.random.default_rng(0).random((1400, 1000)).astype(np.float32)
+    np.testing.assert_array_equal(grid.image_to_training(image), resample_image(image, grid.shape))  # what runs now
     options = PredictOptions(threshold=threshold, min_area_mm2=min_area, spacing_mm=spacing, formats=FORMATS)
     now = str(tmp_path / "resample_image")
     predict(model, folder, now, options, progress=False)
