@@ -4,7 +4,8 @@ One stage (or a run without stages)::
 
     config.yaml     the resolved config          data.json     data folder, tile, dataset, the precision that ran
     train.log       a line per epoch              history.csv   every logged value per epoch
-    tensorboard/    TensorBoard events            progress.png  loss, lesion IoU, precision, recall
+    tensorboard/    TensorBoard events            progress.png  loss, lesion IoU, precision, recall (redrawn
+                                                                after each validated epoch)
     best.keras      best by ``train.checkpoint_metric`` (validation lesion IoU)
     last.keras      the latest epoch              backup/       the state ``--resume`` continues from
     done.json       a finished curriculum stage

@@ -126,8 +126,8 @@ class EpochLog(keras.callbacks.Callback):
 
 class ProgressPlot(keras.callbacks.Callback):
     """``progress.png``: loss, lesion IoU, precision and recall per epoch (train and validation), drawn after the
-    epochs ``drawn_after(epoch)`` names (0-based; default every one): the run passes the validated epochs, since
-    drawing takes about half a CPU second."""
+    epochs ``drawn_after(epoch)`` names (0-based; default every one) and after the first epoch of a run without the
+    file: the run passes its validated epochs, since drawing takes about half a CPU second."""
 
     PANELS = (("loss", "loss"), ("lesion_iou", "lesion IoU"), ("precision", "pixel precision"),
               ("recall", "pixel recall"))
@@ -137,7 +137,8 @@ class ProgressPlot(keras.callbacks.Callback):
         self.history_csv, self.path, self.write, self.drawn_after = history_csv, path, write, drawn_after
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.write and self.drawn_after(epoch) and os.path.isfile(self.history_csv):
+        if self.write and (self.drawn_after(epoch) or not os.path.isfile(self.path)) and \
+                os.path.isfile(self.history_csv):
             plot_history(read_history(self.history_csv), self.path, self.PANELS)
 
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, dump_config
