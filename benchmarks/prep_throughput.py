@@ -45,7 +45,7 @@ runs ``steady_state`` reports
 * ``read_only_scans_per_second`` and ``read_only_start_up_seconds``: the same for the read-only floor;
 * ``prep_over_read_only``: the marginal seconds a scan of prep over those of the floor;
 * ``prep_over_one_process_read_only_per_worker`` (when 1 is among the worker counts): the marginal seconds a scan
-  of prep over those of the floor read in one process divided by the worker count (the issue's wording of the
+  of prep over those of the floor read in one process divided by the worker count (the stricter reading of the
   target; with one worker the same as ``prep_over_read_only``);
 * ``cpu_seconds_per_scan`` and ``scans_per_second_two_free_cores_at_most``: the marginal CPU seconds a scan and
   2 ÷ those.
@@ -54,9 +54,9 @@ A rate is null where the larger run was not the slower (noise above the extra sc
 ``--workers`` picks the worker counts (default 1 and 2). With ``--phantoms`` the larger download holds K times as
 many phantom patients (other phantoms, not copies).
 
-Targets (issue "prep and predict as fast as their unavoidable parts"): prep ≤ 2 × the read-only time with the
-same worker count, and ≥ 5 CBIS-size scans/s on 2 cores, a steady-state rate
-(``workers.2.steady_state.scans_per_second`` with ``--copies``).
+Targets: prep ≤ 2 × the read-only time with the same worker count (or, read strictly, ≤ 2 × one process's read-only
+time divided by the worker count: ``prep_over_one_process_read_only_per_worker``), and ≥ 5 CBIS-size scans/s on
+2 cores, a steady-state rate (``workers.2.steady_state.scans_per_second`` with ``--copies``).
 """
 
 from __future__ import annotations
@@ -364,10 +364,11 @@ def main(argv=None) -> int:
     one_process = report["workers"].get("1", {}).get("steady_state", {}).get("read_only_scans_per_second")
     for workers, entry in report["workers"].items():
         rate = entry.get("steady_state", {}).get("scans_per_second")
-        if one_process and rate:  # the issue's floor: one process's read-only time ÷ the worker count
+        if one_process and rate:  # the stricter floor: one process's read-only time ÷ the worker count
             entry["steady_state"]["prep_over_one_process_read_only_per_worker"] = round(
                 int(workers) * one_process / rate, 2)
-    report["targets"] = {"prep_over_read_only": "<= 2", "scans_per_second_2_workers": ">= 5"}
+    report["targets"] = {"prep_over_read_only": "<= 2", "prep_over_one_process_read_only_per_worker": "<= 2",
+                         "scans_per_second_2_workers": ">= 5"}
     if args.copies > 1:
         report["targets"]["steady_state_scans_per_second_2_workers"] = ">= 5"
     write_report(report, args.out)
