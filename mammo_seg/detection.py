@@ -158,7 +158,8 @@ def find_detections(probability: np.ndarray, threshold: float, min_area: int) ->
     labels = flat[inside]
     values = probability[window].ravel()[inside]
     areas = np.bincount(labels, minlength=n + 1)
-    peak = np.full(n + 1, -np.inf, np.result_type(values.dtype, np.float16))  # the map's own values
+    exact = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64  # the map's own values
+    peak = np.full(n + 1, -np.inf, exact)
     np.maximum.at(peak, labels, values)
     at_peak = np.flatnonzero(values == peak[labels])
     first = np.full(n + 1, inside.size)

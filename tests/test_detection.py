@@ -70,6 +70,9 @@ def test_detections_in_the_window_over_the_threshold_are_those_of_the_whole_map(
                                                                                              min_area)
                     checked += bool(whole_map_detections(prob, threshold, min_area))
     assert checked > 300
+    counts = (rng.integers(1024, 1500, (40, 30)) * 2 + 1).astype(np.uint16)  # odd, over 2048: float16 rounds all
+    for threshold in (1000, 2500):
+        assert find_detections(counts, threshold, 1) == whole_map_detections(counts, threshold, 1)
 
 
 def test_centre_in_lesion_matching():
