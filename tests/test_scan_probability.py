@@ -179,20 +179,19 @@ def assert_same_files_as_with_skimage_resampling(model, folder, tmp_path, thresh
         predict(model, folder, before, options, progress=False)
     assert inputs and all(np.abs(a - b).max() < 1e-6 for a, b in inputs)
     assert any((a != b).any() for a, b in inputs)
-    names = sorted(name for _, _, files in os.walk(now) for name in files if name != PredictionOutput.TIMINGS)
-    assert names == sorted(name for _, _, files in os.walk(before) for name in files
-                           if name != PredictionOutput.TIMINGS)
-    for root, _, files in os.walk(now):
-        for name in files:
-            if name == PredictionOutput.TIMINGS:
-                continue
-            mine, other = os.path.join(root, name), os.path.join(before, os.path.relpath(os.path.join(root, name), now))
-            if name.endswith(".npz"):  # the probability map (on request): float16 values, each within a step
-                a, b = np.load(mine)["probability"].astype(np.float32), np.load(other)["probability"].astype(np.float32)
-                assert np.abs(a - b).max() <= 2 ** -11 and np.mean(a != b) < 0.01, name
-                continue
-            with open(mine, "rb") as a, open(other, "rb") as b:
-                assert a.read() == b.read(), name
+    def files(top):
+        return sorted(os.path.relpath(os.path.join(root, name), top) for root, _, names in os.walk(top)
+                      for name in names if name != PredictionOutput.TIMINGS)
+
+    assert files(now) == files(before)
+    for name in files(now):
+        mine, other = os.path.join(now, name), os.path.join(before, name)
+        if name.endswith(".npz"):  # the probability map (on request): float16 values, each within a step
+            a, b = (np.load(path)["probability"].astype(np.float32) for path in (mine, other))
+            assert np.abs(a - b).max() <= 2 ** -11 and np.mean(a != b) < 0.01, name
+            continue
+        with open(mine, "rb") as a, open(other, "rb") as b:
+            assert a.read() == b.read(), name
     output = PredictionOutput(now)
     return sum(json.load(open(output.scan_file(record["id"], "json")))["lesion_count"]
                for record in output.read_summary()["scans"])
