@@ -17,6 +17,9 @@ The arms (``--arms`` picks some):
 * ``bfloat16``: the recipe in mixed bfloat16 (weights, loss and the network's input layers in float32); only worth
   running where the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16): on a CPU without AVX-512 a bfloat16
   training step is 6 to 11 times *slower* than float32 (``results/train_throughput_bf16_cpu.md``).
+* ``contralateral``: the woman's other breast in the same view, mirrored, as the network's second input channel
+  (``prep.contralateral`` and ``data.contralateral``; :mod:`mammo_seg.data.contralateral`): asymmetry is how a
+  reader tells a lesion from dense tissue. MIAS images come in left/right pairs; predict finds the pair by name.
 * ``epochs_18``: 18 epochs instead of 12 (the cosine schedule over all 18), the validation women scored every 6th
   epoch and after the last instead of after each (which changes no weight): the benchmark's time spent on training.
 
@@ -50,6 +53,7 @@ ARMS = {
     "grid_0.8mm": ("0.8 mm grid, 128-px crops (102 mm)", [], {"scale": 0.0625}),
     "bfloat16": ("mixed bfloat16", ["train.mixed_precision=bfloat16"], {}),
     "epochs_18": ("18 epochs (validated every 6th)", ["train.epochs=18", "train.validation_freq=6"], {}),
+    "contralateral": ("the other breast as a second channel", ["data.contralateral=true"], {"contralateral": True}),
 }
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -288,11 +288,25 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
             case_problems += reasons
         else:
             cases.append(case)
+    cases = with_contralateral(cases)
     problems += [p for p in index_problems if not any(unreadable.get(uid) is p for uid in used)] + case_problems
     report = {"csv_files": [os.path.relpath(c, raw) for c in csvs], "rows": len(rows),
               "dicom_files": sum(len(v) for v in index.values()), "images": len(groups),
               "cases": len(cases), "skipped_images": skipped, "swapped_crop_mask": swapped}
     return cases, problems, report
+
+
+def with_contralateral(cases: list[Case]) -> list[Case]:
+    """``cases``, each with the scan of the same patient's other breast in the same view where the data holds one
+    (CBIS-DDSM keeps only the views with an abnormality, so most have none)."""
+    paths = {(c.patient_id, c.scan_id.rsplit("_", 2)[1], c.scan_id.rsplit("_", 1)[1]): c.scan_path for c in cases}
+    other = {"LEFT": "RIGHT", "RIGHT": "LEFT"}
+
+    def paired(case: Case) -> Case:
+        _, side, view = case.scan_id.rsplit("_", 2)
+        return replace(case, contralateral_path=paths.get((case.patient_id, other[side], view)))
+
+    return [paired(c) for c in cases]
 
 
 def _group_to_case(scan_id, patient, group: list[Row], index, unreadable: dict | None = None,

@@ -15,7 +15,8 @@ Info.txt quirks handled (all present in the real file, ``tests/data/mias_info.tx
 * a UTF-8 byte-order mark and Windows line endings, as editors save the file.
 
 Consecutive images (mdb001/mdb002, …) are the right and left breast of one woman: the patient id is
-``mias_<(n + 1) // 2>`` so that splits never separate them.
+``mias_<(n + 1) // 2>`` so that splits never separate them, and each is the other's contralateral scan
+(:func:`contralateral_ref`; the image need not have a usable Info.txt row of its own).
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ def top_left_circle(row: InfoRow, height: int) -> tuple[int, int, int]:
     return row.x, height - 1 - row.y, row.radius
 
 
+def contralateral_ref(ref: str) -> str:
+    """The other image of ``ref``'s woman: mdb001 ↔ mdb002, mdb003 ↔ mdb004, …"""
+    n = int(ref[3:])
+    return f"mdb{n + 1 if n % 2 else n - 1:03d}"
+
+
 def find_info(raw: str) -> str | None:
     for root, _, files in sorted(os.walk(raw)):
         for name in sorted(files):
@@ -187,7 +194,7 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
                                           label=r.cls) for r in abnormal)
         n = int(ref[3:])
         cases.append(Case(scan_id=ref, patient_id=f"mias_{(n + 1) // 2:03d}", source=SOURCE, scan_path=path,
-                          abnormalities=abnormalities))
+                          abnormalities=abnormalities, contralateral_path=images.get(contralateral_ref(ref))))
     listed = set(by_ref)
     unlisted = sorted(set(images) - listed)
     for ref in unlisted:

@@ -54,6 +54,9 @@ class PrepSection:
     # ignore region (mask value 2: neither lesion nor background), e.g. [calcification] at a grid too coarse
     # to show them
     ignore_kinds: list = field(default_factory=list)
+    # whole scans also carry the same woman's other breast in the same view, mirrored (data/contralateral.py):
+    # the second input channel of a model trained with data.contralateral
+    contralateral: bool = False
 
     def validate(self) -> "PrepSection":
         """Itself when every setting can be used; else a :class:`MammoError` naming the flag."""
@@ -84,6 +87,8 @@ class PrepSection:
         if unknown:
             raise MammoError("prep.ignore_kinds", f"unknown abnormality kind {unknown[0]!r}; choose from "
                                                   f"{', '.join(KINDS)} (MIAS CALC is calcification)")
+        if self.contralateral and not self.full_scans:
+            raise MammoError("prep.contralateral", "is stored with whole scans only: set full_scans: true too")
         if self.val_fraction + self.test_fraction >= 1:
             raise MammoError("--val-fraction", f"and --test-fraction must sum to less than 1, got "
                                                f"{self.val_fraction} and {self.test_fraction}")
@@ -111,7 +116,7 @@ class PrepSection:
                           tiling=tiling,
                           seed=self.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                           scans_per_shard=self.scans_per_shard, full_scans=self.full_scans,
-                          ignore_kinds=tuple(self.ignore_kinds))
+                          ignore_kinds=tuple(self.ignore_kinds), contralateral=bool(self.contralateral))
 
     @classmethod
     def default_text(cls, name: str) -> str:
@@ -153,6 +158,8 @@ class DataSection:
     tile: str = "320"  # the folder of OUT to train on: a tile size, or "full" for whole scans
     crop: int | None = None  # whole scans: train on crops of this size
     lesion_share: float = 0.0  # whole-scan crops: this share of crops centred on a lesion (nnU-Net: 1/3)
+    # the other breast as the model's second input channel (a prep output written with prep.contralateral)
+    contralateral: bool = False
     train_split: str = "train"
     val_split: str = "val"
     shuffle_buffer: int = 512
@@ -240,6 +247,8 @@ class ExperimentConfig:
             (0 <= self.data.lesion_share <= 1, "data.lesion_share", "must be in [0, 1]"),
             (self.data.lesion_share == 0 or self.data.crop is not None, "data.lesion_share",
              "needs data.crop (lesion crops are cut from whole scans)"),
+            (not self.data.contralateral or str(self.data.tile) == "full", "data.contralateral",
+             "needs data.tile: full (the other breast is stored with whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
             (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
             (0 < self.train.lr < math.inf, "train.lr", f"must be a positive finite number, got {self.train.lr}"),

@@ -6,6 +6,10 @@
   returns it, any size) → lesion probabilities float32 [H, W];
 * ``serve_batch``: [N, H, W, 1] → [N, H, W, 1] probabilities.
 
+A model trained with the other breast as a second channel (``data.contralateral``) takes [H, W, 2] and
+[N, H, W, 2]: the scan, then the other breast placed beside it as :mod:`mammo_seg.data.contralateral` says
+(zeros where there is none); ``resolution.json`` gives its ``channels``.
+
 ``--format onnx``: ``OUT/model.onnx`` through Keras's own ``model.export(format="onnx")`` (tf2onnx),
 input ``scans`` float32 [N, H, W, 1] of any size, one output: probabilities [N, H, W, 1]. Needs the
 ``onnx`` extra (``pip install 'mammo-seg[onnx]'``: onnx, tf2onnx; onnxruntime to run it).
@@ -29,7 +33,7 @@ FORMATS = ("savedmodel", "onnx")
 ONNX_FILE = "model.onnx"
 
 
-def _write_savedmodel(models: list, out: str) -> None:
+def _write_savedmodel(models: list, out: str, channels: int = 1) -> None:
     import keras
     import tensorflow as tf
 
@@ -40,14 +44,18 @@ def _write_savedmodel(models: list, out: str) -> None:
     archive = keras.export.ExportArchive()
     for model in models:
         archive.track(model)
-    archive.add_endpoint(name="serve", fn=lambda scan: probabilities(scan[None, :, :, None])[0, :, :, 0],
-                         input_signature=[tf.TensorSpec([None, None], tf.float32, name="scan")])
+    if channels == 1:
+        archive.add_endpoint(name="serve", fn=lambda scan: probabilities(scan[None, :, :, None])[0, :, :, 0],
+                             input_signature=[tf.TensorSpec([None, None], tf.float32, name="scan")])
+    else:
+        archive.add_endpoint(name="serve", fn=lambda scan: probabilities(scan[None])[0, :, :, 0],
+                             input_signature=[tf.TensorSpec([None, None, channels], tf.float32, name="scan")])
     archive.add_endpoint(name="serve_batch", fn=probabilities,
-                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="scans")])
+                         input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32, name="scans")])
     archive.write_out(out, verbose=False)
 
 
-def _write_onnx(models: list, out: str) -> None:
+def _write_onnx(models: list, out: str, channels: int = 1) -> None:
     import importlib.util
 
     missing = [m for m in ("onnx", "tf2onnx") if importlib.util.find_spec(m) is None]
@@ -56,7 +64,7 @@ def _write_onnx(models: list, out: str) -> None:
     import keras
     import tensorflow as tf
 
-    scans = keras.Input((None, None, 1), name="scans")
+    scans = keras.Input((None, None, channels), name="scans")
     if len(models) == 1:
         probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(models[0](scans))
     else:
@@ -66,7 +74,7 @@ def _write_onnx(models: list, out: str) -> None:
     path = os.path.join(out, ONNX_FILE)
     keras.Model(scans, probabilities).export(
         path, format="onnx", verbose=False,
-        input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="scans")])
+        input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32, name="scans")])
     _name_output(path, "probabilities")
 
 
@@ -87,20 +95,23 @@ def _name_output(path: str, name: str) -> None:
 def export_model(model_path: str, out: str, format: str = "savedmodel") -> dict:
     """Export ``model_path`` (a .keras file or a run) to the folder ``out`` as ``format`` (see ``FORMATS``)."""
     from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.segment import input_channels
 
     if format not in FORMATS:
         raise MammoError("--format", f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
     loaded = load_model(model_path)
     if os.path.exists(out) and os.listdir(out):
         raise MammoError(out, "export folder exists and is not empty")
+    channels = input_channels(loaded)
     if format == "onnx":
         os.makedirs(out, exist_ok=True)
-        _write_onnx(loaded.models, out)
+        _write_onnx(loaded.models, out, channels)
     else:
-        _write_savedmodel(loaded.models, out)
+        _write_savedmodel(loaded.models, out, channels)
     carried = _carry_run_files(loaded.path, out)
     info = {"model": os.path.abspath(loaded.path), "format": format, "members": len(loaded.models),
-            "resolution": loaded.resolution.to_dict(), "carried": carried,
+            "resolution": loaded.resolution.to_dict(), **({"channels": channels} if channels > 1 else {}),
+            "carried": carried,
             "note": "resample scans by spacing_mm / resolution.spacing_mm (resolution.nominal_spacing_mm when "
                     "the scan carries none) "
                     "before calling the model, as mammo predict does"}

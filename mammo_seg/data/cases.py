@@ -45,6 +45,9 @@ class Case:
     scan_path: str
     abnormalities: tuple[Abnormality, ...] = ()
     official_split: str | None = None  # "train"/"test" where the dataset defines one
+    # the same woman's other breast in the same view (MIAS: the other image of the pair; CBIS-DDSM: the other
+    # side's case), the second input channel of a model trained with ``prep.contralateral``; None: not in the data
+    contralateral_path: str | None = None
 
     @property
     def kinds(self) -> list[str]:

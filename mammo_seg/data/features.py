@@ -16,6 +16,9 @@ abnormality    bytes list   abnormality types in the scan, e.g. ``[b"mass", b"ca
 origin         int64 [2]    [row, col] of the crop's top-left on the original grid (may be < 0: padded)
 crop_size      int64        native pixels the crop spans (whole scans: the longer native side)
 scale          float        record pixels per native pixel
+contralateral  bytes        whole scans of a ``prep.contralateral`` output: the woman's other breast in the
+                            same view, mirrored and fitted to ``image``'s grid (:mod:`mammo_seg.data.contralateral`),
+                            encoded as ``image``; absent or empty: there was none (a zero channel)
 ============== ============ ==============================================================
 
 **The ignore region** (mask value :data:`IGNORE`): the abnormalities of the kinds prep's ``ignore_kinds``
@@ -86,6 +89,8 @@ def serialize(record: dict) -> bytes:
         "crop_size": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(record["crop_size"])])),
         "scale": tf.train.Feature(float_list=tf.train.FloatList(value=[float(record["scale"])])),
     }
+    if record.get("contralateral"):
+        feature["contralateral"] = b([record["contralateral"]])
     if record.get("shape") is not None:
         feature["shape"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in record["shape"]]))
     for key in STRING_KEYS:
@@ -103,11 +108,13 @@ def feature_spec() -> dict:
     spec["crop_size"] = tf.io.FixedLenFeature([], tf.int64)
     spec["scale"] = tf.io.FixedLenFeature([], tf.float32)
     spec["shape"] = tf.io.FixedLenFeature([2], tf.int64, default_value=[0, 0])  # [0, 0]: a PNG image
+    spec["contralateral"] = tf.io.FixedLenFeature([], tf.string, default_value="")
     return spec
 
 
 def parse(serialized) -> dict:
-    """Serialized example → dict of tensors; ``image`` uint16 H×W×1 and ``mask`` uint8 H×W×1."""
+    """Serialized example → dict of tensors; ``image`` and ``contralateral`` (zeros where there is none) uint16
+    H×W×1 and ``mask`` uint8 H×W×1."""
     import tensorflow as tf
 
     ex = tf.io.parse_single_example(serialized, feature_spec())
@@ -118,6 +125,11 @@ def parse(serialized) -> dict:
                                              tf.concat([shape, [1]], 0)),
                           lambda: tf.io.decode_png(encoded, channels=1, dtype=tf.uint16))
     ex["mask"] = tf.io.decode_png(ex["mask"], channels=1, dtype=tf.uint8)
+    other = ex["contralateral"]
+    ex["contralateral"] = tf.cond(tf.strings.length(other) > 0,
+                                  lambda: tf.reshape(tf.io.decode_raw(other, tf.uint16, little_endian=True),
+                                                     tf.shape(ex["image"])),
+                                  lambda: tf.zeros_like(ex["image"]))
     ex["abnormality"] = tf.sparse.to_dense(ex["abnormality"])
     return ex
 

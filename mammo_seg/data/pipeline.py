@@ -59,14 +59,11 @@ def _seed(seed: int, epoch: int, salt: str) -> int:
 TISSUE_LEVEL = 0.1  # a crop that is not a lesion crop is centred on a pixel brighter than this
 
 
-def _decode(serialized):
+def _decode_with_patient(serialized, contralateral: bool = False):
+    """(patient id, (image, mask)); with ``contralateral`` the image's second channel is the other breast."""
     ex = features.parse(serialized)
-    return features.to_float(ex["image"], ex["mask"])
-
-
-def _decode_with_patient(serialized):
-    ex = features.parse(serialized)
-    return ex["patient_id"], features.to_float(ex["image"], ex["mask"])
+    image = tf.concat([ex["image"], ex["contralateral"]], axis=-1) if contralateral else ex["image"]
+    return ex["patient_id"], features.to_float(image, ex["mask"])
 
 
 def is_lesion_crop(index, share: float):
@@ -76,17 +73,19 @@ def is_lesion_crop(index, share: float):
 
 
 def augment(image, mask, seed, config: AugmentConfig):
-    """Same flips and rotation for image and mask; intensity jitter on the image only."""
+    """Same flips and rotation for image (any number of channels) and mask; intensity jitter on the image only,
+    the same for each of its channels."""
     def draw(i, maxval):
         return tf.random.stateless_uniform([], seed=seed + i, minval=0, maxval=maxval, dtype=tf.int32)
 
+    channels = image.shape[-1]
     both = tf.concat([image, mask], axis=-1)
     if config.flips:
         both = tf.cond(draw(1, 2) > 0, lambda: tf.reverse(both, [1]), lambda: both)
         both = tf.cond(draw(2, 2) > 0, lambda: tf.reverse(both, [0]), lambda: both)
     if config.rot90:
         both = tf.image.rot90(both, k=draw(3, 4))
-    image, mask = both[..., :1], both[..., 1:]
+    image, mask = both[..., :channels], both[..., channels:]
     if config.intensity > 0:
         a = config.intensity
         u = tf.random.stateless_uniform([2], seed=seed + 4, minval=-1.0, maxval=1.0)
@@ -108,22 +107,25 @@ def augment(image, mask, seed, config: AugmentConfig):
 
 
 def gaussian_blur(image, sigma, radius: int = 3):
-    """``image`` (H×W×1) convolved with a separable Gaussian of ``sigma`` pixels (σ → 0: unchanged)."""
+    """``image`` (H×W×C) convolved, each channel alone, with a separable Gaussian of ``sigma`` pixels (σ → 0:
+    unchanged)."""
     x = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-0.5 * tf.square(x / tf.maximum(sigma, 1e-3)))
     kernel = kernel / tf.reduce_sum(kernel)
-    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    planes = tf.transpose(image, [2, 0, 1])[..., None]  # C×H×W×1: the channels as a batch
+    padded = tf.pad(planes, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
     rows = tf.nn.conv2d(padded, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
-    return tf.nn.conv2d(rows, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")[0]
+    return tf.transpose(tf.nn.conv2d(rows, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")[..., 0], [1, 2, 0])
 
 
 def random_crop(image, mask, size: int, seed):
     """A ``size``² crop of a whole scan (zero-padded first where the scan is smaller)."""
+    channels = image.shape[-1]
     both = tf.concat([image, mask], axis=-1)
     h, w = tf.shape(both)[0], tf.shape(both)[1]
     both = tf.pad(both, [[0, tf.maximum(size - h, 0)], [0, tf.maximum(size - w, 0)], [0, 0]])
-    both = tf.image.stateless_random_crop(both, [size, size, 2], seed=seed)
-    return both[..., :1], both[..., 1:]
+    both = tf.image.stateless_random_crop(both, [size, size, channels + 1], seed=seed)
+    return both[..., :channels], both[..., channels:]
 
 
 def _centre(image, mask, lesion_crop, seed):
@@ -176,8 +178,9 @@ def _keeps(patients):
 def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, seed: int = 0, epoch: int = 0,
                  augmentation: AugmentConfig = AugmentConfig(), crop: int | None = None,
                  shuffle_buffer: int = 512, num_workers: int = 1, patients=None,
-                 lesion_share: float = 0.0) -> tf.data.Dataset:
-    """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1, IGNORE}.
+                 lesion_share: float = 0.0, contralateral: bool = False) -> tf.data.Dataset:
+    """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1, IGNORE}; with
+    ``contralateral`` the image has a second channel, the other breast (zeros where the scan has none).
 
     ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion (see the
     module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
@@ -202,7 +205,10 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
     def without_patient(patient, pair):
         return pair
 
-    ds = ds.map(_decode_with_patient, num_parallel_calls=tf.data.AUTOTUNE).filter(kept).map(without_patient)
+    def decode(serialized):
+        return _decode_with_patient(serialized, contralateral)
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).filter(kept).map(without_patient)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=_seed(seed, epoch, "records"), reshuffle_each_iteration=False)
         ds = ds.repeat()

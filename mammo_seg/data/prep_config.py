@@ -23,6 +23,7 @@ class PrepConfig:
     scans_per_shard: int
     full_scans: bool
     ignore_kinds: tuple[str, ...] = ()  # abnormality kinds stored as the ignore region (features.IGNORE)
+    contralateral: bool = False  # whole scans carry the other breast (mammo_seg.data.contralateral)
 
     @property
     def outputs(self) -> list[str]:
@@ -37,4 +38,6 @@ class PrepConfig:
             d["ignore_kinds"] = list(self.ignore_kinds)
         else:  # a prep without an ignore region writes the manifest it wrote before the setting existed
             del d["ignore_kinds"]
+        if not self.contralateral:  # likewise
+            del d["contralateral"]
         return d

@@ -135,6 +135,11 @@ class Manifest:
         """The abnormality kinds prep stored as the ignore region (``prep.ignore_kinds``; none before it existed)."""
         return set(self.content.get("config", {}).get("ignore_kinds", []))
 
+    @property
+    def contralateral(self) -> bool:
+        """Whether whole-scan records carry the other breast (``prep.contralateral``)."""
+        return bool(self.content.get("config", {}).get("contralateral", False))
+
     def positive_pixels(self, split: str) -> int | None:
         """Lesion pixels over the records of ``split``, as prep counted them."""
         return self.splits.get(split, {}).get("positive_pixels")

@@ -1,5 +1,6 @@
 """Prep's per-scan work, run in a worker process: read the scan, build its mask, resample both once to the
-training grid, cut its tiles (and its whole-scan record) from that, encode them
+training grid, cut its tiles (and its whole-scan record, with the other breast where ``prep.contralateral`` asks for
+it) from that, encode them
 (:mod:`mammo_seg.data.features`) and count what they add to the statistics (:class:`CaseResult`).
 
 Every scan gets its own random stream, seeded by (seed, scan id, tile size), so its tiles do not depend
@@ -15,6 +16,7 @@ import numpy as np
 
 from mammo_seg.data import features
 from mammo_seg.data.cases import Case, Problem, stored_mask
+from mammo_seg.data.contralateral import contralateral_channel
 from mammo_seg.data.prep_config import PrepConfig
 from mammo_seg.data.phase_times import PhaseTimes
 from mammo_seg.data.prep_output import FULL
@@ -82,7 +84,25 @@ def _process_case(case: Case, config: PrepConfig) -> CaseResult:
         _collect(result, case.source, str(tile), tiles, counts)
     if config.full_scans:
         _collect(result, case.source, FULL, [full_scan_record(training)], TileCounts(full=1))
+        if config.contralateral and case.contralateral_path:
+            with phase("contralateral"):
+                other = _contralateral(case.contralateral_path, training.image, config)
+            if other is not None:
+                result.records[FULL][0]["contralateral"] = features.encode_image(other)
     return result
+
+
+def _contralateral(path: str, image: np.ndarray, config: PrepConfig) -> np.ndarray | None:
+    """The other breast beside ``image`` (the scan on the training grid) as stored (uint16), or None when its
+    scan cannot be used: that scan's own case reports why, and this one is stored with a zero channel."""
+    try:
+        other = read_scan(path)
+        if not_a_mammogram(other.meta):
+            return None
+        grid = config.resolution.grid(other.pixels.shape, other.meta.spacing_mm, context=PREP)
+    except MammoError:
+        return None
+    return features.image_to_uint16(contralateral_channel(image, other.pixels, grid))
 
 
 def _collect(result: CaseResult, source: str, name: str, tiles, counts: TileCounts) -> None:

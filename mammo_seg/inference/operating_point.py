@@ -74,25 +74,37 @@ def load_operating_point(model_file: str) -> tuple[OperatingPoint, str]:
     return point, os.path.basename(path)
 
 
-def validation_scans(data_dir: str, split: str):
+def validation_scans(data_dir: str, split: str, channels: int = 1):
     """(image, stored mask) pairs on the training grid: the whole scans of ``split`` in a prep output (the mask
-    uint8: 0, 1 lesion, 2 ignore region; :func:`mammo_seg.detection.reference_regions` reads it)."""
+    uint8: 0, 1 lesion, 2 ignore region; :func:`mammo_seg.detection.reference_regions` reads it). The image is
+    a model's input (:func:`network_input`)."""
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
 
     for file in PrepOutput.containing(data_dir).whole_scan_files(split):  # OUT, OUT/320 or OUT/full
         for rec in features.iterate_records(file):
-            yield rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX, rec["mask"][..., 0]
+            yield network_input(rec, channels), rec["mask"][..., 0]
+
+
+def network_input(record: dict, channels: int = 1) -> np.ndarray:
+    """A parsed whole-scan record as a model of ``channels`` input channels takes it: the scan (H×W, float32 in
+    [0, 1]), or the scan and the other breast (H×W×2; prep.contralateral)."""
+    from mammo_seg.data import features
+
+    image = record["image"] if channels == 2 else record["image"][..., 0]
+    if channels == 2:
+        image = np.concatenate([image, record["contralateral"]], axis=-1)
+    return image.astype(np.float32) / features.IMAGE_MAX
 
 
 def scan_probabilities(models, image: np.ndarray, flip: bool = False) -> np.ndarray:
-    """The mean probability map of ``models`` on one training-grid image, zero outside the breast: what
-    ``mammo predict`` computes on the training grid."""
+    """The mean probability map of ``models`` on one training-grid image (H×W, or H×W×2 with the other breast),
+    zero outside the breast: what ``mammo predict`` computes on the training grid."""
     from mammo_seg.inference.postprocess import breast_region
     from mammo_seg.inference.sliding_window import Predictor, predict_probabilities
 
     prob = predict_probabilities(models if isinstance(models, Predictor) else Predictor(models), image, flip=flip)
-    prob[~breast_region(image)] = 0.0
+    prob[~breast_region(image if image.ndim == 2 else image[..., 0])] = 0.0
     return prob
 
 
@@ -105,11 +117,13 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
     from mammo_seg.inference.model import load_model
     from mammo_seg.inference.sliding_window import Predictor
 
+    from mammo_seg.inference.segment import input_channels
+
     loaded = load_model(model_file)
     predictor = Predictor(loaded.models)
     flips = sorted({bool(f) for f in flips})
     scans = {flip: [] for flip in flips}
-    for image, mask in validation_scans(data_dir, split):
+    for image, mask in validation_scans(data_dir, split, input_channels(loaded)):
         for flip in flips:
             scans[flip].append((scan_probabilities(predictor, image, flip), mask))
     record = choose(scans, loaded.resolution.pixel_area_mm2, max_normal_rate, thresholds, min_areas_mm2,

@@ -48,8 +48,9 @@ from mammo_seg.inference.header_messages import header_messages_captured, notes_
 from mammo_seg.inference.writer_processes import Failure, WriterProcesses, default_writers
 from mammo_seg.inference.scan_files import (SCAN_SUFFIXES, NotFullMammogram, file_id, find_scans,  # noqa: F401
                                             not_full_mammograms, read_checked, report_skipped, scan_ids)
-from mammo_seg.inference.segment import (FORMATS, PredictOptions, Segmenter, network_probabilities,  # noqa: F401
-                                         on_scan_grid, resolve_options, training_input, _readable_model)
+from mammo_seg.inference.segment import (FORMATS, PredictOptions, Segmenter, input_channels,  # noqa: F401
+                                         network_probabilities, on_scan_grid, other_breast, resolve_options,
+                                         training_input, _readable_model)
 
 
 def _reason(error: BaseException) -> str:
@@ -113,6 +114,10 @@ class _Job:
     grid: ScanGrid | None = None
     small: np.ndarray | None = None
     prob: np.ndarray | None = None
+    channels: int = 1  # the model's input channels: 2 with the other breast (pairs.py, segment.other_breast)
+    pair: str | None = None  # the other breast's scan file, for a two-channel model (None: none found)
+    pair_source: str | None = None  # its path below the input folder, as the record names it
+    other: np.ndarray | None = None  # the second input channel
 
 @contextlib.contextmanager
 def _phase(job: _Job, name: str):
@@ -132,9 +137,23 @@ def _read(job: _Job, loaded, options: PredictOptions) -> _Job:
             job.digest = file_sha256(job.path)
         with _phase(job, "resample"):
             job.grid, job.small = training_input(loaded, job.scan, options)
+        if job.channels == 2:
+            with _phase(job, "contralateral"):
+                _read_other_breast(job, loaded, options)
     except Exception as e:  # one scan's failure, whatever it is, is that scan's problem alone
         job.error = e
     return job
+
+
+def _read_other_breast(job: _Job, loaded, options: PredictOptions) -> None:
+    """The second input channel of a two-channel model; a contralateral scan that cannot be used leaves a zero
+    channel, and the record says so (``contralateral``: null, and a note why)."""
+    try:
+        job.other = other_breast(loaded, job.small, job.pair, options)
+    except MammoError as e:
+        job.notes.append(f"contralateral scan {printable(job.pair_source or '')} not used: {printable(e.reason)}")
+        job.pair = job.pair_source = None
+        job.other = other_breast(loaded, job.small, None, options)
 
 def _network(job: _Job, predictor, options: PredictOptions) -> _Job:
     """Stage 2: the network on the training grid."""
@@ -142,7 +161,8 @@ def _network(job: _Job, predictor, options: PredictOptions) -> _Job:
         return job
     try:
         with _phase(job, "model"):
-            job.prob = network_probabilities(predictor, job.small, options)
+            job.prob = network_probabilities(predictor, job.small, options, job.other)
+        job.other = None
     except Exception as e:
         job.error = e
     return job
@@ -158,6 +178,7 @@ def _write_outputs(job: _Job, output: PredictionOutput, options: PredictOptions,
             scan_id=job.scan_id, source=job.source, file_size=os.path.getsize(job.path), sha256=job.digest,
             shape=scan.pixels.shape, grid=result.grid.to_dict(), laterality=scan.meta.laterality,
             view=scan.meta.view, threshold=options.threshold,
+            contralateral=job.pair_source if job.channels == 2 else po.ONE_CHANNEL,
             lesions=writers.lesion_report(result.mask, result.lesion_probability, result.pixel_area_mm2,
                                           options.min_area_mm2, result.max_probability))
         return output.write_scan(options.formats, scan_id=job.scan_id, record=record, pixels=scan.pixels,
@@ -232,6 +253,17 @@ def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_
         job.record = _failure_record(job, job.error, output.folder, options)
     return job.record
 
+def _pair_jobs(jobs: list[_Job], root: str, skipped: dict) -> None:
+    """For a two-channel model: each job's contralateral scan among the input's full mammograms
+    (:func:`~mammo_seg.inference.pairs.contralateral_files`)."""
+    from mammo_seg.inference.pairs import contralateral_files
+
+    pairs = contralateral_files([job.path for job in jobs if job.path not in skipped and job.record is None])
+    for job in jobs:
+        job.channels, job.pair = 2, pairs.get(job.path)
+        job.pair_source = None if job.pair is None else os.path.relpath(job.pair, root)
+
+
 def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict, special: dict) -> list[_Job]:
     """One job per scan file, in order; continued, skipped and special files (never opened: their problem line is
     printed here) carry their record already."""
@@ -302,6 +334,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     ids = scan_ids(files, root)
     report_skipped(skipped, done, ids, files)
     jobs = _jobs(files, ids, root, done, skipped, special)
+    if input_channels(loaded) == 2:
+        _pair_jobs(jobs, root, skipped)
     timings, started = output.earlier_timings(done), time.perf_counter()
     bar = progress_bar(len(jobs), "predict", "scan", enabled=progress)
 

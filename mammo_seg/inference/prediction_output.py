@@ -288,11 +288,19 @@ def _shown(value) -> str:
     return ",".join(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else json.dumps(value)
 
 
+#: ``scan_record``'s ``contralateral`` for a one-channel model: the record has no such key.
+ONE_CHANNEL = object()
+
+
 def scan_record(*, scan_id: str, source: str, file_size: int, sha256: str, shape, grid: dict, laterality, view,
-                threshold: float, lesions: dict) -> dict:
-    """The record of a segmented scan, in the key order ``<id>.json`` keeps (before its outputs)."""
+                threshold: float, lesions: dict, contralateral=ONE_CHANNEL) -> dict:
+    """The record of a segmented scan, in the key order ``<id>.json`` keeps (before its outputs). A model with the
+    other breast as a second channel adds ``contralateral``: the file it used (below the input folder), or None
+    when there was none (a zero channel)."""
+    pairing = {} if contralateral is ONE_CHANNEL else {"contralateral": contralateral}
     return {"id": scan_id, "source": source, "status": "ok", "file_size": file_size, "sha256": sha256,
-            "shape": list(shape), **grid, "laterality": laterality, "view": view, "threshold": threshold, **lesions}
+            "shape": list(shape), **grid, "laterality": laterality, "view": view, **pairing,
+            "threshold": threshold, **lesions}
 
 
 def skipped_record(scan_id: str, source: str, reason: str) -> dict:

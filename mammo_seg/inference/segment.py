@@ -5,6 +5,7 @@ point, unless the options say otherwise). :class:`Segmenter` is the Python entry
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -61,11 +62,37 @@ def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.
                                   whole=not options.all_images)
     return grid, grid.image_to_training(scan.pixels)
 
-def network_probabilities(predictor, small: np.ndarray, options: PredictOptions) -> np.ndarray:
-    """The network's probabilities on the training grid (one pass or windows, see sliding_window)."""
+def input_channels(loaded) -> int:
+    """The model's input channels: 1, the scan; 2, the scan and the other breast (``data.contralateral``)."""
+    return int(getattr(loaded.model, "channels", 1) or 1)
+
+
+def other_breast(loaded, small: np.ndarray, path: str | None, options: PredictOptions) -> np.ndarray:
+    """The second input channel of a model trained with ``data.contralateral``: the scan at ``path`` (the same
+    woman's other breast in the same view) placed beside ``small`` (:mod:`mammo_seg.data.contralateral`);
+    zeros when ``path`` is None, as in training for a scan without one. A contralateral scan that cannot be
+    read or resampled raises :class:`MammoError` naming it."""
+    from mammo_seg.data.contralateral import contralateral_channel
+
+    if path is None:
+        return np.zeros_like(small)
+    try:
+        other, _ = read_checked(path, options.force)
+        grid = loaded.resolution.grid(other.pixels.shape, other.meta.spacing_mm, options.spacing_mm,
+                                      whole=not options.all_images)
+    except MammoError as e:
+        raise MammoError(e.where or path, f"contralateral scan: {e.reason}") from None
+    return contralateral_channel(small, other.pixels, grid)
+
+
+def network_probabilities(predictor, small: np.ndarray, options: PredictOptions,
+                          other: np.ndarray | None = None) -> np.ndarray:
+    """The network's probabilities on the training grid (one pass or windows, see sliding_window); ``other``:
+    the second input channel of a two-channel model (:func:`other_breast`)."""
     from mammo_seg.inference.sliding_window import predict_probabilities
 
-    return predict_probabilities(predictor, small, tile=options.tile, overlap=options.overlap,
+    image = small if other is None else np.stack([small, other], axis=-1)
+    return predict_probabilities(predictor, image, tile=options.tile, overlap=options.overlap,
                                  batch_size=options.batch_size, flip=bool(options.flip))
 
 def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, options: PredictOptions,
@@ -84,14 +111,17 @@ def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, opti
     lesions = lesion_mask(grid, prob, options.threshold, min_area_px(options.min_area_mm2, pixel_area), whole)
     return Segmentation(whole, lesions.mask, grid, pixel_area, lesions.values, lesions.maximum)
 
-def segment(loaded, predictor, scan, options: PredictOptions, probability: bool = True) -> Segmentation:
+def segment(loaded, predictor, scan, options: PredictOptions, probability: bool = True,
+            contralateral: str | None = None) -> Segmentation:
     """The network on one scan read by the reader: training grid → probabilities → back → lesions (and the whole
     probability map on the scan's grid, unless ``probability`` is False).
 
-    ``options`` must hold the threshold and minimum area (see :func:`resolve_options`).
+    ``options`` must hold the threshold and minimum area (see :func:`resolve_options`). ``contralateral``: the
+    other breast's scan file, for a two-channel model (None: a zero channel).
     """
     grid, small = training_input(loaded, scan, options)
-    prob = network_probabilities(predictor, small, options)
+    other = other_breast(loaded, small, contralateral, options) if input_channels(loaded) == 2 else None
+    prob = network_probabilities(predictor, small, options, other)
     return on_scan_grid(grid, scan, small, prob, options, probability)
 
 def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOptions, str]:
@@ -112,7 +142,9 @@ class Segmenter:
     """The Python entry point: a trained model with its training grid and operating point; scan in, arrays out.
 
     ``Segmenter("runs/mias_real")("mdb001.pgm")`` gives the probabilities and mask that
-    ``mammo predict -m runs/mias_real`` writes for that scan.
+    ``mammo predict -m runs/mias_real`` writes for that scan. A model trained with the other breast as a second
+    channel takes it from ``contralateral`` (a file), else from the scan's folder as predict finds it
+    (:mod:`mammo_seg.inference.pairs`), else a zero channel; :attr:`contralateral` says which it used.
     """
 
     def __init__(self, model_path: str, options: PredictOptions = PredictOptions()):
@@ -123,6 +155,22 @@ class Segmenter:
         self.options, self.operating_point = resolve_options(options, self.loaded.path)
         self.predictor = Predictor(self.loaded.models)
 
-    def __call__(self, path: str) -> Segmentation:
+    def __call__(self, path: str, contralateral: str | None = None) -> Segmentation:
         scan, _ = read_checked(path, self.options.force)
-        return segment(self.loaded, self.predictor, scan, self.options)
+        if input_channels(self.loaded) == 2 and contralateral is None:
+            contralateral = pair_in_folder(path)
+        self.contralateral = contralateral
+        return segment(self.loaded, self.predictor, scan, self.options, contralateral=contralateral)
+
+
+def pair_in_folder(path: str) -> str | None:
+    """The contralateral scan of ``path`` among the scan files of its own folder
+    (:mod:`mammo_seg.inference.pairs`)."""
+    from mammo_seg.inference.pairs import contralateral_files
+    from mammo_seg.inference.scan_files import SCAN_SUFFIXES
+
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    files = sorted({path} | {os.path.join(folder, n) for n in os.listdir(folder)
+                             if n.lower().endswith(SCAN_SUFFIXES) and os.path.isfile(os.path.join(folder, n))})
+    return contralateral_files(files).get(path)

@@ -50,7 +50,7 @@ class Predictor:
         return self.members[0].stages()
 
     def strips(self, image: np.ndarray, memory_bytes: float) -> np.ndarray:
-        """Probabilities of a 2D image in exact strips whose activations each fit ``memory_bytes``."""
+        """Probabilities of an H×W×C image in exact strips whose activations each fit ``memory_bytes``."""
         return _mean([member.strips(image, memory_bytes) for member in self.members])
 
 
@@ -94,12 +94,12 @@ class _Member:
         return self._stages
 
     def strips(self, image: np.ndarray, memory_bytes: float) -> np.ndarray:
-        """Probabilities of a 2D image in exact strips whose activations each fit ``memory_bytes``."""
+        """Probabilities of an H×W×C image in exact strips whose activations each fit ``memory_bytes``."""
         import tensorflow as tf
 
         from mammo_seg.inference.strips import run_in_strips
 
-        x = image[None, :, :, None]
+        x = image[None]
         for stage, fn in self.stages():
             # a row of the stage's input is jump_in / finest rows of width / finest at its finest resolution,
             # priced as if they were scan pixels (the network's costliest tensors are full-resolution ones)
@@ -128,7 +128,8 @@ def window_starts(length: int, tile: int, overlap: float) -> list[int]:
 def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | None = None, overlap: float = 0.25,
                           batch_size: int = 4, memory_bytes: float = NETWORK_MEMORY_BYTES,
                           flip: bool = False) -> np.ndarray:
-    """Probabilities (float32, same shape as ``image``) for a 2D image in [0, 1].
+    """Probabilities (float32, H×W) for an image in [0, 1]: H×W, or H×W×C for a model of C input channels (the
+    scan, then the other breast: :mod:`mammo_seg.data.contralateral`).
 
     ``flip``: test-time augmentation, the mean of the image's probabilities and those of its left-right
     mirror (mirrored back); twice the network time.
@@ -138,8 +139,10 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | N
     strip plan does not know). A ``tile``: Gaussian-weighted windows, ``batch_size`` at a time, fewer
     where ``memory_bytes`` demands it.
     """
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise ValueError(f"expected an H×W or H×W×C image, got shape {image.shape}")
     if flip:
         def once(x):
             return predict_probabilities(predictor, x, tile, overlap, batch_size, memory_bytes)
@@ -147,24 +150,24 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | N
         return (once(image) + once(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]) / 2
     if tile is None:
         if activation_bytes(predictor.model, image.size) <= memory_bytes:
-            return predictor(image[None, :, :, None])[0, :, :, 0]
+            return predictor(image[None])[0, :, :, 0]
         if predictor.stages():
             return predictor.strips(image, memory_bytes)
     tile = tile or 1024
     batch_size = max(1, min(batch_size, int(memory_bytes // activation_bytes(predictor.model, tile * tile))))
     if not 0 <= overlap < 1:
         raise ValueError("overlap must be in [0, 1)")
-    h, w = image.shape
-    padded = np.zeros((max(h, tile), max(w, tile)), np.float32)
+    h, w, channels = image.shape
+    padded = np.zeros((max(h, tile), max(w, tile), channels), np.float32)
     padded[:h, :w] = image
     weights = gaussian_weights(tile)
-    total = np.zeros(padded.shape, np.float32)
-    norm = np.zeros(padded.shape, np.float32)
+    total = np.zeros(padded.shape[:2], np.float32)
+    norm = np.zeros(padded.shape[:2], np.float32)
     corners = [(r, c) for r in window_starts(padded.shape[0], tile, overlap)
                for c in window_starts(padded.shape[1], tile, overlap)]
     for i in range(0, len(corners), batch_size):
         group = corners[i:i + batch_size]
-        batch = np.stack([padded[r:r + tile, c:c + tile] for r, c in group])[..., None]
+        batch = np.stack([padded[r:r + tile, c:c + tile] for r, c in group])
         for (r, c), prob in zip(group, predictor(batch)[..., 0]):
             total[r:r + tile, c:c + tile] += prob * weights
             norm[r:r + tile, c:c + tile] += weights

@@ -78,12 +78,13 @@ class MammoFCN(keras.Model):
     run of a few hundred steps needs less, or its moving statistics still carry their initial values).
     ``resolution`` (a :class:`mammo_seg.data.resolution.Resolution` as a dict) records the training
     resolution, so that a saved model tells predict how to resample a scan; it does not change the
-    network.
+    network. ``channels``: 1, the scan; 2, the scan and the woman's other breast beside it
+    (:mod:`mammo_seg.data.contralateral`).
     """
 
     def __init__(self, width: float = 1.0, dropout: float = 0.25, l2: float = ORIGINAL_L2,
                  sync_batchnorm: bool = True, bn_momentum: float = 0.99, resolution: dict | None = None,
-                 name: str = "mammo_fcn", **kwargs):
+                 channels: int = 1, name: str = "mammo_fcn", **kwargs):
         def f(n):
             return _filters(n, width)
 
@@ -104,7 +105,7 @@ class MammoFCN(keras.Model):
         def l2_reg():
             return keras.regularizers.L2(l2) if l2 else None
 
-        scan = keras.Input((None, None, 1), name="scan")
+        scan = keras.Input((None, None, channels), name="scan")
         # float32 under every policy: bfloat16 keeps 8 bits, merging a 16-bit scan's subtle contrast
         x = PadToMultiple(STRIDE, dtype=INPUT_DTYPE, name="pad")(scan)
         x = layers.Rescaling(1.0, offset=-0.5, dtype=INPUT_DTYPE, name="normalize")(x)
@@ -137,12 +138,13 @@ class MammoFCN(keras.Model):
         logits = CropToReference(dtype="float32", name="crop")([x, scan])
         super().__init__(inputs=scan, outputs=logits, name=name, **kwargs)
         self.width, self.dropout, self.l2, self.sync_batchnorm = width, dropout, l2, sync_batchnorm
-        self.bn_momentum = bn_momentum
+        self.bn_momentum, self.channels = bn_momentum, channels
         self.resolution = dict(resolution) if resolution else None
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "dropout": self.dropout, "l2": self.l2,
-                "sync_batchnorm": self.sync_batchnorm, "bn_momentum": self.bn_momentum, "resolution": self.resolution}
+                "sync_batchnorm": self.sync_batchnorm, "bn_momentum": self.bn_momentum, "resolution": self.resolution,
+                "channels": self.channels}
 
     @classmethod
     def from_config(cls, config):

@@ -172,7 +172,8 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.model import load_model
-    from mammo_seg.inference.operating_point import scan_probabilities
+    from mammo_seg.inference.operating_point import network_input, scan_probabilities
+    from mammo_seg.inference.segment import input_channels
     from mammo_seg.inference.sliding_window import Predictor
 
     files = PrepOutput.containing(data_dir).whole_scan_files(split)
@@ -184,9 +185,11 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
             if fold is None:
                 continue
             if fold not in predictors:
-                predictors[fold] = Predictor(load_model(run.fold(fold).path).models)
-            image = rec["image"][..., 0].astype(np.float32) / features.IMAGE_MAX
-            probabilities = {flip: scan_probabilities(predictors[fold], image, flip) for flip in flips}
+                loaded = load_model(run.fold(fold).path)
+                predictors[fold] = Predictor(loaded.models), input_channels(loaded)
+            predictor, channels = predictors[fold]
+            image = network_input(rec, channels)
+            probabilities = {flip: scan_probabilities(predictor, image, flip) for flip in flips}
             yield rec["scan_id"].decode(), woman, fold, probabilities, rec["mask"][..., 0]
 
 

@@ -109,7 +109,7 @@ def build_model(config: ExperimentConfig, resolution: dict, init_from: str | Non
 
     model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
                      sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
-                     resolution=resolution)
+                     resolution=resolution, channels=2 if config.data.contralateral else 1)
     source = init_from or config.train.init_from
     if source:
         log.info("initialised %d layers from %s", transfer_weights(model, source), source)
@@ -171,6 +171,9 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
     train = config.train
     data_dir = config.data.path()
     manifest = Manifest.load(data_dir)
+    if config.data.contralateral and not manifest.contralateral:
+        raise MammoError(data_dir, "data.contralateral: these whole scans carry no other breast (prep them with "
+                                   "prep.contralateral: true)")
     chief = is_chief()
     run = RunDir(run_dir)
     if chief and run.holds_run() and not resume:
@@ -260,7 +263,7 @@ class _Datasets:
         ds = make_dataset(self.data_dir, split, train.batch_size, training=training, seed=self.config.seed,
                           epoch=epoch, augmentation=data.augment, crop=data.crop,
                           shuffle_buffer=data.shuffle_buffer, num_workers=self.workers, patients=patients,
-                          lesion_share=data.lesion_share)
+                          lesion_share=data.lesion_share, contralateral=data.contralateral)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
         return self.strategy.experimental_distribute_dataset(ds)
