@@ -305,6 +305,11 @@ def add_prep(verbs) -> None:
                             "training and the operating point skip, e.g. calcification (MIAS CALC) at a grid too "
                             "coarse to show them; comma-separated, from mass, calcification, "
                             "architectural_distortion, asymmetry (default none)")
+        p.add_argument("--contralateral", action="store_true", default=None,
+                       help="store beside each whole scan the same woman's other breast in the same view, mirrored "
+                            "(MIAS pairs; CBIS-DDSM's other side where present): the second input channel of a "
+                            "model trained with data.contralateral; needs --full-scans (default "
+                            f"{'on' if d.contralateral else 'off'})")
         p.add_argument("--strict", action="store_true", help="exit non-zero when any problem was reported")
         _quiet_flag(p)
         p.set_defaults(func=cmd_prep)

@@ -88,7 +88,8 @@ class PrepSection:
             raise MammoError("prep.ignore_kinds", f"unknown abnormality kind {unknown[0]!r}; choose from "
                                                   f"{', '.join(KINDS)} (MIAS CALC is calcification)")
         if self.contralateral and not self.full_scans:
-            raise MammoError("prep.contralateral", "is stored with whole scans only: set full_scans: true too")
+            raise MammoError("--contralateral", "the other breast is stored with whole scans only: add --full-scans "
+                                                "(a recipe's prep: full_scans: true)")
         if self.val_fraction + self.test_fraction >= 1:
             raise MammoError("--val-fraction", f"and --test-fraction must sum to less than 1, got "
                                                f"{self.val_fraction} and {self.test_fraction}")

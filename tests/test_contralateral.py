@@ -127,11 +127,13 @@ def test_predict_pairs_mias_names_and_dicom_headers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def test_the_settings_are_checked_before_any_work(tmp_path):
-    from mammo_seg.config import PrepSection
-
-    with pytest.raises(MammoError, match="prep.contralateral"):
-        PrepSection(tiles=[320], contralateral=True).validate()
+def test_the_settings_are_checked_before_any_work(tmp_path, mias_raw, capsys):
+    assert main(["prep", "mias", "--raw", mias_raw, "--out", str(tmp_path / "p"), "--tiles", "96",
+                 "--contralateral"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mammo prep: error: --contralateral: the other breast is stored with whole scans only: add --full-scans (a "
+        "recipe's prep: full_scans: true)"]
+    assert not (tmp_path / "p").exists()
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.replace("DATA", str(tmp_path / "d")).replace("tile: full", "tile: '320'"))
     assert main(["train", "-c", str(recipe), "--out", str(tmp_path / "run"), "--quiet"]) == 2
@@ -239,3 +241,44 @@ def test_predict_uses_the_pair_it_finds_and_says_so(contra_run, tmp_path):
     other = segmenter(str(folder / "mdb001.pgm"), contralateral=str(folder / "mdb003.pgm"))
     assert segmenter.contralateral == str(folder / "mdb003.pgm")
     assert not np.array_equal(other.probability, result.probability)
+
+
+def test_training_on_the_other_breast_needs_a_prep_output_that_stored_it(contra_data, tmp_path, capsys):
+    recipe, _, data = contra_data
+    plain = tmp_path / "plain"
+    shutil.copytree(data, plain)
+    manifest = plain / "full" / "manifest.json"
+    content = json.loads(manifest.read_text())
+    del content["config"]["contralateral"]  # as a prep without prep.contralateral writes it
+    manifest.write_text(json.dumps(content))
+    assert main(["train", "-c", recipe, "--set", f"data.dir={plain}", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data.contralateral: these whole scans carry no other breast (prep them with prep.contralateral: true)" \
+        in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_export_of_a_two_channel_run_serves_the_scan_and_the_other_breast(contra_run, tmp_path):
+    from mammo_seg.export import export_model
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.sliding_window import Predictor
+
+    _, run = contra_run
+    info = export_model(run, str(tmp_path / "exported"))
+    assert info["channels"] == 2 and info["members"] == 2
+    pair = np.random.default_rng(2).random((40, 56, 2)).astype(np.float32)
+    served = tf.saved_model.load(str(tmp_path / "exported")).signatures["serving_default"](scan=tf.constant(pair))
+    expected = Predictor(load_model(run).models)(pair[None])[0, :, :, 0]
+    np.testing.assert_allclose(list(served.values())[0].numpy(), expected, atol=1e-6)
+
+
+def test_a_continued_run_pairs_with_the_scans_it_finished_before(tmp_path):
+    from mammo_seg.inference.predict import _Job, _pair_jobs
+
+    paths = {n: str(tmp_path / f"mdb00{n}.pgm") for n in (1, 2, 3, 4)}
+    jobs = [_Job(paths[1], "mdb001", "mdb001.pgm", record={"status": "ok"}, journal=False),  # finished before
+            _Job(paths[2], "mdb002", "mdb002.pgm"), _Job(paths[3], "mdb003", "mdb003.pgm"),
+            _Job(paths[4], "mdb004", "mdb004.pgm", record={"status": "error"})]  # not a regular file
+    _pair_jobs(jobs, str(tmp_path), skipped={}, special={paths[4]: "FIFO"})
+    assert [(j.channels, j.pair_source) for j in jobs] == [(2, "mdb002.pgm"), (2, "mdb001.pgm"), (2, None), (2, None)]

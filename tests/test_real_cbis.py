@@ -208,3 +208,23 @@ def test_a_film_predicted_with_prep_s_resampling_gets_the_same_bytes_as_before(m
     threshold = float(np.quantile(prob[prob > 0], 0.998))
     assert assert_same_files_as_with_skimage_resampling(mias_model, str(folder), tmp_path, threshold, 0.02,
                                                         monkeypatch, spacing=0.05) >= 2
+
+
+def test_each_real_view_pairs_with_the_other_breast_in_the_same_view_chest_walls_aligned(scans):
+    from mammo_seg.data.contralateral import chest_wall_on_left, contralateral_channel
+    from mammo_seg.inference.pairs import contralateral_files
+
+    files = real_files()
+    pairs = contralateral_files(sorted(files.values()))
+    other_side = {"rcc": "lcc", "lcc": "rcc", "rmlo": "lmlo", "lmlo": "rmlo"}
+    assert pairs == {path: files[(case, other_side[view])] for (case, view), path in files.items()}
+    for (case, view), path in files.items():
+        scan = scans[(case, view)][0]
+        grid = MIAS_MODEL.grid(scan.pixels.shape, None, override_mm=0.05)
+        small = grid.image_to_training(scan.pixels)
+        assert chest_wall_on_left(small) == view.startswith("l"), (case, view)  # left views: chest wall at column 0
+        other = scans[(case, other_side[view])][0]
+        placed = contralateral_channel(small, other.pixels, MIAS_MODEL.grid(other.pixels.shape, None,
+                                                                             override_mm=0.05))
+        here, there = breast_region(small), breast_region(placed)
+        assert (here & there).sum() / (here | there).sum() > 0.7, (case, view)  # 0.77-0.87; unmirrored ≤ 0.06

@@ -253,12 +253,12 @@ def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_
         job.record = _failure_record(job, job.error, output.folder, options)
     return job.record
 
-def _pair_jobs(jobs: list[_Job], root: str, skipped: dict) -> None:
+def _pair_jobs(jobs: list[_Job], root: str, skipped: dict, special: dict) -> None:
     """For a two-channel model: each job's contralateral scan among the input's full mammograms
-    (:func:`~mammo_seg.inference.pairs.contralateral_files`)."""
+    (:func:`~mammo_seg.inference.pairs.contralateral_files`), those a continued run finished before included."""
     from mammo_seg.inference.pairs import contralateral_files
 
-    pairs = contralateral_files([job.path for job in jobs if job.path not in skipped and job.record is None])
+    pairs = contralateral_files([job.path for job in jobs if job.path not in skipped and job.path not in special])
     for job in jobs:
         job.channels, job.pair = 2, pairs.get(job.path)
         job.pair_source = None if job.pair is None else os.path.relpath(job.pair, root)
@@ -335,7 +335,7 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     report_skipped(skipped, done, ids, files)
     jobs = _jobs(files, ids, root, done, skipped, special)
     if input_channels(loaded) == 2:
-        _pair_jobs(jobs, root, skipped)
+        _pair_jobs(jobs, root, skipped, special)
     timings, started = output.earlier_timings(done), time.perf_counter()
     bar = progress_bar(len(jobs), "predict", "scan", enabled=progress)
 

@@ -36,7 +36,7 @@ from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, dump_config, stage_configs
 from mammo_seg.errors import MammoError
 from mammo_seg.run_dir import RunDir
-from mammo_seg.training.run import FoldPatients, StageResult, train_stage
+from mammo_seg.training.run import FoldPatients, StageResult, check_training_data, train_stage
 
 log = logging.getLogger("mammo_seg.train")
 
@@ -99,6 +99,7 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
     stages = stage_configs(config)
     strategy = make_strategy(stages[0][1].train.strategy)
     data_dir = stages[0][1].data.path()
+    check_training_data(stages[0][1], data_dir)
     run = RunDir(root)
     women = women_of(data_dir, config.data.train_split)
     table = _fold_table(config, data_dir, women)

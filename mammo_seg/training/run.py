@@ -157,6 +157,16 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
         keras.mixed_precision.set_global_policy(before)
 
 
+def check_training_data(config: ExperimentConfig, data_dir: str) -> Manifest:
+    """The manifest of the prep output ``data_dir``, refused (before any file is written) when it lacks what the
+    config trains on."""
+    manifest = Manifest.load(data_dir)
+    if config.data.contralateral and not manifest.contralateral:
+        raise MammoError(data_dir, "data.contralateral: these whole scans carry no other breast (prep them with "
+                                   "prep.contralateral: true)")
+    return manifest
+
+
 def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy, progress: bool,
                  init_from: str | None, fold: FoldPatients | None) -> StageResult:
     import keras
@@ -170,10 +180,7 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
 
     train = config.train
     data_dir = config.data.path()
-    manifest = Manifest.load(data_dir)
-    if config.data.contralateral and not manifest.contralateral:
-        raise MammoError(data_dir, "data.contralateral: these whole scans carry no other breast (prep them with "
-                                   "prep.contralateral: true)")
+    manifest = check_training_data(config, data_dir)
     chief = is_chief()
     run = RunDir(run_dir)
     if chief and run.holds_run() and not resume:
