@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mammo_seg.data.cases import Abnormality, Case, Problem
+from mammo_seg.data.contralateral import cbis_pair_keys
 from mammo_seg.errors import MammoError
 from mammo_seg.io.dicom import INDEX_TAGS, read_dicom
 from mammo_seg.io.scan import irregular_file
@@ -299,14 +300,9 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
 def with_contralateral(cases: list[Case]) -> list[Case]:
     """``cases``, each with the scan of the same patient's other breast in the same view where the data holds one
     (CBIS-DDSM keeps only the views with an abnormality, so most have none)."""
-    paths = {(c.patient_id, c.scan_id.rsplit("_", 2)[1], c.scan_id.rsplit("_", 1)[1]): c.scan_path for c in cases}
-    other = {"LEFT": "RIGHT", "RIGHT": "LEFT"}
-
-    def paired(case: Case) -> Case:
-        _, side, view = case.scan_id.rsplit("_", 2)
-        return replace(case, contralateral_path=paths.get((case.patient_id, other[side], view)))
-
-    return [paired(c) for c in cases]
+    keys = {c.scan_id: cbis_pair_keys(c.patient_id, *c.scan_id.rsplit("_", 2)[1:]) for c in cases}
+    paths = {keys[c.scan_id][0]: c.scan_path for c in cases}
+    return [replace(c, contralateral_path=paths.get(keys[c.scan_id][1])) for c in cases]
 
 
 def _group_to_case(scan_id, patient, group: list[Row], index, unreadable: dict | None = None,

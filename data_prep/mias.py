@@ -15,19 +15,21 @@ Info.txt quirks handled (all present in the real file, ``tests/data/mias_info.tx
 * a UTF-8 byte-order mark and Windows line endings, as editors save the file.
 
 Consecutive images (mdb001/mdb002, …) are the right and left breast of one woman: the patient id is
-``mias_<(n + 1) // 2>`` so that splits never separate them, and each is the other's contralateral scan
-(:func:`contralateral_ref`; the image need not have a usable Info.txt row of its own).
+``mias_<(n + 1) // 2>`` so that splits never separate them, and each kept image is the other's contralateral scan
+(:func:`~mammo_seg.data.contralateral.other_mias_ref`): an image skipped for its Info.txt row is no one's pair, as
+predict, given the kept images, finds none either.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from mammo_seg.data.cases import Abnormality, Case, Problem
+from mammo_seg.data.contralateral import other_mias_ref
 from mammo_seg.io.scan import irregular_file
 
 SOURCE = "mias"
@@ -137,12 +139,6 @@ def top_left_circle(row: InfoRow, height: int) -> tuple[int, int, int]:
     return row.x, height - 1 - row.y, row.radius
 
 
-def contralateral_ref(ref: str) -> str:
-    """The other image of ``ref``'s woman: mdb001 ↔ mdb002, mdb003 ↔ mdb004, …"""
-    n = int(ref[3:])
-    return f"mdb{n + 1 if n % 2 else n - 1:03d}"
-
-
 def find_info(raw: str) -> str | None:
     for root, _, files in sorted(os.walk(raw)):
         for name in sorted(files):
@@ -194,7 +190,9 @@ def collect_cases(raw: str, progress: bool = True) -> tuple[list[Case], list[Pro
                                           label=r.cls) for r in abnormal)
         n = int(ref[3:])
         cases.append(Case(scan_id=ref, patient_id=f"mias_{(n + 1) // 2:03d}", source=SOURCE, scan_path=path,
-                          abnormalities=abnormalities, contralateral_path=images.get(contralateral_ref(ref))))
+                          abnormalities=abnormalities))
+    kept = {c.scan_id: c.scan_path for c in cases}
+    cases = [replace(c, contralateral_path=kept.get(other_mias_ref(c.scan_id))) for c in cases]
     listed = set(by_ref)
     unlisted = sorted(set(images) - listed)
     for ref in unlisted:

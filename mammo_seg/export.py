@@ -4,14 +4,14 @@
 
 * ``serving_default`` / ``serve``: ``scan`` float32 [H, W] in [0, 1] (a scan as ``mammo_seg.io``
   returns it, any size) → lesion probabilities float32 [H, W];
-* ``serve_batch``: [N, H, W, 1] → [N, H, W, 1] probabilities.
+* ``serve_batch``: [N, H, W, 1] → [N, H, W, 1] probabilities (two-channel models: below).
 
 A model trained with the other breast as a second channel (``data.contralateral``) takes [H, W, 2] and
 [N, H, W, 2]: the scan, then the other breast placed beside it as :mod:`mammo_seg.data.contralateral` says
 (zeros where there is none); ``resolution.json`` gives its ``channels``.
 
 ``--format onnx``: ``OUT/model.onnx`` through Keras's own ``model.export(format="onnx")`` (tf2onnx),
-input ``scans`` float32 [N, H, W, 1] of any size, one output: probabilities [N, H, W, 1]. Needs the
+input ``scans`` float32 [N, H, W, 1] (or 2) of any size, one output: probabilities [N, H, W, 1]. Needs the
 ``onnx`` extra (``pip install 'mammo-seg[onnx]'``: onnx, tf2onnx; onnxruntime to run it).
 
 A cross-validated run exports its ensemble: the mean of the fold models' probabilities, in one graph.
@@ -95,14 +95,13 @@ def _name_output(path: str, name: str) -> None:
 def export_model(model_path: str, out: str, format: str = "savedmodel") -> dict:
     """Export ``model_path`` (a .keras file or a run) to the folder ``out`` as ``format`` (see ``FORMATS``)."""
     from mammo_seg.inference.model import load_model
-    from mammo_seg.inference.segment import input_channels
 
     if format not in FORMATS:
         raise MammoError("--format", f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
     loaded = load_model(model_path)
     if os.path.exists(out) and os.listdir(out):
         raise MammoError(out, "export folder exists and is not empty")
-    channels = input_channels(loaded)
+    channels = loaded.channels
     if format == "onnx":
         os.makedirs(out, exist_ok=True)
         _write_onnx(loaded.models, out, channels)

@@ -113,7 +113,10 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
             f"in contrast and noise; expect fewer lesions found on them.",
             f"Training pixel {data['training_pixel_mm']} mm: lesions and calcification specks much smaller than "
             f"that are not seen.",
-            "Figures rest on few lesions; their 95 % intervals over women are wide."],
+            "Figures rest on few lesions; their 95 % intervals over women are wide.",
+            *(["Its second input channel is the woman's other breast in the same view: predict finds it in its "
+               "input, and a scan without it is segmented beside a zero channel, which training saw only for scans "
+               "whose pair the data lacked."] if config.data.contralateral else [])],
         "provenance": {"package": f"mammo-seg {__version__}", "git_commit": _git_commit(),
                        "tensorflow": tf.__version__, "keras": keras.__version__, "precision": precision,
                        "seed": config.seed, "config_sha256": hashlib.sha256(config_text.encode()).hexdigest()},

@@ -92,7 +92,8 @@ def test_metrics(run_dir: str, data_dir: str, split: str, batch_size: int) -> di
 
     model = load_keras(RunDir(run_dir).best_model)
     metrics = standard_metrics()
-    for x, y in make_dataset(data_dir, split, batch_size, training=False):
+    for x, y in make_dataset(data_dir, split, batch_size, training=False,
+                             contralateral=getattr(model, "channels", 1) == 2):
         logits = model(x, training=False)
         for m in metrics:
             m.update_state(y, logits)

@@ -91,7 +91,7 @@ def augment(image, mask, seed, config: AugmentConfig):
         u = tf.random.stateless_uniform([2], seed=seed + 4, minval=-1.0, maxval=1.0)
         gamma = tf.exp(u[0] * tf.math.log(1.0 + a))
         image = tf.pow(tf.clip_by_value(image, 0.0, 1.0), gamma)
-        mean = tf.reduce_mean(image)
+        mean = tf.reduce_mean(image)  # with the other breast: the pivot of both channels together
         image = tf.clip_by_value((image - mean) * (1.0 + a * u[1]) + mean, 0.0, 1.0)
     if config.brightness > 0:
         shift = tf.random.stateless_uniform([], seed=seed + 5, minval=-config.brightness, maxval=config.brightness)

@@ -100,9 +100,9 @@ def _contralateral(path: str, image: np.ndarray, config: PrepConfig) -> np.ndarr
         if not_a_mammogram(other.meta):
             return None
         grid = config.resolution.grid(other.pixels.shape, other.meta.spacing_mm, context=PREP)
-    except MammoError:
+        return features.image_to_uint16(contralateral_channel(image, other.pixels, grid))
+    except Exception:  # noqa: BLE001 - the pair's failure is its own case's problem, never this scan's
         return None
-    return features.image_to_uint16(contralateral_channel(image, other.pixels, grid))
 
 
 def _collect(result: CaseResult, source: str, name: str, tiles, counts: TileCounts) -> None:

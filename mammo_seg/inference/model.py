@@ -24,6 +24,11 @@ class LoadedModel:
         """The first member (every member has the same architecture and training grid)."""
         return self.models[0]
 
+    @property
+    def channels(self) -> int:
+        """Input channels: 1, the scan; 2, the scan and the other breast (``data.contralateral``)."""
+        return int(getattr(self.model, "channels", 1) or 1)
+
 
 def load_model(path: str) -> LoadedModel:
     """Load a model or an ensemble, with the training resolution it records (the one place that stores it), in

@@ -117,13 +117,11 @@ def choose_operating_point(model_file: str, data_dir: str, split: str = "val", m
     from mammo_seg.inference.model import load_model
     from mammo_seg.inference.sliding_window import Predictor
 
-    from mammo_seg.inference.segment import input_channels
-
     loaded = load_model(model_file)
     predictor = Predictor(loaded.models)
     flips = sorted({bool(f) for f in flips})
     scans = {flip: [] for flip in flips}
-    for image, mask in validation_scans(data_dir, split, input_channels(loaded)):
+    for image, mask in validation_scans(data_dir, split, loaded.channels):
         for flip in flips:
             scans[flip].append((scan_probabilities(predictor, image, flip), mask))
     record = choose(scans, loaded.resolution.pixel_area_mm2, max_normal_rate, thresholds, min_areas_mm2,

@@ -48,9 +48,9 @@ from mammo_seg.inference.header_messages import header_messages_captured, notes_
 from mammo_seg.inference.writer_processes import Failure, WriterProcesses, default_writers
 from mammo_seg.inference.scan_files import (SCAN_SUFFIXES, NotFullMammogram, file_id, find_scans,  # noqa: F401
                                             not_full_mammograms, read_checked, report_skipped, scan_ids)
-from mammo_seg.inference.segment import (FORMATS, PredictOptions, Segmenter, input_channels,  # noqa: F401
-                                         network_probabilities, on_scan_grid, other_breast, resolve_options,
-                                         training_input, _readable_model)
+from mammo_seg.inference.segment import (FORMATS, PredictOptions, Segmenter, network_probabilities,  # noqa: F401
+                                         on_scan_grid, other_breast, resolve_options, training_input,
+                                         _readable_model)
 
 
 def _reason(error: BaseException) -> str:
@@ -148,12 +148,12 @@ def _read(job: _Job, loaded, options: PredictOptions) -> _Job:
 def _read_other_breast(job: _Job, loaded, options: PredictOptions) -> None:
     """The second input channel of a two-channel model; a contralateral scan that cannot be used leaves a zero
     channel, and the record says so (``contralateral``: null, and a note why)."""
-    try:
-        job.other = other_breast(loaded, job.small, job.pair, options)
-    except MammoError as e:
-        job.notes.append(f"contralateral scan {printable(job.pair_source or '')} not used: {printable(e.reason)}")
+    other = other_breast(loaded, job.small, job.pair, options)
+    job.other = other.channel
+    if other.path is None:
         job.pair = job.pair_source = None
-        job.other = other_breast(loaded, job.small, None, options)
+    if other.note:
+        job.notes.append(printable(other.note))
 
 def _network(job: _Job, predictor, options: PredictOptions) -> _Job:
     """Stage 2: the network on the training grid."""
@@ -253,15 +253,28 @@ def _finish(job: _Job, output: PredictionOutput, options: PredictOptions, model_
         job.record = _failure_record(job, job.error, output.folder, options)
     return job.record
 
-def _pair_jobs(jobs: list[_Job], root: str, skipped: dict, special: dict) -> None:
+def _pair_jobs(jobs: list[_Job], root: str, skipped: dict, special: dict, single_file: bool = False) -> None:
     """For a two-channel model: each job's contralateral scan among the input's full mammograms
-    (:func:`~mammo_seg.inference.pairs.contralateral_files`), those a continued run finished before included."""
-    from mammo_seg.inference.pairs import contralateral_files
+    (:func:`~mammo_seg.inference.pairs.contralateral_files`), those a continued run finished before included; for a
+    single file, among the files of its folder. One line says how many scans to predict have none."""
+    from tqdm import tqdm
 
-    pairs = contralateral_files([job.path for job in jobs if job.path not in skipped and job.path not in special])
+    from mammo_seg.inference.pairs import contralateral_files
+    from mammo_seg.inference.segment import pairs_in_folder
+
+    if single_file:
+        pairs = pairs_in_folder(root)
+    else:
+        pairs = contralateral_files([job.path for job in jobs if job.path not in skipped and job.path not in special])
     for job in jobs:
         job.channels, job.pair = 2, pairs.get(job.path)
         job.pair_source = None if job.pair is None else os.path.relpath(job.pair, root)
+    todo = [job for job in jobs if job.record is None]
+    alone = sum(job.pair is None for job in todo)
+    if alone:
+        tqdm.write(f"mammo predict: {alone} of {len(todo)} scans have no other breast in the input (mini-MIAS pair "
+                   f"names; DICOM patient, study, view and laterality): predicted beside a zero channel",
+                   file=sys.stderr)
 
 
 def _jobs(files: list[str], ids: list[str], root: str, done: dict, skipped: dict, special: dict) -> list[_Job]:
@@ -334,8 +347,8 @@ def predict(model_path: str, input_path: str, out: str, options: PredictOptions 
     ids = scan_ids(files, root)
     report_skipped(skipped, done, ids, files)
     jobs = _jobs(files, ids, root, done, skipped, special)
-    if input_channels(loaded) == 2:
-        _pair_jobs(jobs, root, skipped, special)
+    if loaded.channels == 2:
+        _pair_jobs(jobs, root, skipped, special, single_file=not os.path.isdir(input_path))
     timings, started = output.earlier_timings(done), time.perf_counter()
     bar = progress_bar(len(jobs), "predict", "scan", enabled=progress)
 

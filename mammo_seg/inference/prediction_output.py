@@ -321,6 +321,8 @@ def summary_content(records: list, *, package_version: str, model: dict, input_r
         "counts": {"scans": len(records), "ok": len(ok),
                    "failed": sum(r["status"] == "error" for r in records),
                    "skipped": sum(r["status"] == "skipped" for r in records),
-                   "positive": sum(r["image_positive"] for r in ok)},
+                   "positive": sum(r["image_positive"] for r in ok),
+                   **({"without_contralateral": sum(r["contralateral"] is None for r in ok)}
+                      if any("contralateral" in r for r in ok) else {})},
         "scans": [{k: v for k, v in r.items() if k != "lesions"} for r in records],
     }

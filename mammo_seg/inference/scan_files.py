@@ -34,7 +34,7 @@ def find_scans(path: str) -> tuple[str, list[str], dict[str, str]]:
             for name in sorted(names):
                 full = os.path.join(root, name)
                 reason = irregular_file(full)
-                if reason is None and (name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(full))):
+                if reason is None and is_scan_file(full, checked=True):
                     files.append(os.path.abspath(full))
                 elif reason is not None and name.lower().endswith(SCAN_SUFFIXES):
                     special[os.path.abspath(full)] = reason
@@ -43,6 +43,15 @@ def find_scans(path: str) -> tuple[str, list[str], dict[str, str]]:
     if reason is not None:
         raise MammoError(path, "no such file or directory" if reason == "file not found" else reason)
     return os.path.dirname(os.path.abspath(path)), [os.path.abspath(path)], {}
+
+
+def is_scan_file(path: str, checked: bool = False) -> bool:
+    """Whether ``mammo predict`` takes ``path`` from a folder: a regular file (``checked``: known already) with a
+    scan suffix, or a DICOM file without any suffix."""
+    if not checked and irregular_file(path) is not None:
+        return False
+    name = os.path.basename(path)
+    return name.lower().endswith(SCAN_SUFFIXES) or ("." not in name and is_dicom(path))
 
 
 #: Longest output id; longer ones are cut and given a hash of the whole id, so they stay unique.

@@ -15,6 +15,7 @@ from mammo_seg.detection import min_area_px
 from mammo_seg.errors import MammoError
 from mammo_seg.inference import prediction_output as po
 from mammo_seg.inference.postprocess import breast_region
+from mammo_seg.inference.header_messages import header_warnings
 from mammo_seg.inference.scan_files import read_checked
 from mammo_seg.inference.scan_probability import lesion_mask, scan_probability
 
@@ -62,36 +63,43 @@ def training_input(loaded, scan, options: PredictOptions) -> tuple[ScanGrid, np.
                                   whole=not options.all_images)
     return grid, grid.image_to_training(scan.pixels)
 
-def input_channels(loaded) -> int:
-    """The model's input channels: 1, the scan; 2, the scan and the other breast (``data.contralateral``)."""
-    return int(getattr(loaded.model, "channels", 1) or 1)
+@dataclass
+class OtherBreast:
+    """The second input channel of a model trained with ``data.contralateral``, and where it came from."""
+
+    channel: np.ndarray  # float32, the scan's training shape: the placed pair, or zeros
+    path: str | None  # the pair's file; None: none was found, or it could not be used (``note`` says why)
+    note: str | None = None
 
 
-def other_breast(loaded, small: np.ndarray, path: str | None, options: PredictOptions) -> np.ndarray:
-    """The second input channel of a model trained with ``data.contralateral``: the scan at ``path`` (the same
-    woman's other breast in the same view) placed beside ``small`` (:mod:`mammo_seg.data.contralateral`);
-    zeros when ``path`` is None, as in training for a scan without one. A contralateral scan that cannot be
-    read or resampled raises :class:`MammoError` naming it."""
+def other_breast(loaded, small: np.ndarray, path: str | None, options: PredictOptions) -> OtherBreast:
+    """The scan at ``path`` (the same woman's other breast in the same view) placed beside ``small``
+    (:mod:`mammo_seg.data.contralateral`); zeros when ``path`` is None, as in training for a scan without one, and
+    when the file cannot be used (a note says why): the scan itself is still segmented."""
     from mammo_seg.data.contralateral import contralateral_channel
 
-    if path is None:
-        return np.zeros_like(small)
-    try:
-        other, _ = read_checked(path, options.force)
-        grid = loaded.resolution.grid(other.pixels.shape, other.meta.spacing_mm, options.spacing_mm,
-                                      whole=not options.all_images)
-    except MammoError as e:
-        raise MammoError(e.where or path, f"contralateral scan: {e.reason}") from None
-    return contralateral_channel(small, other.pixels, grid)
+    if path is not None:
+        try:
+            with header_warnings():
+                other, _ = read_checked(path, options.force)
+                grid = loaded.resolution.grid(other.pixels.shape, other.meta.spacing_mm, options.spacing_mm,
+                                              whole=not options.all_images)
+            return OtherBreast(contralateral_channel(small, other.pixels, grid), path)
+        except Exception as e:  # noqa: BLE001 - the pair's failure never costs the scan its segmentation
+            reason = e.reason if isinstance(e, MammoError) else f"{type(e).__name__}: {e}"
+            return OtherBreast(np.zeros_like(small), None, f"contralateral scan {os.path.basename(path)} not used "
+                                                           f"({reason}): a zero channel instead")
+    return OtherBreast(np.zeros_like(small), None)
 
 
 def network_probabilities(predictor, small: np.ndarray, options: PredictOptions,
                           other: np.ndarray | None = None) -> np.ndarray:
     """The network's probabilities on the training grid (one pass or windows, see sliding_window); ``other``:
     the second input channel of a two-channel model (:func:`other_breast`)."""
+    from mammo_seg.data.contralateral import with_other_breast
     from mammo_seg.inference.sliding_window import predict_probabilities
 
-    image = small if other is None else np.stack([small, other], axis=-1)
+    image = small if other is None else with_other_breast(small, other)
     return predict_probabilities(predictor, image, tile=options.tile, overlap=options.overlap,
                                  batch_size=options.batch_size, flip=bool(options.flip))
 
@@ -119,10 +127,16 @@ def segment(loaded, predictor, scan, options: PredictOptions, probability: bool 
     ``options`` must hold the threshold and minimum area (see :func:`resolve_options`). ``contralateral``: the
     other breast's scan file, for a two-channel model (None: a zero channel).
     """
+    return segment_with_pair(loaded, predictor, scan, options, probability, contralateral)[0]
+
+
+def segment_with_pair(loaded, predictor, scan, options: PredictOptions, probability: bool = True,
+                      contralateral: str | None = None) -> tuple[Segmentation, OtherBreast | None]:
+    """:func:`segment`, and the other breast it used (None for a one-channel model)."""
     grid, small = training_input(loaded, scan, options)
-    other = other_breast(loaded, small, contralateral, options) if input_channels(loaded) == 2 else None
-    prob = network_probabilities(predictor, small, options, other)
-    return on_scan_grid(grid, scan, small, prob, options, probability)
+    other = other_breast(loaded, small, contralateral, options) if loaded.channels == 2 else None
+    prob = network_probabilities(predictor, small, options, None if other is None else other.channel)
+    return on_scan_grid(grid, scan, small, prob, options, probability), other
 
 def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOptions, str]:
     """``options`` with the threshold, minimum area and flip augmentation the user left open taken from the
@@ -138,13 +152,18 @@ def resolve_options(options: PredictOptions, model_file: str) -> tuple[PredictOp
                    min_area_mm2=point.min_area_mm2 if options.min_area_mm2 is None else options.min_area_mm2,
                    flip=point.flip if options.flip is None else options.flip), source
 
+#: ``Segmenter``'s default ``contralateral``: the pair that predict would find in the scan's folder.
+IN_FOLDER = object()
+
+
 class Segmenter:
     """The Python entry point: a trained model with its training grid and operating point; scan in, arrays out.
 
     ``Segmenter("runs/mias_real")("mdb001.pgm")`` gives the probabilities and mask that
     ``mammo predict -m runs/mias_real`` writes for that scan. A model trained with the other breast as a second
-    channel takes it from ``contralateral`` (a file), else from the scan's folder as predict finds it
-    (:mod:`mammo_seg.inference.pairs`), else a zero channel; :attr:`contralateral` says which it used.
+    channel takes it from the scan's folder as predict finds it (:mod:`mammo_seg.inference.pairs`), or from
+    ``contralateral`` (a file; None: a zero channel); :attr:`contralateral` says which file it used (None: a zero
+    channel) and :attr:`note` why a file was not used.
     """
 
     def __init__(self, model_path: str, options: PredictOptions = PredictOptions()):
@@ -154,23 +173,30 @@ class Segmenter:
         self.loaded = load_model(_readable_model(model_path))
         self.options, self.operating_point = resolve_options(options, self.loaded.path)
         self.predictor = Predictor(self.loaded.models)
+        self.contralateral: str | None = None
+        self.note: str | None = None
+        self._pairs: dict[str, dict] = {}  # folder → its files' pairs, found once
 
-    def __call__(self, path: str, contralateral: str | None = None) -> Segmentation:
+    def __call__(self, path: str, contralateral=IN_FOLDER) -> Segmentation:
+        if self.loaded.channels == 1 and contralateral is not IN_FOLDER:
+            raise ValueError("contralateral: this model takes the scan alone (one input channel)")
         scan, _ = read_checked(path, self.options.force)
-        if input_channels(self.loaded) == 2 and contralateral is None:
-            contralateral = pair_in_folder(path)
-        self.contralateral = contralateral
-        return segment(self.loaded, self.predictor, scan, self.options, contralateral=contralateral)
+        if self.loaded.channels == 2 and contralateral is IN_FOLDER:
+            folder = os.path.dirname(os.path.abspath(path))
+            if folder not in self._pairs:
+                self._pairs[folder] = pairs_in_folder(folder)
+            contralateral = self._pairs[folder].get(os.path.abspath(path))
+        result, other = segment_with_pair(self.loaded, self.predictor, scan, self.options,
+                                          contralateral=None if contralateral is IN_FOLDER else contralateral)
+        self.contralateral, self.note = (other.path, other.note) if other else (None, None)
+        return result
 
 
-def pair_in_folder(path: str) -> str | None:
-    """The contralateral scan of ``path`` among the scan files of its own folder
-    (:mod:`mammo_seg.inference.pairs`)."""
+def pairs_in_folder(folder: str) -> dict[str, str | None]:
+    """{scan file: its pair or None} for the scan files directly in ``folder``, as ``mammo predict`` takes them
+    (:func:`~mammo_seg.inference.scan_files.is_scan_file`; :mod:`mammo_seg.inference.pairs`)."""
     from mammo_seg.inference.pairs import contralateral_files
-    from mammo_seg.inference.scan_files import SCAN_SUFFIXES
+    from mammo_seg.inference.scan_files import is_scan_file
 
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    files = sorted({path} | {os.path.join(folder, n) for n in os.listdir(folder)
-                             if n.lower().endswith(SCAN_SUFFIXES) and os.path.isfile(os.path.join(folder, n))})
-    return contralateral_files(files).get(path)
+    folder = os.path.abspath(folder)
+    return contralateral_files(sorted(p for n in os.listdir(folder) if is_scan_file(p := os.path.join(folder, n))))

@@ -148,8 +148,9 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | N
             return predict_probabilities(predictor, x, tile, overlap, batch_size, memory_bytes)
 
         return (once(image) + once(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]) / 2
+    h, w, channels = image.shape
     if tile is None:
-        if activation_bytes(predictor.model, image.size) <= memory_bytes:
+        if activation_bytes(predictor.model, h * w) <= memory_bytes:
             return predictor(image[None])[0, :, :, 0]
         if predictor.stages():
             return predictor.strips(image, memory_bytes)
@@ -157,7 +158,6 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, tile: int | N
     batch_size = max(1, min(batch_size, int(memory_bytes // activation_bytes(predictor.model, tile * tile))))
     if not 0 <= overlap < 1:
         raise ValueError("overlap must be in [0, 1)")
-    h, w, channels = image.shape
     padded = np.zeros((max(h, tile), max(w, tile), channels), np.float32)
     padded[:h, :w] = image
     weights = gaussian_weights(tile)

@@ -99,7 +99,8 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
     stages = stage_configs(config)
     strategy = make_strategy(stages[0][1].train.strategy)
     data_dir = stages[0][1].data.path()
-    check_training_data(stages[0][1], data_dir)
+    for _, stage in stages:
+        check_training_data(stage, stage.data.path())
     run = RunDir(root)
     women = women_of(data_dir, config.data.train_split)
     table = _fold_table(config, data_dir, women)
@@ -174,7 +175,6 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.model import load_model
     from mammo_seg.inference.operating_point import network_input, scan_probabilities
-    from mammo_seg.inference.segment import input_channels
     from mammo_seg.inference.sliding_window import Predictor
 
     files = PrepOutput.containing(data_dir).whole_scan_files(split)
@@ -187,7 +187,7 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
                 continue
             if fold not in predictors:
                 loaded = load_model(run.fold(fold).path)
-                predictors[fold] = Predictor(loaded.models), input_channels(loaded)
+                predictors[fold] = Predictor(loaded.models), loaded.channels
             predictor, channels = predictors[fold]
             image = network_input(rec, channels)
             probabilities = {flip: scan_probabilities(predictor, image, flip) for flip in flips}

@@ -14,7 +14,7 @@ import json
 from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, stage_configs
 from mammo_seg.run_dir import RunDir
-from mammo_seg.training.run import FoldPatients, StageResult, train_stage
+from mammo_seg.training.run import FoldPatients, StageResult, check_training_data, train_stage
 from mammo_seg.training.strategy import is_chief, make_strategy
 
 
@@ -24,6 +24,8 @@ def run_curriculum(config: ExperimentConfig, root: str, progress: bool = True, f
     cross-validation fold's women (:mod:`mammo_seg.training.cross_val`); ``init_from``: what the first stage
     starts from (default ``train.init_from``), each later stage starting from the one before."""
     stages = stage_configs(config)
+    for _, stage in stages:  # before the first stage trains: a later stage's data must do too
+        check_training_data(stage, stage.data.path())
     strategy = strategy or make_strategy(stages[0][1].train.strategy)
     results, previous = [], init_from
     for folder, stage in stages:

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
+
 from mammo_seg import atomic
 from mammo_seg.config import ExperimentConfig, dump_config
 from mammo_seg.data.prep_output import Manifest
@@ -48,7 +50,11 @@ def _setup_logging(log_file: str, write: bool, echo: bool) -> None:
 
 def transfer_weights(model, source_path: str) -> int:
     """Copy weights from a saved model, layer by layer by name (the net is fully convolutional, so
-    every layer of a 320-px model fits a 640-px or whole-scan stage). Returns layers copied."""
+    every layer of a 320-px model fits a 640-px or whole-scan stage). Returns layers copied.
+
+    A model of one input channel (the scan) starts a model that also takes the other breast
+    (``data.contralateral``): the first convolution's kernel gets zero weights for the new channel, so the
+    model starts as the same function of the scan."""
     source = load_keras(model_file(source_path))
     by_name = {layer.name: layer for layer in source.layers}
     copied = 0
@@ -56,7 +62,7 @@ def transfer_weights(model, source_path: str) -> int:
         other = by_name.get(layer.name)
         if other is None or not layer.weights:
             continue
-        theirs = other.get_weights()
+        theirs = [_with_input_channels(w, tuple(mine.shape)) for w, mine in zip(other.get_weights(), layer.weights)]
         if [w.shape for w in theirs] != [tuple(w.shape) for w in layer.weights]:
             raise MammoError(source_path, f"layer {layer.name} has other shapes (was it trained with another "
                                           f"model.width?)")
@@ -65,6 +71,17 @@ def transfer_weights(model, source_path: str) -> int:
     if copied == 0:
         raise MammoError(source_path, "no layer of that model matches this one by name")
     return copied
+
+
+def _with_input_channels(kernel: np.ndarray, shape: tuple) -> np.ndarray:
+    """A convolution kernel (kh, kw, 1, filters) given zero weights for the input channels of ``shape`` it lacks;
+    any other array as it is."""
+    if kernel.ndim == 4 and kernel.shape[2] == 1 < shape[2] and kernel.shape[:2] + kernel.shape[3:] == \
+            shape[:2] + shape[3:]:
+        grown = np.zeros(shape, kernel.dtype)
+        grown[:, :, :1] = kernel
+        return grown
+    return kernel
 
 
 @dataclass(frozen=True)
