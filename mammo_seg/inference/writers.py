@@ -24,8 +24,8 @@ from mammo_seg import __version__, atomic
 from mammo_seg.detection import image_positive, lesion_components
 
 #: The overlay's longest side at most (px): a preview, shrunk by an integer factor; the mask PNG and the SEG keep the
-#: scan's grid. 1024 rather than 2048 a side: a CBIS-DDSM film's overlay then takes 0.035 CPU s to write instead of
-#: 0.085 (PNG's filtering and compression grow with the pixels), and the outlines and labels read the same.
+#: scan's grid. 1024 rather than 2048 a side: a CBIS-DDSM film's overlay then takes about 0.03 CPU s to write instead of
+#: 0.09 (PNG's filtering and compression grow with the pixels), and the outlines and labels read the same.
 OVERLAY_MAX_SIDE = 1024
 #: zlib level of the PNGs and the NPZ: 1, the fastest. Higher levels give the same pixels and values in
 #: smaller files (probabilities: about 5 % smaller at 6) at 2 to 3 times the cost.
