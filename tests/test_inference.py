@@ -116,6 +116,18 @@ def test_fill_holes_is_scipys_binary_fill_holes():
     np.testing.assert_array_equal(fill_holes(ring), np.pad(np.ones((5, 5), bool), 1))
 
 
+def test_a_scan_of_zeros_and_ones_alone_has_two_grey_levels_wherever_its_grey_would_be():
+    from mammo_seg.inference.scan_files import two_grey_levels
+
+    mask = np.zeros((40, 50), np.float32)
+    mask[5:20, 7:30] = 1.0
+    assert two_grey_levels(mask) and two_grey_levels(np.zeros((1, 1), np.float32))
+    for row, col in ((16, 32), (1, 1), (39, 49)):  # on the sample of every 16th pixel and row; beside it; the corner
+        grey = mask.copy()
+        grey[row, col] = 0.25
+        assert not two_grey_levels(grey), (row, col)
+
+
 def test_mask_and_probability_files_decode_to_the_arrays_written(tmp_path):
     from mammo_seg.inference.prediction_output import PredictionOutput
 

@@ -13,6 +13,20 @@ from mammo_seg.io.image import write_pgm
 STORED = np.array([[0, 100], [200, 300]], dtype=np.uint16)
 
 
+def test_normalise_scales_in_float32_steps_and_leaves_its_input_alone():
+    from mammo_seg.io.scan import normalise
+
+    values = np.array([[10, 20, 1010], [510, 10, 1009]], np.uint16)
+    out, stats = normalise(values, "x")
+    expected = np.array([[0, 10, 1000], [500, 0, 999]], np.float32) * np.float32(1 / 1000)  # (v - min) in steps
+    assert out.dtype == np.float32 and np.array_equal(out, np.minimum(expected, 1))
+    assert out[0, 2] == 1.0 and out[1, 1] == 0.0 and 0.998 < out[1, 2] < 1.0
+    assert stats == {"raw_min": 10.0, "raw_max": 1010.0, "raw_mean": 2569 / 6}
+    assert np.array_equal(normalise(values, "x", invert=True)[0], np.float32(1) - out)
+    floats = values.astype(np.float32)  # scaled in place on a copy: the caller's array is not touched
+    assert np.array_equal(normalise(floats, "x")[0], out) and np.array_equal(floats, values)
+
+
 def test_dicom_modality_lut_then_min_max(tmp_path):
     path = str(tmp_path / "a.dcm")
     write_dicom(path, STORED, rescale=(2.0, -100.0), laterality="L", view="MLO", spacing_mm=0.07)

@@ -17,7 +17,7 @@ from mammo_seg.detection import detection_mask, min_area_px
 from mammo_seg.inference.predict import FORMATS, PredictOptions, Segmenter, predict
 from mammo_seg.inference.prediction_output import DEFAULT_FORMATS, PredictionOutput
 from mammo_seg.inference.scan_probability import TILE, lesion_mask, scan_probability
-from mammo_seg.inference.writers import _block_any, lesion_report, outline
+from mammo_seg.inference.writers import OVERLAY_MAX_SIDE, _block_any, lesion_report, outline, write_overlay
 from skimage.segmentation import find_boundaries
 
 
@@ -150,6 +150,43 @@ def test_the_overlay_outline_found_in_the_lesions_box_is_the_whole_images():
             if k == 2:
                 mask[:, 0] = mask[0, -1] = True
             assert np.array_equal(outline(mask, step, shape), whole_image(mask, step, shape)), (h, w, step, k)
+
+
+def test_block_any_marks_each_block_with_a_lesion_pixel():
+    mask = np.zeros((5, 7), bool)
+    mask[0, 0] = mask[2, 5] = mask[4, 6] = True  # blocks (0, 0), (0, 1) at step 3; the last row and column cut short
+    assert np.array_equal(_block_any(mask, 3), [[True, True, False], [False, False, True]])
+    assert np.array_equal(_block_any(mask, 1), mask)
+    rng = np.random.default_rng(0)
+    for h, w, step in [(101, 77, 3), (50, 50, 2), (7, 9, 4), (903, 601, 5), (3, 2, 5)]:
+        mask = rng.random((h, w)) > 0.995
+        padded = np.zeros((-(-h // step) * step, -(-w // step) * step), bool)  # the 4-D view's reduction
+        padded[:h, :w] = mask
+        blocks = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).any(axis=(1, 3))
+        assert np.array_equal(_block_any(mask, step), blocks), (h, w, step)
+
+
+def test_the_overlay_is_a_preview_of_at_most_1024_px_a_side(tmp_path):
+    """A 2100 x 900 scan is shrunk by 3 (1024 px a side at most) to 700 x 300: every third pixel of every third
+    row, in grey, stretched between its 0.5 and 99.5 percentiles, with the lesion's outline in red."""
+    assert OVERLAY_MAX_SIDE == 1024
+    pixels = np.tile((np.arange(900, dtype=np.float32) % 201) / 200, (2100, 1))  # columns 0 to 1 in steps of 0.005
+    mask = np.zeros(pixels.shape, bool)
+    mask[300:360, 450:600] = True  # blocks rows 100 to 119, columns 150 to 199
+    path, step = write_overlay(str(tmp_path / "o.png"), pixels, mask)
+    overlay = np.asarray(Image.open(path))
+    assert step == 3 and overlay.shape == (700, 300, 3)
+    red = (overlay == (255, 40, 40)).all(axis=2)
+    assert red[99, 150:201].all() and red[120, 150:201].all() and red[100:121, 149].all() and red[100:121, 200].all()
+    # the 4-connected outer ring (2 x 50 + 2 x 20); a copy a row down adds rows 100 and 121 and (120, 149), (120, 200);
+    # a copy a column right adds (99, 200), column 150's rows 101 to 119 and column 201's rows 100 to 119
+    assert red.sum() == 140 + (2 * 50 + 2) + (1 + 19 + 20)
+    grey = overlay[~red]
+    assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
+    row = overlay[0, :, 0]  # columns 0, 3, ..., 897: values (3k mod 201) / 200; percentiles 0.005 and 0.995 of them
+    lo, hi = np.percentile(pixels[::3, ::3], [0.5, 99.5])
+    expected = (np.clip((pixels[0, ::3] - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(row, expected) and row.min() == 0 and row.max() == 255
 
 
 def assert_same_files_as_with_skimage_resampling(model, folder, tmp_path, threshold, min_area, monkeypatch,

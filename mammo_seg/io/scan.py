@@ -127,7 +127,9 @@ def normalise(values: np.ndarray, where: str, invert: bool = False) -> tuple[np.
         raise MammoError(where, "image contains NaN or infinite values")
     if hi <= lo:
         raise MammoError(where, f"image is constant (every pixel is {lo:g})")
-    out = (values.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    out = values.astype(np.float32)  # a copy, scaled in place: no temporary of the scan's size
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
     np.clip(out, 0.0, 1.0, out=out)
     if invert:
         np.subtract(np.float32(1.0), out, out=out)
