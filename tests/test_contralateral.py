@@ -361,3 +361,22 @@ def test_a_one_channel_segmenter_refuses_a_pair(model_file, tmp_path):
     assert segmenter.contralateral is None
     with pytest.raises(ValueError, match="one input channel"):
         segmenter(str(tmp_path / "mdb001.pgm"), contralateral=str(tmp_path / "mdb002.pgm"))
+
+
+def test_a_two_channel_model_covers_a_scan_in_strips_and_windows_as_in_one_pass():
+    from mammo_seg.inference.sliding_window import Predictor, activation_bytes, predict_probabilities
+    from mammo_seg.models.fcn import MammoFCN
+
+    model = MammoFCN(width=0.125, channels=2, resolution={"scale": 0.25, "reference_spacing_mm": 0.05})
+    pair = np.random.default_rng(3).random((200, 96, 2)).astype(np.float32)
+    predictor = Predictor(model)
+    whole = predict_probabilities(predictor, pair)
+    assert whole.shape == (200, 96)
+    assert predictor.stages() is not None  # the strips below are exact strips, not windows
+    strips = predict_probabilities(predictor, pair, memory_bytes=activation_bytes(model, 96 * 70))
+    np.testing.assert_allclose(strips, whole, atol=2e-6)  # exact strips: the one pass's values
+    windows = predict_probabilities(predictor, pair, tile=64, overlap=0.25)
+    assert windows.shape == (200, 96) and np.isfinite(windows).all()
+    flipped = predict_probabilities(predictor, pair, flip=True)  # both channels mirrored together
+    mirrored = predict_probabilities(predictor, np.ascontiguousarray(pair[:, ::-1]))[:, ::-1]
+    np.testing.assert_allclose(flipped, (whole + mirrored) / 2, atol=1e-6)

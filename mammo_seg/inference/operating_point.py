@@ -90,11 +90,13 @@ def network_input(record: dict, channels: int = 1) -> np.ndarray:
     """A parsed whole-scan record as a model of ``channels`` input channels takes it: the scan (H×W, float32 in
     [0, 1]), or the scan and the other breast (H×W×2; prep.contralateral)."""
     from mammo_seg.data import features
+    from mammo_seg.data.contralateral import with_other_breast
 
-    image = record["image"] if channels == 2 else record["image"][..., 0]
-    if channels == 2:
-        image = np.concatenate([image, record["contralateral"]], axis=-1)
-    return image.astype(np.float32) / features.IMAGE_MAX
+    def scaled(stored):
+        return stored[..., 0].astype(np.float32) / features.IMAGE_MAX
+
+    image = scaled(record["image"])
+    return with_other_breast(image, scaled(record["contralateral"])) if channels == 2 else image
 
 
 def scan_probabilities(models, image: np.ndarray, flip: bool = False) -> np.ndarray:
