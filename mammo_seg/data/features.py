@@ -17,8 +17,9 @@ origin         int64 [2]    [row, col] of the crop's top-left on the original gr
 crop_size      int64        native pixels the crop spans (whole scans: the longer native side)
 scale          float        record pixels per native pixel
 contralateral  bytes        whole scans of a ``prep.contralateral`` output: the woman's other breast in the
-                            same view, mirrored and fitted to ``image``'s grid (:mod:`mammo_seg.data.contralateral`),
-                            encoded as ``image``; absent or empty: there was none (a zero channel)
+                            same view, turned to the scan's chest-wall side and fitted to ``image``'s grid
+                            (:mod:`mammo_seg.data.contralateral`), encoded as ``image``; absent or empty: there
+                            was none (a zero channel)
 ============== ============ ==============================================================
 
 **The ignore region** (mask value :data:`IGNORE`): the abnormalities of the kinds prep's ``ignore_kinds``
