@@ -120,19 +120,14 @@ def on_scan_grid(grid: ScanGrid, scan, small: np.ndarray, prob: np.ndarray, opti
     return Segmentation(whole, lesions.mask, grid, pixel_area, lesions.values, lesions.maximum)
 
 def segment(loaded, predictor, scan, options: PredictOptions, probability: bool = True,
-            contralateral: str | None = None) -> Segmentation:
+            contralateral: str | None = None) -> tuple[Segmentation, OtherBreast | None]:
     """The network on one scan read by the reader: training grid → probabilities → back → lesions (and the whole
-    probability map on the scan's grid, unless ``probability`` is False).
+    probability map on the scan's grid, unless ``probability`` is False); and the other breast it used (None for a
+    one-channel model).
 
     ``options`` must hold the threshold and minimum area (see :func:`resolve_options`). ``contralateral``: the
     other breast's scan file, for a two-channel model (None: a zero channel).
     """
-    return segment_with_pair(loaded, predictor, scan, options, probability, contralateral)[0]
-
-
-def segment_with_pair(loaded, predictor, scan, options: PredictOptions, probability: bool = True,
-                      contralateral: str | None = None) -> tuple[Segmentation, OtherBreast | None]:
-    """:func:`segment`, and the other breast it used (None for a one-channel model)."""
     grid, small = training_input(loaded, scan, options)
     other = other_breast(loaded, small, contralateral, options) if loaded.channels == 2 else None
     prob = network_probabilities(predictor, small, options, None if other is None else other.channel)
@@ -186,8 +181,8 @@ class Segmenter:
             if folder not in self._pairs:
                 self._pairs[folder] = pairs_in_folder(folder)
             contralateral = self._pairs[folder].get(os.path.abspath(path))
-        result, other = segment_with_pair(self.loaded, self.predictor, scan, self.options,
-                                          contralateral=None if contralateral is IN_FOLDER else contralateral)
+        result, other = segment(self.loaded, self.predictor, scan, self.options,
+                                contralateral=None if contralateral is IN_FOLDER else contralateral)
         self.contralateral, self.note = (other.path, other.note) if other else (None, None)
         return result
 
