@@ -171,6 +171,17 @@ def test_pipeline_is_deterministic_and_joint(tile_dir):
         np.testing.assert_array_equal(mask2.numpy(), (img2.numpy() > 0.5).astype(np.float32))
 
 
+def test_pipelines_run_without_autotuning(tile_dir):
+    """Deleting an autotuned iterator, as each epoch does the previous one's, stalled 15-20 s in some epochs
+    (benchmarks/results/epoch_stalls_cpu.md): training and evaluation pipelines keep autotuning off."""
+    from mammo_seg.data.pipeline import make_dataset
+
+    full = os.path.join(tile_dir, "full")
+    for ds in (make_dataset(full, "train", 2, training=True, crop=40, lesion_share=0.5),
+               make_dataset(full, "val", 1, training=False)):
+        assert ds.options().autotune.enabled is False and ds.options().deterministic is True
+
+
 def test_pipeline_eval_reads_every_record_once(tile_dir):
     import json
 
