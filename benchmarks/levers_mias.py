@@ -26,7 +26,7 @@ The arms (``--arms`` picks some):
 * ``crop_192``: crops of 192 px (77 mm of breast) instead of 128 (51 mm), 7 a batch instead of 16: the same pixels a
   step, so about the same time, with more context around each lesion and fewer, larger views of the breast; the
   network predicts whole 512-px scans, and nnU-Net's 2-D patches are as large as the memory allows.
-* ``lesion_share_0.5``: half of the crops centred on a lesion instead of a third (nnU-Net's share): 8 lesion crops a
+* ``lesion_share_0.5``: half of the crops centred on a lesion instead of nnU-Net's third: 8 lesion crops a
   step instead of 5.3, for the few lesions of 108 women (about 65 in a fold's training women).
 * ``epochs_18``: 18 epochs instead of 12 (the cosine schedule over all 18), the validation women scored every 6th
   epoch and after the last instead of after each (which changes no weight): the benchmark's time spent on training.

@@ -189,8 +189,8 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
     files = split_files(data_dir, split)
     options = tf.data.Options()
     options.deterministic = True
-    # AUTOTUNE parallelism is then min(16, cores), fixed. With autotuning on, deleting an iterator (each epoch's, at
-    # the next epoch's start) sometimes waited 15-20 s with the CPU idle: 2-4 of a fold's 18 epochs.
+    # No autotuning: deleting an autotuned iterator (each epoch's, at the next epoch's start) sometimes waited 15-20 s
+    # with the CPU idle, in 2-4 of a fold's 18 epochs. AUTOTUNE parallelism is then min(16, cores), fixed.
     options.autotune.enabled = False
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = (policy.FILE if len(files) >= 2 * num_workers
