@@ -67,6 +67,8 @@ ARMS = {
     "crop_192": ("192-px crops (77 mm), 7 a batch (the same pixels a step)",
                  ["data.crop=192", "train.batch_size=7"], {}),
     "lesion_share_0.5": ("half the crops on a lesion", ["data.lesion_share=0.5"], {}),
+    "epochs_36": ("36 epochs (validated every 12th)", ["train.epochs=36", "train.validation_freq=12"], {}),
+    "epochs_54": ("54 epochs (validated every 18th)", ["train.epochs=54", "train.validation_freq=18"], {}),
 }
 
 
