@@ -40,6 +40,28 @@ def matmul_flops(backend: str, dtype: str = "float32", n: int = 4096, repeats: i
     return 2 * n ** 3 / best_seconds(run, repeats)
 
 
+def machine_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The machine a timing was taken on, e.g. ``2-core CPU (Intel(R) Xeon(R) Processor; AVX-512, native bfloat16)``:
+    the core count, the CPU's model name and whether it has AVX-512 and native bfloat16 (AVX512_BF16 or AMX-BF16),
+    which set TensorFlow's float32 and bfloat16 speed (read from Linux's ``/proc/cpuinfo``; the count alone
+    elsewhere)."""
+    from mammo_seg.training.precision import CPU_BFLOAT16_FLAGS, cpu_flags
+
+    model = ""
+    try:
+        with open(cpuinfo) as f:
+            model = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    flags = cpu_flags(cpuinfo)
+    features = [name for name, present in (("AVX-512", "avx512f" in flags),
+                                           ("native bfloat16", bool(flags & CPU_BFLOAT16_FLAGS))) if present]
+    if flags and not features:
+        features = ["no AVX-512"]
+    detail = "; ".join(part for part in (model, ", ".join(features)) if part)
+    return f"{os.cpu_count()}-core CPU" + (f" ({detail})" if detail else "")
+
+
 def write_report(report: dict, out: str | None) -> None:
     """Print the report as JSON, and write it to ``out`` when given."""
     text = json.dumps(report, indent=2)

@@ -50,6 +50,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import machine_description  # noqa: E402
 from out_of_fold import (DIFFERENCE_GROUPS, arm_recipe, arm_tables, compare_arms, plot_frocs,  # noqa: E402
                          run_arm, write_results)
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
     results, common_area, paired = compare_arms(names, args.work, ground_truth(unpack(args.archive, args.work)),
                                                 args.min_area, args.baseline, GROUPS)
     report = {"recipe": os.path.relpath(args.recipe, ROOT), "folds": results[names[0]]["folds"],
-              "machine": f"{os.cpu_count()}-core CPU", "baseline": args.baseline,
+              "machine": machine_description(), "baseline": args.baseline,
               "arms": {name: {"setting": ARMS[name][0], "overrides": results[name]["overrides"],
                               "prep": ARMS[name][2], "operating_point": results[name]["operating_point"],
                               "real": results[name]["real"], "froc_at_common_area": common_area[name],

@@ -45,6 +45,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import machine_description  # noqa: E402
 from out_of_fold import (arm_recipe, arm_result, arm_tables, compare_arms, plot_frocs, run_arm,  # noqa: E402
                          training_pixel_mm, write_results)
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     with open(args.recipe) as f:
         recipe_epochs = yaml.safe_load(f)["train"]["epochs"]
     report = {"recipe": os.path.relpath(args.recipe, ROOT), "epochs": args.epochs, "recipe_epochs": recipe_epochs,
-              "folds": next(iter(results.values()))["folds"], "machine": f"{os.cpu_count()}-core CPU",
+              "folds": next(iter(results.values()))["folds"], "machine": machine_description(),
               "baseline": paired["baseline"],
               "arms": {name: {"loss": ARMS[name][0], "overrides": results[name]["overrides"],
                               "prep": PREP.get(name, {}),

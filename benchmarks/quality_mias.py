@@ -41,6 +41,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import machine_description  # noqa: E402
 from out_of_fold import plot_frocs, write_results  # noqa: E402
 ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "mias_real_dev.tar.xz")
 RECIPE = os.path.join(ROOT, "experiments", "mias_real", "recipe.yaml")
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
         folds = json.load(f)["folds"]
     report = {"recipe": os.path.relpath(args.recipe, ROOT), "overrides": args.set,
               "dataset": "mini-MIAS dev set (Suckling et al. 1994)", "folds": folds,
-              "machine": f"{os.cpu_count()}-core CPU", "operating_point": point, "real": headline(evaluation)}
+              "machine": machine_description(), "operating_point": point, "real": headline(evaluation)}
     report["targets"] = target_table(report["real"])
     for key in ("prep", "train"):  # with the seconds of earlier, interrupted invocations
         timings[key] = round(earlier.get(key, 0) + timings.get(key, 0), 1)

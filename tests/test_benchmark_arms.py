@@ -96,3 +96,18 @@ def test_an_arm_folder_from_before_arms_were_recorded_is_reused_with_a_warning(a
     assert capsys.readouterr().err == (f"levers: warning: {folder} has no arm.json (its recipe and overrides are not "
                                        f"known); its result.json is reused as it is\n")
     assert not os.path.exists(os.path.join(folder, "arm.json"))  # nothing is claimed for it
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse avx2 avx512f avx512_bf16 amx_bf16", "(Test CPU 9000; AVX-512, native bfloat16)"),
+    ("fpu sse avx2 avx512f", "(Test CPU 9000; AVX-512)"),
+    ("fpu sse avx avx2 fma", "(Test CPU 9000; no AVX-512)"),
+])
+def test_a_timing_names_the_cpu_and_what_sets_its_speed(tmp_path, flags, expected):
+    spec = importlib.util.spec_from_file_location("common", os.path.join(BENCHMARKS, "common.py"))
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n")
+    assert common.machine_description(str(cpuinfo)) == f"{os.cpu_count()}-core CPU {expected}"
+    assert common.machine_description(str(tmp_path / "absent")) == f"{os.cpu_count()}-core CPU"
