@@ -70,6 +70,9 @@ ARMS = {
     "lesion_share_0.5": ("half the crops on a lesion", ["data.lesion_share=0.5"], {}),
     "epochs_36": ("36 epochs (validated every 12th)", ["train.epochs=36", "train.validation_freq=12"], {}),
     "epochs_54": ("54 epochs (validated every 18th)", ["train.epochs=54", "train.validation_freq=18"], {}),
+    "augment_nnunet_54": ("54 epochs, nnU-Net's augmentation ranges: rotation ±180°, scale 0.7-1.4, gamma/contrast ±0.3",
+                          ["train.epochs=54", "train.validation_freq=18", "data.augment.rotate=180",
+                           "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"], {}),
 }
 
 
