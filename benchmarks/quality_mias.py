@@ -1,6 +1,6 @@
 """Lesion finding on real mammograms, out of fold: the mini-MIAS recipe end to end → JSON, Markdown table, FROC plot.
 
-    .venv/bin/python benchmarks/quality_mias.py    # after the README's test install: about 48 minutes on a 2-core CPU
+    .venv/bin/python benchmarks/quality_mias.py    # after the README's test install: 15-49 minutes on a 2-core CPU
 
 Every step is a ``mammo`` verb, run as a user would run it:
 
