@@ -42,7 +42,7 @@ def matmul_flops(backend: str, dtype: str = "float32", n: int = 4096, repeats: i
 
 def machine_description(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The machine a timing was taken on, e.g. ``2-core CPU (Intel(R) Xeon(R) Processor; AVX-512, native bfloat16)``:
-    the core count, the CPU's model name and whether it has AVX-512 and native bfloat16 (AVX512_BF16 or AMX-BF16),
+    the logical CPUs this process may use, the CPU's model name and whether it has AVX-512 and native bfloat16 (AVX512_BF16 or AMX-BF16),
     which set TensorFlow's float32 and bfloat16 speed (read from Linux's ``/proc/cpuinfo``; the count alone
     elsewhere)."""
     from mammo_seg.training.precision import CPU_BFLOAT16_FLAGS, cpu_flags
@@ -59,7 +59,15 @@ def machine_description(cpuinfo: str = "/proc/cpuinfo") -> str:
     if flags and not features:
         features = ["no AVX-512"]
     detail = "; ".join(part for part in (model, ", ".join(features)) if part)
-    return f"{os.cpu_count()}-core CPU" + (f" ({detail})" if detail else "")
+    return f"{_usable_cpus()}-core CPU" + (f" ({detail})" if detail else "")
+
+
+def _usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity, which a container's cpuset limits), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def write_report(report: dict, out: str | None) -> None:

@@ -77,7 +77,7 @@ ARMS = {
     "epochs_36": ("36 epochs (validated every 12th)", ["train.epochs=36", "train.validation_freq=12"], {}),
     "epochs_54": ("54 epochs (validated every 18th)", ["train.epochs=54", "train.validation_freq=18"], {}),
     "width_0.75_epochs_18": ("width 0.75, the recipe's 18 epochs", ["model.width=0.75"], {}),
-    "augment_nnunet_54": ("54 epochs, nnU-Net's augmentation ranges: rotation ±180°, scale 0.7-1.4, gamma/contrast ±0.3",
+    "augment_nnunet_54": ("54 epochs, nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3",
                           ["train.epochs=54", "train.validation_freq=18", "data.augment.rotate=180",
                            "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"], {}),
 }
@@ -95,7 +95,7 @@ def write_markdown(report: dict, path: str) -> None:
              f"pooled out-of-fold predictions). 95 % bootstrap intervals over women; the differences from "
              f"`{report['baseline']}` are paired (the same women resampled for both arms), **bold** where the "
              f"interval excludes 0. Minutes: each arm's whole benchmark (prep, training, out-of-fold prediction, "
-             f"evaluation) on {report['machine']}, on a machine shared with other work.", "",
+             f"evaluation) on {report['machine']} (it also depends on what else the machine ran: see Run).", "",
              *arm_tables(report, ("setting", "setting"),
                          extra=(("training min", lambda arm: f"{arm['seconds']['train'] / 60:.1f}"),
                                 ("total min", lambda arm: f"{arm['seconds_total'] / 60:.1f}")),
