@@ -36,6 +36,7 @@ The arms (``--arms`` picks some):
   with AVX-512 leaves.
 * ``augment_nnunet_54``: 54 epochs with nnU-Net's augmentation ranges (rotation ±180°, scale 0.7-1.4) and a wider
   gamma/contrast range (±0.3 instead of ±0.15): longer training with more to keep it from overfitting.
+* ``augment_nnunet``: the same augmentation at the recipe's 18 epochs.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -77,6 +78,8 @@ ARMS = {
     "epochs_36": ("36 epochs (validated every 12th)", ["train.epochs=36", "train.validation_freq=12"], {}),
     "epochs_54": ("54 epochs (validated every 18th)", ["train.epochs=54", "train.validation_freq=18"], {}),
     "width_0.75_epochs_18": ("width 0.75, the recipe's 18 epochs", ["model.width=0.75"], {}),
+    "augment_nnunet": ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3, the recipe's 18 epochs",
+                       ["data.augment.rotate=180", "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"], {}),
     "augment_nnunet_54": ("54 epochs, nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3",
                           ["train.epochs=54", "train.validation_freq=18", "data.augment.rotate=180",
                            "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"], {}),
