@@ -98,7 +98,7 @@ def write_markdown(report: dict, path: str) -> None:
              f"pooled out-of-fold predictions). 95 % bootstrap intervals over women; the differences from "
              f"`{report['baseline']}` are paired (the same women resampled for both arms), **bold** where the "
              f"interval excludes 0. Minutes: each arm's whole benchmark (prep, training, out-of-fold prediction, "
-             f"evaluation) on {report['machine']} (it also depends on what else the machine ran: see Run).", "",
+             f"evaluation) on {report['machine']} (they also depend on what else the machine ran).", "",
              *arm_tables(report, ("setting", "setting"),
                          extra=(("training min", lambda arm: f"{arm['seconds']['train'] / 60:.1f}"),
                                 ("total min", lambda arm: f"{arm['seconds_total'] / 60:.1f}")),
