@@ -42,9 +42,9 @@ def matmul_flops(backend: str, dtype: str = "float32", n: int = 4096, repeats: i
 
 def machine_description(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The machine a timing was taken on, e.g. ``2-core CPU (Intel(R) Xeon(R) Processor; AVX-512, native bfloat16)``:
-    the logical CPUs this process may use, the CPU's model name and whether it has AVX-512 and native bfloat16 (AVX512_BF16 or AMX-BF16),
-    which set TensorFlow's float32 and bfloat16 speed (read from Linux's ``/proc/cpuinfo``; the count alone
-    elsewhere)."""
+    the logical CPUs this process may use, the CPU's model name and whether it has AVX-512 and native bfloat16
+    (AVX512_BF16 or AMX-BF16), which set TensorFlow's float32 and bfloat16 speed (read from Linux's
+    ``/proc/cpuinfo``; the count alone elsewhere)."""
     from mammo_seg.training.precision import CPU_BFLOAT16_FLAGS, cpu_flags
 
     model = ""

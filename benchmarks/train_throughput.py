@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import matmul_flops, write_report  # noqa: E402
+from common import machine_description, matmul_flops, write_report  # noqa: E402
 
 CONFIGS = {"cpu": [(320, 8), (640, 2)], "gpu": [(320, 16), (640, 16)]}
 
@@ -251,7 +250,7 @@ def device_name(backend: str) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return "gpu: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"cpu: {machine_description()}"
 
 
 def precision_report(args, device: str, pairs: list) -> dict:
