@@ -63,6 +63,9 @@ from out_of_fold import (DIFFERENCE_GROUPS, arm_recipe, arm_tables, compare_arms
 from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
 
 BASELINE = "recipe"
+#: nnU-Net's rotation and scale ranges, and gamma/contrast wider than the recipe's ±0.15
+STRONG_AUGMENT = ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3",
+                  ["data.augment.rotate=180", "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"])
 #: name → (what changes, the training keys it sets, the prep keys it sets)
 ARMS = {
     "recipe": ("the recipe: 0.4 mm grid, 128-px crops (51 mm)", [], {}),
@@ -78,11 +81,9 @@ ARMS = {
     "epochs_36": ("36 epochs (validated every 12th)", ["train.epochs=36", "train.validation_freq=12"], {}),
     "epochs_54": ("54 epochs (validated every 18th)", ["train.epochs=54", "train.validation_freq=18"], {}),
     "width_0.75_epochs_18": ("width 0.75, the recipe's 18 epochs", ["model.width=0.75"], {}),
-    "augment_nnunet": ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3, the recipe's 18 epochs",
-                       ["data.augment.rotate=180", "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"], {}),
-    "augment_nnunet_54": ("54 epochs, nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3",
-                          ["train.epochs=54", "train.validation_freq=18", "data.augment.rotate=180",
-                           "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"], {}),
+    "augment_nnunet": (f"{STRONG_AUGMENT[0]}, the recipe's 18 epochs", STRONG_AUGMENT[1], {}),
+    "augment_nnunet_54": (f"54 epochs, {STRONG_AUGMENT[0]}",
+                          ["train.epochs=54", "train.validation_freq=18", *STRONG_AUGMENT[1]], {}),
 }
 
 
