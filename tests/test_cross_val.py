@@ -154,6 +154,7 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
     assert {"package", "git_commit", "tensorflow", "keras", "precision", "seed", "config_sha256"} <= \
         set(card["provenance"]) and card["provenance"]["precision"] == "float32"
     assert "Not for." in open(os.path.join(run, "model_card.md")).read()
+    assert any("applied to their mean" in limit for limit in card["known_limits"])
     # the same command again continues: nothing is retrained, the result is the same
     before = {m: open(m, "rb").read() for m in members}
     assert main(["train", "-c", recipe, "--out", run, "--quiet"]) == 0
