@@ -127,3 +127,49 @@ def test_every_lever_arm_is_a_valid_recipe(monkeypatch):
     for name, (_, overrides, prep) in levers.ARMS.items():
         load_config(levers.RECIPE, overrides)  # raises on an unknown key or a value out of range
         assert set(prep) <= prep_keys, name
+
+
+@pytest.fixture
+def ensemble(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("ensemble_mias", os.path.join(BENCHMARKS, "ensemble_mias.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_averaged_arms_are_the_mean_of_their_maps_scored_at_a_point(ensemble):
+    import numpy as np
+
+    from mammo_seg.detection import ScanLesions
+    from mammo_seg.intervals import Arm
+
+    lesion = np.zeros((4, 4), bool)
+    lesion[:3, :2] = True  # 6 pixels
+    a, b = np.zeros((4, 4), np.float16), np.zeros((4, 4), np.float16)
+    a[:2, :2], b[:2, :2], b[3, 3] = 0.875, 0.5, 0.5
+
+    def arm(*maps):
+        scans = [ScanLesions(maps[0], [lesion], ["CIRC"], 1.0), ScanLesions(maps[1], [], [], 1.0),
+                 ScanLesions(maps[2], [lesion], ["SPIC"], 1.0)]
+        return Arm(scans, [None] * 3, 0.5, 1.0)
+
+    normal = np.full((4, 4), 0.25, np.float16)
+    mean = ensemble.mean_scans([arm(a, normal, a), arm(b, 0 * normal, None)])
+    assert mean[0].probability[0, 0] == pytest.approx(0.6875) and mean[0].probability[3, 3] == 0.25
+    assert mean[1].probability[0, 0] == 0.125 and mean[2].probability is None  # a failed prediction stays failed
+    assert mean[0].lesions == [lesion] and mean[0].kinds == ["CIRC"]
+    # at 0.6: the 2x2 block against the 6-pixel lesion, 2*4/(4+6); the scan without a lesion has no Dice
+    assert ensemble.lesion_dice(mean, 0.6, 1.0) == [pytest.approx(0.8), None, 0.0]
+    assert ensemble.lesion_dice(mean, 0.6, 5.0) == [0.0, None, 0.0]  # the block is smaller than 5 mm²
+
+
+def test_arms_of_other_folds_are_not_averaged(ensemble, tmp_path, capsys):
+    for name, fold_of in (("one", {"w1": 1, "w2": 2}), ("two", {"w1": 2, "w2": 1})):
+        (tmp_path / name / "run").mkdir(parents=True)
+        (tmp_path / name / "run" / "cv.json").write_text(json.dumps({"folds": 2, "fold_of": fold_of}))
+    with pytest.raises(SystemExit):
+        ensemble.main(["--arm", f"one={tmp_path / 'one'}", "--arm", f"two={tmp_path / 'two'}",
+                       "--out", str(tmp_path / "out")])
+    assert "--arm two: its folds of women differ from one's" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()

@@ -1,0 +1,204 @@
+"""What averaging models does to lesion finding on real mini-MIAS, estimated out of fold → JSON and a Markdown table.
+
+    .venv/bin/python benchmarks/ensemble_mias.py --arm recipe=WORK --arm other=WORK2 [--arm ...] --out PREFIX
+
+``mammo train`` ships the mean of its K fold models' probabilities, and ``mammo predict`` applies to that mean the
+operating point chosen on the fold models' out-of-fold predictions, one model per woman. Every dev woman was seen
+by K − 1 of the fold models, so the ensemble itself cannot be scored out of fold. This estimates what averaging
+does from models that never saw a woman: the out-of-fold predictions of finished ``quality_mias.py`` or
+``levers_mias.py`` arm folders (the same folds of women, other training settings) averaged scan by scan. The first
+arm alone, then the mean of the first two, three, …, all of them, each
+
+* at the first arm's recorded operating point (a threshold chosen for one model, applied to an average),
+* at the operating point the first arm's recipe rule chooses on the averaged predictions themselves (on the scan
+  grid), and
+* on the FROC at one minimum detection area,
+
+with 95 % bootstrap intervals over women and paired differences from the first arm. Models of one recipe
+trained on other folds resemble each other more than models of other settings do, so this is an estimate of the
+direction and the size of the effect, not of the shipped ensemble's figures.
+
+Data: J. Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram Database", Excerpta Medica,
+International Congress Series 1069, pp. 375-378, 1994. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import machine_description  # noqa: E402
+from out_of_fold import aligned_arms, figure_text, plot_frocs, write_results  # noqa: E402
+from quality_mias import GROUPS, RESULTS  # noqa: E402
+
+
+def mean_scans(arms: list) -> list:
+    """The scans of aligned arms (:class:`mammo_seg.intervals.Arm`) with each probability map replaced by the
+    arms' mean (None where any arm's prediction failed)."""
+    from mammo_seg.detection import ScanLesions
+
+    scans = []
+    for at, first in enumerate(arms[0].scans):
+        maps = [arm.scans[at].probability for arm in arms]
+        mean = None if any(m is None for m in maps) else np.mean([m.astype(np.float32) for m in maps], axis=0)
+        scans.append(ScanLesions(mean, first.lesions, first.kinds, first.pixel_area_mm2, first.ignore))
+    return scans
+
+
+def lesion_dice(scans: list, threshold: float, min_area_mm2: float) -> list:
+    """Per scan, the Dice of the detections at (``threshold``, ``min_area_mm2``) with the reference lesions (None
+    for a scan without a lesion; 0 for a failed prediction), the ignore region left out of both."""
+    from mammo_seg.detection import detection_mask, min_area_px, without_ignore
+    from mammo_seg.overlap import confusion, scores
+
+    dice = []
+    for scan in scans:
+        if not scan.lesions:
+            dice.append(None)
+            continue
+        if scan.probability is None:
+            dice.append(0.0)
+            continue
+        pred = detection_mask(scan.probability, threshold, min_area_px(min_area_mm2, scan.pixel_area_mm2))
+        tp, fp, fn, _ = confusion(without_ignore(pred, scan.ignore), np.any(scan.lesions, axis=0))
+        dice.append(scores(tp, fp, fn)["Dice"])
+    return dice
+
+
+def own_point(scans: list, section) -> dict:
+    """The operating point the recipe's rule (its ``operating_point`` ``section``) chooses on ``scans``."""
+    from mammo_seg.inference.operating_point import choose_by_section
+
+    areas = {scan.pixel_area_mm2 for scan in scans}
+    if len(areas) != 1:
+        raise SystemExit(f"ensemble: the scans have {len(areas)} pixel sizes; the rule needs one grid")
+    pairs = [(scan.probability, np.any(scan.lesions, axis=0) if scan.lesions else np.zeros(scan.probability.shape, bool))
+             for scan in scans if scan.probability is not None]
+    record = choose_by_section({False: pairs}, areas.pop(), section)
+    return {k: record[k] for k in ("threshold", "min_area_mm2", "rule", "validation")}
+
+
+def folds_of(folder: str) -> dict:
+    with open(os.path.join(folder, "run", "cv.json")) as f:
+        return json.load(f)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME=FOLDER", required=True,
+                        help="a finished quality_mias.py --work folder (or a levers_mias.py arm folder); the first "
+                             "is the baseline, the others are averaged with it in the order given")
+    parser.add_argument("--min-area", type=float, default=160.0, help="the FROC's minimum detection area, mm²")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "ensemble_mias"), help="PREFIX.json, PREFIX.md")
+    args = parser.parse_args(argv)
+    arms_given = dict(a.split("=", 1) for a in args.arm if "=" in a)
+    if len(arms_given) != len(args.arm) or len(arms_given) < 2:
+        parser.error("--arm NAME=FOLDER, at least two, names distinct")
+    tables = {}
+    for name, folder in arms_given.items():
+        if not os.path.isfile(os.path.join(folder, "run", "cv.json")):
+            parser.error(f"--arm {name}={folder}: no finished run there (run/cv.json)")
+        tables[name] = folds_of(folder)
+    names = list(arms_given)
+    for name in names[1:]:
+        if tables[name]["fold_of"] != tables[names[0]]["fold_of"]:
+            parser.error(f"--arm {name}: its folds of women differ from {names[0]}'s: averaging would let a model "
+                         f"see the women it predicts")
+
+    from data_prep.ground_truth import ground_truth
+    from mammo_seg.config import load_config
+    from mammo_seg.detection import froc
+    from mammo_seg.evaluate import collect_cases
+    from mammo_seg.intervals import Arm, bootstrap, paired_differences
+
+    first = arms_given[names[0]]
+    truth = ground_truth(os.path.join(first, "mias_real_dev"))
+    folds = tables[names[0]]["folds"]
+    cases = {name: collect_cases([os.path.join(folder, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
+             for name, folder in arms_given.items()}
+    arms, women = aligned_arms(cases)
+    recorded = {"threshold": arms[names[0]].threshold, "min_area_mm2": arms[names[0]].min_area_mm2}
+    section = load_config(os.path.join(first, "run", "config.yaml")).operating_point
+    groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
+
+    at_recorded, at_own, points, curves = {}, {}, {}, {}
+    for size in range(1, len(names) + 1):
+        label = "+".join(names[:size])
+        scans = mean_scans([arms[name] for name in names[:size]])
+        point = own_point(scans, section)
+        points[label] = point
+        at_recorded[label] = Arm(scans, lesion_dice(scans, recorded["threshold"], recorded["min_area_mm2"]),
+                                 recorded["threshold"], recorded["min_area_mm2"])
+        at_own[label] = Arm(scans, lesion_dice(scans, point["threshold"], point["min_area_mm2"]),
+                            point["threshold"], point["min_area_mm2"])
+        curves[label] = froc(scans, args.min_area)
+    baseline = names[0]
+    report = {"arms": arms_given, "scans": len(women), "women": len(set(women)),
+              "lesions": sum(len(s.lesions) for s in arms[baseline].scans), "machine": machine_description(),
+              "recorded_operating_point": recorded, "own_operating_points": points, "froc_min_area_mm2": args.min_area,
+              "at_recorded_point": {label: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice,
+                                                     groups=groups) for label, arm in at_recorded.items()},
+              "at_own_point": {label: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice,
+                                                groups=groups) for label, arm in at_own.items()},
+              "paired_at_recorded_point": paired_differences(at_recorded, women, baseline, groups=groups),
+              "paired_at_own_point": paired_differences(at_own, women, baseline, groups=groups)}
+    write_results(args.out, report, write_markdown,
+                  plot=lambda path: plot_frocs(curves, path, f"Averaged out-of-fold models, ≥ {args.min_area:g} mm²"))
+    return 0
+
+
+def _rows(figures: dict, paired: dict, baseline: str) -> list[str]:
+    f = figure_text
+    rows = []
+    for label, figure in figures.items():
+        s = figure["groups"]["all"]["sensitivity_at_fp_per_image"]
+        rows.append(f"| {label} | {f(figure['groups']['all']['sensitivity_at_operating_point'])} | "
+                    f"{f(figure['fp_per_image_at_operating_point'])} | "
+                    f"{f(figure['normal_with_detection_rate'])} | {f(figure['mean_lesion_dice'])} | {f(s['1'])} | "
+                    f"{f(s['2'])} |")
+        if label != baseline:
+            d = paired["differences"][label]
+            ds = d["groups"]["all"]["sensitivity_at_fp_per_image"]
+            rows.append(f"| − {baseline} | {f(d['groups']['all']['sensitivity_at_operating_point'], True)} | "
+                        f"{f(d['fp_per_image_at_operating_point'], True)} | "
+                        f"{f(d['normal_with_detection_rate'], True)} | {f(d['mean_lesion_dice'], True)} | "
+                        f"{f(ds['1'], True)} | {f(ds['2'], True)} |")
+    return rows
+
+
+def write_markdown(report: dict, path: str) -> None:
+    recorded = report["recorded_operating_point"]
+    baseline = next(iter(report["arms"]))
+    header = ["| models averaged | sensitivity at the point | FP/image | normals flagged | lesion Dice | "
+              "FROC sens. @1 FP/image | @2 |", "|---|---|---|---|---|---|---|"]
+    lines = ["# Averaging out-of-fold models on real mini-MIAS", "",
+             f"The out-of-fold predictions of {len(report['arms'])} cross-validated runs with the same folds of women "
+             f"({', '.join(f'`{n}`' for n in report['arms'])}), averaged scan by scan: every scan is predicted only "
+             f"by models that never saw its woman. {report['scans']} scans of {report['women']} women, "
+             f"{report['lesions']} lesions. 95 % bootstrap intervals over women; the rows under each mean are its "
+             f"paired differences from `{baseline}` alone, **bold** where the interval excludes 0. Machine: "
+             f"{report['machine']}.", "",
+             f"## At `{baseline}`'s recorded operating point (threshold {recorded['threshold']:g}, "
+             f"≥ {recorded['min_area_mm2']:g} mm²)", "",
+             "What `mammo predict` does with a fold ensemble: the point chosen on single models' out-of-fold "
+             "predictions, applied to a mean of models. The FROC columns are at the same minimum area.", "",
+             *header, *_rows(report["at_recorded_point"], report["paired_at_recorded_point"], baseline), "",
+             "## At the operating point the recipe's rule chooses on the averaged predictions", "",
+             *header, *_rows(report["at_own_point"], report["paired_at_own_point"], baseline), "",
+             "Operating points chosen: " + "; ".join(
+                 f"{label} {p['threshold']:g}, ≥ {p['min_area_mm2']:g} mm²"
+                 for label, p in report["own_operating_points"].items()) + "."]
+    with open(path, "w") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
