@@ -82,6 +82,8 @@ ARMS = {
     "epochs_54": ("54 epochs (validated every 18th)", ["train.epochs=54", "train.validation_freq=18"], {}),
     "width_0.75_epochs_18": ("width 0.75, the recipe's 18 epochs", ["model.width=0.75"], {}),
     "width_0.35": ("width 0.35, the recipe's 18 epochs", ["model.width=0.35"], {}),
+    "seed_1": ("the recipe with training seed 1 (weights, crops, augmentation; the same folds)",
+               ["seed=1", "cv.seed=0"], {}),
     "augment_nnunet": (f"{STRONG_AUGMENT[0]}, the recipe's 18 epochs", STRONG_AUGMENT[1], {}),
     "augment_nnunet_36": (f"36 epochs, {STRONG_AUGMENT[0]}",
                           ["train.epochs=36", "train.validation_freq=12", *STRONG_AUGMENT[1]], {}),
