@@ -39,6 +39,7 @@ import numpy as np
 from skimage.measure import label
 
 from mammo_seg.data.features import IGNORE, LESION
+from mammo_seg.overlap import confusion, scores
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 FROC_THRESHOLDS = (0.01, 0.02) + THRESHOLDS  # lower ones for the FROC's high false-positive end
@@ -136,6 +137,14 @@ def detection_masks(probability: np.ndarray, threshold: float, min_areas) -> lis
 def detection_mask(probability: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
     """``probability ≥ threshold`` without its components smaller than ``min_area`` pixels."""
     return detection_masks(probability, threshold, [min_area])[0]
+
+
+def detection_dice(probability: np.ndarray, lesion: np.ndarray, threshold: float, min_area: int,
+                   ignore: np.ndarray | None = None) -> float:
+    """The lesion Dice of a scan with a lesion: 2·|D ∩ L| / (|D| + |L|) of its detections D at (``threshold``,
+    ``min_area`` pixels; :func:`detection_mask`) and its lesion mask L, the ignore region in neither."""
+    tp, fp, fn, _ = confusion(without_ignore(detection_mask(probability, threshold, min_area), ignore), lesion)
+    return scores(tp, fp, fn)["Dice"]
 
 
 def find_detections(probability: np.ndarray, threshold: float, min_area: int) -> list[Detection]:

@@ -140,6 +140,19 @@ def test_detection_mask_drops_components_below_the_minimum_area():
     assert detection_mask(prob, 0.5, 5).sum() == 9
 
 
+def test_lesion_dice_of_the_detections_at_a_threshold_and_area():
+    from mammo_seg.detection import detection_dice
+
+    scan = two_scans()[0]
+    lesion = scan.lesions[0] | scan.lesions[1]  # 16 + 9 pixels
+    # A (9 px, all on L1) and B (4 px, on no lesion): 2·9 / (13 + 25); at 5 px B is dropped: 2·9 / (9 + 25)
+    assert detection_dice(scan.probability, lesion, 0.5, 3) == pytest.approx(18 / 38)
+    assert detection_dice(scan.probability, lesion, 0.5, 5) == pytest.approx(18 / 34)
+    ignore = box((20, 20), 10, 12, 10, 12)  # B lies in an ignore region: in neither mask
+    assert detection_dice(scan.probability, lesion, 0.5, 3, ignore) == pytest.approx(18 / 34)
+    assert detection_dice(scan.probability, lesion, 0.99, 1) == 0.0
+
+
 def test_a_scan_finds_its_detections_once_per_threshold_and_area(monkeypatch):
     import mammo_seg.detection as detection
 

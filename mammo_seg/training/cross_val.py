@@ -235,20 +235,14 @@ def _intervals(scans: list, women: list, point: dict, pixel_mm2: float) -> dict:
     """The out-of-fold figures at the chosen point with 95 % intervals over women (:mod:`mammo_seg.intervals`);
     a lesion is a connected component of the reference mask's lesion pixels on the training grid, its ignore
     region (:mod:`mammo_seg.detection`) no lesion."""
-    from mammo_seg.detection import (ScanLesions, detection_mask, min_area_px, reference_lesions, reference_regions,
-                                     without_ignore)
+    from mammo_seg.detection import ScanLesions, detection_dice, min_area_px, reference_lesions, reference_regions
     from mammo_seg.intervals import bootstrap
-    from mammo_seg.overlap import confusion, scores
 
     lesions, dice = [], []
     min_area = min_area_px(point["min_area_mm2"], pixel_mm2)
     for prob, ref in scans:
         parts, ignore = reference_lesions(ref)
         lesions.append(ScanLesions(prob, parts, ["lesion"] * len(parts), pixel_mm2, ignore))
-        if parts:
-            pred = without_ignore(detection_mask(prob, point["threshold"], min_area), ignore)
-            tp, fp, fn, _ = confusion(pred, reference_regions(ref)[0])
-            dice.append(scores(tp, fp, fn)["Dice"])
-        else:
-            dice.append(None)
+        dice.append(detection_dice(prob, reference_regions(ref)[0], point["threshold"], min_area, ignore)
+                    if parts else None)
     return bootstrap(lesions, women, point["threshold"], point["min_area_mm2"], dice)
