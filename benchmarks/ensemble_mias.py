@@ -54,40 +54,47 @@ def mean_scans(arms: list) -> list:
 
 
 def lesion_dice(scans: list, threshold: float, min_area_mm2: float) -> list:
-    """Per scan, the Dice of the detections at (``threshold``, ``min_area_mm2``) with the reference lesions (None
-    for a scan without a lesion; 0 for a failed prediction), the ignore region left out of both."""
-    from mammo_seg.detection import detection_mask, min_area_px, without_ignore
-    from mammo_seg.overlap import confusion, scores
+    """Per scan, the lesion Dice of its detections at (``threshold``, ``min_area_mm2``)
+    (:func:`mammo_seg.detection.detection_dice`); None for a scan without a lesion or without a probability map (a
+    failed prediction), as ``mammo evaluate`` leaves them out of the mean."""
+    from mammo_seg.detection import detection_dice, min_area_px
 
-    dice = []
-    for scan in scans:
-        if not scan.lesions:
-            dice.append(None)
-            continue
-        if scan.probability is None:
-            dice.append(0.0)
-            continue
-        pred = detection_mask(scan.probability, threshold, min_area_px(min_area_mm2, scan.pixel_area_mm2))
-        tp, fp, fn, _ = confusion(without_ignore(pred, scan.ignore), np.any(scan.lesions, axis=0))
-        dice.append(scores(tp, fp, fn)["Dice"])
-    return dice
+    return [detection_dice(scan.probability, np.any(scan.lesions, axis=0), threshold,
+                           min_area_px(min_area_mm2, scan.pixel_area_mm2), scan.ignore)
+            if scan.lesions and scan.probability is not None else None for scan in scans]
+
+
+def reference_mask(scan) -> np.ndarray:
+    """The stored-mask form (:mod:`mammo_seg.data.features`) of a scan's lesions and ignore region."""
+    from mammo_seg.data.features import IGNORE, LESION
+
+    mask = np.zeros(scan.probability.shape, np.uint8)
+    if scan.ignore is not None:
+        mask[scan.ignore] = IGNORE
+    if scan.lesions:
+        mask[np.any(scan.lesions, axis=0)] = LESION
+    return mask
 
 
 def own_point(scans: list, section) -> dict:
-    """The operating point the recipe's rule (its ``operating_point`` ``section``) chooses on ``scans``."""
+    """The operating point the recipe's rule (its ``operating_point`` ``section``) chooses on the scans with a
+    probability map (on their grid, without flip: the arms' maps are the network's on the scan alone)."""
     from mammo_seg.inference.operating_point import choose_by_section
 
-    areas = {scan.pixel_area_mm2 for scan in scans}
+    predicted = [scan for scan in scans if scan.probability is not None]
+    areas = {scan.pixel_area_mm2 for scan in predicted}
     if len(areas) != 1:
         raise SystemExit(f"ensemble: the scans have {len(areas)} pixel sizes; the rule needs one grid")
-    pairs = [(scan.probability, np.any(scan.lesions, axis=0) if scan.lesions else np.zeros(scan.probability.shape, bool))
-             for scan in scans if scan.probability is not None]
-    record = choose_by_section({False: pairs}, areas.pop(), section)
+    record = choose_by_section({False: [(scan.probability, reference_mask(scan)) for scan in predicted]},
+                               areas.pop(), section)
     return {k: record[k] for k in ("threshold", "min_area_mm2", "rule", "validation")}
 
 
 def folds_of(folder: str) -> dict:
-    with open(os.path.join(folder, "run", "cv.json")) as f:
+    """The cross-validation table (``cv.json``) of a quality_mias work folder's run."""
+    from mammo_seg.run_dir import RunDir
+
+    with open(RunDir(os.path.join(folder, "run")).folds_file) as f:
         return json.load(f)
 
 
@@ -129,7 +136,7 @@ def main(argv=None) -> int:
     section = load_config(os.path.join(first, "run", "config.yaml")).operating_point
     groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
 
-    at_recorded, at_own, points, curves = {}, {}, {}, {}
+    at_recorded, at_own, at_area, points, curves = {}, {}, {}, {}, {}
     for size in range(1, len(names) + 1):
         label = "+".join(names[:size])
         scans = mean_scans([arms[name] for name in names[:size]])
@@ -139,34 +146,42 @@ def main(argv=None) -> int:
                                  recorded["threshold"], recorded["min_area_mm2"])
         at_own[label] = Arm(scans, lesion_dice(scans, point["threshold"], point["min_area_mm2"]),
                             point["threshold"], point["min_area_mm2"])
+        at_area[label] = Arm(scans, at_recorded[label].dice, recorded["threshold"], args.min_area)  # for its FROC
         curves[label] = froc(scans, args.min_area)
     baseline = names[0]
+
+    def figures(arms_at: dict) -> dict:
+        return {label: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
+                for label, arm in arms_at.items()}
+
     report = {"arms": arms_given, "scans": len(women), "women": len(set(women)),
               "lesions": sum(len(s.lesions) for s in arms[baseline].scans), "machine": machine_description(),
               "recorded_operating_point": recorded, "own_operating_points": points, "froc_min_area_mm2": args.min_area,
-              "at_recorded_point": {label: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice,
-                                                     groups=groups) for label, arm in at_recorded.items()},
-              "at_own_point": {label: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice,
-                                                groups=groups) for label, arm in at_own.items()},
+              "at_recorded_point": figures(at_recorded), "at_own_point": figures(at_own),
+              "froc_at_min_area": figures(at_area),
               "paired_at_recorded_point": paired_differences(at_recorded, women, baseline, groups=groups),
-              "paired_at_own_point": paired_differences(at_own, women, baseline, groups=groups)}
+              "paired_at_own_point": paired_differences(at_own, women, baseline, groups=groups),
+              "paired_froc_at_min_area": paired_differences(at_area, women, baseline, groups=groups)}
     write_results(args.out, report, write_markdown,
                   plot=lambda path: plot_frocs(curves, path, f"Averaged out-of-fold models, ≥ {args.min_area:g} mm²"))
     return 0
 
 
-def _rows(figures: dict, paired: dict, baseline: str) -> list[str]:
+def _rows(report: dict, at: str) -> list[str]:
+    """The table rows of each mean at one kind of operating point (``at``: "recorded_point" or "own_point"), its
+    FROC at the report's minimum area, and its paired differences from the first arm."""
     f = figure_text
+    baseline = next(iter(report["arms"]))
     rows = []
-    for label, figure in figures.items():
-        s = figure["groups"]["all"]["sensitivity_at_fp_per_image"]
+    for label, figure in report[f"at_{at}"].items():
+        s = report["froc_at_min_area"][label]["groups"]["all"]["sensitivity_at_fp_per_image"]
         rows.append(f"| {label} | {f(figure['groups']['all']['sensitivity_at_operating_point'])} | "
                     f"{f(figure['fp_per_image_at_operating_point'])} | "
                     f"{f(figure['normal_with_detection_rate'])} | {f(figure['mean_lesion_dice'])} | {f(s['1'])} | "
                     f"{f(s['2'])} |")
         if label != baseline:
-            d = paired["differences"][label]
-            ds = d["groups"]["all"]["sensitivity_at_fp_per_image"]
+            d = report[f"paired_at_{at}"]["differences"][label]
+            ds = report["paired_froc_at_min_area"]["differences"][label]["groups"]["all"]["sensitivity_at_fp_per_image"]
             rows.append(f"| − {baseline} | {f(d['groups']['all']['sensitivity_at_operating_point'], True)} | "
                         f"{f(d['fp_per_image_at_operating_point'], True)} | "
                         f"{f(d['normal_with_detection_rate'], True)} | {f(d['mean_lesion_dice'], True)} | "
@@ -175,24 +190,24 @@ def _rows(figures: dict, paired: dict, baseline: str) -> list[str]:
 
 
 def write_markdown(report: dict, path: str) -> None:
-    recorded = report["recorded_operating_point"]
+    recorded, area = report["recorded_operating_point"], report["froc_min_area_mm2"]
     baseline = next(iter(report["arms"]))
     header = ["| models averaged | sensitivity at the point | FP/image | normals flagged | lesion Dice | "
-              "FROC sens. @1 FP/image | @2 |", "|---|---|---|---|---|---|---|"]
+              f"FROC sens. @1 FP/image (≥ {area:g} mm²) | @2 |", "|---|---|---|---|---|---|---|"]
     lines = ["# Averaging out-of-fold models on real mini-MIAS", "",
              f"The out-of-fold predictions of {len(report['arms'])} cross-validated runs with the same folds of women "
              f"({', '.join(f'`{n}`' for n in report['arms'])}), averaged scan by scan: every scan is predicted only "
              f"by models that never saw its woman. {report['scans']} scans of {report['women']} women, "
              f"{report['lesions']} lesions. 95 % bootstrap intervals over women; the rows under each mean are its "
-             f"paired differences from `{baseline}` alone, **bold** where the interval excludes 0. Machine: "
-             f"{report['machine']}.", "",
+             f"paired differences from `{baseline}` alone, **bold** where the interval excludes 0. The FROC columns "
+             f"are at one minimum detection area for every row. Machine: {report['machine']}.", "",
              f"## At `{baseline}`'s recorded operating point (threshold {recorded['threshold']:g}, "
              f"≥ {recorded['min_area_mm2']:g} mm²)", "",
              "What `mammo predict` does with a fold ensemble: the point chosen on single models' out-of-fold "
-             "predictions, applied to a mean of models. The FROC columns are at the same minimum area.", "",
-             *header, *_rows(report["at_recorded_point"], report["paired_at_recorded_point"], baseline), "",
+             "predictions, applied to a mean of models.", "",
+             *header, *_rows(report, "recorded_point"), "",
              "## At the operating point the recipe's rule chooses on the averaged predictions", "",
-             *header, *_rows(report["at_own_point"], report["paired_at_own_point"], baseline), "",
+             *header, *_rows(report, "own_point"), "",
              "Operating points chosen: " + "; ".join(
                  f"{label} {p['threshold']:g}, ≥ {p['min_area_mm2']:g} mm²"
                  for label, p in report["own_operating_points"].items()) + "."]

@@ -159,9 +159,33 @@ def test_averaged_arms_are_the_mean_of_their_maps_scored_at_a_point(ensemble):
     assert mean[0].probability[0, 0] == pytest.approx(0.6875) and mean[0].probability[3, 3] == 0.25
     assert mean[1].probability[0, 0] == 0.125 and mean[2].probability is None  # a failed prediction stays failed
     assert mean[0].lesions == [lesion] and mean[0].kinds == ["CIRC"]
-    # at 0.6: the 2x2 block against the 6-pixel lesion, 2*4/(4+6); the scan without a lesion has no Dice
-    assert ensemble.lesion_dice(mean, 0.6, 1.0) == [pytest.approx(0.8), None, 0.0]
-    assert ensemble.lesion_dice(mean, 0.6, 5.0) == [0.0, None, 0.0]  # the block is smaller than 5 mm²
+    # at 0.6: the 2x2 block against the 6-pixel lesion, 2*4/(4+6); no Dice without a lesion or a prediction
+    assert ensemble.lesion_dice(mean, 0.6, 1.0) == [pytest.approx(0.8), None, None]
+    assert ensemble.lesion_dice(mean, 0.6, 5.0) == [0.0, None, None]  # the block is smaller than 5 mm²
+
+
+def test_the_rule_chooses_on_the_predicted_scans_with_their_ignore_regions(ensemble):
+    import numpy as np
+
+    from mammo_seg.config import load_config
+    from mammo_seg.detection import ScanLesions
+
+    def blob(value):
+        prob = np.zeros((20, 20), np.float32)
+        prob[4:12, 4:12] = value  # 64 pixels: 16 mm² at 0.25 mm²
+        return prob
+
+    lesion = np.zeros((20, 20), bool)
+    lesion[4:12, 4:12] = True
+    scans = [ScanLesions(blob(0.92), [lesion], ["CIRC"], 0.25),
+             ScanLesions(blob(0.55), [], [], 0.25),  # a lesion-free scan, flagged at thresholds up to 0.55
+             ScanLesions(blob(0.95), [], [], 0.25, ignore=lesion),  # its blob lies in an ignore region
+             ScanLesions(None, [lesion], ["SPIC"], 1.0)]  # a failed prediction (its pixel area unknown)
+    section = load_config(os.path.join(BENCHMARKS, "..", "experiments", "mias_real", "recipe.yaml")).operating_point
+    point = ensemble.own_point(scans, section)
+    # the highest threshold that finds the lesion and flags no lesion-free scan; 10 mm², the only area under 16
+    assert (point["threshold"], point["min_area_mm2"]) == (0.9, 10.0)
+    assert point["validation"]["normal_with_detection_rate"] == 0.0
 
 
 def test_arms_of_other_folds_are_not_averaged(ensemble, tmp_path, capsys):
