@@ -115,9 +115,10 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
             f"that are not seen.",
             "Figures rest on few lesions; their 95 % intervals over women are wide.",
             *([f"The operating point was chosen on the {members} fold models' out-of-fold predictions, one model "
-               f"a scan, and is applied to their mean, which is less extreme than any one of them: at the same "
-               f"threshold expect fewer detections than the figures above (fewer lesions found, fewer false "
-               f"positives); `mammo predict --threshold` sets another."] if members > 1 and point else []),
+               f"a scan, and is applied to their mean, whose peaks are lower where the models disagree: at the "
+               f"same threshold expect fewer detections than the figures say (fewer lesions found, fewer false "
+               f"positives); `mammo predict --threshold` sets another."]
+              if members > 1 and ((point or {}).get("chosen_on") or {}).get("out_of_fold") else []),
             *(["Its second input channel is the woman's other breast in the same view: predict finds it in its "
                "input, and a scan without it is segmented beside a zero channel, which training saw only for scans "
                "whose pair the data lacked."] if config.data.contralateral else [])],
