@@ -36,7 +36,10 @@ The arms (``--arms`` picks some):
   with AVX-512 leaves.
 * ``augment_nnunet_54``: 54 epochs with nnU-Net's augmentation ranges (rotation ±180°, scale 0.7-1.4) and a wider
   gamma/contrast range (±0.3 instead of ±0.15): longer training with more to keep it from overfitting.
-* ``augment_nnunet``: the same augmentation at the recipe's 18 epochs.
+* ``augment_nnunet``, ``augment_nnunet_36``: the same augmentation at the recipe's 18 epochs, and at 36.
+* ``width_0.35``: a narrower network (× 0.35) at the recipe's 18 epochs: less to overfit with.
+* ``seed_1``: the recipe with another training seed (weights, crop positions, augmentation) and the same folds
+  (``cv.seed`` 0): how far one training moves the figures, which the intervals over women do not include.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
