@@ -9,7 +9,8 @@ does from models that never saw a woman: the out-of-fold predictions of finished
 ``levers_mias.py`` arm folders (the same folds of women, other training settings) averaged scan by scan. The first
 arm alone, then the mean of the first two, three, …, all of them, each
 
-* at the first arm's recorded operating point (a threshold chosen for one model, applied to an average),
+* at the first arm's recorded operating point (a threshold chosen for one model, applied to an average), with each
+  other arm alone at that point beside them (so that what is the other model's own is not taken for averaging),
 * at the operating point the first arm's recipe rule chooses on the averaged predictions themselves (on the scan
   grid), and
 * on the FROC at one minimum detection area,
@@ -90,6 +91,21 @@ def own_point(scans: list, section) -> dict:
     return {k: record[k] for k in ("threshold", "min_area_mm2", "rule", "validation")}
 
 
+def point_figures(figures: dict) -> dict:
+    """:func:`mammo_seg.intervals.bootstrap`'s figures (or a paired difference) at the operating point only: its FROC
+    would be at that point's minimum area, which differs between rows."""
+    return {**figures, "groups": {g: {k: v for k, v in entry.items() if k != "sensitivity_at_fp_per_image"}
+                                  for g, entry in figures["groups"].items()}}
+
+
+def froc_figures(figures: dict) -> dict:
+    """The FROC's sensitivities of :func:`mammo_seg.intervals.bootstrap`'s figures (or of a paired difference)."""
+    at_point = ("fp_per_image_at_operating_point", "normal_with_detection_rate", "mean_lesion_dice")
+    return {**{k: v for k, v in figures.items() if k not in at_point},
+            "groups": {g: {k: v for k, v in entry.items() if k != "sensitivity_at_operating_point"}
+                       for g, entry in figures["groups"].items()}}
+
+
 def folds_of(folder: str) -> dict:
     """The cross-validation table (``cv.json``) of a quality_mias work folder's run."""
     from mammo_seg.run_dir import RunDir
@@ -148,20 +164,29 @@ def main(argv=None) -> int:
                             point["threshold"], point["min_area_mm2"])
         at_area[label] = Arm(scans, at_recorded[label].dice, recorded["threshold"], args.min_area)  # for its FROC
         curves[label] = froc(scans, args.min_area)
+    for name in names[1:]:  # each other model alone at the recorded point: what is its own, not the averaging
+        scans = mean_scans([arms[name]])
+        at_recorded[f"{name} alone"] = Arm(scans, lesion_dice(scans, recorded["threshold"], recorded["min_area_mm2"]),
+                                           recorded["threshold"], recorded["min_area_mm2"])
+        at_area[f"{name} alone"] = Arm(scans, at_recorded[f"{name} alone"].dice, recorded["threshold"], args.min_area)
     baseline = names[0]
 
-    def figures(arms_at: dict) -> dict:
-        return {label: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
+    def figures(arms_at: dict, keep) -> dict:
+        return {label: keep(bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups))
                 for label, arm in arms_at.items()}
+
+    def paired(arms_at: dict, keep) -> dict:
+        result = paired_differences(arms_at, women, baseline, groups=groups)
+        return {**result, "differences": {label: keep(d) for label, d in result["differences"].items()}}
 
     report = {"arms": arms_given, "scans": len(women), "women": len(set(women)),
               "lesions": sum(len(s.lesions) for s in arms[baseline].scans), "machine": machine_description(),
               "recorded_operating_point": recorded, "own_operating_points": points, "froc_min_area_mm2": args.min_area,
-              "at_recorded_point": figures(at_recorded), "at_own_point": figures(at_own),
-              "froc_at_min_area": figures(at_area),
-              "paired_at_recorded_point": paired_differences(at_recorded, women, baseline, groups=groups),
-              "paired_at_own_point": paired_differences(at_own, women, baseline, groups=groups),
-              "paired_froc_at_min_area": paired_differences(at_area, women, baseline, groups=groups)}
+              "at_recorded_point": figures(at_recorded, point_figures), "at_own_point": figures(at_own, point_figures),
+              "froc_at_min_area": figures(at_area, froc_figures),
+              "paired_at_recorded_point": paired(at_recorded, point_figures),
+              "paired_at_own_point": paired(at_own, point_figures),
+              "paired_froc_at_min_area": paired(at_area, froc_figures)}
     write_results(args.out, report, write_markdown,
                   plot=lambda path: plot_frocs(curves, path, f"Averaged out-of-fold models, ≥ {args.min_area:g} mm²"))
     return 0
@@ -204,7 +229,8 @@ def write_markdown(report: dict, path: str) -> None:
              f"## At `{baseline}`'s recorded operating point (threshold {recorded['threshold']:g}, "
              f"≥ {recorded['min_area_mm2']:g} mm²)", "",
              "What `mammo predict` does with a fold ensemble: the point chosen on single models' out-of-fold "
-             "predictions, applied to a mean of models.", "",
+             "predictions, applied to a mean of models. The rows `NAME alone` are the other models by themselves at "
+             "the same point.", "",
              *header, *_rows(report, "recorded_point"), "",
              "## At the operating point the recipe's rule chooses on the averaged predictions", "",
              *header, *_rows(report, "own_point"), "",

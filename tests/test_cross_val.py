@@ -154,6 +154,7 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
     assert {"package", "git_commit", "tensorflow", "keras", "precision", "seed", "config_sha256"} <= \
         set(card["provenance"]) and card["provenance"]["precision"] == "float32"
     assert "Not for." in open(os.path.join(run, "model_card.md")).read()
+    assert any("chosen on the 2 fold models' out-of-fold predictions" in limit for limit in card["known_limits"])
     # the same command again continues: nothing is retrained, the result is the same
     before = {m: open(m, "rb").read() for m in members}
     assert main(["train", "-c", recipe, "--out", run, "--quiet"]) == 0
@@ -284,6 +285,7 @@ def test_a_truncated_shard_stops_a_cross_validation_with_one_line_naming_it(cv_d
     (5, None, False),  # no operating point: nothing applied to the mean
     (5, {"split": "val", "scans": 10}, False),  # an ensemble whose point was chosen on its own predictions
     (1, {"split": "val", "scans": 10}, False),  # one model, its point chosen on its own validation scans
+    (1, {"out_of_fold": True, "scans": 10}, False),  # one model: nothing is averaged
 ])
 def test_the_card_says_when_a_point_chosen_on_single_models_is_applied_to_their_mean(tmp_path, members, chosen_on,
                                                                                      warned):
