@@ -106,14 +106,6 @@ def froc_figures(figures: dict) -> dict:
                        for g, entry in figures["groups"].items()}}
 
 
-def folds_of(folder: str) -> dict:
-    """The cross-validation table (``cv.json``) of a quality_mias work folder's run."""
-    from mammo_seg.run_dir import RunDir
-
-    with open(RunDir(os.path.join(folder, "run")).folds_file) as f:
-        return json.load(f)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arm", action="append", default=[], metavar="NAME=FOLDER", required=True,
@@ -125,15 +117,20 @@ def main(argv=None) -> int:
     arms_given = dict(a.split("=", 1) for a in args.arm if "=" in a)
     if len(arms_given) != len(args.arm) or len(arms_given) < 2:
         parser.error("--arm NAME=FOLDER, at least two, names distinct")
+    from mammo_seg.run_dir import RunDir
+
     tables = {}
     for name, folder in arms_given.items():
-        if not os.path.isfile(os.path.join(folder, "run", "cv.json")):
+        folds_file = RunDir(os.path.join(folder, "run")).folds_file
+        if not os.path.isfile(folds_file):
             parser.error(f"--arm {name}={folder}: no finished run there (run/cv.json)")
-        tables[name] = folds_of(folder)
+        with open(folds_file) as f:
+            tables[name] = json.load(f)
     names = list(arms_given)
+    baseline = names[0]
     for name in names[1:]:
-        if tables[name]["fold_of"] != tables[names[0]]["fold_of"]:
-            parser.error(f"--arm {name}: its folds of women differ from {names[0]}'s: averaging would let a model "
+        if tables[name]["fold_of"] != tables[baseline]["fold_of"]:
+            parser.error(f"--arm {name}: its folds of women differ from {baseline}'s: averaging would let a model "
                          f"see the women it predicts")
 
     from data_prep.ground_truth import ground_truth
@@ -142,34 +139,35 @@ def main(argv=None) -> int:
     from mammo_seg.evaluate import collect_cases
     from mammo_seg.intervals import Arm, bootstrap, paired_differences
 
-    first = arms_given[names[0]]
+    first = arms_given[baseline]
     truth = ground_truth(os.path.join(first, "mias_real_dev"))
-    folds = tables[names[0]]["folds"]
+    folds = tables[baseline]["folds"]
     cases = {name: collect_cases([os.path.join(folder, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
              for name, folder in arms_given.items()}
     arms, women = aligned_arms(cases)
-    recorded = {"threshold": arms[names[0]].threshold, "min_area_mm2": arms[names[0]].min_area_mm2}
+    recorded = {"threshold": arms[baseline].threshold, "min_area_mm2": arms[baseline].min_area_mm2}
     section = load_config(os.path.join(first, "run", "config.yaml")).operating_point
-    groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
+    groups = {"all": {k for s in arms[baseline].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
+
+    def at_point(scans: list, point: dict) -> Arm:
+        return Arm(scans, lesion_dice(scans, point["threshold"], point["min_area_mm2"]), point["threshold"],
+                   point["min_area_mm2"])
 
     at_recorded, at_own, at_area, points, curves = {}, {}, {}, {}, {}
+
+    def add_recorded(label: str, scans: list) -> None:  # and its FROC at the common area (Dice unused there)
+        at_recorded[label] = at_point(scans, recorded)
+        at_area[label] = Arm(scans, at_recorded[label].dice, recorded["threshold"], args.min_area)
+
     for size in range(1, len(names) + 1):
         label = "+".join(names[:size])
         scans = mean_scans([arms[name] for name in names[:size]])
-        point = own_point(scans, section)
-        points[label] = point
-        at_recorded[label] = Arm(scans, lesion_dice(scans, recorded["threshold"], recorded["min_area_mm2"]),
-                                 recorded["threshold"], recorded["min_area_mm2"])
-        at_own[label] = Arm(scans, lesion_dice(scans, point["threshold"], point["min_area_mm2"]),
-                            point["threshold"], point["min_area_mm2"])
-        at_area[label] = Arm(scans, at_recorded[label].dice, recorded["threshold"], args.min_area)  # for its FROC
+        points[label] = own_point(scans, section)
+        add_recorded(label, scans)
+        at_own[label] = at_point(scans, points[label])
         curves[label] = froc(scans, args.min_area)
     for name in names[1:]:  # each other model alone at the recorded point: what is its own, not the averaging
-        scans = mean_scans([arms[name]])
-        at_recorded[f"{name} alone"] = Arm(scans, lesion_dice(scans, recorded["threshold"], recorded["min_area_mm2"]),
-                                           recorded["threshold"], recorded["min_area_mm2"])
-        at_area[f"{name} alone"] = Arm(scans, at_recorded[f"{name} alone"].dice, recorded["threshold"], args.min_area)
-    baseline = names[0]
+        add_recorded(f"{name} alone", mean_scans([arms[name]]))
 
     def figures(arms_at: dict, keep) -> dict:
         return {label: keep(bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups))
