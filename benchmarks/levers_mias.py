@@ -40,6 +40,12 @@ The arms (``--arms`` picks some):
 * ``width_0.35``: a narrower network (× 0.35) at the recipe's 18 epochs: less to overfit with.
 * ``seed_1``: the recipe with another training seed (weights, crop positions, augmentation) and the same folds
   (``cv.seed`` 0): how far one training moves the figures, which the intervals over women do not include.
+* ``nested``: the recipe with ``cv.nested``: 10 more models, each without two folds of women, and every scan
+  predicted by the mean of the 4 that never saw its woman (``nested/fold<k>``), the operating point chosen on those
+  means: a mean of models at a point chosen for a mean, as the shipped ensemble is (each model trained on 3/5 of the
+  women instead of 4/5). Three times the recipe's training; its fold models are the recipe's own (the same config
+  and seed train the same weights on one machine), so a copy of the recipe arm's ``run`` in the arm's folder
+  leaves only the nested models to train.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -92,6 +98,8 @@ ARMS = {
                           ["train.epochs=36", "train.validation_freq=12", *STRONG_AUGMENT[1]], {}),
     "augment_nnunet_54": (f"54 epochs, {STRONG_AUGMENT[0]}",
                           ["train.epochs=54", "train.validation_freq=18", *STRONG_AUGMENT[1]], {}),
+    "nested": ("nested cross-validation: the point chosen on, and every scan scored by, the mean of the 4 models "
+               "trained without its woman's fold and one other", ["cv.nested=true"], {}),
 }
 
 

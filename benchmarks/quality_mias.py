@@ -11,7 +11,8 @@ Every step is a ``mammo`` verb, run as a user would run it:
    predictions;
 4. for each fold k, ``mammo predict -m RUN/fold<k> -i FOLD_K_PGMS -o PRED_K`` at the ensemble's operating point,
    on the PGMs of the women of fold k: every scan predicted by the one model that never saw its woman, on its
-   own 1024² grid (MIAS's 200 µm nominal spacing, recorded by prep, carried by the model);
+   own 1024² grid (MIAS's 200 µm nominal spacing, recorded by prep, carried by the model); with ``cv.nested``,
+   ``-m RUN/nested/fold<k>``: the mean of the K-1 nested models that never saw its woman, as the point was chosen;
 5. ``mammo evaluate -p PRED_1 … -p PRED_K -g DEV``: lesion-level detection against Info.txt, pooled over the
    folds (FROC, sensitivity by kind), lesion Dice, lesion-free scans with a detection, each with a 95 %
    bootstrap interval over women.
@@ -89,7 +90,8 @@ def link_fold(data: str, raw: str, fold_of: dict, fold: int, folder: str) -> int
 
 
 def out_of_fold(run: str, data: str, raw: str, work: str, log: str, timings: dict) -> list[str]:
-    """Step 4: each fold's women predicted by their fold's model at the ensemble's operating point."""
+    """Step 4: each fold's women predicted at the ensemble's operating point by the model(s) it was chosen with:
+    their fold's model, or the mean of the nested models without their fold."""
     from mammo_seg.run_dir import RunDir
 
     with open(RunDir(run).folds_file) as f:
@@ -103,11 +105,17 @@ def out_of_fold(run: str, data: str, raw: str, work: str, log: str, timings: dic
         shutil.rmtree(pred, ignore_errors=True)
         link_fold(data, raw, table["fold_of"], k, scans)
         flags = ["--threshold", f"{point['threshold']}", "--min-area", f"{point['min_area_mm2']}"]
-        seconds += mammo("predict", "-m", os.path.join(run, f"fold{k}"), "-i", scans, "-o", pred, "--format",
+        model = (RunDir(run).nested_fold(k) if nested(point) else RunDir(run).fold(k)).path
+        seconds += mammo("predict", "-m", model, "-i", scans, "-o", pred, "--format",
                          "mask,prob,json", "--quiet", *flags, *(["--flip"] if point["flip"] else []), log=log)
         folders.append(pred)
     timings["predict_out_of_fold"] = round(seconds, 1)
     return folders
+
+
+def nested(point: dict) -> bool:
+    """Whether the operating point was chosen on means of nested models (``cv.nested``)."""
+    return point["chosen_on"].get("models_per_scan", 1) > 1
 
 
 def headline(evaluation: dict) -> dict:
@@ -143,6 +151,13 @@ def target_table(real: dict) -> list:
     return rows
 
 
+def predicted_by(point: dict) -> str:
+    if nested(point):
+        return (f"the mean of the {point['chosen_on']['models_per_scan']} nested models that never saw its woman "
+                f"(nested cross-validation, `cv.nested`)")
+    return "the fold model that never saw its woman"
+
+
 def write_markdown(report: dict, path: str) -> None:
     def f(figure):
         if figure is None or figure.get("value") is None:
@@ -154,7 +169,7 @@ def write_markdown(report: dict, path: str) -> None:
     lines = ["# Lesion finding on real mini-MIAS scans, out of fold", "",
              f"Recipe `{report['recipe']}`: {report['folds']}-fold cross-validation by woman over the dev set, "
              f"{real['scans']} scans of {real['women']} women, {real['lesions']} lesions with coordinates; every "
-             f"scan predicted by the fold model that never saw its woman. Operating point chosen on the pooled "
+             f"scan predicted by {predicted_by(point)}. Operating point chosen on the pooled "
              f"out-of-fold predictions ({point['rule']}): threshold {point['threshold']:g}, minimum lesion "
              f"{point['min_area_mm2']:g} mm², flip {point['flip']}. 95 % intervals: {real['interval_method']}. "
              f"Total {report['seconds_total'] / 60:.1f} min on {report['machine']}.", "",

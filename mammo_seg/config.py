@@ -151,6 +151,9 @@ class CrossValSection:
 
     folds: int = 0  # 0: off (one model on the train split); else K >= 2
     seed: int | None = None  # the fold assignment's seed; null: the config's seed
+    # nested: also a model without each pair of folds (K(K-1)/2 more), so that the operating point is chosen on
+    # means of K-1 models that never saw the woman, as the shipped ensemble is a mean
+    nested: bool = False
 
 
 @dataclass
@@ -240,6 +243,8 @@ class ExperimentConfig:
             (0 <= self.train.warmup_epochs < self.train.epochs, "train.warmup_epochs",
              "must be at least 0 and fewer than train.epochs"),
             (self.cv.folds == 0 or self.cv.folds >= 2, "cv.folds", "must be 0 (off) or at least 2"),
+            (not self.cv.nested or self.cv.folds >= 3, "cv.nested", "needs cv.folds of at least 3 (a model "
+                                                                    "without two folds trains on a third fold)"),
             (self.cv.seed is None or 0 <= self.cv.seed <= MAX_SEED, "cv.seed",
              f"must be from 0 to {MAX_SEED}, or null for the config's seed"),
             (self.operating_point.objective in OBJECTIVES, "operating_point.objective",

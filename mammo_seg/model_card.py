@@ -114,11 +114,7 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
             f"Training pixel {data['training_pixel_mm']} mm: lesions and calcification specks much smaller than "
             f"that are not seen.",
             "Figures rest on few lesions; their 95 % intervals over women are wide.",
-            *([f"The operating point was chosen on the {members} fold models' out-of-fold predictions, one model "
-               f"a scan, and is applied to their mean, whose peaks are lower where the models disagree: at the "
-               f"same threshold expect fewer detections than the figures say (fewer lesions found, fewer false "
-               f"positives); `mammo predict --threshold` sets another."]
-              if members > 1 and ((point or {}).get("chosen_on") or {}).get("out_of_fold") else []),
+            *_ensemble_point_limit(members, (point or {}).get("chosen_on") or {}),
             *(["Its second input channel is the woman's other breast in the same view: predict finds it in its "
                "input, and a scan without it is segmented beside a zero channel, which training saw only for scans "
                "whose pair the data lacked."] if config.data.contralateral else [])],
@@ -126,6 +122,22 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
                        "tensorflow": tf.__version__, "keras": keras.__version__, "precision": precision,
                        "seed": config.seed, "config_sha256": hashlib.sha256(config_text.encode()).hexdigest()},
     }
+
+
+def _ensemble_point_limit(members: int, chosen_on: dict) -> list[str]:
+    """What the card says of an ensemble's operating point chosen out of fold: on single models (too high for
+    their mean), or on nested means (near the ensemble's, not equal)."""
+    if members < 2 or not chosen_on.get("out_of_fold"):
+        return []
+    per_scan = chosen_on.get("models_per_scan", 1)
+    if per_scan > 1:
+        return [f"The operating point was chosen by nested cross-validation, on every scan's prediction by the "
+                f"mean of {per_scan} models that never saw its woman, each trained on fewer women than the "
+                f"{members} models averaged here: expect figures near those chosen on, not equal."]
+    return [f"The operating point was chosen on the {members} fold models' out-of-fold predictions, one model a "
+            f"scan, and is applied to their mean, whose peaks are lower where the models disagree: at the same "
+            f"threshold expect fewer detections than the figures say (fewer lesions found, fewer false "
+            f"positives); `mammo predict --threshold` sets another."]
 
 
 def markdown(card: dict) -> str:

@@ -19,8 +19,13 @@ and their ensemble::
     operating_point.json  chosen on the pooled out-of-fold predictions
     oof.json          the out-of-fold figures the operating point was chosen on
 
-and stands for the ensemble: the mean of its members' probabilities. Training writes this layout and
-prediction reads it; both ask here.
+and stands for the ensemble: the mean of its members' probabilities. With ``cv.nested`` it also holds::
+
+    nested/without<i>-<j>/   a model trained without the women of folds i and j (every pair i < j)
+    nested/fold<k>/          ensemble.json: the K-1 models ``without`` fold k, the mean that predicts fold k's
+                             women when the operating point is chosen
+
+Training writes this layout and prediction reads it; both ask here.
 """
 
 from __future__ import annotations
@@ -124,19 +129,34 @@ class RunDir:
         """Cross-validation fold ``number`` (counted from 1)."""
         return RunDir(self.file(f"fold{number}"))
 
+    def folds(self, count: int) -> list[RunDir]:
+        """Folds 1 to ``count``."""
+        return [self.fold(k) for k in range(1, count + 1)]
+
+    def without_folds(self, i: int, j: int) -> RunDir:
+        """The nested cross-validation's model trained without the women of folds ``i`` and ``j``."""
+        i, j = sorted((i, j))
+        return RunDir(os.path.join(self.path, "nested", f"without{i}-{j}"))
+
+    def nested_fold(self, number: int) -> RunDir:
+        """The nested cross-validation's ensemble for fold ``number``'s women (its ``ensemble.json``)."""
+        return RunDir(os.path.join(self.path, "nested", f"fold{number}"))
+
     def is_ensemble(self) -> bool:
         return os.path.isfile(self.ensemble)
 
-    def write_ensemble(self, folds: int) -> str:
-        """``ensemble.json``: every fold's model file (relative) and its SHA-256; returns its path."""
+    def write_ensemble(self, runs: list[RunDir]) -> str:
+        """``ensemble.json``: the model file of each of ``runs`` (relative to this directory) and its SHA-256;
+        returns its path."""
         from mammo_seg import atomic
 
         members = []
-        for k in range(1, folds + 1):
-            found = self.fold(k).final_run().model()
+        for run in runs:
+            found = run.final_run().model()
             if found is None:
-                raise MammoError(self.fold(k).path, "fold has no trained model")
+                raise MammoError(run.path, "has no trained model")
             members.append({"file": os.path.relpath(found, self.path), "sha256": _sha256(found)})
+        os.makedirs(self.path, exist_ok=True)
         atomic.write_json(self.ensemble, {"members": members})
         return self.ensemble
 

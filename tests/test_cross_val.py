@@ -162,6 +162,45 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
 
 
 @pytest.mark.slow
+def test_a_nested_cross_validation_chooses_the_point_on_means_of_models_that_never_saw_the_woman(cv_data,
+                                                                                               tmp_path):
+    from mammo_seg.data import features
+    from mammo_seg.data.prep_output import PrepOutput
+    from mammo_seg.inference.model import load_model
+    from mammo_seg.inference.operating_point import network_input, scan_probabilities
+    from mammo_seg.inference.sliding_window import Predictor
+    from mammo_seg.run_dir import RunDir
+    from mammo_seg.training.cross_val import out_of_fold_scans
+
+    recipe, data = cv_data
+    run = str(tmp_path / "run")
+    assert main(["train", "-c", recipe, "--out", run, "--quiet", "--set", "cv.folds=3", "cv.nested=true"]) == 0
+    fold_of = json.load(open(os.path.join(run, "cv.json")))["fold_of"]
+    for i, j in ((1, 2), (1, 3), (2, 3)):  # one model without each pair of folds, trained on the third fold only
+        info = json.load(open(os.path.join(run, "nested", f"without{i}-{j}", "data.json")))
+        assert info["patients"] == sorted(w for w, f in fold_of.items() if f not in (i, j))
+    for k, others in ((1, ["without1-2", "without1-3"]), (2, ["without1-2", "without2-3"]),
+                      (3, ["without1-3", "without2-3"])):
+        members = RunDir(run).nested_fold(k).ensemble_members()
+        assert [os.path.relpath(m, run) for m in members] == [f"nested/{o}/last.keras" for o in others]
+    assert [os.path.relpath(m, run) for m in RunDir(run).ensemble_members()] == \
+        ["fold1/last.keras", "fold2/last.keras", "fold3/last.keras"]  # the shipped ensemble: the fold models
+    # a scan of fold 1 is predicted by the mean of the two models that never saw fold 1's women
+    scan_id, _, fold, probabilities, _ = next(out_of_fold_scans(RunDir(run), data, "train", fold_of, nested=True))
+    record = next(rec for file in PrepOutput.containing(data).whole_scan_files("train")
+                  for rec in features.iterate_records(file) if rec["scan_id"].decode() == scan_id)
+    singles = [scan_probabilities(Predictor(load_model(RunDir(run).without_folds(fold, j).path).models),
+                                  network_input(record, 1), False) for j in (1, 2, 3) if j != fold]
+    np.testing.assert_allclose(probabilities[False], (singles[0] + singles[1]) / 2, atol=1e-6)
+    point = json.load(open(os.path.join(run, "operating_point.json")))
+    scans = json.load(open(os.path.join(data, "scans.json")))
+    assert point["chosen_on"]["models_per_scan"] == 2 and point["chosen_on"]["scans"] == len(scans)
+    card = json.load(open(os.path.join(run, "model_card.json")))
+    assert any("nested cross-validation" in limit for limit in card["known_limits"])
+    assert not any("one model a scan" in limit for limit in card["known_limits"])
+
+
+@pytest.mark.slow
 def test_a_fine_tune_of_the_run_starts_every_fold_from_its_own_fold_model(cv_run, tmp_path):
     import keras
 
@@ -215,7 +254,7 @@ def test_predict_on_a_run_of_k_identical_models_writes_the_files_of_one(cv_run, 
     for k in (1, 2):
         os.makedirs(twins / f"fold{k}")
         shutil.copy(single, twins / f"fold{k}" / "last.keras")
-    RunDir(str(twins)).write_ensemble(2)
+    RunDir(str(twins)).write_ensemble(RunDir(str(twins)).folds(2))
     folder = tmp_path / "in"
     folder.mkdir()
     for name in sorted(os.listdir(mias_raw))[:3]:
@@ -280,15 +319,16 @@ def test_a_truncated_shard_stops_a_cross_validation_with_one_line_naming_it(cv_d
     assert err.count("\n") == 1 and err.startswith(f"mammo train: error: {shard}: unreadable shard (truncated"), err
 
 
-@pytest.mark.parametrize("members, chosen_on, warned", [
-    (5, {"out_of_fold": True, "scans": 10}, True),  # a fold ensemble, its point chosen on single fold models
-    (5, None, False),  # no operating point: nothing applied to the mean
-    (5, {"split": "val", "scans": 10}, False),  # an ensemble whose point was chosen on its own predictions
-    (1, {"split": "val", "scans": 10}, False),  # one model, its point chosen on its own validation scans
-    (1, {"out_of_fold": True, "scans": 10}, False),  # one model: nothing is averaged
+@pytest.mark.parametrize("members, chosen_on, said", [
+    (5, {"out_of_fold": True, "scans": 10}, "single"),  # a fold ensemble, its point chosen on single fold models
+    (5, {"out_of_fold": True, "models_per_scan": 1}, "single"),
+    (5, {"out_of_fold": True, "models_per_scan": 4}, "nested"),  # chosen on means of 4 nested models
+    (5, None, None),  # no operating point: nothing applied to the mean
+    (5, {"split": "val", "scans": 10}, None),  # an ensemble whose point was chosen on its own predictions
+    (1, {"split": "val", "scans": 10}, None),  # one model, its point chosen on its own validation scans
+    (1, {"out_of_fold": True, "scans": 10}, None),  # one model: nothing is averaged
 ])
-def test_the_card_says_when_a_point_chosen_on_single_models_is_applied_to_their_mean(tmp_path, members, chosen_on,
-                                                                                     warned):
+def test_the_card_says_on_what_an_ensembles_point_was_chosen(tmp_path, members, chosen_on, said):
     from mammo_seg.config import load_config
     from mammo_seg.inference.operating_point import path_for
     from mammo_seg.model_card import build_card
@@ -304,5 +344,7 @@ def test_the_card_says_when_a_point_chosen_on_single_models_is_applied_to_their_
     config = load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "mias_real", "recipe.yaml"))
     data = {"dataset": "mias", "women": 3, "scans": 6, "training_pixel_mm": 0.4}
     limits = build_card(config, str(model), data, "float32")["known_limits"]
-    assert any(f"chosen on the {members} fold models' out-of-fold predictions" in limit
-               for limit in limits) == warned
+    single = [limit for limit in limits if f"chosen on the {members} fold models' out-of-fold predictions" in limit]
+    nested = [limit for limit in limits if "nested cross-validation, on every scan's prediction by the mean of 4 "
+                                           "models that never saw its woman" in limit]
+    assert (len(single), len(nested)) == {"single": (1, 0), "nested": (0, 1), None: (0, 0)}[said]

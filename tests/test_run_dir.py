@@ -68,7 +68,7 @@ def test_the_precision_a_model_was_trained_in_is_what_its_runs_recorded(tmp_path
     cv = RunDir(str(tmp_path / "cv"))
     for k, policy in ((1, "mixed_bfloat16"), (2, "mixed_bfloat16")):
         record(cv.fold(k), policy)
-    cv.write_ensemble(2)
+    cv.write_ensemble(cv.folds(2))
     assert cv.trained_precision() == "mixed_bfloat16"
     record(cv.fold(2), "float32")
     assert cv.trained_precision() == "fold1: mixed_bfloat16, fold2: float32"

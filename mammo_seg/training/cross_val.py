@@ -19,6 +19,13 @@
    (the operating point); the thresholds are the only choice made there, as in nnU-Net's
    ``find_best_configuration``.
 
+A mean of models has lower peaks than one model where its members disagree, so a point chosen on one model a
+scan is too high for the ensemble. With ``cv.nested: true`` (nested cross-validation) a model is also trained
+without each pair of folds i < j (``nested/without<i>-<j>/``, K(K-1)/2 of them), and step 3 predicts fold k's
+women with the mean of the K-1 models trained without fold k and one other (``nested/fold<k>/``): every scan
+by a mean of models that never saw its woman, each trained on (K-2)/K of the women (the shipped ensemble: K
+models, (K-1)/K). The operating point is chosen on those means.
+
 Rerunning the same command continues: finished folds are kept, an unfinished one resumes. With
 ``train.init_from`` a cross-validated run of the same folds, fold k starts from that run's fold k (a fine-tune,
 e.g. with another loss, that still never shows a fold model its own women).
@@ -120,16 +127,33 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
             raise MammoError(data_dir, f"fold {k}: the other folds' women have no lesion to centre lesion crops on")
     results = []
     for k in range(1, config.cv.folds + 1):
-        fold = FoldPatients(frozenset(w for w, f in table["fold_of"].items() if f != k),
-                            frozenset(w for w, f in table["fold_of"].items() if f == k))
-        results += _train_fold(config, run.fold(k), fold, strategy, progress,
+        results += _train_fold(config, run.fold(k), _patients(table, {k}), strategy, progress,
                                fold_init(config.train.init_from, table, k))
+    for i, j in nested_pairs(config.cv):
+        if config.data.lesion_share > 0 and not any(women[w] for w, f in table["fold_of"].items() if f not in (i, j)):
+            raise MammoError(data_dir, f"without folds {i} and {j}: the other women have no lesion to centre lesion "
+                                       f"crops on")
+        results += _train_fold(config, run.without_folds(i, j), _patients(table, {i, j}), strategy, progress,
+                               fold_init(config.train.init_from, table, (i, j)))
     if not is_chief():
         return results
-    ensemble = run.write_ensemble(config.cv.folds)
+    ensemble = run.write_ensemble(run.folds(config.cv.folds))
+    for k in range(1, config.cv.folds + 1) if config.cv.nested else ():
+        run.nested_fold(k).write_ensemble([run.without_folds(k, j) for j in range(1, config.cv.folds + 1) if j != k])
     if config.operating_point.enabled:
         choose_out_of_fold(config, run, table, ensemble)
     return results
+
+
+def nested_pairs(cv) -> list[tuple[int, int]]:
+    """The pairs of folds (i < j) that a nested cross-validation trains a model without; none when not nested."""
+    return [(i, j) for i in range(1, cv.folds + 1) for j in range(i + 1, cv.folds + 1)] if cv.nested else []
+
+
+def _patients(table: dict, held_out: set[int]) -> FoldPatients:
+    """The women a model trains on (those not in the folds ``held_out``) and watches (those in them)."""
+    return FoldPatients(frozenset(w for w, f in table["fold_of"].items() if f not in held_out),
+                        frozenset(w for w, f in table["fold_of"].items() if f in held_out))
 
 
 def _train_fold(config: ExperimentConfig, fold_run: RunDir, fold: FoldPatients, strategy, progress: bool,
@@ -151,26 +175,27 @@ def _train_fold(config: ExperimentConfig, fold_run: RunDir, fold: FoldPatients, 
     return [result]
 
 
-def fold_init(init_from: str | None, table: dict, k: int) -> str | None:
-    """What fold ``k`` starts from: with ``train.init_from`` a cross-validated run, that run's model of fold ``k``
-    (a fine-tune: its folds must be this run's, so that no fold model ever sees its own women), else
-    ``train.init_from`` itself."""
+def fold_init(init_from: str | None, table: dict, k: int | tuple[int, int]) -> str | None:
+    """What fold ``k`` (or, for a pair ``(i, j)``, the nested model without folds i and j) starts from: with
+    ``train.init_from`` a cross-validated run, that run's model of the same fold or pair (a fine-tune: its folds
+    must be this run's, so that no model ever sees the women it is scored on), else ``train.init_from`` itself."""
     if not (init_from and os.path.isdir(init_from) and os.path.isfile(RunDir(init_from).folds_file)):
         return init_from
     with open(RunDir(init_from).folds_file) as f:
         if json.load(f).get("fold_of") != table["fold_of"]:
             raise MammoError(init_from, "train.init_from: a cross-validation with other folds; fold models "
                                         "would start from weights trained on their own women")
-    source = RunDir(init_from).fold(k)
+    source = RunDir(init_from).without_folds(*k) if isinstance(k, tuple) else RunDir(init_from).fold(k)
     if not os.path.isdir(source.path):
-        raise MammoError(init_from, f"train.init_from: a cross-validation without fold{k}")
+        raise MammoError(init_from, f"train.init_from: a cross-validation without "
+                                    f"{os.path.relpath(source.path, init_from)}")
     return source.path
 
 
-def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, flips=(False,)):
+def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, flips=(False,), nested=False):
     """(scan id, woman, fold, {flip: probability}, stored reference mask) of every whole scan of ``split``, each
-    predicted by the model of its woman's fold, on the training grid (the mask uint8: 0, 1 lesion, 2 ignore
-    region)."""
+    predicted by the model of its woman's fold (``nested``: by the mean of the nested models without her fold),
+    on the training grid (the mask uint8: 0, 1 lesion, 2 ignore region)."""
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.model import load_model
@@ -186,7 +211,7 @@ def out_of_fold_scans(run: RunDir, data_dir: str, split: str, fold_of: dict, fli
             if fold is None:
                 continue
             if fold not in predictors:
-                loaded = load_model(run.fold(fold).path)
+                loaded = load_model((run.nested_fold(fold) if nested else run.fold(fold)).path)
                 predictors[fold] = Predictor(loaded.models), loaded.channels
             predictor, channels = predictors[fold]
             image = network_input(rec, channels)
@@ -206,8 +231,9 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
     scans = {flip: [] for flip in flips}
     per_fold: dict[int, int] = {}
     women = []
+    nested = config.cv.nested
     for _, woman, fold, probabilities, mask in out_of_fold_scans(run, data_dir, table["split"], table["fold_of"],
-                                                                 flips):
+                                                                 flips, nested):
         per_fold[fold] = per_fold.get(fold, 0) + 1
         women.append(woman)
         for flip in flips:
@@ -219,15 +245,16 @@ def choose_out_of_fold(config: ExperimentConfig, run: RunDir, table: dict, ensem
     record = choose_by_section(scans, pixel_mm2, section)
     record = {"model": os.path.basename(ensemble), **record,
               "chosen_on": {"data": os.path.abspath(data_dir), "split": table["split"], "out_of_fold": True,
-                            **record.pop("chosen_on")}}
+                            "models_per_scan": table["folds"] - 1 if nested else 1, **record.pop("chosen_on")}}
     write_operating_point(ensemble, record)
     intervals = _intervals(scans[record["flip"]], women, record, pixel_mm2)
     atomic.write_json(run.out_of_fold, {"scans_per_fold": {str(k): n for k, n in sorted(per_fold.items())},
                                         **{k: v for k, v in record.items() if k != "candidates"},
                                         "intervals": intervals, "candidates": record["candidates"]})
-    log.info("operating point of the %d-fold ensemble, chosen out of fold on %d scans: threshold %g, minimum "
-             "lesion %g mm², flip %s", table["folds"], len(scans[flips[0]]), record["threshold"],
-             record["min_area_mm2"], record["flip"])
+    log.info("operating point of the %d-fold ensemble, chosen out of fold on %d scans (%s): threshold %g, "
+             "minimum lesion %g mm², flip %s", table["folds"], len(scans[flips[0]]),
+             f"each by the mean of {table['folds'] - 1} nested models" if nested else "one model a scan",
+             record["threshold"], record["min_area_mm2"], record["flip"])
     return record
 
 
