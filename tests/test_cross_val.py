@@ -286,7 +286,7 @@ def test_training_with_the_sampler_is_deterministic_bit_for_bit(cv_data, tmp_pat
         np.testing.assert_array_equal(x, y)
 
 
-def test_a_fine_tune_of_a_cross_validation_starts_each_fold_from_the_same_fold(tmp_path):
+def test_a_fine_tune_of_a_cross_validation_starts_each_fold_and_pair_from_the_same(tmp_path):
     from mammo_seg.errors import MammoError
     from mammo_seg.training.cross_val import fold_init
 
@@ -303,6 +303,10 @@ def test_a_fine_tune_of_a_cross_validation_starts_each_fold_from_the_same_fold(t
         fold_init(str(earlier), other, 1)
     with pytest.raises(MammoError, match="without fold3"):
         fold_init(str(earlier), {"folds": 3, "fold_of": table["fold_of"]}, 3)
+    (earlier / "nested" / "without1-2").mkdir(parents=True)  # a nested model starts from the same pair's
+    assert fold_init(str(earlier), table, (2, 1)) == str(earlier / "nested" / "without1-2")
+    with pytest.raises(MammoError, match="without nested/without1-3"):  # an earlier run that was not nested
+        fold_init(str(earlier), table, (1, 3))
 
 
 def test_a_truncated_shard_stops_a_cross_validation_with_one_line_naming_it(cv_data, tmp_path, capsys):
