@@ -69,7 +69,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine_description  # noqa: E402
 from out_of_fold import (DIFFERENCE_GROUPS, arm_recipe, arm_tables, compare_arms, plot_frocs,  # noqa: E402
                          run_arm, write_results)
-from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, unpack  # noqa: E402
+from quality_mias import ARCHIVE, GROUPS, RECIPE, RESULTS, nested, unpack  # noqa: E402
 
 BASELINE = "recipe"
 #: nnU-Net's rotation and scale ranges, and gamma/contrast wider than the recipe's ±0.15
@@ -103,13 +103,21 @@ ARMS = {
 }
 
 
+def nested_arms(report: dict) -> str:
+    """The clause naming the arms whose scans were predicted by means of nested models (``cv.nested``)."""
+    names = [name for name, arm in report["arms"].items() if nested(arm["operating_point"])]
+    return (f" (in {', '.join(f'`{n}`' for n in names)}: by the mean of the nested models that never saw her, "
+            f"`cv.nested`)" if names else "")
+
+
 def write_markdown(report: dict, path: str) -> None:
     first = next(iter(report["arms"].values()))["real"]
     area = report["paired_min_area_mm2"]
     lines = ["# Which levers help find lesions on real mini-MIAS scans, out of fold", "",
              f"Each arm: the recipe `{report['recipe']}` with one setting changed, at its full budget, the same "
              f"{report['folds']} folds by woman and seed; {first['scans']} scans of {first['women']} women, "
-             f"{first['lesions']} lesions; every scan predicted by the fold model that never saw its woman. The FROC "
+             f"{first['lesions']} lesions; every scan predicted by the fold model that never saw its woman"
+             f"{nested_arms(report)}. The FROC "
              f"sensitivities are at one minimum detection area for all arms ({area:g} mm²); the lesion Dice, false "
              f"positives and normals flagged at each arm's own operating point (chosen by the recipe's rule on its "
              f"pooled out-of-fold predictions). 95 % bootstrap intervals over women; the differences from "
