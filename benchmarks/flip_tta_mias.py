@@ -6,8 +6,9 @@
 Both arms are the same fold models of the quality benchmark's cross-validated run:
 
 * ``no_flip``: the benchmark's own out-of-fold predictions (``fold<k>_pred``) at the run's operating point;
-* ``flip``: each scan predicted by its fold's model as the mean of the model on the scan and on its left-right
-  mirror (``mammo predict --flip``), at the operating point the recipe's rule chooses on the pooled out-of-fold
+* ``flip``: each scan predicted by its fold's model (in a ``cv.nested`` run, the mean of the nested models without
+  its fold, as the run's point was chosen) as the mean of the model on the scan and on its left-right mirror
+  (``mammo predict --flip``), at the operating point the recipe's rule chooses on the pooled out-of-fold
   flip predictions (the same rule, on the training grid, as ``mammo train`` chose the other).
 
 Scored against ``Info.txt`` as the benchmark scores, and compared with a paired bootstrap over women
@@ -31,7 +32,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from out_of_fold import aligned_arms, figure_text, training_pixel_mm, write_results  # noqa: E402
-from quality_mias import GROUPS, RESULTS, link_fold, mammo  # noqa: E402
+from quality_mias import GROUPS, RESULTS, link_fold, mammo, nested  # noqa: E402
 
 
 def flip_point(run: str) -> dict:
@@ -48,13 +49,18 @@ def flip_point(run: str) -> dict:
     with open(RunDir(run).folds_file) as f:
         table = json.load(f)
     scans = [(p[True], mask) for _, _, _, p, mask in out_of_fold_scans(RunDir(run), data, table["split"],
-                                                                        table["fold_of"], flips=(True,))]
+                                                                        table["fold_of"], flips=(True,),
+                                                                        nested=config.cv.nested)]
     pixel_mm2 = Resolution.from_dict(Manifest.load(data).resolution).pixel_area_mm2
     record = choose_by_section({True: scans}, pixel_mm2, config.operating_point)
     return {k: v for k, v in record.items() if k != "candidates"}
 
 
-def predict_flipped(run: str, data: str, dev: str, work: str, point: dict, log: str) -> list[str]:
+def predict_flipped(run: str, data: str, dev: str, work: str, point: dict, log: str, by_means: bool) -> list[str]:
+    """Each fold's women predicted with --flip by their fold's model (``by_means``: the mean of the nested models
+    without their fold, as a ``cv.nested`` run's point was chosen)."""
+    from mammo_seg.run_dir import RunDir
+
     with open(os.path.join(run, "cv.json")) as f:
         table = json.load(f)
     folders = []
@@ -63,7 +69,8 @@ def predict_flipped(run: str, data: str, dev: str, work: str, point: dict, log: 
         shutil.rmtree(scans, ignore_errors=True)
         shutil.rmtree(pred, ignore_errors=True)
         link_fold(data, dev, table["fold_of"], k, scans)
-        mammo("predict", "-m", os.path.join(run, f"fold{k}"), "-i", scans, "-o", pred, "--format", "mask,prob,json",
+        model = (RunDir(run).nested_fold(k) if by_means else RunDir(run).fold(k)).path
+        mammo("predict", "-m", model, "-i", scans, "-o", pred, "--format", "mask,prob,json",
               "--quiet", "--flip", "--threshold", f"{point['threshold']}", "--min-area", f"{point['min_area_mm2']}",
               log=log)
         folders.append(pred)
@@ -87,7 +94,9 @@ def main(argv=None) -> int:
     point = flip_point(run)
     with open(os.path.join(run, "cv.json")) as f:
         folds = json.load(f)["folds"]
-    flipped = predict_flipped(run, data, dev, args.work, point, log)
+    with open(os.path.join(run, "operating_point.json")) as f:
+        by_means = nested(json.load(f))
+    flipped = predict_flipped(run, data, dev, args.work, point, log, by_means)
     truth = ground_truth(dev)
     cases = {"no_flip": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], truth),
              "flip": collect_cases(flipped, truth)}

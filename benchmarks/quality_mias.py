@@ -115,7 +115,9 @@ def out_of_fold(run: str, data: str, raw: str, work: str, log: str, timings: dic
 
 def nested(point: dict) -> bool:
     """Whether the operating point was chosen on means of nested models (``cv.nested``)."""
-    return point["chosen_on"].get("models_per_scan", 1) > 1
+    from mammo_seg.inference.operating_point import models_per_scan
+
+    return models_per_scan(point) > 1
 
 
 def headline(evaluation: dict) -> dict:

@@ -105,7 +105,7 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
         "intended_use": INTENDED_USE,
         "not_for": NOT_FOR + _calcification_note(data),
         "training_data": data,
-        "cross_validation": {"folds": config.cv.folds} if config.cv.folds else None,
+        "cross_validation": {"folds": config.cv.folds, "nested": config.cv.nested} if config.cv.folds else None,
         "operating_point": None if point is None else {k: point[k] for k in ("threshold", "min_area_mm2", "flip")},
         "figures": figures,
         "known_limits": [
@@ -114,7 +114,7 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
             f"Training pixel {data['training_pixel_mm']} mm: lesions and calcification specks much smaller than "
             f"that are not seen.",
             "Figures rest on few lesions; their 95 % intervals over women are wide.",
-            *_ensemble_point_limit(members, (point or {}).get("chosen_on") or {}),
+            *_ensemble_point_limit(members, point),
             *(["Its second input channel is the woman's other breast in the same view: predict finds it in its "
                "input, and a scan without it is segmented beside a zero channel, which training saw only for scans "
                "whose pair the data lacked."] if config.data.contralateral else [])],
@@ -124,12 +124,14 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
     }
 
 
-def _ensemble_point_limit(members: int, chosen_on: dict) -> list[str]:
+def _ensemble_point_limit(members: int, point: dict | None) -> list[str]:
     """What the card says of an ensemble's operating point chosen out of fold: on single models (too high for
     their mean), or on nested means (near the ensemble's, not equal)."""
-    if members < 2 or not chosen_on.get("out_of_fold"):
+    from mammo_seg.inference.operating_point import models_per_scan
+
+    if members < 2 or not ((point or {}).get("chosen_on") or {}).get("out_of_fold"):
         return []
-    per_scan = chosen_on.get("models_per_scan", 1)
+    per_scan = models_per_scan(point)
     if per_scan > 1:
         return [f"The operating point was chosen by nested cross-validation, on every scan's prediction by the "
                 f"mean of {per_scan} models that never saw its woman, each trained on fewer women than the "

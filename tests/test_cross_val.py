@@ -146,7 +146,7 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
     assert set(oof["intervals"]["groups"]["all"]["sensitivity_at_fp_per_image"]) == {"0.25", "0.5", "1", "2", "4"}
     assert oof["intervals"]["women"] == len(folds["fold_of"])
     card = json.load(open(os.path.join(run, "model_card.json")))
-    assert card["members"] == 2 and card["cross_validation"] == {"folds": 2}
+    assert card["members"] == 2 and card["cross_validation"] == {"folds": 2, "nested": False}
     assert card["training_data"]["women"] == len(folds["fold_of"]) and card["training_data"]["scans"] == len(scans)
     assert card["training_data"]["training_pixel_mm"] == pytest.approx(0.8)
     assert card["operating_point"] == {k: point[k] for k in ("threshold", "min_area_mm2", "flip")}
@@ -162,8 +162,8 @@ def test_cross_validation_trains_one_model_per_fold_and_chooses_the_point_out_of
 
 
 @pytest.mark.slow
-def test_a_nested_cross_validation_chooses_the_point_on_means_of_models_that_never_saw_the_woman(cv_data,
-                                                                                               tmp_path):
+def test_a_nested_cross_validation_chooses_the_point_on_means_of_models_that_never_saw_the_woman(cv_data, tmp_path,
+                                                                                               monkeypatch):
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.model import load_model
@@ -172,9 +172,16 @@ def test_a_nested_cross_validation_chooses_the_point_on_means_of_models_that_nev
     from mammo_seg.run_dir import RunDir
     from mammo_seg.training.cross_val import out_of_fold_scans
 
+    import mammo_seg.inference.model as model_module
+
     recipe, data = cv_data
     run = str(tmp_path / "run")
+    loaded_paths, load = [], model_module.load_model
+    monkeypatch.setattr(model_module, "load_model", lambda path: loaded_paths.append(path) or load(path))
     assert main(["train", "-c", recipe, "--out", run, "--quiet", "--set", "cv.folds=3", "cv.nested=true"]) == 0
+    monkeypatch.undo()
+    # the point was chosen on the nested means, not on the fold models
+    assert sorted(os.path.relpath(p, run) for p in loaded_paths) == ["nested/fold1", "nested/fold2", "nested/fold3"]
     fold_of = json.load(open(os.path.join(run, "cv.json")))["fold_of"]
     for i, j in ((1, 2), (1, 3), (2, 3)):  # one model without each pair of folds, trained on the third fold only
         info = json.load(open(os.path.join(run, "nested", f"without{i}-{j}", "data.json")))
@@ -196,6 +203,7 @@ def test_a_nested_cross_validation_chooses_the_point_on_means_of_models_that_nev
     scans = json.load(open(os.path.join(data, "scans.json")))
     assert point["chosen_on"]["models_per_scan"] == 2 and point["chosen_on"]["scans"] == len(scans)
     card = json.load(open(os.path.join(run, "model_card.json")))
+    assert card["cross_validation"] == {"folds": 3, "nested": True} and card["members"] == 3
     assert any("nested cross-validation" in limit for limit in card["known_limits"])
     assert not any("one model a scan" in limit for limit in card["known_limits"])
 
@@ -286,6 +294,27 @@ def test_training_with_the_sampler_is_deterministic_bit_for_bit(cv_data, tmp_pat
         np.testing.assert_array_equal(x, y)
 
 
+def test_a_nested_cross_validation_trains_without_each_pair_of_folds_checked_before_training(tmp_path):
+    from mammo_seg.config import load_config
+    from mammo_seg.errors import MammoError
+    from mammo_seg.run_dir import RunDir
+    from mammo_seg.training.cross_val import _models_to_train
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.replace("DATA", str(tmp_path)))
+    config = load_config(str(recipe), ["cv.folds=3", "cv.nested=true"])
+    run, table = RunDir(str(tmp_path / "run")), {"folds": 3, "fold_of": {"A": 1, "B": 2, "C": 3}}
+    models = _models_to_train(config, run, table, {"A": True, "B": True, "C": True}, "DATA")
+    assert [(os.path.relpath(m.path, run.path), sorted(p.train), sorted(p.held_out), init) for m, p, init in models] \
+        == [("fold1", ["B", "C"], ["A"], None), ("fold2", ["A", "C"], ["B"], None), ("fold3", ["A", "B"], ["C"], None),
+            ("nested/without1-2", ["C"], ["A", "B"], None), ("nested/without1-3", ["B"], ["A", "C"], None),
+            ("nested/without2-3", ["A"], ["B", "C"], None)]
+    with pytest.raises(MammoError, match=r"nested/without1-2: its training women \(those not in folds 1 and 2\) "
+                                         r"have no lesion"):  # C, the third fold, has none: found before training
+        _models_to_train(config, run, table, {"A": True, "B": True, "C": False}, "DATA")
+    assert not os.path.exists(run.path)
+
+
 def test_a_fine_tune_of_a_cross_validation_starts_each_fold_and_pair_from_the_same(tmp_path):
     from mammo_seg.errors import MammoError
     from mammo_seg.training.cross_val import fold_init
@@ -301,11 +330,11 @@ def test_a_fine_tune_of_a_cross_validation_starts_each_fold_and_pair_from_the_sa
     other = {"folds": 2, "fold_of": {"A": 2, "B": 1}}
     with pytest.raises(MammoError, match="other folds"):  # fold 1 would start from weights trained on woman A
         fold_init(str(earlier), other, 1)
-    with pytest.raises(MammoError, match="without fold3"):
+    with pytest.raises(MammoError, match="the cross-validation has no fold3"):
         fold_init(str(earlier), {"folds": 3, "fold_of": table["fold_of"]}, 3)
     (earlier / "nested" / "without1-2").mkdir(parents=True)  # a nested model starts from the same pair's
     assert fold_init(str(earlier), table, (2, 1)) == str(earlier / "nested" / "without1-2")
-    with pytest.raises(MammoError, match="without nested/without1-3"):  # an earlier run that was not nested
+    with pytest.raises(MammoError, match=r"has no nested/without1-3 \(not a nested cross-validation\)"):
         fold_init(str(earlier), table, (1, 3))
 
 

@@ -86,6 +86,12 @@ def validation_scans(data_dir: str, split: str, channels: int = 1):
             yield network_input(rec, channels), rec["mask"][..., 0]
 
 
+def models_per_scan(point: dict | None) -> int:
+    """How many models' mean predicted each scan a recorded point was chosen on: 1 (one fold model a scan, or no
+    cross-validation), or K-1 (nested cross-validation, :mod:`mammo_seg.training.cross_val`)."""
+    return ((point or {}).get("chosen_on") or {}).get("models_per_scan", 1)
+
+
 def network_input(record: dict, channels: int = 1) -> np.ndarray:
     """A parsed whole-scan record as a model of ``channels`` input channels takes it: the scan (H×W, float32 in
     [0, 1]), or the scan and the other breast (H×W×2; prep.contralateral)."""

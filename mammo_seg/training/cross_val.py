@@ -26,9 +26,10 @@ women with the mean of the K-1 models trained without fold k and one other (``ne
 by a mean of models that never saw its woman, each trained on (K-2)/K of the women (the shipped ensemble: K
 models, (K-1)/K). The operating point is chosen on those means.
 
-Rerunning the same command continues: finished folds are kept, an unfinished one resumes. With
-``train.init_from`` a cross-validated run of the same folds, fold k starts from that run's fold k (a fine-tune,
-e.g. with another loss, that still never shows a fold model its own women).
+Rerunning the same command continues: finished fold (and nested) models are kept, an unfinished one resumes.
+With ``train.init_from`` a cross-validated run of the same folds, fold k starts from that run's fold k, and a
+nested model from the same nested model of that run, which must then be nested too (a fine-tune, e.g. with
+another loss, that still never shows a model the women it is scored on).
 """
 
 from __future__ import annotations
@@ -118,23 +119,14 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
                                        "use another --out")
     elif run.holds_run():
         raise MammoError(root, "run directory already holds a run; use another --out")
+    models = _models_to_train(config, run, table, women, data_dir)  # checked before anything is written
     if is_chief():
         os.makedirs(root, exist_ok=True)
         dump_config(config, run.config)
         atomic.write_json(run.folds_file, table)
-    for k in range(1, config.cv.folds + 1):
-        if config.data.lesion_share > 0 and not any(women[w] for w, f in table["fold_of"].items() if f != k):
-            raise MammoError(data_dir, f"fold {k}: the other folds' women have no lesion to centre lesion crops on")
     results = []
-    for k in range(1, config.cv.folds + 1):
-        results += _train_fold(config, run.fold(k), _patients(table, {k}), strategy, progress,
-                               fold_init(config.train.init_from, table, k))
-    for i, j in nested_pairs(config.cv):
-        if config.data.lesion_share > 0 and not any(women[w] for w, f in table["fold_of"].items() if f not in (i, j)):
-            raise MammoError(data_dir, f"without folds {i} and {j}: the other women have no lesion to centre lesion "
-                                       f"crops on")
-        results += _train_fold(config, run.without_folds(i, j), _patients(table, {i, j}), strategy, progress,
-                               fold_init(config.train.init_from, table, (i, j)))
+    for model_run, patients, init_from in models:
+        results += _train_fold(config, model_run, patients, strategy, progress, init_from)
     if not is_chief():
         return results
     ensemble = run.write_ensemble(run.folds(config.cv.folds))
@@ -143,6 +135,24 @@ def run_cross_validation(config: ExperimentConfig, root: str, progress: bool = T
     if config.operating_point.enabled:
         choose_out_of_fold(config, run, table, ensemble)
     return results
+
+
+def _models_to_train(config: ExperimentConfig, run: RunDir, table: dict, women: dict[str, bool],
+                     data_dir: str) -> list[tuple[RunDir, FoldPatients, str | None]]:
+    """(run directory, women, starting weights) of every model: the K fold models, then the nested ones; each
+    checked to have lesions to centre lesion crops on and a source of starting weights."""
+    models = [(run.fold(k), {k}, k) for k in range(1, config.cv.folds + 1)]
+    models += [(run.without_folds(i, j), {i, j}, (i, j)) for i, j in nested_pairs(config.cv)]
+    checked = []
+    for model_run, held_out, key in models:
+        patients = _patients(table, held_out)
+        if config.data.lesion_share > 0 and not any(women[w] for w in patients.train):
+            raise MammoError(data_dir, f"{os.path.relpath(model_run.path, run.path)}: its training women (those "
+                                       f"not in fold{'s' if len(held_out) > 1 else ''} "
+                                       f"{' and '.join(map(str, sorted(held_out)))}) have no lesion to centre "
+                                       f"lesion crops on")
+        checked.append((model_run, patients, fold_init(config.train.init_from, table, key)))
+    return checked
 
 
 def nested_pairs(cv) -> list[tuple[int, int]]:
@@ -187,8 +197,9 @@ def fold_init(init_from: str | None, table: dict, k: int | tuple[int, int]) -> s
                                         "would start from weights trained on their own women")
     source = RunDir(init_from).without_folds(*k) if isinstance(k, tuple) else RunDir(init_from).fold(k)
     if not os.path.isdir(source.path):
-        raise MammoError(init_from, f"train.init_from: a cross-validation without "
-                                    f"{os.path.relpath(source.path, init_from)}")
+        raise MammoError(init_from, f"train.init_from: the cross-validation has no "
+                                    f"{os.path.relpath(source.path, init_from)}"
+                                    f"{' (not a nested cross-validation)' if isinstance(k, tuple) else ''}")
     return source.path
 
 
