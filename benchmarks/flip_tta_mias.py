@@ -35,8 +35,9 @@ from out_of_fold import aligned_arms, figure_text, training_pixel_mm, write_resu
 from quality_mias import GROUPS, RESULTS, link_fold, mammo, nested  # noqa: E402
 
 
-def flip_point(run: str) -> dict:
-    """The operating point the recipe's rule chooses on the pooled out-of-fold flip predictions (training grid)."""
+def flip_point(run: str, by_means: bool) -> dict:
+    """The operating point the recipe's rule chooses on the pooled out-of-fold flip predictions (training grid;
+    ``by_means``: each scan's the mean of the nested models without its fold)."""
     from mammo_seg.config import load_config, stage_configs
     from mammo_seg.data.prep_output import Manifest
     from mammo_seg.data.resolution import Resolution
@@ -50,7 +51,7 @@ def flip_point(run: str) -> dict:
         table = json.load(f)
     scans = [(p[True], mask) for _, _, _, p, mask in out_of_fold_scans(RunDir(run), data, table["split"],
                                                                         table["fold_of"], flips=(True,),
-                                                                        nested=config.cv.nested)]
+                                                                        nested=by_means)]
     pixel_mm2 = Resolution.from_dict(Manifest.load(data).resolution).pixel_area_mm2
     record = choose_by_section({True: scans}, pixel_mm2, config.operating_point)
     return {k: v for k, v in record.items() if k != "candidates"}
@@ -91,11 +92,11 @@ def main(argv=None) -> int:
     from mammo_seg.intervals import bootstrap, paired_differences
 
     log = os.path.join(args.work, "flip_tta.log")
-    point = flip_point(run)
+    with open(os.path.join(run, "operating_point.json")) as f:  # flip and no_flip: the models it was chosen with
+        by_means = nested(json.load(f))
+    point = flip_point(run, by_means)
     with open(os.path.join(run, "cv.json")) as f:
         folds = json.load(f)["folds"]
-    with open(os.path.join(run, "operating_point.json")) as f:
-        by_means = nested(json.load(f))
     flipped = predict_flipped(run, data, dev, args.work, point, log, by_means)
     truth = ground_truth(dev)
     cases = {"no_flip": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], truth),

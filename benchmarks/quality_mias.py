@@ -154,8 +154,10 @@ def target_table(real: dict) -> list:
 
 
 def predicted_by(point: dict) -> str:
+    from mammo_seg.inference.operating_point import models_per_scan
+
     if nested(point):
-        return (f"the mean of the {point['chosen_on']['models_per_scan']} nested models that never saw its woman "
+        return (f"the mean of the {models_per_scan(point)} nested models that never saw its woman "
                 f"(nested cross-validation, `cv.nested`)")
     return "the fold model that never saw its woman"
 
