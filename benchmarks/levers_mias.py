@@ -14,6 +14,10 @@ The arms (``--arms`` picks some):
 * ``grid_0.8mm``: prep at 0.8 mm per training pixel (``prep.scale`` 0.0625: a 1024² MIAS scan becomes 256²), the
   recipe's grid before the 0.4 mm one won here, with the same 128-px crops (102 mm of breast instead of 51), so that a
   training step costs the same (the network's deepest features are 32 training pixels apart: 26 mm on this grid);
+* ``grid_0.3mm``, ``grid_0.2mm``: finer grids than the recipe's (``prep.scale`` 1/6 and 0.25; 0.2 mm is mini-MIAS's
+  own pixel, no resampling), the same 128-px crops (38 and 26 mm of breast): a step costs the same, the deepest
+  features are 9.6 and 6.4 mm apart, and calcification specks keep more of their few pixels; out-of-fold prediction
+  covers 1.8 and 4 times the pixels;
 * ``bfloat16``: the recipe in mixed bfloat16 (weights, loss and the network's input layers in float32); only worth
   running where the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16): on a CPU without AVX-512 a bfloat16
   training step is 6 to 11 times *slower* than float32 (``results/train_throughput_bf16_cpu.md``).
@@ -79,6 +83,8 @@ STRONG_AUGMENT = ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma
 ARMS = {
     "recipe": ("the recipe: 0.4 mm grid, 128-px crops (51 mm)", [], {}),
     "grid_0.8mm": ("0.8 mm grid, 128-px crops (102 mm)", [], {"scale": 0.0625}),
+    "grid_0.3mm": ("0.3 mm grid, 128-px crops (38 mm)", [], {"scale": 0.05 / 0.3}),
+    "grid_0.2mm": ("0.2 mm grid (mini-MIAS's own), 128-px crops (26 mm)", [], {"scale": 0.25}),
     "bfloat16": ("mixed bfloat16", ["train.mixed_precision=bfloat16"], {}),
     "epochs_18": ("18 epochs (validated every 6th)", ["train.epochs=18", "train.validation_freq=6"], {}),
     "contralateral": ("the other breast as a second channel", ["data.contralateral=true"], {"contralateral": True}),
