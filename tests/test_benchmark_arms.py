@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
@@ -197,3 +198,40 @@ def test_arms_of_other_folds_are_not_averaged(ensemble, tmp_path, capsys):
                        "--out", str(tmp_path / "out")])
     assert "--arm two: its folds of women differ from one's" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.fixture
+def postprocess(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("postprocess_mias", os.path.join(BENCHMARKS, "postprocess_mias.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_extent_rule_makes_a_detection_its_whole_half_probability_component(postprocess):
+    from mammo_seg.detection import find_detections
+
+    prob = np.zeros((5, 6), np.float32)
+    prob[1, 1:4] = [0.6, 0.9, 0.95]  # one component over 0.5, peak 0.95 at (1, 3)
+    prob[2, 2] = 0.7
+    prob[3, 5] = 0.4  # under the level: unchanged
+    out = postprocess.extent(prob, 0.5)
+    assert out[1, 3] == np.float32(0.95) and out[3, 5] == np.float32(0.4)
+    assert all(out[i] == np.nextafter(np.float32(0.95), np.float32(0)) for i in [(1, 1), (1, 2), (2, 2)])
+    peak = float(np.float32(0.95))
+    assert [(d.peak, d.score, d.area_px) for d in find_detections(out, 0.85, 1)] == [((1, 3), peak, 4)]
+    assert [(d.peak, d.area_px) for d in find_detections(prob, 0.85, 1)] == [((1, 3), 2)]  # without the rule
+    np.testing.assert_array_equal(out >= 0.3, prob >= 0.3)  # below the level the rule changes nothing
+
+
+def test_the_contralateral_rule_subtracts_the_mirrored_other_breast_nearby(postprocess):
+    prob = np.zeros((3, 7), np.float32)
+    prob[1, 1] = prob[1, 5] = 0.9
+    other = np.zeros((3, 7), np.float32)
+    other[1, 5] = 0.8  # mirrored: column 1, under prob's first peak
+    out = postprocess.contralateral(prob, other, pixel_mm=1.0, weight=0.5, radius_mm=1.0)
+    expected = np.zeros((3, 7), np.float32)
+    expected[1, 1], expected[1, 5] = 0.9 - 0.4, 0.9  # the 3×3 window around (1, 1) holds the 0.8; (1, 5)'s none
+    np.testing.assert_allclose(out, expected, atol=1e-7)
+    np.testing.assert_array_equal(postprocess.contralateral(prob, None, 1.0), prob)  # no other breast
