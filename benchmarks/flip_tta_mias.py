@@ -21,7 +21,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,8 +30,8 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import aligned_arms, figure_text, training_pixel_mm, write_results  # noqa: E402
-from quality_mias import GROUPS, RESULTS, link_fold, mammo, nested  # noqa: E402
+from out_of_fold import aligned_arms, same_models_table, training_pixel_mm, write_results  # noqa: E402
+from quality_mias import GROUPS, finished_work_arguments, link_fold, mammo, nested  # noqa: E402
 
 
 def flip_point(run: str, by_means: bool) -> dict:
@@ -79,14 +78,8 @@ def predict_flipped(run: str, data: str, dev: str, work: str, point: dict, log: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", default=os.path.join("/tmp", "mammo_quality_mias"),
-                        help="a finished benchmarks/quality_mias.py working folder")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "flip_tta_mias"), help="PREFIX.json, PREFIX.md")
-    args = parser.parse_args(argv)
+    args = finished_work_arguments(__doc__.split("\n\n")[0], "flip_tta_mias", argv)
     run, data, dev = (os.path.join(args.work, d) for d in ("run", "data", "mias_real_dev"))
-    if not os.path.isfile(os.path.join(run, "ensemble.json")):
-        parser.error(f"--work {args.work}: no finished quality_mias run (run/ensemble.json)")
     from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import collect_cases
     from mammo_seg.intervals import bootstrap, paired_differences
@@ -116,26 +109,12 @@ def main(argv=None) -> int:
 
 
 def write_markdown(report: dict, path: str) -> None:
-    f = figure_text
     lines = ["# Flip test-time augmentation on real mini-MIAS scans, out of fold", "",
              f"The same fold models (trained at {report['training_pixel_mm']:g} mm per training pixel), "
              f"{report['scans']} scans of {report['women']} women; each arm at the operating "
              f"point the recipe's rule chose on its own pooled out-of-fold predictions. 95 % bootstrap intervals over "
-             f"women; differences paired, **bold** where the interval excludes 0.", "",
-             "| arm | operating point | sens. @0.5 FP/image | @1 | @2 | masses @1 | lesion Dice | normals flagged |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, figures in report["arms"].items():
-        s = figures["groups"]["all"]["sensitivity_at_fp_per_image"]
-        point = report["operating_points"][name]
-        lines.append(f"| {name} | {point['threshold']:g}, ≥ {point['min_area_mm2']:g} mm² | {f(s['0.5'])} | "
-                     f"{f(s['1'])} | {f(s['2'])} | "
-                     f"{f(figures['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
-                     f"{f(figures['mean_lesion_dice'])} | {f(figures['normal_with_detection_rate'])} |")
-    diff = report["paired"]["differences"]["flip"]
-    s = diff["groups"]["all"]["sensitivity_at_fp_per_image"]
-    lines.append(f"| flip − no_flip | | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
-                 f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | "
-                 f"{f(diff['mean_lesion_dice'], True)} | {f(diff['normal_with_detection_rate'], True)} |")
+             f"women; differences paired, **bold** where the interval excludes 0.", ""]
+    lines += same_models_table(report)
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
 

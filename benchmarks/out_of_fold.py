@@ -38,6 +38,32 @@ def write_results(prefix: str, report: dict, write_markdown, plot=None) -> None:
         print(f.read())
 
 
+def _figure_cells(figures: dict, signed: bool) -> list[str]:
+    """The cells of one row of :func:`same_models_table`: an arm's figures, or its paired differences (``signed``)."""
+    s = figures["groups"]["all"]["sensitivity_at_fp_per_image"]
+    return [figure_text(s[rate], signed) for rate in ("0.5", "1", "2")] + [
+        figure_text(figures["groups"]["masses"]["sensitivity_at_fp_per_image"]["1"], signed),
+        figure_text(figures["groups"]["all"]["sensitivity_at_operating_point"], signed),
+        figure_text(figures["mean_lesion_dice"], signed), figure_text(figures["normal_with_detection_rate"], signed)]
+
+
+def same_models_table(report: dict) -> list[str]:
+    """The Markdown table of arms that score the same models' scans in other ways (``report``: ``arms``, each arm's
+    :func:`mammo_seg.intervals.bootstrap` figures; ``operating_points``, each arm's threshold and minimum area;
+    ``paired``, :func:`mammo_seg.intervals.paired_differences` from the baseline): a row an arm, then a row a
+    difference."""
+    lines = ["| arm | operating point | sens. @0.5 FP/image | @1 | @2 | masses @1 | at the point | lesion Dice | "
+             "normals flagged |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, figures in report["arms"].items():
+        point = report["operating_points"][name]
+        cells = [name, f"{point['threshold']:g}, ≥ {point['min_area_mm2']:g} mm²", *_figure_cells(figures, False)]
+        lines.append("| " + " | ".join(cells) + " |")
+    baseline = report["paired"]["baseline"]
+    for name, diff in report["paired"]["differences"].items():
+        lines.append("| " + " | ".join([f"{name} − {baseline}", "", *_figure_cells(diff, True)]) + " |")
+    return lines
+
+
 def aligned_arms(cases: dict, min_area_mm2: float | None = None) -> tuple[dict, list]:
     """({name: :class:`mammo_seg.intervals.Arm`}, the woman of each scan) from each model's
     :class:`mammo_seg.evaluate.Cases`, on the scans every model predicted, in one order (by reference scan id).

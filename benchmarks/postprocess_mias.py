@@ -29,7 +29,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -42,8 +41,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import figure_text, training_pixel_mm, write_results  # noqa: E402
-from quality_mias import GROUPS, RESULTS  # noqa: E402
+from out_of_fold import same_models_table, training_pixel_mm, write_results  # noqa: E402
+from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
 EXTENT_LEVEL = 0.5
 CONTRALATERAL_WEIGHT = 0.5
@@ -120,14 +119,8 @@ def score_arm(cases, maps: list, section) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", default=os.path.join("/tmp", "mammo_quality_mias"),
-                        help="a finished benchmarks/quality_mias.py working folder")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "postprocess_mias"), help="PREFIX.json, PREFIX.md")
-    args = parser.parse_args(argv)
+    args = finished_work_arguments(__doc__.split("\n\n")[0], "postprocess_mias", argv)
     run, dev = os.path.join(args.work, "run"), os.path.join(args.work, "mias_real_dev")
-    if not os.path.isfile(os.path.join(run, "cv.json")):
-        parser.error(f"--work {args.work}: no finished quality_mias run (run/cv.json)")
     from data_prep.ground_truth import ground_truth
     from mammo_seg.config import load_config
     from mammo_seg.evaluate import collect_cases
@@ -157,7 +150,6 @@ def main(argv=None) -> int:
 
 
 def write_markdown(report: dict, path: str) -> None:
-    f = figure_text
     rules = report["rules"]
     lines = ["# Post-processing rules on real mini-MIAS scans, out of fold", "",
              f"The same out-of-fold probability maps of one run ({report['training_pixel_mm']:g} mm per training "
@@ -166,23 +158,8 @@ def write_markdown(report: dict, path: str) -> None:
              f"`contralateral_0.5` (minus {rules['contralateral_weight']:g} × the other breast's highest mirrored "
              f"probability within {rules['contralateral_radius_mm']:g} mm). Each arm at the operating point the "
              f"recipe's rule chose on its own pooled maps (native grid, {report['scan_pixel_mm']:g} mm). 95 % "
-             f"bootstrap intervals over women; differences paired, **bold** where the interval excludes 0.", "",
-             "| arm | operating point | sens. @0.5 FP/image | @1 | @2 | masses @1 | at the point | lesion Dice | "
-             "normals flagged |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, figures in report["arms"].items():
-        s = figures["groups"]["all"]["sensitivity_at_fp_per_image"]
-        point = report["operating_points"][name]
-        lines.append(f"| {name} | {point['threshold']:g}, ≥ {point['min_area_mm2']:g} mm² | {f(s['0.5'])} | "
-                     f"{f(s['1'])} | {f(s['2'])} | "
-                     f"{f(figures['groups']['masses']['sensitivity_at_fp_per_image']['1'])} | "
-                     f"{f(figures['groups']['all']['sensitivity_at_operating_point'])} | "
-                     f"{f(figures['mean_lesion_dice'])} | {f(figures['normal_with_detection_rate'])} |")
-    for name, diff in report["paired"]["differences"].items():
-        s = diff["groups"]["all"]["sensitivity_at_fp_per_image"]
-        lines.append(f"| {name} − pipeline | | {f(s['0.5'], True)} | {f(s['1'], True)} | {f(s['2'], True)} | "
-                     f"{f(diff['groups']['masses']['sensitivity_at_fp_per_image']['1'], True)} | "
-                     f"{f(diff['groups']['all']['sensitivity_at_operating_point'], True)} | "
-                     f"{f(diff['mean_lesion_dice'], True)} | {f(diff['normal_with_detection_rate'], True)} |")
+             f"bootstrap intervals over women; differences paired, **bold** where the interval excludes 0.", ""]
+    lines += same_models_table(report)
     lines += ["", f"Machine: {report['machine']}. Run: `{report['run']}`."]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")

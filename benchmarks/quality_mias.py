@@ -47,6 +47,7 @@ from out_of_fold import plot_frocs, write_results  # noqa: E402
 ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "mias_real_dev.tar.xz")
 RECIPE = os.path.join(ROOT, "experiments", "mias_real", "recipe.yaml")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+WORK = os.path.join("/tmp", "mammo_quality_mias")
 TARGETS = {("all", "sensitivity_at_1_fp_per_image"): (">=", 0.6), ("masses", "sensitivity_at_1_fp_per_image"): (">=", 0.7),
            ("all", "mean_lesion_dice"): (">=", 0.30), ("all", "normal_scans_flagged"): ("<=", 0.25)}
 #: MIAS classes reported apart (the remaining class, NORM, has no lesion)
@@ -111,6 +112,19 @@ def out_of_fold(run: str, data: str, raw: str, work: str, log: str, timings: dic
         folders.append(pred)
     timings["predict_out_of_fold"] = round(seconds, 1)
     return folders
+
+
+def finished_work_arguments(description: str, out_name: str, argv=None) -> argparse.Namespace:
+    """``--work`` (a finished run's working folder, checked: its run recorded an operating point) and ``--out`` (the
+    results prefix, ``benchmarks/results/OUT_NAME`` by default): the arguments of a study on a finished run of this
+    benchmark."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--work", default=WORK, help="a finished benchmarks/quality_mias.py working folder")
+    parser.add_argument("--out", default=os.path.join(RESULTS, out_name), help="PREFIX.json, PREFIX.md")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.work, "run", "operating_point.json")):
+        parser.error(f"--work {args.work}: no finished quality_mias run (run/operating_point.json)")
+    return args
 
 
 def nested(point: dict) -> bool:
@@ -212,7 +226,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default=RECIPE)
     parser.add_argument("--archive", default=ARCHIVE, help="the real mini-MIAS dev archive (.tar.xz)")
-    parser.add_argument("--work", default=os.path.join("/tmp", "mammo_quality_mias"),
+    parser.add_argument("--work", default=WORK,
                         help="working folder (the unpacked scans, prep output, run, predictions)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "quality_mias"),
                         help="results prefix: PREFIX.json, PREFIX.md, PREFIX_froc.png")

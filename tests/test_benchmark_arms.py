@@ -114,16 +114,22 @@ def test_a_timing_names_the_cpu_and_what_sets_its_speed(tmp_path, flags, expecte
     assert common.machine_description(str(tmp_path / "absent")) == f"{len(os.sched_getaffinity(0))}-core CPU"
 
 
+def benchmark(monkeypatch, name: str):
+    """The benchmark script ``benchmarks/NAME.py`` as a module (its sibling modules importable)."""
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_every_lever_arm_is_a_valid_recipe(monkeypatch):
     """A misspelt key in an arm would fail only when the arm starts, after the arms before it ran for an hour."""
     import dataclasses
 
     from mammo_seg.config import PrepSection, load_config
 
-    monkeypatch.syspath_prepend(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location("levers_mias", os.path.join(BENCHMARKS, "levers_mias.py"))
-    levers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(levers)
+    levers = benchmark(monkeypatch, "levers_mias")
     prep_keys = {field.name for field in dataclasses.fields(PrepSection)}
     for name, (_, overrides, prep) in levers.ARMS.items():
         load_config(levers.RECIPE, overrides)  # raises on an unknown key or a value out of range
@@ -132,11 +138,7 @@ def test_every_lever_arm_is_a_valid_recipe(monkeypatch):
 
 @pytest.fixture
 def ensemble(monkeypatch):
-    monkeypatch.syspath_prepend(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location("ensemble_mias", os.path.join(BENCHMARKS, "ensemble_mias.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark(monkeypatch, "ensemble_mias")
 
 
 def test_averaged_arms_are_the_mean_of_their_maps_scored_at_a_point(ensemble):
@@ -202,11 +204,7 @@ def test_arms_of_other_folds_are_not_averaged(ensemble, tmp_path, capsys):
 
 @pytest.fixture
 def postprocess(monkeypatch):
-    monkeypatch.syspath_prepend(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location("postprocess_mias", os.path.join(BENCHMARKS, "postprocess_mias.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark(monkeypatch, "postprocess_mias")
 
 
 def test_the_extent_rule_makes_a_detection_its_whole_half_probability_component(postprocess):
@@ -235,3 +233,14 @@ def test_the_contralateral_rule_subtracts_the_mirrored_other_breast_nearby(postp
     expected[1, 1], expected[1, 5] = 0.9 - 0.4, 0.9  # the 3×3 window around (1, 1) holds the 0.8; (1, 5)'s none
     np.testing.assert_allclose(out, expected, atol=1e-7)
     np.testing.assert_array_equal(postprocess.contralateral(prob, None, 1.0), prob)  # no other breast
+
+
+def test_a_study_of_a_finished_run_refuses_a_folder_without_one(monkeypatch, tmp_path, capsys):
+    quality = benchmark(monkeypatch, "quality_mias")
+    with pytest.raises(SystemExit):
+        quality.finished_work_arguments("a study", "study", ["--work", str(tmp_path)])
+    assert f"--work {tmp_path}: no finished quality_mias run (run/operating_point.json)" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "operating_point.json").write_text("{}")
+    args = quality.finished_work_arguments("a study", "study", ["--work", str(tmp_path)])
+    assert args.work == str(tmp_path) and args.out == os.path.join(quality.RESULTS, "study")
