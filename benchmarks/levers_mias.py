@@ -44,8 +44,8 @@ The arms (``--arms`` picks some):
   gamma/contrast range (±0.3 instead of ±0.15): longer training with more to keep it from overfitting.
 * ``augment_nnunet``, ``augment_nnunet_36``: the same augmentation at the recipe's 18 epochs, and at 36.
 * ``width_0.35``: a narrower network (× 0.35) at the recipe's 18 epochs: less to overfit with.
-* ``seed_1``: the recipe with another training seed (weights, crop positions, augmentation) and the same folds
-  (``cv.seed`` 0): how far one training moves the figures, which the intervals over women do not include.
+* ``seed_1``, ``seed_2``: the recipe with another training seed (weights, crop positions, augmentation) and the same
+  folds (``cv.seed`` 0): how far one training moves the figures, which the intervals over women do not include.
 * ``nested``: the recipe with ``cv.nested``: 10 more models, each without two folds of women, and every scan
   predicted by the mean of the 4 that never saw its woman (``nested/fold<k>``), the operating point chosen on those
   means: a mean of models at a point chosen for a mean, as the shipped ensemble is (each model trained on 3/5 of the
@@ -103,6 +103,8 @@ ARMS = {
     "width_0.35": ("width 0.35, the recipe's 18 epochs", ["model.width=0.35"], {}),
     "seed_1": ("the recipe with training seed 1 (weights, crops, augmentation; the same folds)",
                ["seed=1", "cv.seed=0"], {}),
+    "seed_2": ("the recipe with training seed 2 (weights, crops, augmentation; the same folds)",
+               ["seed=2", "cv.seed=0"], {}),
     "augment_nnunet": (f"{STRONG_AUGMENT[0]}, the recipe's 18 epochs", STRONG_AUGMENT[1], {}),
     "augment_nnunet_36": (f"36 epochs, {STRONG_AUGMENT[0]}",
                           ["train.epochs=36", "train.validation_freq=12", *STRONG_AUGMENT[1]], {}),
