@@ -46,11 +46,6 @@ The arms (``--arms`` picks some):
 * ``width_0.35``: a narrower network (× 0.35) at the recipe's 18 epochs: less to overfit with.
 * ``seed_1``, ``seed_2``: the recipe with another training seed (weights, crop positions, augmentation) and the same
   folds (``cv.seed`` 0): how far one training moves the figures, which the intervals over women do not include.
-* ``lesion_anywhere``, ``lesion_anywhere_seed_2``: a lesion crop's lesion pixel on a uniformly drawn pixel of the
-  crop instead of its centre (``data.lesion_position``), with the recipe's seed and with seed 2: the recipe's
-  models outline a lesion at a crop's centre far better than the same lesion 40 px off it, and seed 2's fold models
-  fitted their crops as well as the recipe's yet found almost nothing on whole scans, their training women's
-  included;
 * ``nested``: the recipe with ``cv.nested``: 10 more models, each without two folds of women, and every scan
   predicted by the mean of the 4 that never saw its woman (``nested/fold<k>``), the operating point chosen on those
   means: a mean of models at a point chosen for a mean, as the shipped ensemble is (each model trained on 3/5 of the
@@ -110,10 +105,6 @@ ARMS = {
                ["seed=1", "cv.seed=0"], {}),
     "seed_2": ("the recipe with training seed 2 (weights, crops, augmentation; the same folds)",
                ["seed=2", "cv.seed=0"], {}),
-    "lesion_anywhere": ("a lesion crop's lesion pixel anywhere in the crop, not at its centre",
-                        ["data.lesion_position=anywhere"], {}),
-    "lesion_anywhere_seed_2": ("a lesion crop's lesion pixel anywhere in the crop, training seed 2",
-                               ["data.lesion_position=anywhere", "seed=2", "cv.seed=0"], {}),
     "augment_nnunet": (f"{STRONG_AUGMENT[0]}, the recipe's 18 epochs", STRONG_AUGMENT[1], {}),
     "augment_nnunet_36": (f"36 epochs, {STRONG_AUGMENT[0]}",
                           ["train.epochs=36", "train.validation_freq=12", *STRONG_AUGMENT[1]], {}),

@@ -27,7 +27,6 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 SCHEDULES = ("original", "constant", "cosine")
 CHECKPOINTS = ("best", "last")
 OBJECTIVES = ("dice", "sensitivity")
-LESION_POSITIONS = ("centre", "anywhere")
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding, which keras.utils.set_random_seed uses, takes no more
 #: Keys that left the experiment config, and where they went (an error that says so, not "unknown key").
 MOVED = {"train.pos_weight_decay": "moved to loss.pos_weight_decay, a parameter of the weighted_bce loss",
@@ -163,9 +162,6 @@ class DataSection:
     tile: str = "320"  # the folder of OUT to train on: a tile size, or "full" for whole scans
     crop: int | None = None  # whole scans: train on crops of this size
     lesion_share: float = 0.0  # whole-scan crops: this share of crops centred on a lesion (nnU-Net: 1/3)
-    # where a lesion crop's lesion pixel lies in it: "centre", or "anywhere" (uniformly, so that the lesion's place
-    # in a crop tells nothing)
-    lesion_position: str = "centre"
     # the other breast as the model's second input channel (a prep output written with prep.contralateral)
     contralateral: bool = False
     train_split: str = "train"
@@ -257,8 +253,6 @@ class ExperimentConfig:
             (0 <= self.data.lesion_share <= 1, "data.lesion_share", "must be in [0, 1]"),
             (self.data.lesion_share == 0 or self.data.crop is not None, "data.lesion_share",
              "needs data.crop (lesion crops are cut from whole scans)"),
-            (self.data.lesion_position in LESION_POSITIONS, "data.lesion_position",
-             f"must be one of {', '.join(LESION_POSITIONS)}"),
             (not self.data.contralateral or str(self.data.tile) == "full", "data.contralateral",
              "needs data.tile: full (the other breast is stored with whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),

@@ -209,8 +209,6 @@ BAD_CONFIGS = {  # file name: (content, what its one line must say after "<file>
                      "cv.seed: must be from 0 to 4294967295, or null for the config's seed"),
     "cv_nested.yaml": (GOOD_CONFIG + "cv: {folds: 2, nested: true}\n",
                        "cv.nested: needs cv.folds of at least 3 (a model without two folds trains on a third fold)"),
-    "lesion_position.yaml": (GOOD_CONFIG.replace('tile: "96"}', 'tile: "96", lesion_position: middle}'),
-                             "data.lesion_position: must be one of centre, anywhere"),
     "lr_inf.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  lr: .inf"),
                     "train.lr: must be a positive finite number, got inf"),
     "lr_nan.yaml": (GOOD_CONFIG.replace("epochs: 2", "epochs: 2\n  lr: .nan"),

@@ -80,31 +80,6 @@ def test_a_lesion_crop_is_centred_on_the_lesion_and_geometry_reaches_image_and_m
         assert rmask.numpy().any() and set(np.unique(rmask.numpy())) <= {0.0, 1.0}
 
 
-def test_a_lesion_crop_with_its_lesion_anywhere_puts_the_lesion_pixel_on_a_uniform_pixel_of_the_crop():
-    from mammo_seg.data.pipeline import sampled_crop
-
-    image = np.zeros((40, 40, 1), np.float32)
-    image[5:35, 5:35] = 0.5
-    mask = np.zeros_like(image)
-    mask[20, 17] = 1.0  # one lesion pixel: every lesion crop is placed on it
-    image[20, 17] = 0.9
-    at_centre, anywhere = set(), set()
-    for k in range(40):
-        seed = tf.constant([k, 5], tf.int64)
-        for lesion_anywhere, places in ((False, at_centre), (True, anywhere)):
-            _, msk = sampled_crop(tf.constant(image), tf.constant(mask), 8, tf.constant(True), seed,
-                                  lesion_anywhere=lesion_anywhere)
-            rows, cols = np.nonzero(msk.numpy()[..., 0])
-            assert len(rows) == 1  # the lesion pixel is in the crop, copied once
-            places.add((int(rows[0]), int(cols[0])))
-        _, tissue = sampled_crop(tf.constant(image), tf.constant(mask), 8, tf.constant(False), seed,
-                                 lesion_anywhere=True)  # a crop that is not a lesion crop is not moved
-        np.testing.assert_array_equal(tissue.numpy(), sampled_crop(tf.constant(image), tf.constant(mask), 8,
-                                                                   tf.constant(False), seed)[1].numpy())
-    assert at_centre == {(4, 4)}
-    assert all(1 <= r <= 6 and 1 <= c <= 6 for r, c in anywhere) and len(anywhere) >= 20  # of the 36 places
-
-
 # ------------------------------------------------------------------------------------------------ ensemble
 def test_the_ensemble_probability_is_the_mean_of_its_members():
     import keras

@@ -12,12 +12,10 @@ Crops of whole scans (``crop``), two samplers:
 * the lesion sampler (nnU-Net's foreground oversampling, with rotation and scaling on the fly): element
   ``i`` of the stream is a *lesion crop* exactly when ⌊(i+1)·s⌋ > ⌊i·s⌋ for the share ``s`` (so the share
   of lesion crops in any run of 1/s elements is exact), drawn from the scans that have a lesion and
-  placed on one of their lesion pixels (value 1: never an ignore pixel, and a scan whose only abnormality
-  is an ignore region is not a lesion scan), at the crop's centre or, with ``lesion_anywhere``
-  (``data.lesion_position: anywhere``), on a uniformly drawn pixel of the crop, so that where a lesion lies in
-  a crop tells the network nothing; the other crops come from every scan, centred on a pixel of the
+  centred on one of their lesion pixels (value 1: never an ignore pixel, and a scan whose only abnormality
+  is an ignore region is not a lesion scan); the other crops come from every scan, centred on a pixel of the
   breast (image > :data:`TISSUE_LEVEL`). The window is rotated by θ ~ U(±``rotate``°) and scaled by
-  s ~ log-uniform within ``scale`` about the pixel it is placed on, in one projective resampling per crop (bilinear for the
+  s ~ log-uniform within ``scale`` about its centre, in one projective resampling per crop (bilinear for the
   image, nearest for the mask, which keeps its values 0, 1 and :data:`~mammo_seg.data.features.IGNORE`
   exact; outside the scan is zero).
 
@@ -146,25 +144,19 @@ def _centre(image, mask, lesion_crop, seed):
 
 
 def sampled_crop(image, mask, size: int, lesion_crop, seed, rotate_degrees: float = 0.0,
-                 scale: tuple = (1.0, 1.0), lesion_anywhere: bool = False):
-    """A ``size``² crop centred as :func:`_centre` says, rotated and scaled about its centre (see the module); with
-    ``lesion_anywhere``, a lesion crop's lesion pixel lands on a uniformly drawn pixel of the crop instead of its
-    centre (at least one pixel from its border)."""
+                 scale: tuple = (1.0, 1.0)):
+    """A ``size``² crop centred as :func:`_centre` says, rotated and scaled about its centre (see the module)."""
     centre = _centre(image, mask, lesion_crop, seed)
-    half = float(size // 2)
-    at = tf.fill([2], half)  # the output pixel (row, col) that lands on ``centre``
-    if lesion_anywhere:
-        anywhere = tf.floor(tf.random.stateless_uniform([2], seed=seed + 24, minval=1.0, maxval=float(size - 1)))
-        at = tf.where(lesion_crop, anywhere, at)
     u = tf.random.stateless_uniform([2], seed=seed + 23, minval=0.0, maxval=1.0)
     theta = (2.0 * u[0] - 1.0) * rotate_degrees * 3.141592653589793 / 180.0
     log_lo, log_hi = tf.math.log(float(scale[0])), tf.math.log(float(scale[1]))
     zoom = tf.exp(log_lo + u[1] * (log_hi - log_lo))  # > 1 magnifies: the crop covers less of the scan
     c, s = tf.cos(theta) / zoom, tf.sin(theta) / zoom
-    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2): the output pixel ``at`` lands on ``centre``, so
-    # that without rotation or scaling the crop copies pixels
-    transform = tf.stack([c, -s, centre[1] - c * at[1] + s * at[0],
-                          s, c, centre[0] - s * at[1] - c * at[0], 0.0, 0.0])[None]
+    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2): the output pixel (half, half) lands on
+    # ``centre``, so that without rotation or scaling the crop copies pixels
+    half = float(size // 2)
+    transform = tf.stack([c, -s, centre[1] - c * half + s * half,
+                          s, c, centre[0] - s * half - c * half, 0.0, 0.0])[None]
 
     def warp(x, interpolation):
         return tf.raw_ops.ImageProjectiveTransformV3(
@@ -186,13 +178,12 @@ def _keeps(patients):
 def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, seed: int = 0, epoch: int = 0,
                  augmentation: AugmentConfig = AugmentConfig(), crop: int | None = None,
                  shuffle_buffer: int = 512, num_workers: int = 1, patients=None,
-                 lesion_share: float = 0.0, contralateral: bool = False,
-                 lesion_anywhere: bool = False) -> tf.data.Dataset:
+                 lesion_share: float = 0.0, contralateral: bool = False) -> tf.data.Dataset:
     """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1, IGNORE}; with
     ``contralateral`` the image has a second channel, the other breast (zeros where the scan has none).
 
     ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion (see the
-    module), its lesion pixel at the crop's centre or, with ``lesion_anywhere``, anywhere in it. ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
+    module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
     Evaluation on whole scans uses batches of one, since scans differ in size.
     """
     files = split_files(data_dir, split)
@@ -240,7 +231,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
             element_seed = tf.stack([tf.constant(base, tf.int64), index])
             if sampler:
                 image, mask = sampled_crop(image, mask, crop, is_lesion_crop(index, lesion_share), element_seed + 10,
-                                           augmentation.rotate, tuple(augmentation.scale), lesion_anywhere)
+                                           augmentation.rotate, tuple(augmentation.scale))
             elif crop:
                 image, mask = random_crop(image, mask, crop, element_seed + 10)
             return augment(image, mask, element_seed, augmentation)

@@ -287,8 +287,7 @@ class _Datasets:
         ds = make_dataset(self.data_dir, split, train.batch_size, training=training, seed=self.config.seed,
                           epoch=epoch, augmentation=data.augment, crop=data.crop,
                           shuffle_buffer=data.shuffle_buffer, num_workers=self.workers, patients=patients,
-                          lesion_share=data.lesion_share, lesion_anywhere=data.lesion_position == "anywhere",
-                          contralateral=data.contralateral)
+                          lesion_share=data.lesion_share, contralateral=data.contralateral)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
         return self.strategy.experimental_distribute_dataset(ds)
