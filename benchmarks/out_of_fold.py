@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -62,6 +64,26 @@ def same_models_table(report: dict) -> list[str]:
     for name, diff in report["paired"]["differences"].items():
         lines.append("| " + " | ".join([f"{name} − {baseline}", "", *_figure_cells(diff, True)]) + " |")
     return lines
+
+
+def point_arm(scans: list, section) -> tuple:
+    """(:class:`mammo_seg.intervals.Arm`, the operating point's record) of scans (``ScanLesions`` with probability
+    maps on one grid): the point chosen by a recipe's rule (``section``: its ``operating_point``) on the pooled
+    maps, and each scan's lesion Dice there."""
+    from mammo_seg.detection import detection_dice, min_area_px
+    from mammo_seg.inference.operating_point import choose_by_section
+    from mammo_seg.intervals import Arm
+
+    pixel_mm2 = scans[0].pixel_area_mm2
+    pooled = [(s.probability, np.any(s.lesions, axis=0) if s.lesions else np.zeros(s.probability.shape, bool))
+              for s in scans if s.probability is not None]
+    point = choose_by_section({False: pooled}, pixel_mm2, section)
+    area = min_area_px(point["min_area_mm2"], pixel_mm2)
+    dice = [None if not s.lesions else 0.0 if s.probability is None else
+            detection_dice(s.probability, np.any(s.lesions, axis=0), point["threshold"], area, s.ignore)
+            for s in scans]
+    return (Arm(scans, dice, point["threshold"], point["min_area_mm2"]),
+            {k: v for k, v in point.items() if k != "candidates"})
 
 
 def aligned_arms(cases: dict, min_area_mm2: float | None = None) -> tuple[dict, list]:

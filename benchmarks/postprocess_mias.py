@@ -41,7 +41,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import same_models_table, training_pixel_mm, write_results  # noqa: E402
+from out_of_fold import point_arm, same_models_table, training_pixel_mm, write_results  # noqa: E402
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
 EXTENT_LEVEL = 0.5
@@ -98,26 +98,6 @@ def rule_arms(cases, pixel_mm: float) -> dict[str, list]:
                                   for p, ref in zip(maps, cases.references)]}
 
 
-def score_arm(cases, maps: list, section) -> tuple:
-    """(:class:`mammo_seg.intervals.Arm`, the operating point's record) of one rule's maps: the point chosen by the
-    recipe's rule (``section``: its ``operating_point``) on the pooled maps, each scan's lesion Dice there."""
-    from mammo_seg.detection import detection_dice, min_area_px
-    from mammo_seg.inference.operating_point import choose_by_section
-    from mammo_seg.intervals import Arm
-
-    scans = [replace(scan, probability=p, _found={}) for scan, p in zip(cases.scans, maps)]
-    pixel_mm2 = scans[0].pixel_area_mm2
-    chosen = [(s.probability, np.any(s.lesions, axis=0) if s.lesions else np.zeros(s.probability.shape, bool))
-              for s in scans if s.probability is not None]
-    point = choose_by_section({False: chosen}, pixel_mm2, section)
-    area = min_area_px(point["min_area_mm2"], pixel_mm2)
-    dice = [None if not s.lesions else 0.0 if s.probability is None else
-            detection_dice(s.probability, np.any(s.lesions, axis=0), point["threshold"], area, s.ignore)
-            for s in scans]
-    return Arm(scans, dice, point["threshold"], point["min_area_mm2"]), {k: v for k, v in point.items()
-                                                                         if k != "candidates"}
-
-
 def main(argv=None) -> int:
     args = finished_work_arguments(__doc__.split("\n\n")[0], "postprocess_mias", argv)
     run, dev = os.path.join(args.work, "run"), os.path.join(args.work, "mias_real_dev")
@@ -133,7 +113,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"postprocess: {args.work}: some predictions are missing or unreadable")
     section = load_config(os.path.join(run, "config.yaml")).operating_point
     pixel_mm = float(np.sqrt(cases.scans[0].pixel_area_mm2))
-    scored = {name: score_arm(cases, maps, section) for name, maps in rule_arms(cases, pixel_mm).items()}
+    scored = {name: point_arm([replace(scan, probability=p, _found={}) for scan, p in zip(cases.scans, maps)], section)
+              for name, maps in rule_arms(cases, pixel_mm).items()}
     arms = {name: arm for name, (arm, _) in scored.items()}
     groups = {"all": {k for s in cases.scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
     report = {"run": args.work, "machine": machine_description(), "scans": len(cases.scans),

@@ -244,3 +244,21 @@ def test_a_study_of_a_finished_run_refuses_a_folder_without_one(monkeypatch, tmp
     (tmp_path / "run" / "operating_point.json").write_text("{}")
     args = quality.finished_work_arguments("a study", "study", ["--work", str(tmp_path)])
     assert args.work == str(tmp_path) and args.out == os.path.join(quality.RESULTS, "study")
+
+
+def test_a_crop_is_cut_around_its_centre_from_the_zero_padded_scan_and_scored_at_half(monkeypatch):
+    import keras
+
+    crops = benchmark(monkeypatch, "crop_position_mias")
+    inputs = keras.Input((None, None, 1))
+    threshold_at_half = keras.layers.Conv2D(1, 1, kernel_initializer=keras.initializers.Constant(20.0),
+                                            bias_initializer=keras.initializers.Constant(-10.0))
+    model = keras.Model(inputs, threshold_at_half(inputs))  # logit 20·(x - 0.5): probability ≥ 0.5 where x ≥ 0.5
+    image = np.zeros((20, 20), np.float32)
+    image[2:6, 2:6] = 1.0
+    mask = np.zeros((20, 20), bool)
+    mask[2:6, 3:7] = True  # the reference shifted by one column: Dice 2·12 / (16 + 16)
+    assert crops.crop_dice(model, image, mask, (4, 4), 8) == pytest.approx(24 / 32)
+    # rows and columns -2 … 3, the first two zero padding: 2×2 predicted, 2×1 of the reference, all of it inside
+    assert crops.crop_dice(model, image, mask, (1, 1), 6) == pytest.approx(2 * 2 / (4 + 2))
+    assert crops.crop_dice(model, image, mask, (15, 15), 6) == 1.0  # nothing in it, nothing predicted
