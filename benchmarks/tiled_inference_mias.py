@@ -51,7 +51,7 @@ def predict_tiled(run: str, data: str, dev: str, work: str, tile: int, overlap: 
         shutil.rmtree(scans, ignore_errors=True)
         shutil.rmtree(pred, ignore_errors=True)
         link_fold(data, dev, table["fold_of"], k, scans)
-        mammo("predict", "-m", os.path.join(run, f"fold{k}"), "-i", scans, "-o", pred, "--format", "prob,json",
+        mammo("predict", "-m", os.path.join(run, f"fold{k}"), "-i", scans, "-o", pred, "--format", "mask,prob,json",
               "--quiet", "--tile", str(tile), "--overlap", f"{overlap}", "--threshold", f"{point['threshold']}",
               "--min-area", f"{point['min_area_mm2']}", log=log)
         folders.append(pred)
