@@ -65,16 +65,14 @@ def crop_dice(model, image: np.ndarray, mask: np.ndarray, centre: tuple[int, int
 
 def fold_figures(run: str, data: str, fold: int, fold_of: dict, patient_of: dict, size: int, scans: int) -> dict:
     """Each figure of :data:`FIGURES`, one value per scan, for fold ``fold``'s model."""
-    import keras
     from scipy import ndimage
 
-    import mammo_seg.losses  # noqa: F401 - registers the losses a saved model names
-    import mammo_seg.models.fcn  # noqa: F401 - registers MammoFCN
     from mammo_seg.data import features
     from mammo_seg.data.prep_output import PrepOutput
     from mammo_seg.inference.operating_point import network_input, scan_probabilities
+    from mammo_seg.run_dir import RunDir, load_keras, model_file
 
-    model = keras.models.load_model(os.path.join(run, f"fold{fold}", "last.keras"), compile=False)
+    model = load_keras(model_file(RunDir(run).fold(fold).path))
     values = {name: [] for name in FIGURES}
     trained = 0
     for file in PrepOutput.containing(data).whole_scan_files("train"):

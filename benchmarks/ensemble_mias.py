@@ -37,7 +37,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import aligned_arms, figure_text, plot_frocs, write_results  # noqa: E402
+from out_of_fold import (aligned_arms, figure_text, lesion_dice, lesion_groups, own_point,  # noqa: E402
+                         plot_frocs, write_results)
 from quality_mias import GROUPS, RESULTS  # noqa: E402
 
 
@@ -52,43 +53,6 @@ def mean_scans(arms: list) -> list:
         mean = None if any(m is None for m in maps) else np.mean([m.astype(np.float32) for m in maps], axis=0)
         scans.append(ScanLesions(mean, first.lesions, first.kinds, first.pixel_area_mm2, first.ignore))
     return scans
-
-
-def lesion_dice(scans: list, threshold: float, min_area_mm2: float) -> list:
-    """Per scan, the lesion Dice of its detections at (``threshold``, ``min_area_mm2``)
-    (:func:`mammo_seg.detection.detection_dice`); None for a scan without a lesion or without a probability map (a
-    failed prediction), as ``mammo evaluate`` leaves them out of the mean."""
-    from mammo_seg.detection import detection_dice, min_area_px
-
-    return [detection_dice(scan.probability, np.any(scan.lesions, axis=0), threshold,
-                           min_area_px(min_area_mm2, scan.pixel_area_mm2), scan.ignore)
-            if scan.lesions and scan.probability is not None else None for scan in scans]
-
-
-def reference_mask(scan) -> np.ndarray:
-    """The stored-mask form (:mod:`mammo_seg.data.features`) of a scan's lesions and ignore region."""
-    from mammo_seg.data.features import IGNORE, LESION
-
-    mask = np.zeros(scan.probability.shape, np.uint8)
-    if scan.ignore is not None:
-        mask[scan.ignore] = IGNORE
-    if scan.lesions:
-        mask[np.any(scan.lesions, axis=0)] = LESION
-    return mask
-
-
-def own_point(scans: list, section) -> dict:
-    """The operating point the recipe's rule (its ``operating_point`` ``section``) chooses on the scans with a
-    probability map (on their grid, without flip: the arms' maps are the network's on the scan alone)."""
-    from mammo_seg.inference.operating_point import choose_by_section
-
-    predicted = [scan for scan in scans if scan.probability is not None]
-    areas = {scan.pixel_area_mm2 for scan in predicted}
-    if len(areas) != 1:
-        raise SystemExit(f"ensemble: the scans have {len(areas)} pixel sizes; the rule needs one grid")
-    record = choose_by_section({False: [(scan.probability, reference_mask(scan)) for scan in predicted]},
-                               areas.pop(), section)
-    return {k: record[k] for k in ("threshold", "min_area_mm2", "rule", "validation")}
 
 
 def point_figures(figures: dict) -> dict:
@@ -147,7 +111,7 @@ def main(argv=None) -> int:
     arms, women = aligned_arms(cases)
     recorded = {"threshold": arms[baseline].threshold, "min_area_mm2": arms[baseline].min_area_mm2}
     section = load_config(os.path.join(first, "run", "config.yaml")).operating_point
-    groups = {"all": {k for s in arms[baseline].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
+    groups = lesion_groups(arms[baseline].scans, GROUPS)
 
     def at_point(scans: list, point: dict) -> Arm:
         return Arm(scans, lesion_dice(scans, point["threshold"], point["min_area_mm2"]), point["threshold"],

@@ -30,7 +30,8 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import aligned_arms, same_models_table, training_pixel_mm, write_results  # noqa: E402
+from out_of_fold import (aligned_arms, lesion_groups, same_models_figures, same_models_table,  # noqa: E402
+                         training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments, link_fold, mammo, nested  # noqa: E402
 
 
@@ -82,7 +83,6 @@ def main(argv=None) -> int:
     run, data, dev = (os.path.join(args.work, d) for d in ("run", "data", "mias_real_dev"))
     from data_prep.ground_truth import ground_truth
     from mammo_seg.evaluate import collect_cases
-    from mammo_seg.intervals import bootstrap, paired_differences
 
     log = os.path.join(args.work, "flip_tta.log")
     with open(os.path.join(run, "operating_point.json")) as f:  # flip and no_flip: the models it was chosen with
@@ -95,15 +95,12 @@ def main(argv=None) -> int:
     cases = {"no_flip": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], truth),
              "flip": collect_cases(flipped, truth)}
     arms, women = aligned_arms(cases)
-    groups = {"all": {k for s in arms["flip"].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
-    each = {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
-            for name, arm in arms.items()}
     report = {"run": args.work, "scans": len(women), "women": len(set(women)),
               "training_pixel_mm": training_pixel_mm(args.work),
               "operating_points": {name: {"threshold": arm.threshold, "min_area_mm2": arm.min_area_mm2}
                                    for name, arm in arms.items()},
-              "flip_point_chosen_on": point, "arms": each,
-              "paired": paired_differences(arms, women, "no_flip", groups=groups)}
+              "flip_point_chosen_on": point,
+              **same_models_figures(arms, women, "no_flip", lesion_groups(arms["flip"].scans, GROUPS))}
     write_results(args.out, report, write_markdown)
     return 0
 

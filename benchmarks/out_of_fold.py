@@ -66,24 +66,67 @@ def same_models_table(report: dict) -> list[str]:
     return lines
 
 
-def point_arm(scans: list, section) -> tuple:
-    """(:class:`mammo_seg.intervals.Arm`, the operating point's record) of scans (``ScanLesions`` with probability
-    maps on one grid): the point chosen by a recipe's rule (``section``: its ``operating_point``) on the pooled
-    maps, and each scan's lesion Dice there."""
+def lesion_dice(scans: list, threshold: float, min_area_mm2: float) -> list:
+    """Per scan, the lesion Dice of its detections at (``threshold``, ``min_area_mm2``)
+    (:func:`mammo_seg.detection.detection_dice`); None for a scan without a lesion or without a probability map (a
+    failed prediction), as ``mammo evaluate`` leaves them out of the mean."""
     from mammo_seg.detection import detection_dice, min_area_px
+
+    return [detection_dice(scan.probability, np.any(scan.lesions, axis=0), threshold,
+                           min_area_px(min_area_mm2, scan.pixel_area_mm2), scan.ignore)
+            if scan.lesions and scan.probability is not None else None for scan in scans]
+
+
+def reference_mask(scan) -> np.ndarray:
+    """The stored-mask form (:mod:`mammo_seg.data.features`) of a scan's lesions and ignore region."""
+    from mammo_seg.data.features import IGNORE, LESION
+
+    mask = np.zeros(scan.probability.shape, np.uint8)
+    if scan.ignore is not None:
+        mask[scan.ignore] = IGNORE
+    if scan.lesions:
+        mask[np.any(scan.lesions, axis=0)] = LESION
+    return mask
+
+
+def own_point(scans: list, section) -> dict:
+    """The operating point the recipe's rule (its ``operating_point`` ``section``) chooses on the scans with a
+    probability map (on their grid, without flip: the arms' maps are the network's on the scan alone)."""
     from mammo_seg.inference.operating_point import choose_by_section
+
+    predicted = [scan for scan in scans if scan.probability is not None]
+    areas = {scan.pixel_area_mm2 for scan in predicted}
+    if len(areas) != 1:
+        raise SystemExit(f"the scans have {len(areas)} pixel sizes; the rule needs one grid")
+    record = choose_by_section({False: [(scan.probability, reference_mask(scan)) for scan in predicted]},
+                               areas.pop(), section)
+    return {k: record[k] for k in ("threshold", "min_area_mm2", "rule", "validation")}
+
+
+def point_arm(scans: list, section) -> tuple:
+    """(:class:`mammo_seg.intervals.Arm`, the operating point's record) of scans with probability maps on one grid:
+    the point :func:`own_point` chooses, and each scan's lesion Dice there (:func:`lesion_dice`)."""
     from mammo_seg.intervals import Arm
 
-    pixel_mm2 = scans[0].pixel_area_mm2
-    pooled = [(s.probability, np.any(s.lesions, axis=0) if s.lesions else np.zeros(s.probability.shape, bool))
-              for s in scans if s.probability is not None]
-    point = choose_by_section({False: pooled}, pixel_mm2, section)
-    area = min_area_px(point["min_area_mm2"], pixel_mm2)
-    dice = [None if not s.lesions else 0.0 if s.probability is None else
-            detection_dice(s.probability, np.any(s.lesions, axis=0), point["threshold"], area, s.ignore)
-            for s in scans]
-    return (Arm(scans, dice, point["threshold"], point["min_area_mm2"]),
-            {k: v for k, v in point.items() if k != "candidates"})
+    point = own_point(scans, section)
+    return Arm(scans, lesion_dice(scans, point["threshold"], point["min_area_mm2"]), point["threshold"],
+               point["min_area_mm2"]), point
+
+
+def lesion_groups(scans: list, groups: dict) -> dict:
+    """The lesion groups a study reports (:mod:`mammo_seg.intervals`): "all", every kind of ``scans``' lesions,
+    then each of ``groups`` (name → kinds)."""
+    return {"all": {k for s in scans for k in s.kinds}, **{g: set(k) for g, k in groups.items()}}
+
+
+def same_models_figures(arms: dict, women: list, baseline: str, groups: dict) -> dict:
+    """``arms``: each arm's :func:`mammo_seg.intervals.bootstrap` figures at its own point; ``paired``: each arm's
+    paired differences from ``baseline`` (what :func:`same_models_table` shows)."""
+    from mammo_seg.intervals import bootstrap, paired_differences
+
+    return {"arms": {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
+                     for name, arm in arms.items()},
+            "paired": paired_differences(arms, women, baseline, groups=groups)}
 
 
 def aligned_arms(cases: dict, min_area_mm2: float | None = None) -> tuple[dict, list]:
@@ -240,7 +283,7 @@ def compare_arms(names: list[str], work: str, truth, min_area_mm2: float, baseli
             folds = json.load(f)["folds"]
         cases[name] = collect_cases([os.path.join(work, name, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
     arms, women = aligned_arms(cases, min_area_mm2)
-    groups = {"all": {k for s in arms[names[0]].scans for k in s.kinds}, **{g: set(k) for g, k in groups.items()}}
+    groups = lesion_groups(arms[names[0]].scans, groups)
     results = {name: arm_result(work, name) for name in names}
     common_area = {name: {**bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups),
                           "froc": froc(arm.scans, arm.min_area_mm2)} for name, arm in arms.items()}

@@ -41,7 +41,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import point_arm, same_models_table, training_pixel_mm, write_results  # noqa: E402
+from out_of_fold import (lesion_groups, point_arm, same_models_figures, same_models_table,  # noqa: E402
+                         training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
 EXTENT_LEVEL = 0.5
@@ -104,7 +105,6 @@ def main(argv=None) -> int:
     from data_prep.ground_truth import ground_truth
     from mammo_seg.config import load_config
     from mammo_seg.evaluate import collect_cases
-    from mammo_seg.intervals import bootstrap, paired_differences
 
     with open(os.path.join(run, "cv.json")) as f:
         folds = json.load(f)["folds"]
@@ -116,16 +116,13 @@ def main(argv=None) -> int:
     scored = {name: point_arm([replace(scan, probability=p, _found={}) for scan, p in zip(cases.scans, maps)], section)
               for name, maps in rule_arms(cases, pixel_mm).items()}
     arms = {name: arm for name, (arm, _) in scored.items()}
-    groups = {"all": {k for s in cases.scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
     report = {"run": args.work, "machine": machine_description(), "scans": len(cases.scans),
               "women": len(set(cases.women)), "training_pixel_mm": training_pixel_mm(args.work),
               "scan_pixel_mm": pixel_mm,
               "rules": {"extent_level": EXTENT_LEVEL, "contralateral_weight": CONTRALATERAL_WEIGHT,
                         "contralateral_radius_mm": CONTRALATERAL_RADIUS_MM},
               "operating_points": {name: point for name, (_, point) in scored.items()},
-              "arms": {name: bootstrap(arm.scans, cases.women, arm.threshold, arm.min_area_mm2, arm.dice,
-                                       groups=groups) for name, arm in arms.items()},
-              "paired": paired_differences(arms, cases.women, "pipeline", groups=groups)}
+              **same_models_figures(arms, cases.women, "pipeline", lesion_groups(cases.scans, GROUPS))}
     write_results(args.out, report, write_markdown)
     return 0
 

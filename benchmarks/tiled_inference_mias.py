@@ -33,7 +33,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import point_arm, same_models_table, training_pixel_mm, write_results  # noqa: E402
+from out_of_fold import (aligned_arms, lesion_groups, point_arm, same_models_figures,  # noqa: E402
+                         same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments, link_fold, mammo  # noqa: E402
 
 OVERLAP = 0.5
@@ -58,19 +59,12 @@ def predict_tiled(run: str, data: str, dev: str, work: str, tile: int, overlap: 
     return folders
 
 
-def in_order(cases, order: list[str]) -> list:
-    """``cases``' scans in the order of the reference ids ``order``."""
-    at = {ref: i for i, ref in enumerate(cases.references)}
-    return [cases.scans[at[ref]] for ref in order]
-
-
 def main(argv=None) -> int:
     doc = __doc__.split("\n\n")[0]
     args = finished_work_arguments(doc, "tiled_inference_mias", argv)
     from data_prep.ground_truth import ground_truth
     from mammo_seg.config import load_config
     from mammo_seg.evaluate import collect_cases
-    from mammo_seg.intervals import bootstrap, paired_differences
 
     run, data, dev = (os.path.join(args.work, d) for d in ("run", "data", "mias_real_dev"))
     config = load_config(os.path.join(run, "config.yaml"))
@@ -86,18 +80,14 @@ def main(argv=None) -> int:
     cases = {"one_pass": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)],
                                        truth),
              "tiled": collect_cases(tiled, truth)}
-    order = sorted(set(cases["one_pass"].references) & set(cases["tiled"].references))
-    women = [cases["one_pass"].women[cases["one_pass"].references.index(ref)] for ref in order]
-    scored = {name: point_arm(in_order(c, order), config.operating_point) for name, c in cases.items()}
+    aligned, women = aligned_arms(cases)  # the scans both predicted, in one order
+    scored = {name: point_arm(arm.scans, config.operating_point) for name, arm in aligned.items()}
     arms = {name: arm for name, (arm, _) in scored.items()}
-    groups = {"all": {k for s in arms["one_pass"].scans for k in s.kinds}, **{g: set(k) for g, k in GROUPS.items()}}
-    report = {"run": args.work, "machine": machine_description(), "seed": config.seed, "scans": len(order),
+    report = {"run": args.work, "machine": machine_description(), "seed": config.seed, "scans": len(women),
               "women": len(set(women)), "training_pixel_mm": training_pixel_mm(args.work), "tile": tile,
               "overlap": OVERLAP, "tiled_prediction_seconds": seconds,
               "operating_points": {name: point for name, (_, point) in scored.items()},
-              "arms": {name: bootstrap(arm.scans, women, arm.threshold, arm.min_area_mm2, arm.dice, groups=groups)
-                       for name, arm in arms.items()},
-              "paired": paired_differences(arms, women, "one_pass", groups=groups)}
+              **same_models_figures(arms, women, "one_pass", lesion_groups(arms["one_pass"].scans, GROUPS))}
     write_results(args.out, report, write_markdown)
     return 0
 

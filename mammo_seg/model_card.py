@@ -127,9 +127,9 @@ def build_card(config, model_file: str, data: dict, precision: str) -> dict:
 def _ensemble_point_limit(members: int, point: dict | None) -> list[str]:
     """What the card says of an ensemble's operating point chosen out of fold: on single models (too high for
     their mean), or on nested means (near the ensemble's, not equal)."""
-    from mammo_seg.inference.operating_point import models_per_scan
+    from mammo_seg.inference.operating_point import chosen_on, models_per_scan
 
-    if members < 2 or not ((point or {}).get("chosen_on") or {}).get("out_of_fold"):
+    if members < 2 or not chosen_on(point).get("out_of_fold"):
         return []
     per_scan = models_per_scan(point)
     if per_scan > 1:

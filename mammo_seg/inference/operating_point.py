@@ -86,10 +86,15 @@ def validation_scans(data_dir: str, split: str, channels: int = 1):
             yield network_input(rec, channels), rec["mask"][..., 0]
 
 
+def chosen_on(point: dict | None) -> dict:
+    """What a recorded point (or None) says it was chosen on (``chosen_on``; empty when it says nothing)."""
+    return (point or {}).get("chosen_on") or {}
+
+
 def models_per_scan(point: dict | None) -> int:
     """How many models' mean predicted each scan a recorded point was chosen on: 1 (one fold model a scan, or no
     cross-validation), or K-1 (nested cross-validation, :mod:`mammo_seg.training.cross_val`)."""
-    return ((point or {}).get("chosen_on") or {}).get("models_per_scan", 1)
+    return chosen_on(point).get("models_per_scan", 1)
 
 
 def network_input(record: dict, channels: int = 1) -> np.ndarray:
