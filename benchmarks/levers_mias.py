@@ -52,6 +52,12 @@ The arms (``--arms`` picks some):
   women instead of 4/5). Three times the recipe's training; its fold models are the recipe's own (the same config
   and seed train the same weights on one machine), so a copy of the recipe arm's ``run`` in the arm's folder
   leaves only the nested models to train.
+* ``whole_scans``, ``whole_scans_seed_1``, ``whole_scans_seed_2``: fine-tunes (``FINE_TUNES``) of the ``recipe``,
+  ``seed_1`` and ``seed_2`` arms' fold models, each fold from the same fold, for 2 epochs on whole scans (512-px
+  crops of 512² scans, 4 a batch, lr 0.0005 decaying to 0): a curriculum's last stage. The network predicts whole
+  scans but trained on 128-px crops only, whose deepest feature maps are 4 × 4 and mostly padding; one training in
+  three (seed 2) found nothing on whole scans although it fitted its crops (``crop_position_mias.md``). The base
+  arm runs first; a fine-tune's minutes are its own.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -81,6 +87,13 @@ BASELINE = "recipe"
 #: nnU-Net's rotation and scale ranges, and gamma/contrast wider than the recipe's ±0.15
 STRONG_AUGMENT = ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3",
                   ["data.augment.rotate=180", "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"])
+#: a second stage on whole scans: MIAS scans are 512² on the 0.4 mm grid, so a 512-px crop is the whole scan (the
+#: sampler's rotation and scaling off: they would re-centre it on a breast pixel); about one pass over a fold's
+#: training scans an epoch, at a quarter of the recipe's learning rate
+WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, cosine)",
+               ["data.crop=512", "data.lesion_share=0", "data.augment.rotate=0", "data.augment.scale=[1, 1]",
+                "train.epochs=2", "train.steps_per_epoch=40", "train.batch_size=4", "train.lr=0.0005",
+                "train.warmup_epochs=0", "train.validation_freq=2"])
 #: name → (what changes, the training keys it sets, the prep keys it sets)
 ARMS = {
     "recipe": ("the recipe: 0.4 mm grid, 128-px crops (51 mm)", [], {}),
@@ -112,7 +125,15 @@ ARMS = {
                           ["train.epochs=54", "train.validation_freq=18", *STRONG_AUGMENT[1]], {}),
     "nested": ("nested cross-validation: the point chosen on, and every scan scored by, the mean of the 4 models "
                "trained without its woman's fold and one other", ["cv.nested=true"], {}),
+    "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
+    "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
+                           {}),
+    "whole_scans_seed_2": (f"seed 2's fold models, then {WHOLE_SCANS[0]}", ["seed=2", "cv.seed=0", *WHOLE_SCANS[1]],
+                           {}),
 }
+#: fine-tune arm → the arm whose fold models it starts from (``train.init_from``: fold k from fold k); the base arm
+#: runs first, and the fine-tune's minutes are its own training only
+FINE_TUNES = {"whole_scans": "recipe", "whole_scans_seed_1": "seed_1", "whole_scans_seed_2": "seed_2"}
 
 
 def nested_arms(report: dict) -> str:
@@ -181,11 +202,18 @@ def main(argv=None) -> int:
         parser.error("--reuse: ARM=FOLDER, ARM among --arms")
     if not os.path.isfile(args.archive):
         parser.error(f"--archive {args.archive}: not found")
+    early = [f"{n} (needs {FINE_TUNES[n]} before it)" for n in names if n in FINE_TUNES
+             and (FINE_TUNES[n] not in names or names.index(FINE_TUNES[n]) > names.index(n))]
+    if early:
+        parser.error(f"--arms: fine-tunes of an arm not run before them: {', '.join(early)}")
     os.makedirs(args.work, exist_ok=True)
     for name, folder in reused.items():
         reuse(args.work, name, folder)
     for name in names:
         setting, overrides, prep = ARMS[name]
+        if name in FINE_TUNES:
+            base_run = os.path.join(os.path.abspath(args.work), FINE_TUNES[name], "run")
+            overrides = [*overrides, f"train.init_from={base_run}"]
         run_arm(name, setting, arm_recipe(args.recipe, os.path.join(args.work, name), prep), overrides,
                 args.archive, args.work, "levers")
     from data_prep.ground_truth import ground_truth
