@@ -57,7 +57,8 @@ The arms (``--arms`` picks some):
   crops of 512² scans, 4 a batch, lr 0.0005 decaying to 0): a curriculum's last stage. The network predicts whole
   scans but trained on 128-px crops only, whose deepest feature maps are 4 × 4 and mostly padding; one training in
   three (seed 2) found nothing on whole scans although it fitted its crops (``crop_position_mias.md``). The base
-  arm runs first; a fine-tune's minutes are its own.
+  arm runs first; a fine-tune's minutes are its own. Measured on the recipe before it had this stage (it has since:
+  ``stages`` in the recipe), so that its ``recipe`` arm now already ends on whole scans.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -87,11 +88,12 @@ BASELINE = "recipe"
 #: nnU-Net's rotation and scale ranges, and gamma/contrast wider than the recipe's ±0.15
 STRONG_AUGMENT = ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma/contrast ±0.3",
                   ["data.augment.rotate=180", "data.augment.scale=[0.7, 1.4]", "data.augment.intensity=0.3"])
-#: a second stage on whole scans: MIAS scans are 512² on the 0.4 mm grid, so a 512-px crop is the whole scan (the
-#: sampler's rotation and scaling off: they would re-centre it on a breast pixel); about one pass over a fold's
+#: a stage on whole scans (the recipe's own second stage since it was measured here; ``stages=[]``: this stage only,
+#: on top of the base arm's models): MIAS scans are 512² on the 0.4 mm grid, so a 512-px crop is the whole scan
+#: (the sampler's rotation and scaling off: they would re-centre it on a breast pixel); about one pass over a fold's
 #: training scans an epoch, at a quarter of the recipe's learning rate
 WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, cosine)",
-               ["data.crop=512", "data.lesion_share=0", "data.augment.rotate=0", "data.augment.scale=[1, 1]",
+               ["stages=[]", "data.crop=512", "data.lesion_share=0", "data.augment.rotate=0", "data.augment.scale=[1, 1]",
                 "train.epochs=2", "train.steps_per_epoch=40", "train.batch_size=4", "train.lr=0.0005",
                 "train.warmup_epochs=0", "train.validation_freq=2"])
 #: name → (what changes, the training keys it sets, the prep keys it sets)
@@ -143,6 +145,13 @@ def nested_arms(report: dict) -> str:
             f"`cv.nested`)" if names else "")
 
 
+def fine_tune_arms(report: dict) -> str:
+    """The sentence naming the arms that fine-tune another arm's fold models (``FINE_TUNES``), or nothing."""
+    tunes = [f"`{name}` from `{FINE_TUNES[name]}`'s" for name in report["arms"] if name in FINE_TUNES]
+    return (f" Fine-tunes start from another arm's fold models, fold k from fold k ({'; '.join(tunes)}); their "
+            f"minutes are the fine-tune's own." if tunes else "")
+
+
 def write_markdown(report: dict, path: str) -> None:
     first = next(iter(report["arms"].values()))["real"]
     area = report["paired_min_area_mm2"]
@@ -156,7 +165,8 @@ def write_markdown(report: dict, path: str) -> None:
              f"pooled out-of-fold predictions). 95 % bootstrap intervals over women; the differences from "
              f"`{report['baseline']}` are paired (the same women resampled for both arms), **bold** where the "
              f"interval excludes 0. Minutes: each arm's whole benchmark (prep, training, out-of-fold prediction, "
-             f"evaluation) on {report['machine']} (they also depend on what else the machine ran).", "",
+             f"evaluation) on {report['machine']} (they also depend on what else the machine ran)."
+             f"{fine_tune_arms(report)}", "",
              *arm_tables(report, ("setting", "setting"),
                          extra=(("training min", lambda arm: f"{arm['seconds']['train'] / 60:.1f}"),
                                 ("total min", lambda arm: f"{arm['seconds_total'] / 60:.1f}")),

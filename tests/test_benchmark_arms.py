@@ -262,3 +262,31 @@ def test_a_crop_is_cut_around_its_centre_from_the_zero_padded_scan_and_scored_at
     # rows and columns -2 … 3, the first two zero padding: 2×2 predicted, 2×1 of the reference, all of it inside
     assert crops.crop_dice(model, image, mask, (1, 1), 6) == pytest.approx(2 * 2 / (4 + 2))
     assert crops.crop_dice(model, image, mask, (15, 15), 6) == 1.0  # nothing in it, nothing predicted
+
+
+def test_a_fine_tune_arm_is_refused_before_anything_runs_unless_its_base_arm_runs_first(monkeypatch, tmp_path,
+                                                                                        capsys):
+    levers = benchmark(monkeypatch, "levers_mias")
+    archive = tmp_path / "mias.tar.xz"
+    archive.write_bytes(b"")
+    ran = []
+    monkeypatch.setattr(levers, "run_arm", lambda *args: ran.append(args))
+    for arms in ("whole_scans,recipe", "seed_2,whole_scans_seed_1"):
+        with pytest.raises(SystemExit):
+            levers.main(["--arms", arms, "--baseline", arms.split(",")[1], "--archive", str(archive),
+                         "--work", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert "fine-tunes of an arm not run before them: whole_scans (needs recipe before it)" in err
+    assert "whole_scans_seed_1 (needs seed_1 before it)" in err
+    assert ran == []
+    class Compared(Exception):
+        pass
+
+    def compare(*args):
+        raise Compared
+    monkeypatch.setattr(levers, "unpack", compare)
+    with pytest.raises(Compared):
+        levers.main(["--arms", "recipe,whole_scans", "--archive", str(archive), "--work", str(tmp_path / "work")])
+    assert [call[0] for call in ran] == ["recipe", "whole_scans"]
+    assert ran[0][3] == [] and ran[1][3] == [*levers.WHOLE_SCANS[1],
+                                             f"train.init_from={tmp_path / 'work' / 'recipe' / 'run'}"]

@@ -230,6 +230,39 @@ def test_a_fine_tune_of_the_run_starts_every_fold_from_its_own_fold_model(cv_run
 
 
 @pytest.mark.slow
+def test_each_fold_model_is_its_curriculums_last_stage_started_from_the_folds_first(cv_data, tmp_path):
+    import keras
+
+    from mammo_seg.run_dir import RunDir
+
+    recipe, data = cv_data
+    run = str(tmp_path / "run")
+    stages = ("stages=[{name: crops}, {name: whole_scans, data: {crop: 64, lesion_share: 0, augment: {rotate: 0, "
+              "scale: [1, 1]}}, train: {epochs: 1, steps_per_epoch: 1, batch_size: 2, lr: 1.0e-12, "
+              "warmup_epochs: 0}}]")
+    assert main(["train", "-c", recipe, "--out", run, "--quiet", "--set", stages]) == 0
+    assert [os.path.relpath(m, run) for m in RunDir(run).ensemble_members()] == \
+        ["fold1/stage2_whole_scans/last.keras", "fold2/stage2_whole_scans/last.keras"]
+    fold_of = json.load(open(os.path.join(run, "cv.json")))["fold_of"]
+
+    def kernels(path):
+        model = keras.saving.load_model(path, compile=False)
+        return [w.numpy() for w in model.weights if "kernel" in w.path]
+
+    for k, other in ((1, 2), (2, 1)):
+        for stage in ("stage1_crops", "stage2_whole_scans"):  # both stages on the other fold's women only
+            info = json.load(open(os.path.join(run, f"fold{k}", stage, "data.json")))
+            assert info["patients"] == sorted(w for w, f in fold_of.items() if f != k)
+        last, first, not_first = (kernels(os.path.join(run, f"fold{j}", s, "last.keras")) for j, s in
+                                  ((k, "stage2_whole_scans"), (k, "stage1_crops"), (other, "stage1_crops")))
+        assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(last, first))  # lr 1e-12: its own first stage's
+        assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(last, not_first))
+    point = json.load(open(os.path.join(run, "operating_point.json")))
+    scans = json.load(open(os.path.join(data, "scans.json")))
+    assert point["chosen_on"]["out_of_fold"] and point["chosen_on"]["scans"] == len(scans)
+
+
+@pytest.mark.slow
 def test_export_of_the_ensemble_is_the_mean_of_its_members_and_carries_the_operating_point(cv_run, tmp_path):
     import tensorflow as tf
 
