@@ -59,6 +59,9 @@ The arms (``--arms`` picks some):
   three (seed 2) found nothing on whole scans although it fitted its crops (``crop_position_mias.md``). The base
   arm runs first; a fine-tune's minutes are its own. Measured on the recipe before it had this stage (it has since:
   ``stages`` in the recipe), so that its ``recipe`` arm now already ends on whole scans.
+* ``whole_scans_6_epochs``: the recipe's whole-scan stage (its last, ``stages``) for 6 epochs instead of 2: more
+  of the training on the inputs predict sees, the crops unchanged (so that a copy of the recipe arm's
+  ``run/cv.json`` and ``run/fold<k>/stage1_crops`` in the arm's folder leaves only the whole-scan stage to train).
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -71,6 +74,7 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only: nothin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -96,6 +100,18 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
                ["stages=[]", "data.crop=512", "data.lesion_share=0", "data.augment.rotate=0", "data.augment.scale=[1, 1]",
                 "train.epochs=2", "train.steps_per_epoch=40", "train.batch_size=4", "train.lr=0.0005",
                 "train.warmup_epochs=0", "train.validation_freq=2"])
+
+
+def last_stage(**train) -> str:
+    """The override ``stages=[...]``: the recipe's stages with these ``train`` keys changed in its last one."""
+    import yaml
+
+    with open(RECIPE) as f:
+        stages = yaml.safe_load(f)["stages"]
+    stages[-1]["train"] = {**stages[-1].get("train", {}), **train}
+    return "stages=" + json.dumps(stages)
+
+
 #: name → (what changes, the training keys it sets, the prep keys it sets)
 ARMS = {
     "recipe": ("the recipe: 0.4 mm grid, 128-px crops (51 mm)", [], {}),
@@ -127,6 +143,8 @@ ARMS = {
                           ["train.epochs=54", "train.validation_freq=18", *STRONG_AUGMENT[1]], {}),
     "nested": ("nested cross-validation: the point chosen on, and every scan scored by, the mean of the 4 models "
                "trained without its woman's fold and one other", ["cv.nested=true"], {}),
+    "whole_scans_6_epochs": ("6 epochs on whole scans instead of 2 (after the same crops)",
+                             [last_stage(epochs=6, validation_freq=6)], {}),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),
