@@ -59,7 +59,8 @@ The arms (``--arms`` picks some):
   three (seed 2) found nothing on whole scans although it fitted its crops (``crop_position_mias.md``). The base
   arm runs first; a fine-tune's minutes are its own. Measured on the recipe before it had this stage (it has since:
   ``stages`` in the recipe), so that its ``recipe`` arm now already ends on whole scans.
-* ``whole_scans_6_epochs``: the recipe's whole-scan stage (its last, ``stages``) for 6 epochs instead of 2: more
+* ``whole_scans_6_epochs`` (and ``_seed_1``, ``_seed_2``, against ``seed_1`` and ``seed_2``): the recipe's
+  whole-scan stage (its last, ``stages``) for 6 epochs instead of 2: more
   of the training on the inputs predict sees, the crops unchanged (so that a copy of the recipe arm's
   ``run/cv.json`` and ``run/fold<k>/stage1_crops`` in the arm's folder leaves only the whole-scan stage to train).
 
@@ -145,6 +146,10 @@ ARMS = {
                "trained without its woman's fold and one other", ["cv.nested=true"], {}),
     "whole_scans_6_epochs": ("6 epochs on whole scans instead of 2 (after the same crops)",
                              [last_stage(epochs=6, validation_freq=6)], {}),
+    "whole_scans_6_epochs_seed_1": ("seed 1, 6 epochs on whole scans instead of 2",
+                                    ["seed=1", "cv.seed=0", last_stage(epochs=6, validation_freq=6)], {}),
+    "whole_scans_6_epochs_seed_2": ("seed 2, 6 epochs on whole scans instead of 2",
+                                    ["seed=2", "cv.seed=0", last_stage(epochs=6, validation_freq=6)], {}),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),
