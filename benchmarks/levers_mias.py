@@ -63,6 +63,7 @@ The arms (``--arms`` picks some):
   whole-scan stage (its last, ``stages``) for 6 epochs instead of 2: more
   of the training on the inputs predict sees, the crops unchanged (so that a copy of the recipe arm's
   ``run/cv.json`` and ``run/fold<k>/stage1_crops`` in the arm's folder leaves only the whole-scan stage to train).
+  Measured when the recipe had 2; it has 6 since, so that against today's recipe these arms change nothing.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
