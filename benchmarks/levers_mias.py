@@ -99,9 +99,9 @@ STRONG_AUGMENT = ("nnU-Net's rotation and scale ranges (±180°, 0.7-1.4), gamma
 #: (the sampler's rotation and scaling off: they would re-centre it on a breast pixel); about one pass over a fold's
 #: training scans an epoch, at a quarter of the recipe's learning rate
 WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, cosine)",
-               ["stages=[]", "data.crop=512", "data.lesion_share=0", "data.augment.rotate=0", "data.augment.scale=[1, 1]",
-                "train.epochs=2", "train.steps_per_epoch=40", "train.batch_size=4", "train.lr=0.0005",
-                "train.warmup_epochs=0", "train.validation_freq=2"])
+               ["stages=[]", "data.crop=512", "data.lesion_share=0", "data.augment.rotate=0",
+                "data.augment.scale=[1, 1]", "train.epochs=2", "train.steps_per_epoch=40", "train.batch_size=4",
+                "train.lr=0.0005", "train.warmup_epochs=0", "train.validation_freq=2"])
 
 
 def last_stage(**train) -> str:
