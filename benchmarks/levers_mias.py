@@ -108,14 +108,9 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
                 "train.lr=0.0005", "train.warmup_epochs=0", "train.validation_freq=2"])
 
 
-def last_stage(**train) -> str:
-    """The override ``stages=[...]``: the recipe's stages with these ``train`` keys changed in its last one."""
-    import yaml
-
-    with open(RECIPE) as f:
-        stages = yaml.safe_load(f)["stages"]
-    stages[-1]["train"] = {**stages[-1].get("train", {}), **train}
-    return "stages=" + json.dumps(stages)
+def last_stage(**train) -> list[str]:
+    """``--set`` keys that change these ``train`` keys of the recipe's last stage (``stages[-1]``)."""
+    return [f"stages[-1].train.{key}={value}" for key, value in train.items()]
 
 
 #: name → (what changes, the training keys it sets, the prep keys it sets)
@@ -150,17 +145,17 @@ ARMS = {
     "nested": ("nested cross-validation: the point chosen on, and every scan scored by, the mean of the 4 models "
                "trained without its woman's fold and one other", ["cv.nested=true"], {}),
     "whole_scans_6_epochs": ("6 epochs on whole scans instead of 2 (after the same crops)",
-                             [last_stage(epochs=6, validation_freq=6)], {}),
+                             last_stage(epochs=6, validation_freq=6), {}),
     "whole_scans_6_epochs_seed_1": ("seed 1, 6 epochs on whole scans instead of 2",
-                                    ["seed=1", "cv.seed=0", last_stage(epochs=6, validation_freq=6)], {}),
+                                    ["seed=1", "cv.seed=0", *last_stage(epochs=6, validation_freq=6)], {}),
     "whole_scans_6_epochs_seed_2": ("seed 2, 6 epochs on whole scans instead of 2",
-                                    ["seed=2", "cv.seed=0", last_stage(epochs=6, validation_freq=6)], {}),
+                                    ["seed=2", "cv.seed=0", *last_stage(epochs=6, validation_freq=6)], {}),
     "whole_scans_12_epochs": ("12 epochs on whole scans instead of 6 (after the same crops)",
-                              [last_stage(epochs=12, validation_freq=12)], {}),
+                              last_stage(epochs=12, validation_freq=12), {}),
     "whole_scans_12_epochs_seed_1": ("seed 1, 12 epochs on whole scans instead of 6",
-                                     ["seed=1", "cv.seed=0", last_stage(epochs=12, validation_freq=12)], {}),
+                                     ["seed=1", "cv.seed=0", *last_stage(epochs=12, validation_freq=12)], {}),
     "whole_scans_12_epochs_seed_2": ("seed 2, 12 epochs on whole scans instead of 6",
-                                     ["seed=2", "cv.seed=0", last_stage(epochs=12, validation_freq=12)], {}),
+                                     ["seed=2", "cv.seed=0", *last_stage(epochs=12, validation_freq=12)], {}),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),

@@ -387,7 +387,7 @@ def _unknown_key(key, names, prefix: str) -> str:
 def _from_set(error: MammoError, path: str, overrides) -> MammoError:
     """``error`` said of the ``--set`` that gave its key, when one did (else ``error`` itself)."""
     where = error.where or ""
-    key = where[len(path) + 2:] if where.startswith(f"{path}: ") else ""
+    key = where[len(path) + 2:].replace(": ", ".") if where.startswith(f"{path}: ") else ""  # stages[1]: train.lr
     given = [parse_override(text)[0] for text in overrides]
     if key and any(k == key or k.startswith(key + ".") for k in given):
         return MammoError(f"--set {key}", error.reason)
@@ -410,15 +410,39 @@ def from_dict(cls, data, where: str = "config", prefix: str = ""):
     return cls(**values)
 
 
+_KEY_PART = re.compile(r"([^.\[\]]+)((?:\[-?\d+\])*)")
+
+
 def set_key(tree: dict, dotted: str, value) -> None:
-    """``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise MammoError(f"--set {dotted}", f"{part!r} is not a mapping")
-    node[parts[-1]] = value
+    """``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way; ``a[i]`` is item ``i`` (from
+    the end where negative) of the list ``a`` already holds, e.g. ``stages[-1].train.epochs``."""
+    steps: list = []
+    for part in dotted.split("."):
+        match = _KEY_PART.fullmatch(part)
+        if not match:
+            raise MammoError(f"--set {dotted}", f"{part!r} is not a key or key[index]")
+        steps += [match.group(1), *(int(i) for i in re.findall(r"-?\d+", match.group(2)))]
+    node, path = tree, ""
+    for step, following in zip(steps, steps[1:]):
+        if isinstance(step, int):
+            if not isinstance(node, list):
+                raise MammoError(f"--set {dotted}", f"{path!r} is not a list")
+            if not -len(node) <= step < len(node):
+                raise MammoError(f"--set {dotted}", f"{path!r} has {len(node)} items: no item [{step}]")
+            node, path = node[step], f"{path}[{step}]"
+        else:
+            if not isinstance(node, dict):
+                raise MammoError(f"--set {dotted}", f"{path!r} is not a mapping")
+            node = node[step] if isinstance(following, int) and step in node else node.setdefault(step, {})
+            path = f"{path}.{step}" if path else step
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise MammoError(f"--set {dotted}", f"{path!r} has no item [{last}]" if isinstance(node, list)
+                             else f"{path!r} is not a list")
+    elif not isinstance(node, dict):
+        raise MammoError(f"--set {dotted}", f"{path!r} is not a mapping")
+    node[last] = value
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -482,7 +506,10 @@ def load_config(path: str, overrides=()) -> ExperimentConfig:
         if os.path.exists(candidate):
             config.data.dir = candidate
     config.validate(path)
-    stage_configs(config, path)  # every stage must be valid before anything trains
+    try:
+        stage_configs(config, path)  # every stage must be valid before anything trains
+    except MammoError as e:
+        raise _from_set(e, path, overrides) from None
     return config
 
 

@@ -134,6 +134,12 @@ def test_every_lever_arm_is_a_valid_recipe(monkeypatch):
     for name, (_, overrides, prep) in levers.ARMS.items():
         load_config(levers.RECIPE, overrides)  # raises on an unknown key or a value out of range
         assert set(prep) <= prep_keys, name
+    from mammo_seg.config import stage_configs
+
+    recipe = stage_configs(load_config(levers.RECIPE))
+    longer = stage_configs(load_config(levers.RECIPE, levers.ARMS["whole_scans_12_epochs"][1]))
+    assert [c.train.epochs for _, c in longer] == [recipe[0][1].train.epochs, 12]
+    assert longer[0][1] == recipe[0][1] and longer[-1][1].train.validation_freq == 12
 
 
 @pytest.fixture

@@ -62,6 +62,46 @@ def test_an_unknown_set_key_names_set_and_the_nearest_key(override, message):
         assert "did you mean" not in str(error.value)
 
 
+CURRICULUM = """
+name: c
+data: {dir: somewhere, crop: 64}
+train: {epochs: 4, batch_size: 2}
+stages:
+  - name: crops
+  - name: whole
+    train: {epochs: 2, batch_size: 1}
+"""
+
+
+def test_set_addresses_an_item_of_a_list_from_either_end(tmp_path):
+    from mammo_seg.config import stage_configs
+
+    path = tmp_path / "c.yaml"
+    path.write_text(CURRICULUM)
+    config = load_config(str(path), ["stages[-1].train.epochs=6", "stages[0].train.lr=0.5",
+                                     "stages[1].data.crop=128"])
+    (_, crops), (_, whole) = stage_configs(config)
+    assert (crops.train.epochs, crops.train.lr, crops.data.crop) == (4, 0.5, 64)
+    assert (whole.train.epochs, whole.train.batch_size, whole.data.crop) == (6, 1, 128)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages[2].train.epochs=1", "--set stages[2].train.epochs: 'stages' has 2 items: no item [2]"),
+    ("stages[-3].train.epochs=1", "--set stages[-3].train.epochs: 'stages' has 2 items: no item [-3]"),
+    ("seed[0]=1", "--set seed[0]: 'seed' is not a list"),
+    ("data.crop.x=1", "--set data.crop.x: 'data.crop' is not a mapping"),
+    ("stages[1].train.epochs[0]=1", "--set stages[1].train.epochs[0]: 'stages[1].train.epochs' is not a list"),
+    ("stages[x].train.epochs=1", "--set stages[x].train.epochs: 'stages[x]' is not a key or key[index]"),
+    ("stages[1].train.epoch=1", "--set stages[1].train.epoch: unknown key; did you mean train.epochs?"),
+])
+def test_a_bad_list_item_in_set_is_one_line_naming_it(tmp_path, override, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(CURRICULUM)
+    with pytest.raises(MammoError) as error:
+        load_config(str(path), [override])
+    assert str(error.value).startswith(message), str(error.value)
+
+
 def test_an_unknown_key_in_the_file_names_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(open(TINY).read() + "\nseeed: 3\n")
