@@ -113,6 +113,14 @@ def last_stage(**train) -> list[str]:
     return [f"stages[-1].train.{key}={value}" for key, value in train.items()]
 
 
+def with_seeds(name: str, what: str, overrides: list[str]) -> dict:
+    """The arm ``name`` and its twins ``name_seed_1``, ``name_seed_2``: another training seed, the same folds."""
+    arms = {name: (what, overrides, {})}
+    for seed in (1, 2):
+        arms[f"{name}_seed_{seed}"] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], {})
+    return arms
+
+
 #: name → (what changes, the training keys it sets, the prep keys it sets)
 ARMS = {
     "recipe": ("the recipe: 0.4 mm grid, 128-px crops (51 mm)", [], {}),
@@ -144,18 +152,10 @@ ARMS = {
                           ["train.epochs=54", "train.validation_freq=18", *STRONG_AUGMENT[1]], {}),
     "nested": ("nested cross-validation: the point chosen on, and every scan scored by, the mean of the 4 models "
                "trained without its woman's fold and one other", ["cv.nested=true"], {}),
-    "whole_scans_6_epochs": ("6 epochs on whole scans instead of 2 (after the same crops)",
-                             last_stage(epochs=6, validation_freq=6), {}),
-    "whole_scans_6_epochs_seed_1": ("seed 1, 6 epochs on whole scans instead of 2",
-                                    ["seed=1", "cv.seed=0", *last_stage(epochs=6, validation_freq=6)], {}),
-    "whole_scans_6_epochs_seed_2": ("seed 2, 6 epochs on whole scans instead of 2",
-                                    ["seed=2", "cv.seed=0", *last_stage(epochs=6, validation_freq=6)], {}),
-    "whole_scans_12_epochs": ("12 epochs on whole scans instead of 6 (after the same crops)",
-                              last_stage(epochs=12, validation_freq=12), {}),
-    "whole_scans_12_epochs_seed_1": ("seed 1, 12 epochs on whole scans instead of 6",
-                                     ["seed=1", "cv.seed=0", *last_stage(epochs=12, validation_freq=12)], {}),
-    "whole_scans_12_epochs_seed_2": ("seed 2, 12 epochs on whole scans instead of 6",
-                                     ["seed=2", "cv.seed=0", *last_stage(epochs=12, validation_freq=12)], {}),
+    **with_seeds("whole_scans_6_epochs", "6 epochs on whole scans instead of 2 (after the same crops)",
+                 last_stage(epochs=6, validation_freq=6)),
+    **with_seeds("whole_scans_12_epochs", "12 epochs on whole scans instead of 6 (after the same crops)",
+                 last_stage(epochs=12, validation_freq=12)),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),
