@@ -167,8 +167,8 @@ def _formats(text: str) -> tuple[str, ...]:
 def _add_set(parser, what: str, example: str) -> None:
     """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable: every value of every ``--set`` in one list."""
     parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help=f"override {what}, e.g. --set {example} (several after one --set, or repeated; "
-                             f"default: none)")
+                        help=f"override {what}, e.g. --set {example} (several after one --set, or repeated; a "
+                             f"list item by its index, e.g. stages[-1].train.epochs=12; default: none)")
 
 
 def _quiet_flag(parser, what: str = "no progress bar") -> None:
