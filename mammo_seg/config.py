@@ -423,26 +423,23 @@ def set_key(tree: dict, dotted: str, value) -> None:
             raise MammoError(f"--set {dotted}", f"{part!r} is not a key or key[index]")
         steps += [match.group(1), *(int(i) for i in re.findall(r"-?\d+", match.group(2)))]
     node, path = tree, ""
-    for step, following in zip(steps, steps[1:]):
+    for k, step in enumerate(steps):
         if isinstance(step, int):
             if not isinstance(node, list):
                 raise MammoError(f"--set {dotted}", f"{path!r} is not a list")
             if not -len(node) <= step < len(node):
                 raise MammoError(f"--set {dotted}", f"{path!r} has {len(node)} items: no item [{step}]")
-            node, path = node[step], f"{path}[{step}]"
+            inner = f"{path}[{step}]"
         else:
             if not isinstance(node, dict):
                 raise MammoError(f"--set {dotted}", f"{path!r} is not a mapping")
-            node = node[step] if isinstance(following, int) and step in node else node.setdefault(step, {})
-            path = f"{path}.{step}" if path else step
-    last = steps[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or not -len(node) <= last < len(node):
-            raise MammoError(f"--set {dotted}", f"{path!r} has no item [{last}]" if isinstance(node, list)
-                             else f"{path!r} is not a list")
-    elif not isinstance(node, dict):
-        raise MammoError(f"--set {dotted}", f"{path!r} is not a mapping")
-    node[last] = value
+            inner = f"{path}.{step}" if path else step
+        if k == len(steps) - 1:
+            node[step] = value
+            return
+        if isinstance(step, str) and not isinstance(steps[k + 1], int):
+            node.setdefault(step, {})  # mappings are made on the way; a list must be there already
+        node, path = node[step] if isinstance(step, int) else node.get(step), inner
 
 
 def parse_override(text: str) -> tuple[str, object]:
