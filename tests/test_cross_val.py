@@ -311,20 +311,26 @@ def test_predict_on_a_run_of_k_identical_models_writes_the_files_of_one(cv_run, 
 
 
 # ------------------------------------------------------------------------------------------------ determinism
+# the real recipe's shape: crops, then whole scans (64 px at this grid), under cross-entropy + Dice
+TWO_STAGES = ["--set", "loss={name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: dice}], coefs: [1, 1]}",
+              "--set", "stages=[{name: crops}, {name: whole_scans, data: {crop: 64, lesion_share: 0, augment: "
+                       "{rotate: 0, scale: [1, 1]}}, train: {epochs: 1, warmup_epochs: 0, steps_per_epoch: 3, batch_size: 2}}]"]
+
+
 @pytest.mark.slow
 def test_training_with_the_sampler_is_deterministic_bit_for_bit(cv_data, tmp_path):
     import keras
 
     recipe, _ = cv_data
-    weights = []
     for name in ("a", "b"):
         assert main(["train", "-c", recipe, "--out", str(tmp_path / name), "--quiet", "--set", "cv.folds=0",
-                     "--set", "operating_point.enabled=false"]) == 0
-        model = keras.models.load_model(str(tmp_path / name / "last.keras"), compile=False, safe_mode=True)
-        weights.append(model.get_weights())
-    assert len(weights[0]) == len(weights[1])
-    for x, y in zip(*weights):
-        np.testing.assert_array_equal(x, y)
+                     "--set", "operating_point.enabled=false", *TWO_STAGES]) == 0
+    for stage in ("stage1_crops", "stage2_whole_scans"):
+        a, b = (keras.models.load_model(str(tmp_path / name / stage / "last.keras"), compile=False,
+                                        safe_mode=True).get_weights() for name in ("a", "b"))
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_a_nested_cross_validation_trains_without_each_pair_of_folds_checked_before_training(tmp_path):

@@ -332,6 +332,32 @@ def test_train_step_returns_the_data_loss_and_the_regularization_apart():
     assert float(steps.eval_step((x, y))) == pytest.approx(2 / 3, abs=1e-6)  # validation: the data loss too
 
 
+def test_training_runs_without_the_arithmetic_optimizer_and_gives_the_setting_back(data_dir, tmp_path, monkeypatch):
+    # grappler's arithmetic optimizer turns a + b + c into AddN, whose CPU kernel adds in an order that depends on
+    # which input buffer it can reuse: training must not run under it; the process's own setting survives
+    import tensorflow as tf
+
+    from mammo_seg.config import load_config
+    from mammo_seg.training import run as run_module
+    from mammo_seg.training.step import reproducible_rewrites
+
+    def arithmetic():
+        return tf.config.optimizer.get_experimental_options().get("arithmetic_optimization")
+
+    seen = []
+    monkeypatch.setattr(run_module, "_train_stage", lambda *args: seen.append(arithmetic()))
+    config = load_config(TINY, [f"data.dir={data_dir}"])
+    for setting in (False, True):
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": setting})
+        run_module.train_stage(config, str(tmp_path / "run"), progress=False)
+        assert arithmetic() is setting
+        with pytest.raises(RuntimeError):
+            with reproducible_rewrites():
+                raise RuntimeError("a failed stage gives the setting back too")
+        assert arithmetic() is setting
+    assert seen == [False, False]
+
+
 def _verbs_with_set():
     import argparse
 

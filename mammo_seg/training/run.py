@@ -163,13 +163,17 @@ def train_stage(config: ExperimentConfig, run_dir: str, resume: bool = False, st
                 progress: bool = True, init_from: str | None = None, fold: FoldPatients | None = None) -> StageResult:
     """Train one stage as ``config`` says, writing ``run_dir``. ``init_from`` overrides ``train.init_from``;
     ``fold``: train on these women of the train split and watch the held-out ones (cross-validation). The
-    process's Keras dtype policy is the stage's while it trains, and what it was before afterwards."""
+    process's Keras dtype policy is the stage's while it trains, and what it was before afterwards; so is its
+    graph optimisation (:func:`~mammo_seg.training.step.reproducible_rewrites`)."""
     strategy = strategy or make_strategy(config.train.strategy)  # before any TF op
     import keras
 
+    from mammo_seg.training.step import reproducible_rewrites
+
     before = keras.mixed_precision.global_policy()
     try:
-        return _train_stage(config, run_dir, resume, strategy, progress, init_from, fold)
+        with reproducible_rewrites():
+            return _train_stage(config, run_dir, resume, strategy, progress, init_from, fold)
     finally:
         keras.mixed_precision.set_global_policy(before)
 

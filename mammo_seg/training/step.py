@@ -24,12 +24,34 @@ NaN, so that Keras's own check skips the update and halves the loss scale on eve
 The train step returns ``{"loss": L, "regularization": R}``: the data loss of the global batch and
 the weight-decay penalty, apart (their sum is what the gradient descends), so that a logged IoU loss
 stays within [0, 1]. The eval step returns the data loss alone.
+
+The steps' graphs are built without grappler's arithmetic optimizer (:func:`reproducible_rewrites`):
+it collapses chains of additions into one ``AddN``, and TensorFlow's CPU ``AddN`` adds its inputs in
+an order that depends on which input buffer it could reuse, so on which other ops had finished. On
+whole scans that made the same step from the same weights and batch differ in the last bit now and
+then (first in the loss's derivatives ∂F/∂S_k, from identical statistics S_k), and two trainings of
+one config and seed drift apart (docs/training.md, "Reproducibility").
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
+
+
+@contextlib.contextmanager
+def reproducible_rewrites():
+    """Within the block, tf.functions are optimised without grappler's arithmetic optimizer (it costs no
+    measurable speed here: a whole-scan step 0.38-0.39 s with it or without); the process's setting is
+    restored afterwards."""
+    before = tf.config.optimizer.get_experimental_options().get("arithmetic_optimization")
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": True if before is None else before})
 
 
 def _replica_slot(ctx, values, pad_value):

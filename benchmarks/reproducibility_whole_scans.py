@@ -1,0 +1,144 @@
+"""Is the recipe's whole-scan stage reproducible bit for bit? One fold's whole-scan stage trained twice, each time
+in a fresh process, from the same crop-trained weights, with the same config and seed → JSON and a Markdown table.
+
+    .venv/bin/python benchmarks/reproducibility_whole_scans.py --work /tmp/mammo_quality_mias   # after quality_mias.py
+
+Two arms, each trained twice:
+
+* ``shipped``: as ``mammo train`` trains (its tf.functions optimised without grappler's arithmetic optimizer,
+  :func:`mammo_seg.training.step.reproducible_rewrites`);
+* ``arithmetic_optimizer``: the same with TensorFlow's default graph optimisation, which collapses chains of
+  additions into ``AddN``, whose CPU kernel adds in an order that depends on which input buffer it could reuse.
+
+For each arm: how many of the model's weight arrays differ between its two trainings and by how much at most, the
+first epoch whose logged training loss differs, and the median epoch time (the machine's other load included).
+
+Data: J. Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram Database", Excerpta Medica,
+International Congress Series 1069, pp. 375-378, 1994. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import machine_description, print_result, run_child, write_report  # noqa: E402
+
+ARMS = {"shipped": "as mammo train trains (no arithmetic optimizer)",
+        "arithmetic_optimizer": "TensorFlow's default graph optimisation (arithmetic optimizer on)"}
+
+
+def train_once(arm: str, work: str, fold: int, epochs: int, out: str) -> dict:
+    """The child's side: fold ``fold``'s whole-scan stage of the run in ``work``, ``epochs`` epochs, into ``out``."""
+    from mammo_seg.config import load_config, stage_configs
+    from mammo_seg.run_dir import RunDir
+    from mammo_seg.training import step
+    from mammo_seg.training.run import FoldPatients, train_stage
+
+    run = RunDir(os.path.join(work, "run"))
+    config = load_config(run.config, [f"stages[-1].train.epochs={epochs}"])
+    stage = stage_configs(config)[-1][1]
+    with open(run.folds_file) as f:
+        fold_of = json.load(f)["fold_of"]
+    women = FoldPatients(frozenset(w for w, k in fold_of.items() if k != fold),
+                         frozenset(w for w, k in fold_of.items() if k == fold))
+    init = os.path.join(run.fold(fold).path, "stage1_crops", "last.keras")
+    if arm == "arithmetic_optimizer":
+        step.reproducible_rewrites = contextlib.nullcontext
+    start = time.perf_counter()
+    train_stage(stage, out, progress=False, init_from=init, fold=women)
+    return {"seconds": time.perf_counter() - start}
+
+
+def history(run_dir: str) -> list[dict]:
+    from mammo_seg.run_dir import RunDir
+
+    with open(RunDir(run_dir).history) as f:
+        return list(csv.DictReader(f))
+
+
+def compare(a: str, b: str) -> dict:
+    """How two trainings' final models and logged training losses differ."""
+    import numpy as np
+
+    from mammo_seg.run_dir import RunDir, load_keras
+
+    wa, wb = (load_keras(RunDir(d).last_model).get_weights() for d in (a, b))
+    differing = [float(np.max(np.abs(x - y))) for x, y in zip(wa, wb) if not np.array_equal(x, y)]
+    ha, hb = history(a), history(b)
+    first = next((int(ra["epoch"]) + 1 for ra, rb in zip(ha, hb) if ra["loss"] != rb["loss"]), None)
+    seconds = sorted(float(r["epoch_seconds"]) for r in ha + hb if r.get("epoch_seconds"))
+    return {"weight_arrays": len(wa), "differing_arrays": len(differing),
+            "max_abs_difference": max(differing, default=0.0), "first_epoch_loss_differs": first,
+            "median_epoch_seconds": seconds[len(seconds) // 2] if seconds else None}
+
+
+def table(report: dict) -> str:
+    lines = [f"# Is the whole-scan stage reproducible bit for bit?\n",
+             f"Fold {report['fold']}'s whole-scan stage of `{report['recipe']}`, {report['epochs']} epochs "
+             f"({report['steps']} steps), trained twice per arm, each time in a fresh process, from the same "
+             f"crop-trained weights; {report['machine']}.\n",
+             "| arm | setting | weight arrays that differ | largest difference | first epoch whose loss differs "
+             "| median epoch s |", "|---|---|---|---|---|---|"]
+    for name, r in report["arms"].items():
+        lines.append(f"| {name} | {ARMS[name]} | {r['differing_arrays']} of {r['weight_arrays']} | "
+                     f"{r['max_abs_difference']:.2g} | {r['first_epoch_loss_differs'] or 'none'} | "
+                     f"{r['median_epoch_seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", required=True, help="a finished quality_mias.py work folder (run/, data/)")
+    p.add_argument("--fold", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    p.add_argument("--scratch", default=None, help="where the trainings go (default: WORK/reproducibility)")
+    p.add_argument("--out", default=None, help="write PREFIX.json and PREFIX.md")
+    p.add_argument("--reuse", action="store_true", help="keep the finished trainings already in --scratch")
+    p.add_argument("--child", nargs=2, metavar=("ARM", "DIR"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print_result(train_once(args.child[0], args.work, args.fold, args.epochs, args.child[1]))
+        return 0
+    arms = args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        p.error(f"--arms: unknown {', '.join(unknown)} (known: {', '.join(ARMS)})")
+    if not os.path.isfile(os.path.join(args.work, "run", "cv.json")):
+        p.error(f"--work: {args.work} holds no cross-validated run (run/cv.json)")
+    scratch = args.scratch or os.path.join(args.work, "reproducibility")
+    from mammo_seg.config import load_config, stage_configs
+    from mammo_seg.run_dir import RunDir
+
+    stage = stage_configs(load_config(os.path.join(args.work, "run", "config.yaml")))[-1][1]
+    report = {"recipe": "experiments/mias_real/recipe.yaml", "fold": args.fold, "epochs": args.epochs,
+              "steps": args.epochs * stage.train.steps_per_epoch, "machine": machine_description(), "arms": {}}
+    for arm in arms:
+        dirs = [os.path.join(scratch, f"{arm}_{i}") for i in (1, 2)]
+        for d in dirs:
+            if args.reuse and os.path.isfile(RunDir(d).last_model):
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            run_child(__file__, ["--work", args.work, "--fold", args.fold, "--epochs", args.epochs,
+                                 "--child", arm, d], f"{arm} training")
+        report["arms"][arm] = compare(*dirs)
+    write_report(report, args.out + ".json" if args.out else None)
+    if args.out:
+        with open(args.out + ".md", "w") as f:
+            f.write(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
