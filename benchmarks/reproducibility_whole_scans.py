@@ -84,7 +84,7 @@ def compare(a: str, b: str) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = [f"# Is the whole-scan stage reproducible bit for bit?\n",
+    lines = ["# Is the whole-scan stage reproducible bit for bit?\n",
              f"Fold {report['fold']}'s whole-scan stage of `{report['recipe']}`, {report['epochs']} epochs "
              f"({report['steps']} steps), trained twice per arm, each time in a fresh process, from the same "
              f"crop-trained weights; {report['machine']}.\n",
@@ -117,6 +117,12 @@ def main(argv=None) -> int:
         p.error(f"--arms: unknown {', '.join(unknown)} (known: {', '.join(ARMS)})")
     if not os.path.isfile(os.path.join(args.work, "run", "cv.json")):
         p.error(f"--work: {args.work} holds no cross-validated run (run/cv.json)")
+    with open(os.path.join(args.work, "run", "cv.json")) as f:
+        folds = sorted(set(json.load(f)["fold_of"].values()))
+    if args.fold not in folds:
+        p.error(f"--fold: {args.fold} is not a fold of that run (its folds: {', '.join(map(str, folds))})")
+    if args.epochs < 1:
+        p.error(f"--epochs: {args.epochs}: must be at least 1")
     scratch = args.scratch or os.path.join(args.work, "reproducibility")
     from mammo_seg.config import load_config, stage_configs
     from mammo_seg.run_dir import RunDir
