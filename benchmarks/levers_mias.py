@@ -156,6 +156,8 @@ ARMS = {
                  last_stage(epochs=6, validation_freq=6)),
     **with_seeds("whole_scans_12_epochs", "12 epochs on whole scans instead of 6 (after the same crops)",
                  last_stage(epochs=12, validation_freq=12)),
+    "whole_scans_lr_0.001": ("whole-scan stage at lr 0.001 instead of 0.0005 (after the same crops)",
+                             last_stage(lr=0.001), {}),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),
