@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -43,28 +42,19 @@ def train_once(arm: str, work: str, fold: int, epochs: int, out: str) -> dict:
     from mammo_seg.config import load_config, stage_configs
     from mammo_seg.run_dir import RunDir
     from mammo_seg.training import step
-    from mammo_seg.training.run import FoldPatients, train_stage
+    from mammo_seg.training.cross_val import _patients
+    from mammo_seg.training.run import train_stage
 
     run = RunDir(os.path.join(work, "run"))
-    config = load_config(run.config, [f"stages[-1].train.epochs={epochs}"])
-    stage = stage_configs(config)[-1][1]
+    stages = stage_configs(load_config(run.config, [f"stages[-1].train.epochs={epochs}"]))
     with open(run.folds_file) as f:
-        fold_of = json.load(f)["fold_of"]
-    women = FoldPatients(frozenset(w for w, k in fold_of.items() if k != fold),
-                         frozenset(w for w, k in fold_of.items() if k == fold))
-    init = os.path.join(run.fold(fold).path, "stage1_crops", "last.keras")
+        women = _patients(json.load(f), {fold})
+    init = run.fold(fold).stage(stages[-2][0]).last_model  # the stage before: the crops
     if arm == "arithmetic_optimizer":
         step.reproducible_rewrites = contextlib.nullcontext
     start = time.perf_counter()
-    train_stage(stage, out, progress=False, init_from=init, fold=women)
+    train_stage(stages[-1][1], out, progress=False, init_from=init, fold=women)
     return {"seconds": time.perf_counter() - start}
-
-
-def history(run_dir: str) -> list[dict]:
-    from mammo_seg.run_dir import RunDir
-
-    with open(RunDir(run_dir).history) as f:
-        return list(csv.DictReader(f))
 
 
 def compare(a: str, b: str) -> dict:
@@ -72,10 +62,11 @@ def compare(a: str, b: str) -> dict:
     import numpy as np
 
     from mammo_seg.run_dir import RunDir, load_keras
+    from mammo_seg.training.callbacks import read_history
 
     wa, wb = (load_keras(RunDir(d).last_model).get_weights() for d in (a, b))
     differing = [float(np.max(np.abs(x - y))) for x, y in zip(wa, wb) if not np.array_equal(x, y)]
-    ha, hb = history(a), history(b)
+    ha, hb = (read_history(RunDir(d).history) for d in (a, b))
     first = next((int(ra["epoch"]) + 1 for ra, rb in zip(ha, hb) if ra["loss"] != rb["loss"]), None)
     seconds = sorted(float(r["epoch_seconds"]) for r in ha + hb if r.get("epoch_seconds"))
     return {"weight_arrays": len(wa), "differing_arrays": len(differing),
@@ -115,19 +106,20 @@ def main(argv=None) -> int:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         p.error(f"--arms: unknown {', '.join(unknown)} (known: {', '.join(ARMS)})")
-    if not os.path.isfile(os.path.join(args.work, "run", "cv.json")):
+    from mammo_seg.config import load_config, stage_configs
+    from mammo_seg.run_dir import RunDir
+
+    run = RunDir(os.path.join(args.work, "run"))
+    if not os.path.isfile(run.folds_file):
         p.error(f"--work: {args.work} holds no cross-validated run (run/cv.json)")
-    with open(os.path.join(args.work, "run", "cv.json")) as f:
+    with open(run.folds_file) as f:
         folds = sorted(set(json.load(f)["fold_of"].values()))
     if args.fold not in folds:
         p.error(f"--fold: {args.fold} is not a fold of that run (its folds: {', '.join(map(str, folds))})")
     if args.epochs < 1:
         p.error(f"--epochs: {args.epochs}: must be at least 1")
     scratch = args.scratch or os.path.join(args.work, "reproducibility")
-    from mammo_seg.config import load_config, stage_configs
-    from mammo_seg.run_dir import RunDir
-
-    stage = stage_configs(load_config(os.path.join(args.work, "run", "config.yaml")))[-1][1]
+    stage = stage_configs(load_config(run.config))[-1][1]
     report = {"recipe": "experiments/mias_real/recipe.yaml", "fold": args.fold, "epochs": args.epochs,
               "steps": args.epochs * stage.train.steps_per_epoch, "machine": machine_description(), "arms": {}}
     for arm in arms:

@@ -312,9 +312,11 @@ def test_predict_on_a_run_of_k_identical_models_writes_the_files_of_one(cv_run, 
 
 # ------------------------------------------------------------------------------------------------ determinism
 # the real recipe's shape: crops, then whole scans (64 px at this grid), under cross-entropy + Dice
-TWO_STAGES = ["--set", "loss={name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: dice}], coefs: [1, 1]}",
+TWO_STAGES = ["--set", "loss={name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: dice}], "
+                       "coefs: [1, 1]}",
               "--set", "stages=[{name: crops}, {name: whole_scans, data: {crop: 64, lesion_share: 0, augment: "
-                       "{rotate: 0, scale: [1, 1]}}, train: {epochs: 1, warmup_epochs: 0, steps_per_epoch: 3, batch_size: 2}}]"]
+                       "{rotate: 0, scale: [1, 1]}}, train: {epochs: 1, warmup_epochs: 0, steps_per_epoch: 3, "
+                       "batch_size: 2}}]"]
 
 
 @pytest.mark.slow
