@@ -65,9 +65,15 @@ The arms (``--arms`` picks some):
   ``run/cv.json`` and ``run/fold<k>/stage1_crops`` in the arm's folder leaves only the whole-scan stage to train).
   Measured when the recipe had 2; it has 6 since, so that against today's recipe these arms change nothing.
 * ``whole_scans_12_epochs`` (and ``_seed_1``, ``_seed_2``): the recipe's whole-scan stage for 12 epochs instead of
-  6, the crops unchanged (a copy of the base arm's ``run/cv.json`` and ``run/fold<k>/stage1_crops`` leaves only the
-  whole-scan stage to train): 6 more minutes of training on the Intel Xeon; on the AMD EPYC without AVX-512, where
+  6, the crops unchanged: 6 more minutes of training on the Intel Xeon; on the AMD EPYC without AVX-512, where
   the benchmark is already over its 45 minutes, about 25.
+* ``whole_scans_lr_0.001`` (and ``_seed_1``, ``_seed_2``): the recipe's whole-scan stage at twice its learning rate
+  (0.001 instead of 0.0005, still decaying to 0), the crops unchanged.
+
+The ``whole_scans_12_epochs`` and ``whole_scans_lr_0.001`` arms share their base arm's crop stage (``SAME_CROPS``:
+``recipe``, ``seed_1`` or ``seed_2``, listed before them): the same config and seed train the same crop-stage weights
+on one machine, so the arm starts from hard links to the base arm's finished ``run/fold<k>/stage1_crops`` (and its
+``run/cv.json``) and trains the whole-scan stage only.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -156,8 +162,8 @@ ARMS = {
                  last_stage(epochs=6, validation_freq=6)),
     **with_seeds("whole_scans_12_epochs", "12 epochs on whole scans instead of 6 (after the same crops)",
                  last_stage(epochs=12, validation_freq=12)),
-    "whole_scans_lr_0.001": ("whole-scan stage at lr 0.001 instead of 0.0005 (after the same crops)",
-                             last_stage(lr=0.001), {}),
+    **with_seeds("whole_scans_lr_0.001", "whole-scan stage at lr 0.001 instead of 0.0005 (after the same crops)",
+                 last_stage(lr=0.001)),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),
@@ -167,6 +173,11 @@ ARMS = {
 #: fine-tune arm → the arm whose fold models it starts from (``train.init_from``: fold k from fold k); the base arm
 #: runs first, and the fine-tune's minutes are its own training only
 FINE_TUNES = {"whole_scans": "recipe", "whole_scans_seed_1": "seed_1", "whole_scans_seed_2": "seed_2"}
+#: arm → the arm whose fold models' first (crop) stage it shares: both train that stage with the same config and
+#: seed, which on one machine gives the same weights bit for bit, so the arm starts from hard links to the base
+#: arm's finished first stages (and its ``cv.json``) and trains its later stages only; the base arm runs first
+SAME_CROPS = {f"{arm}{twin}": base for arm in ("whole_scans_12_epochs", "whole_scans_lr_0.001")
+              for twin, base in (("", "recipe"), ("_seed_1", "seed_1"), ("_seed_2", "seed_2"))}
 
 
 def nested_arms(report: dict) -> str:
@@ -217,6 +228,39 @@ def reuse(work: str, name: str, folder: str) -> None:
         os.symlink(os.path.abspath(folder), target)
 
 
+def first_stage(recipe: str, overrides: list[str]) -> tuple[str, dict]:
+    """(folder name, config without its data folder) of the first curriculum stage an arm trains."""
+    from mammo_seg.config import load_config, stage_configs
+
+    folder, config = stage_configs(load_config(recipe, overrides))[0]
+    tree = config.to_dict()
+    tree["data"].pop("dir")
+    return folder, tree
+
+
+def share_crops(work: str, name: str, base: str, recipe: str, overrides: list[str], base_overrides: list[str]) -> None:
+    """Start arm ``name``'s run from hard links to arm ``base``'s finished first stages (``SAME_CROPS``), after
+    checking that the two arms train that stage with the same config."""
+    from mammo_seg.config import load_config
+    from mammo_seg.run_dir import RunDir
+
+    folder, config = first_stage(recipe, overrides)
+    if (folder, config) != first_stage(recipe, base_overrides):
+        raise SystemExit(f"levers: {name} does not train {base}'s first stage ({folder}) with the same config")
+    source, target = RunDir(os.path.join(work, base, "run")), RunDir(os.path.join(work, name, "run"))
+    folds = load_config(recipe, overrides).cv.folds
+    missing = [k for k in range(1, folds + 1) if not source.fold(k).stage(folder).is_done()]
+    if missing:
+        raise SystemExit(f"levers: {name} shares {base}'s {folder}, which folds {missing} of {source.path} lack")
+    os.makedirs(target.path, exist_ok=True)
+    if not os.path.exists(target.folds_file):
+        shutil.copy2(source.folds_file, target.folds_file)
+    for k in range(1, folds + 1):
+        if not os.path.exists(target.fold(k).stage(folder).path):
+            os.makedirs(target.fold(k).path, exist_ok=True)
+            shutil.copytree(source.fold(k).stage(folder).path, target.fold(k).stage(folder).path, copy_function=os.link)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default=RECIPE)
@@ -243,10 +287,11 @@ def main(argv=None) -> int:
         parser.error("--reuse: ARM=FOLDER, ARM among --arms")
     if not os.path.isfile(args.archive):
         parser.error(f"--archive {args.archive}: not found")
-    early = [f"{n} (needs {FINE_TUNES[n]} before it)" for n in names if n in FINE_TUNES
-             and (FINE_TUNES[n] not in names or names.index(FINE_TUNES[n]) > names.index(n))]
+    needs = {**FINE_TUNES, **SAME_CROPS}
+    early = [f"{n} (needs {needs[n]} before it)" for n in names if n in needs
+             and (needs[n] not in names or names.index(needs[n]) > names.index(n))]
     if early:
-        parser.error(f"--arms: fine-tunes of an arm not run before them: {', '.join(early)}")
+        parser.error(f"--arms: arms that start from another arm's models, listed before it: {', '.join(early)}")
     os.makedirs(args.work, exist_ok=True)
     for name, folder in reused.items():
         reuse(args.work, name, folder)
@@ -255,8 +300,10 @@ def main(argv=None) -> int:
         if name in FINE_TUNES:
             base_run = os.path.join(os.path.abspath(args.work), FINE_TUNES[name], "run")
             overrides = [*overrides, f"train.init_from={base_run}"]
-        run_arm(name, setting, arm_recipe(args.recipe, os.path.join(args.work, name), prep), overrides,
-                args.archive, args.work, "levers")
+        recipe = arm_recipe(args.recipe, os.path.join(args.work, name), prep)
+        if name in SAME_CROPS and not os.path.isfile(os.path.join(args.work, name, "result.json")):
+            share_crops(args.work, name, SAME_CROPS[name], recipe, overrides, ARMS[SAME_CROPS[name]][1])
+        run_arm(name, setting, recipe, overrides, args.archive, args.work, "levers")
     from data_prep.ground_truth import ground_truth
 
     results, common_area, paired = compare_arms(names, args.work, ground_truth(unpack(args.archive, args.work)),

@@ -296,3 +296,39 @@ def test_a_fine_tune_arm_is_refused_before_anything_runs_unless_its_base_arm_run
     assert [call[0] for call in ran] == ["recipe", "whole_scans"]
     assert ran[0][3] == [] and ran[1][3] == [*levers.WHOLE_SCANS[1],
                                              f"train.init_from={tmp_path / 'work' / 'recipe' / 'run'}"]
+
+
+def test_an_arm_shares_only_a_first_stage_its_base_trained_with_the_same_config(monkeypatch, tmp_path):
+    """``SAME_CROPS``: the arm's run starts from hard links to the base arm's finished crop stages and ``cv.json``;
+    an arm whose crop stage differs (another seed), or a base with an unfinished fold, is refused."""
+    levers = benchmark(monkeypatch, "levers_mias")
+    for arm, base in levers.SAME_CROPS.items():
+        assert levers.first_stage(levers.RECIPE, levers.ARMS[arm][1]) == \
+            levers.first_stage(levers.RECIPE, levers.ARMS[base][1]), arm
+    work = tmp_path / "work"
+    base_run = work / "seed_1" / "run"
+    base_run.mkdir(parents=True)
+    (base_run / "cv.json").write_text('{"seed": 0}')
+    for k in range(1, 6):
+        stage = base_run / f"fold{k}" / "stage1_crops"
+        stage.mkdir(parents=True)
+        (stage / "last.keras").write_text(f"fold {k}")
+        if k < 5:
+            (stage / "done.json").write_text("{}")
+    arm = "whole_scans_lr_0.001_seed_1"
+
+    def share(name, base):
+        levers.share_crops(str(work), name, base, levers.RECIPE, levers.ARMS[name][1], levers.ARMS[base][1])
+
+    with pytest.raises(SystemExit, match=r"shares seed_1's stage1_crops, which folds \[5\] of .* lack"):
+        share(arm, "seed_1")
+    (base_run / "fold5" / "stage1_crops" / "done.json").write_text("{}")
+    with pytest.raises(SystemExit, match="whole_scans_lr_0.001 does not train seed_1's first stage"):
+        share("whole_scans_lr_0.001", "seed_1")
+    share(arm, "seed_1")
+    run = work / arm / "run"
+    assert (run / "cv.json").read_text() == '{"seed": 0}'
+    for k in range(1, 6):
+        copy, original = (r / f"fold{k}" / "stage1_crops" / "last.keras" for r in (run, base_run))
+        assert copy.read_text() == f"fold {k}" and copy.stat().st_ino == original.stat().st_ino
+    assert sorted(p.name for p in (run / "fold1").iterdir()) == ["stage1_crops"]
