@@ -270,20 +270,21 @@ def test_a_crop_is_cut_around_its_centre_from_the_zero_padded_scan_and_scored_at
     assert crops.crop_dice(model, image, mask, (15, 15), 6) == 1.0  # nothing in it, nothing predicted
 
 
-def test_a_fine_tune_arm_is_refused_before_anything_runs_unless_its_base_arm_runs_first(monkeypatch, tmp_path,
-                                                                                        capsys):
+def test_an_arm_built_on_another_is_refused_before_anything_runs_unless_its_base_arm_runs_first(monkeypatch,
+                                                                                                tmp_path, capsys):
     levers = benchmark(monkeypatch, "levers_mias")
     archive = tmp_path / "mias.tar.xz"
     archive.write_bytes(b"")
     ran = []
     monkeypatch.setattr(levers, "run_arm", lambda *args: ran.append(args))
-    for arms in ("whole_scans,recipe", "seed_2,whole_scans_seed_1"):
+    for arms in ("whole_scans,recipe", "seed_2,whole_scans_seed_1", "whole_scans_lr_0.001_seed_2,seed_2"):
         with pytest.raises(SystemExit):
             levers.main(["--arms", arms, "--baseline", arms.split(",")[1], "--archive", str(archive),
                          "--work", str(tmp_path / "work")])
     err = capsys.readouterr().err
-    assert "fine-tunes of an arm not run before them: whole_scans (needs recipe before it)" in err
+    assert "arms that start from another arm's models, listed before it: whole_scans (needs recipe before it)" in err
     assert "whole_scans_seed_1 (needs seed_1 before it)" in err
+    assert "whole_scans_lr_0.001_seed_2 (needs seed_2 before it)" in err  # it shares seed_2's crop stage
     assert ran == []
     class Compared(Exception):
         pass
