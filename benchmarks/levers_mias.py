@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     early = [f"{n} (needs {needs[n]} before it)" for n in names if n in needs
              and (needs[n] not in names or names.index(needs[n]) > names.index(n))]
     if early:
-        parser.error(f"--arms: arms that start from another arm's models, listed before it: {', '.join(early)}")
+        parser.error(f"--arms: arms listed before the arm whose models they start from: {', '.join(early)}")
     os.makedirs(args.work, exist_ok=True)
     for name, folder in reused.items():
         reuse(args.work, name, folder)

@@ -282,7 +282,7 @@ def test_an_arm_built_on_another_is_refused_before_anything_runs_unless_its_base
             levers.main(["--arms", arms, "--baseline", arms.split(",")[1], "--archive", str(archive),
                          "--work", str(tmp_path / "work")])
     err = capsys.readouterr().err
-    assert "arms that start from another arm's models, listed before it: whole_scans (needs recipe before it)" in err
+    assert "arms listed before the arm whose models they start from: whole_scans (needs recipe before it)" in err
     assert "whole_scans_seed_1 (needs seed_1 before it)" in err
     assert "whole_scans_lr_0.001_seed_2 (needs seed_2 before it)" in err  # it shares seed_2's crop stage
     assert ran == []
