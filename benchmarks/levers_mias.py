@@ -241,24 +241,23 @@ def first_stage(recipe: str, overrides: list[str]) -> tuple[str, dict]:
 def share_crops(work: str, name: str, base: str, recipe: str, overrides: list[str], base_overrides: list[str]) -> None:
     """Start arm ``name``'s run from hard links to arm ``base``'s finished first stages (``SAME_CROPS``), after
     checking that the two arms train that stage with the same config."""
-    from mammo_seg.config import load_config
     from mammo_seg.run_dir import RunDir
 
     folder, config = first_stage(recipe, overrides)
     if (folder, config) != first_stage(recipe, base_overrides):
         raise SystemExit(f"levers: {name} does not train {base}'s first stage ({folder}) with the same config")
     source, target = RunDir(os.path.join(work, base, "run")), RunDir(os.path.join(work, name, "run"))
-    folds = load_config(recipe, overrides).cv.folds
-    missing = [k for k in range(1, folds + 1) if not source.fold(k).stage(folder).is_done()]
+    folds = config["cv"]["folds"]
+    missing = [k for k, fold in enumerate(source.folds(folds), start=1) if not fold.stage(folder).is_done()]
     if missing:
         raise SystemExit(f"levers: {name} shares {base}'s {folder}, which folds {missing} of {source.path} lack")
     os.makedirs(target.path, exist_ok=True)
     if not os.path.exists(target.folds_file):
         shutil.copy2(source.folds_file, target.folds_file)
-    for k in range(1, folds + 1):
-        if not os.path.exists(target.fold(k).stage(folder).path):
-            os.makedirs(target.fold(k).path, exist_ok=True)
-            shutil.copytree(source.fold(k).stage(folder).path, target.fold(k).stage(folder).path, copy_function=os.link)
+    for have, want in zip(source.folds(folds), target.folds(folds)):
+        if not os.path.exists(want.stage(folder).path):
+            os.makedirs(want.path, exist_ok=True)
+            shutil.copytree(have.stage(folder).path, want.stage(folder).path, copy_function=os.link)
 
 
 def main(argv=None) -> int:
