@@ -60,20 +60,26 @@ The arms (``--arms`` picks some):
   arm runs first; a fine-tune's minutes are its own. Measured on the recipe before it had this stage (it has since:
   ``stages`` in the recipe), so that its ``recipe`` arm now already ends on whole scans.
 * ``whole_scans_6_epochs`` (and ``_seed_1``, ``_seed_2``, against ``seed_1`` and ``seed_2``): the recipe's
-  whole-scan stage (its last, ``stages``) for 6 epochs instead of 2: more
-  of the training on the inputs predict sees, the crops unchanged (so that a copy of the recipe arm's
-  ``run/cv.json`` and ``run/fold<k>/stage1_crops`` in the arm's folder leaves only the whole-scan stage to train).
-  Measured when the recipe had 2; it has 6 since, so that against today's recipe these arms change nothing.
+  whole-scan stage (its last, ``stages``) for 6 epochs instead of 2: more of the training on the inputs predict
+  sees, the crops unchanged. Measured when the recipe had 2; it has 6 since, so that against today's recipe these
+  arms change nothing.
 * ``whole_scans_12_epochs`` (and ``_seed_1``, ``_seed_2``): the recipe's whole-scan stage for 12 epochs instead of
   6, the crops unchanged: 6 more minutes of training on the Intel Xeon; on the AMD EPYC without AVX-512, where
   the benchmark is already over its 45 minutes, about 25.
 * ``whole_scans_lr_0.001`` (and ``_seed_1``, ``_seed_2``): the recipe's whole-scan stage at twice its learning rate
   (0.001 instead of 0.0005, still decaying to 0), the crops unchanged.
 
-The ``whole_scans_12_epochs`` and ``whole_scans_lr_0.001`` arms share their base arm's crop stage (``SAME_CROPS``:
-``recipe``, ``seed_1`` or ``seed_2``, listed before them): the same config and seed train the same crop-stage weights
-on one machine, so the arm starts from hard links to the base arm's finished ``run/fold<k>/stage1_crops`` (and its
-``run/cv.json``) and trains the whole-scan stage only.
+* ``ignore_calc`` (and ``_seed_1``, ``_seed_2``, against ``seed_1`` and ``seed_2``): MIAS's calcification circles
+  (CALC) stored as the ignore region at prep (``prep.ignore_kinds: [calcification]``): no loss, training metric,
+  lesion crop or operating-point count sees them. At 0.4 mm a cluster's sub-millimetre specks are one or two pixels,
+  and its circle, mostly plain tissue, may teach the network to call tissue a lesion; measured at the former 0.8 mm
+  grid only (``loss_study_mias.md``). Every arm is scored against the same reference, calcification clusters
+  included as lesions to find.
+
+The ``whole_scans_6_epochs``, ``whole_scans_12_epochs`` and ``whole_scans_lr_0.001`` arms share their base arm's
+crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the same config and seed train
+the same crop-stage weights on one machine, so the arm starts from hard links to the base arm's finished
+``run/fold<k>/stage1_crops`` (and its ``run/cv.json``) and trains the whole-scan stage only.
 
 Scored like :mod:`benchmarks.loss_study_mias`: out-of-fold FROC at one minimum detection area (``--min-area``) for
 every arm, lesion Dice at each arm's own operating point, and paired bootstrap differences over women.
@@ -119,11 +125,11 @@ def last_stage(**train) -> list[str]:
     return [f"stages[-1].train.{key}={value}" for key, value in train.items()]
 
 
-def with_seeds(name: str, what: str, overrides: list[str]) -> dict:
+def with_seeds(name: str, what: str, overrides: list[str], prep: dict | None = None) -> dict:
     """The arm ``name`` and its twins ``name_seed_1``, ``name_seed_2``: another training seed, the same folds."""
-    arms = {name: (what, overrides, {})}
+    arms = {name: (what, overrides, prep or {})}
     for seed in (1, 2):
-        arms[f"{name}_seed_{seed}"] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], {})
+        arms[f"{name}_seed_{seed}"] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], prep or {})
     return arms
 
 
@@ -162,6 +168,8 @@ ARMS = {
                  last_stage(epochs=6, validation_freq=6)),
     **with_seeds("whole_scans_12_epochs", "12 epochs on whole scans instead of 6 (after the same crops)",
                  last_stage(epochs=12, validation_freq=12)),
+    **with_seeds("ignore_calc", "calcification circles as an ignore region (prep.ignore_kinds)", [],
+                 {"ignore_kinds": ["calcification"]}),
     **with_seeds("whole_scans_lr_0.001", "whole-scan stage at lr 0.001 instead of 0.0005 (after the same crops)",
                  last_stage(lr=0.001)),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
@@ -176,7 +184,8 @@ FINE_TUNES = {"whole_scans": "recipe", "whole_scans_seed_1": "seed_1", "whole_sc
 #: arm → the arm whose fold models' first (crop) stage it shares: both train that stage with the same config and
 #: seed, which on one machine gives the same weights bit for bit, so the arm starts from hard links to the base
 #: arm's finished first stages (and its ``cv.json``) and trains its later stages only; the base arm runs first
-SAME_CROPS = {f"{arm}{twin}": base for arm in ("whole_scans_12_epochs", "whole_scans_lr_0.001")
+SAME_CROPS = {f"{arm}{twin}": base
+              for arm in ("whole_scans_6_epochs", "whole_scans_12_epochs", "whole_scans_lr_0.001")
               for twin, base in (("", "recipe"), ("_seed_1", "seed_1"), ("_seed_2", "seed_2"))}
 
 
