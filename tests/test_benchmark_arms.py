@@ -333,3 +333,24 @@ def test_an_arm_shares_only_a_first_stage_its_base_trained_with_the_same_config(
         copy, original = (r / f"fold{k}" / "stage1_crops" / "last.keras" for r in (run, base_run))
         assert copy.read_text() == f"fold {k}" and copy.stat().st_ino == original.stat().st_ino
     assert sorted(p.name for p in (run / "fold1").iterdir()) == ["stage1_crops"]
+
+
+def test_lesion_peaks_are_the_highest_probability_inside_each_lesion_counted_by_group(monkeypatch):
+    from mammo_seg.detection import ScanLesions
+
+    peaks = benchmark(monkeypatch, "lesion_peaks_mias")
+    prob = np.zeros((4, 4), np.float32)
+    prob[0, 0], prob[0, 1], prob[3, 3] = 0.3, 0.7, 0.04
+    mass, calc = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    mass[0, :2] = True  # holds 0.3 and 0.7: its peak is 0.7
+    calc[2:, 2:] = True  # holds 0 and 0.04
+    scans = [ScanLesions(prob, [mass, calc], ["CIRC", "CALC"], 0.04),
+             ScanLesions(None, [mass], ["SPIC"], 0.04),  # a failed prediction finds nothing: peak 0
+             ScanLesions(prob, [], [], 0.04)]
+    found = peaks.lesion_peaks(scans)
+    assert found == [("CIRC", float(np.float32(0.7))), ("CALC", float(np.float32(0.04))), ("SPIC", 0.0)]
+    table = peaks.peak_table(found, {"masses": ["CIRC", "SPIC"], "calcifications": ["CALC"], "none": ["ARCH"]})
+    assert table["all"] == {"lesions": 3, "under_0.05": 2, "under_0.5": 2, "median_peak": float(np.float32(0.04))}
+    assert table["masses"]["lesions"] == 2 and table["masses"]["under_0.05"] == 1 and table["masses"]["under_0.5"] == 1
+    assert table["calcifications"]["under_0.05"] == 1
+    assert table["none"] == {"lesions": 0, "under_0.05": 0, "under_0.5": 0, "median_peak": None}
