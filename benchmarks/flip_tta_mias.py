@@ -30,8 +30,8 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from out_of_fold import (aligned_arms, lesion_groups, same_models_figures, same_models_table,  # noqa: E402
-                         training_pixel_mm, write_results)
+from out_of_fold import (aligned_arms, lesion_groups, out_of_fold_cases, same_models_figures,  # noqa: E402
+                         same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments, link_fold, mammo, nested  # noqa: E402
 
 
@@ -88,12 +88,9 @@ def main(argv=None) -> int:
     with open(os.path.join(run, "operating_point.json")) as f:  # flip and no_flip: the models it was chosen with
         by_means = nested(json.load(f))
     point = flip_point(run, by_means)
-    with open(os.path.join(run, "cv.json")) as f:
-        folds = json.load(f)["folds"]
     flipped = predict_flipped(run, data, dev, args.work, point, log, by_means)
     truth = ground_truth(dev)
-    cases = {"no_flip": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], truth),
-             "flip": collect_cases(flipped, truth)}
+    cases = {"no_flip": out_of_fold_cases(args.work, truth), "flip": collect_cases(flipped, truth)}
     arms, women = aligned_arms(cases)
     report = {"run": args.work, "scans": len(women), "women": len(set(women)),
               "training_pixel_mm": training_pixel_mm(args.work),

@@ -16,7 +16,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -27,8 +26,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import write_results  # noqa: E402
-from quality_mias import GROUPS, RESULTS  # noqa: E402
+from out_of_fold import out_of_fold_cases, write_results  # noqa: E402
+from quality_mias import GROUPS, RESULTS, is_finished  # noqa: E402
 
 #: peaks under these are counted: 0.05 is the lowest threshold of the operating point's sweep, 0.5 a coin toss
 LEVELS = (0.05, 0.5)
@@ -56,13 +55,8 @@ def peak_table(peaks: list[tuple[str, float]], groups: dict) -> dict:
 def run_peaks(folder: str) -> list[tuple[str, float]]:
     """:func:`lesion_peaks` of a finished ``quality_mias`` working folder's out-of-fold predictions."""
     from data_prep.ground_truth import ground_truth
-    from mammo_seg.evaluate import collect_cases
 
-    with open(os.path.join(folder, "run", "cv.json")) as f:
-        folds = json.load(f)["folds"]
-    cases = collect_cases([os.path.join(folder, f"fold{k}_pred") for k in range(1, folds + 1)],
-                          ground_truth(os.path.join(folder, "mias_real_dev")))
-    return lesion_peaks(cases.scans)
+    return lesion_peaks(out_of_fold_cases(folder, ground_truth(os.path.join(folder, "mias_real_dev"))).scans)
 
 
 def write_markdown(report: dict, path: str) -> None:
@@ -94,7 +88,7 @@ def main(argv=None) -> int:
     if len(folders) != len(args.run):
         parser.error("--run: NAME=FOLDER, each NAME once")
     for name, folder in folders.items():
-        if not os.path.isfile(os.path.join(folder, "run", "operating_point.json")):
+        if not is_finished(folder):
             parser.error(f"--run {name}={folder}: no finished quality_mias run (run/operating_point.json)")
     report = {"machine": machine_description(), "levels": list(LEVELS), "folders": folders,
               "runs": {name: peak_table(run_peaks(folder), GROUPS) for name, folder in folders.items()}}

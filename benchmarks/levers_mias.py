@@ -96,7 +96,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only: nothin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -135,9 +134,10 @@ def last_stage(**train) -> list[str]:
 
 def with_seeds(name: str, what: str, overrides: list[str], prep: dict | None = None) -> dict:
     """The arm ``name`` and its twins ``name_seed_1``, ``name_seed_2``: another training seed, the same folds."""
-    arms = {name: (what, overrides, prep or {})}
+    prep = prep or {}
+    arms = {name: (what, overrides, prep)}
     for seed in (1, 2):
-        arms[f"{name}_seed_{seed}"] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], prep or {})
+        arms[f"{name}_seed_{seed}"] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], prep)
     return arms
 
 

@@ -265,6 +265,16 @@ def arm_result(work: str, name: str) -> dict:
         return json.load(f)
 
 
+def out_of_fold_cases(folder: str, truth):
+    """:func:`mammo_seg.evaluate.collect_cases` of a finished ``quality_mias`` working folder's out-of-fold
+    predictions (``fold<k>_pred``, one per fold of its ``run/cv.json``) against ``truth``."""
+    from mammo_seg.evaluate import collect_cases
+
+    with open(os.path.join(folder, "run", "cv.json")) as f:
+        folds = json.load(f)["folds"]
+    return collect_cases([os.path.join(folder, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
+
+
 def compare_arms(names: list[str], work: str, truth, min_area_mm2: float, baseline: str,
                  groups: dict) -> tuple[dict, dict, dict]:
     """(each arm's report, each arm's figures with its FROC at the common minimum area, the paired differences
@@ -274,14 +284,9 @@ def compare_arms(names: list[str], work: str, truth, min_area_mm2: float, baseli
     Every arm's FROC is taken at one minimum area: an arm whose operating point keeps components of any size
     would otherwise be scored with the specks that upsampling to the scan's grid makes of its probabilities."""
     from mammo_seg.detection import froc
-    from mammo_seg.evaluate import collect_cases
     from mammo_seg.intervals import bootstrap, paired_differences
 
-    cases = {}
-    for name in names:
-        with open(os.path.join(work, name, "run", "cv.json")) as f:
-            folds = json.load(f)["folds"]
-        cases[name] = collect_cases([os.path.join(work, name, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
+    cases = {name: out_of_fold_cases(os.path.join(work, name), truth) for name in names}
     arms, women = aligned_arms(cases, min_area_mm2)
     groups = lesion_groups(arms[names[0]].scans, groups)
     results = {name: arm_result(work, name) for name in names}

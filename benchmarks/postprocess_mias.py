@@ -29,7 +29,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import replace
@@ -41,8 +40,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import (lesion_groups, point_arm, same_models_figures, same_models_table,  # noqa: E402
-                         training_pixel_mm, write_results)
+from out_of_fold import (lesion_groups, out_of_fold_cases, point_arm, same_models_figures,  # noqa: E402
+                         same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
 EXTENT_LEVEL = 0.5
@@ -104,11 +103,8 @@ def main(argv=None) -> int:
     run, dev = os.path.join(args.work, "run"), os.path.join(args.work, "mias_real_dev")
     from data_prep.ground_truth import ground_truth
     from mammo_seg.config import load_config
-    from mammo_seg.evaluate import collect_cases
 
-    with open(os.path.join(run, "cv.json")) as f:
-        folds = json.load(f)["folds"]
-    cases = collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)], ground_truth(dev))
+    cases = out_of_fold_cases(args.work, ground_truth(dev))
     if cases.problems or any(scan.probability is None for scan in cases.scans):
         raise SystemExit(f"postprocess: {args.work}: some predictions are missing or unreadable")
     section = load_config(os.path.join(run, "config.yaml")).operating_point

@@ -114,6 +114,11 @@ def out_of_fold(run: str, data: str, raw: str, work: str, log: str, timings: dic
     return folders
 
 
+def is_finished(folder: str) -> bool:
+    """Whether ``folder`` holds a finished run of this benchmark: its run recorded an operating point."""
+    return os.path.isfile(os.path.join(folder, "run", "operating_point.json"))
+
+
 def finished_work_arguments(description: str, out_name: str, argv=None) -> argparse.Namespace:
     """``--work`` (a finished run's working folder, checked: its run recorded an operating point) and ``--out`` (the
     results prefix, ``benchmarks/results/OUT_NAME`` by default): the arguments of a study on a finished run of this
@@ -122,7 +127,7 @@ def finished_work_arguments(description: str, out_name: str, argv=None) -> argpa
     parser.add_argument("--work", default=WORK, help="a finished benchmarks/quality_mias.py working folder")
     parser.add_argument("--out", default=os.path.join(RESULTS, out_name), help="PREFIX.json, PREFIX.md")
     args = parser.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.work, "run", "operating_point.json")):
+    if not is_finished(args.work):
         parser.error(f"--work {args.work}: no finished quality_mias run (run/operating_point.json)")
     return args
 

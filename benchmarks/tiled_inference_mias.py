@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import (aligned_arms, lesion_groups, point_arm, same_models_figures,  # noqa: E402
+from out_of_fold import (aligned_arms, lesion_groups, out_of_fold_cases, point_arm, same_models_figures,  # noqa: E402
                          same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments, link_fold, mammo  # noqa: E402
 
@@ -71,15 +71,11 @@ def main(argv=None) -> int:
     tile = config.data.crop
     with open(os.path.join(run, "operating_point.json")) as f:
         point = json.load(f)
-    with open(os.path.join(run, "cv.json")) as f:
-        folds = json.load(f)["folds"]
     start = time.perf_counter()
     tiled = predict_tiled(run, data, dev, args.work, tile, OVERLAP, point, os.path.join(args.work, "tiled.log"))
     seconds = round(time.perf_counter() - start, 1)
     truth = ground_truth(dev)
-    cases = {"one_pass": collect_cases([os.path.join(args.work, f"fold{k}_pred") for k in range(1, folds + 1)],
-                                       truth),
-             "tiled": collect_cases(tiled, truth)}
+    cases = {"one_pass": out_of_fold_cases(args.work, truth), "tiled": collect_cases(tiled, truth)}
     aligned, women = aligned_arms(cases)  # the scans both predicted, in one order
     scored = {name: point_arm(arm.scans, config.operating_point) for name, arm in aligned.items()}
     arms = {name: arm for name, (arm, _) in scored.items()}
