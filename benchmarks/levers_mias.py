@@ -166,8 +166,8 @@ ARMS = {
     "seed_2": ("the recipe with training seed 2 (weights, crops, augmentation; the same folds)",
                ["seed=2", "cv.seed=0"], {}),
     "augment_nnunet": (f"{STRONG_AUGMENT[0]}, the recipe's 18 epochs", STRONG_AUGMENT[1], {}),
-    "augment_nnunet_36": (f"36 epochs, {STRONG_AUGMENT[0]}",
-                          ["train.epochs=36", "train.validation_freq=12", *STRONG_AUGMENT[1]], {}),
+    **with_seeds("augment_nnunet_36", f"36 epochs, {STRONG_AUGMENT[0]}",
+                 ["train.epochs=36", "train.validation_freq=12", *STRONG_AUGMENT[1]]),
     "augment_nnunet_54": (f"54 epochs, {STRONG_AUGMENT[0]}",
                           ["train.epochs=54", "train.validation_freq=18", *STRONG_AUGMENT[1]], {}),
     "nested": ("nested cross-validation: the point chosen on, and every scan scored by, the mean of the 4 models "
