@@ -42,7 +42,8 @@ The arms (``--arms`` picks some):
   with AVX-512 leaves.
 * ``augment_nnunet_54``: 54 epochs with nnU-Net's augmentation ranges (rotation ±180°, scale 0.7-1.4) and a wider
   gamma/contrast range (±0.3 instead of ±0.15): longer training with more to keep it from overfitting.
-* ``augment_nnunet``, ``augment_nnunet_36``: the same augmentation at the recipe's 18 epochs, and at 36.
+* ``augment_nnunet``, ``augment_nnunet_36`` (and ``_seed_1``, ``_seed_2``, against ``seed_1`` and ``seed_2``): the
+  same augmentation at the recipe's 18 crop epochs, and at 36.
 * ``width_0.35``: a narrower network (× 0.35) at the recipe's 18 epochs: less to overfit with.
 * ``seed_1``, ``seed_2``: the recipe with another training seed (weights, crop positions, augmentation) and the same
   folds (``cv.seed`` 0): how far one training moves the figures, which the intervals over women do not include.
