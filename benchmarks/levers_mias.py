@@ -80,6 +80,12 @@ The arms (``--arms`` picks some):
   and its circle, mostly plain tissue, may teach the network to call tissue a lesion; measured at the former 0.8 mm
   grid only (``loss_study_mias.md``). Every arm is scored against the same reference, calcification clusters
   included as lesions to find.
+* ``deep_supervision`` (and ``_seed_1``, ``_seed_2``, against ``seed_1`` and ``seed_2``): the crop stage trained with
+  deep supervision (``train.deep_supervision``, :mod:`mammo_seg.models.deep_supervision`): 1×1 heads on the decoder's
+  up_conv2 (H/8) and up_conv6 (H/4), scored by the same loss as the logits, weights 4/7, 2/7, 1/7 (nnU-Net's 1, ½,
+  ¼). The network has no skip connections, so its encoder learns only through the decoder's one path; the heads
+  give it a shorter one. The whole-scan stage trains without them (they are not part of the saved model, so they
+  would start there untrained).
 
 The ``whole_scans_6_epochs``, ``whole_scans_12_epochs``, ``whole_scans_lr_0.001`` and ``whole_scans_tversky`` arms
 share their base arm's crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the
@@ -183,6 +189,8 @@ ARMS = {
                  "(after the same crops)", [f"stages[-1].loss={RECALL_LOSS}"]),
     **with_seeds("whole_scans_lr_0.001", "whole-scan stage at lr 0.001 instead of 0.0005 (after the same crops)",
                  last_stage(lr=0.001)),
+    **with_seeds("deep_supervision", "deep supervision in the crop stage (heads on up_conv2 and up_conv6)",
+                 ["train.deep_supervision=true", *last_stage(deep_supervision="false")]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),

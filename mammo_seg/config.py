@@ -203,6 +203,7 @@ class TrainSection:
     checkpoint_metric: str = "val_lesion_iou"  # best.keras: highest value of this log
     checkpoint: str = "best"  # the run's model: "best" (best.keras by checkpoint_metric) or "last" (last epoch)
     jit_compile: bool = False  # XLA: 1.8x slower on CPU (environment_notes.md §3)
+    deep_supervision: bool = False  # auxiliary heads on the decoder while training (models/deep_supervision.py)
 
 
 @dataclass

@@ -395,3 +395,27 @@ def test_a_number_in_exponent_notation_is_a_number():
     assert (config.train.lr, config.model.l2) == (1e-4, 5e-5)
     with pytest.raises(MammoError, match="expected a number"):
         load_config(TINY, ["train.lr=1e-4x"])
+
+
+def test_a_deeply_supervised_run_saves_the_network_without_its_heads_and_resumes_exactly(data_dir, tmp_path):
+    import keras
+
+    from mammo_seg.models.fcn import MammoFCN
+
+    common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64",
+              "--set", "train.steps_per_epoch=3", "--set", "train.deep_supervision=true"]
+    straight, resumed, plain = (str(tmp_path / name) for name in ("straight", "resumed", "plain"))
+    assert main(["train", "--out", straight, *common, "--set", "train.epochs=3"]) == 0
+    assert main(["train", "--out", resumed, *common, "--set", "train.epochs=2"]) == 0
+    assert main(["train", "--out", resumed, "--resume", *common, "--set", "train.epochs=3"]) == 0
+    assert main(["train", "--out", plain, *common[:-2], "--set", "train.epochs=3"]) == 0
+    saved = keras.models.load_model(os.path.join(straight, "last.keras"))
+    assert isinstance(saved, MammoFCN)
+    assert [layer.name for layer in saved.layers] == [layer.name for layer in MammoFCN(width=0.125).layers]
+    # the heads and their optimizer state are in the backup: the resumed run ends where the straight one does
+    for x, y in zip(saved.get_weights(), keras.models.load_model(os.path.join(resumed, "last.keras")).get_weights()):
+        np.testing.assert_array_equal(x, y)
+    rows, without = history(straight), history(plain)
+    assert [float(r["loss"]) for r in history(resumed)] == [float(r["loss"]) for r in rows]
+    assert all(0 <= float(r["loss"]) <= 1 for r in rows)  # the network's own logits' IoU loss
+    assert rows[-1]["loss"] != without[-1]["loss"]  # the heads' losses change what the network learns

@@ -87,16 +87,18 @@ class TrainingBackup(keras.callbacks.Callback):
 
 
 class ModelSaver(keras.callbacks.Callback):
-    """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically)."""
+    """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically). ``model``:
+    the one saved, where it is not the one trained (deep supervision trains the network with auxiliary heads)."""
 
     def __init__(self, run: RunDir, monitor: str = "val_lesion_iou", best: float | None = None,
-                 write: bool = True):
+                 write: bool = True, model=None):
         super().__init__()
         self.run, self.monitor, self.best, self.write = run, monitor, best, write
+        self.saved = model
 
     def _save(self, path: str):
         with atomic.replacing(path) as tmp:
-            self.model.save(tmp)
+            (self.saved or self.model).save(tmp)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)

@@ -196,6 +196,7 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
     from mammo_seg.data.pipeline import count_records
     from mammo_seg.losses import get_loss
     from mammo_seg.metrics import standard_metrics
+    from mammo_seg.models.deep_supervision import supervised
     from mammo_seg.training.callbacks import ModelSaver, TrainingBackup, truncate_history
     from mammo_seg.training.step import Steps
 
@@ -228,10 +229,11 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
         monitor = None  # the run's model is last.keras
     with strategy.scope():  # before the run's files: a bad init_from or freeze prefix leaves no run behind
         model = build_model(config, manifest.resolution, init_from)
+        trained, output_weights = supervised(model, train.deep_supervision)  # the model, or it and its heads
         loss = get_loss(config.loss)
         optimizer = _optimizer(config, steps_per_epoch)
-        model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
-        optimizer.build(model.trainable_variables)
+        trained.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+        optimizer.build(trained.trainable_variables)
         train_metrics, val_metrics = standard_metrics(), standard_metrics()
     if chief:
         dump_config(config, run.config)
@@ -239,18 +241,19 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
             "data_dir": os.path.abspath(data_dir), "kind": manifest.kind, "tile_size": manifest.tile_size,
             "dataset": manifest.dataset, "crop": config.data.crop,
             "patients": sorted(fold.train) if fold else None, "precision": policy, "precision_reason": why})
-    steps = Steps(model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile)
+    steps = Steps(trained, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile,
+                  output_weights=output_weights)
 
-    saver = ModelSaver(run, monitor=monitor, write=chief)
+    saver = ModelSaver(run, monitor=monitor, write=chief, model=model)
     backup = TrainingBackup(run.backup, state_fn=lambda: {"best": saver.best}, write=chief)
-    backup.set_model(model)
+    backup.set_model(trained)
     state = backup.restore() if resume else None
     initial_epoch = state["epoch"] if state else 0
     saver.best = state.get("best") if state else None
     if chief:
         truncate_history(run.history, initial_epoch)
     callbacks = keras.callbacks.CallbackList(
-        build_callbacks(config, run, loss, saver, backup, chief, initial_epoch), model=model)
+        build_callbacks(config, run, loss, saver, backup, chief, initial_epoch), model=trained)
 
     _, workers = cluster()
     log.info("%s: %d replica(s), %d worker(s); %d records of %s, batch %d, %d steps/epoch, epochs %d-%d; %s (%s)",

@@ -23,7 +23,9 @@ NaN, so that Keras's own check skips the update and halves the loss scale on eve
 
 The train step returns ``{"loss": L, "regularization": R}``: the data loss of the global batch and
 the weight-decay penalty, apart (their sum is what the gradient descends), so that a logged IoU loss
-stays within [0, 1]. The eval step returns the data loss alone.
+stays within [0, 1]. The eval step returns the data loss alone. A model with several outputs (deep
+supervision, :mod:`mammo_seg.models.deep_supervision`) descends Σ_i w_i · L_i over its outputs; L, the
+metrics and the eval step are its first output's, the network's own logits.
 
 The steps' graphs are built without grappler's arithmetic optimizer (:func:`reproducible_rewrites`):
 it collapses chains of additions into one ``AddN``, and TensorFlow's CPU ``AddN`` adds its inputs in
@@ -105,8 +107,10 @@ def _agree_on_overflow(ctx, gradients):
 class Steps:
     """Compiled train and evaluation steps for one model, loss, optimizer and strategy."""
 
-    def __init__(self, model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=False):
+    def __init__(self, model, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=False,
+                 output_weights=(1.0,)):
         self.model, self.loss, self.optimizer, self.strategy = model, loss, optimizer, strategy
+        self.output_weights = tuple(output_weights)  # one per model output
         self.train_metrics, self.val_metrics = train_metrics, val_metrics
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
@@ -115,12 +119,21 @@ class Steps:
     def _regularisation(self):
         return tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses]) if self.model.losses else 0.0
 
+    def _outputs(self, x, training):
+        """The model's outputs as a list (its first: the network's logits)."""
+        outputs = self.model(x, training=training)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
     def _train_replica(self, x, y):
         ctx = tf.distribute.get_replica_context()
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.model(x, training=True)
-            value, surrogate = _global_loss(self.loss, y, logits)
+            outputs = self._outputs(x, training=True)
+            logits = outputs[0]
+            losses = [_global_loss(self.loss, y, output) for output in outputs]
+            value = losses[0][0]
+            surrogate = tf.add_n([w * s for w, (_, s) in zip(self.output_weights, losses)]) \
+                if len(losses) > 1 else losses[0][1]
             regularisation = self._regularisation()
             objective = surrogate + regularisation / ctx.num_replicas_in_sync
             scaled = self.optimizer.scale_loss(objective)
@@ -142,7 +155,7 @@ class Steps:
         # The last partial batch can leave a replica with no images. Skip the model then (a strided
         # convolution on an empty batch returns a wrong shape on TF 2.21's CPU kernels); empty
         # statistics are zeros (or only padding), and the replica still joins the all-reduce.
-        logits = tf.cond(tf.shape(x)[0] > 0, lambda: self.model(x, training=False), lambda: tf.zeros_like(y))
+        logits = tf.cond(tf.shape(x)[0] > 0, lambda: self._outputs(x, training=False)[0], lambda: tf.zeros_like(y))
         value = self.loss.from_statistics(_global_statistics(self.loss, y, logits)[1])
         for metric in self.val_metrics:
             metric.update_state(y, logits)
