@@ -3,7 +3,8 @@
     python distributed_check.py mirrored OUT.json   one device, one device on the batch in reverse
                                                     order (the float32 noise floor), MirroredStrategy
                                                     over two logical CPUs, and the naive per-replica
-                                                    loss Keras's fit() uses; same start, same data
+                                                    loss Keras's fit() uses; same start, same data;
+                                                    and the soft IoU with deep supervision's heads
     python distributed_check.py single OUT.json     one device
     python distributed_check.py worker OUT.json     MultiWorkerMirroredStrategy from TF_CONFIG
     MAMMO_CPU_DEVICES=2 python distributed_check.py overflow OUT.json
@@ -72,18 +73,19 @@ def make_loss(name):
     return SoftIoULoss() if name == "iou" else LovaszHinge(per_image=False)
 
 
-def run(strategy, loss_name="iou", reverse=False, naive=False):
+def run(strategy, loss_name="iou", reverse=False, naive=False, deep=False):
     import keras
     import numpy as np
     import tensorflow as tf
 
     from mammo_seg.metrics import standard_metrics
+    from mammo_seg.models.deep_supervision import supervised
     from mammo_seg.models.fcn import MammoFCN
     from mammo_seg.training.step import Steps
 
     keras.utils.set_random_seed(1)
     with strategy.scope():
-        model = MammoFCN(width=0.125, dropout=0.0)
+        model, weights = supervised(MammoFCN(width=0.125, dropout=0.0), deep)  # deep: with its auxiliary heads
         loss = make_loss(loss_name)  # batch-level losses: the case fit() gets wrong
         optimizer = keras.optimizers.SGD(LR)
         optimizer.build(model.trainable_variables)
@@ -91,7 +93,7 @@ def run(strategy, loss_name="iou", reverse=False, naive=False):
     if naive:
         step = naive_step(model, loss, optimizer, strategy)
     else:
-        steps = Steps(model, loss, optimizer, strategy, train_metrics, [])
+        steps = Steps(model, loss, optimizer, strategy, train_metrics, [], output_weights=weights)
         step = lambda iterator: steps.train_step(iterator)["loss"]  # noqa: E731  (the data loss)
     x, y = data(reverse)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
@@ -167,6 +169,8 @@ def main(mode, out):
         result = {name: {"single": run(default, name), "reversed": run(default, name, reverse=True),
                          "mirrored": run(mirrored, name), "naive": run(mirrored, name, naive=True)}
                   for name in LOSSES}
+        result["iou_deep"] = {"single": run(default, deep=True), "reversed": run(default, reverse=True, deep=True),
+                              "mirrored": run(mirrored, deep=True)}
         result["replicas"] = mirrored.num_replicas_in_sync
     with open(out, "w") as f:
         json.dump(result, f)

@@ -26,6 +26,43 @@ def test_the_heads_are_further_outputs_of_the_input_size_and_leave_the_network_a
     assert np.ptp(h8[0, :8, :8]) == 0 and np.ptp(h8[0, :16, :16]) > 0
     assert np.ptp(h4[0, :4, :4]) == 0 and np.ptp(h4[0, :8, :8]) > 0
     assert len(trained.trainable_variables) == len(model.trainable_variables) + 4  # two 1x1 heads: kernel and bias
+    # each head: a 1x1 convolution of its decoder layer's activations, repeated over its cells, cropped to the input
+    taps = keras.Model(model.inputs[0], [model.get_layer(n).output for n in ("up_conv6_relu", "up_conv2_relu")])
+    for head, tap, factor, name in zip((h4, h8), taps(x), (4, 8), ("up_conv6", "up_conv2")):
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in trained.get_layer(f"{name}_aux_logits").weights)
+        cells = keras.ops.convert_to_numpy(tap) @ kernel[0, 0] + bias
+        np.testing.assert_allclose(head, cells.repeat(factor, 1).repeat(factor, 2)[:, :40, :40], rtol=1e-5, atol=1e-6)
+
+
+def test_under_mixed_float16_the_heads_compute_in_float32_and_the_step_trains_them():
+    import keras
+    import tensorflow as tf
+
+    from mammo_seg.losses import get_loss
+    from mammo_seg.models.deep_supervision import supervised
+    from mammo_seg.models.fcn import MammoFCN
+    from mammo_seg.training.step import Steps
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        trained, weights = supervised(MammoFCN(width=0.125), True)
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+        optimizer.build(trained.trainable_variables)
+        steps = Steps(trained, get_loss({"name": "dice"}), optimizer, tf.distribute.get_strategy(), [], [],
+                      output_weights=weights)
+        x = np.random.default_rng(1).random((2, 64, 64, 1), dtype="float32")
+        y = np.zeros_like(x)
+        y[:, 20:40, 24:44] = 1
+        assert [keras.backend.standardize_dtype(o.dtype) for o in trained(x)] == ["float32"] * 3
+        heads = [trained.get_layer(f"{n}_aux_logits").kernel for n in ("up_conv6", "up_conv2")]
+        before = [h.numpy().copy() for h in heads]
+        out = steps.train_step(iter(tf.data.Dataset.from_tensors((x, y))))
+        assert np.isfinite(float(out["loss"]))
+        for h, b in zip(heads, before):
+            assert np.isfinite(h.numpy()).all() and not np.array_equal(h.numpy(), b)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_the_step_descends_the_weighted_sum_of_its_outputs_losses_and_reports_the_first():

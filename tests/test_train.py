@@ -227,7 +227,7 @@ def test_a_resumed_run_keeps_the_precision_it_started_in_and_the_card_reads_it(d
     with caplog.at_level(logging.WARNING, logger=precision.__name__):
         assert train_stage(config(2), run.path, resume=True, progress=False).epochs_done == 2
     assert [r["epoch"] for r in history(run.path)] == ["0", "1"]
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.name == precision.__name__] == [
         "resuming in float32, the precision this run started in (auto: CPU without AVX512_BF16 or AMX-BF16); here "
         "train.mixed_precision: auto would choose mixed_bfloat16 (auto: CPU with AVX512_BF16)"]
     assert run.recorded_precision() == started
@@ -397,7 +397,7 @@ def test_a_number_in_exponent_notation_is_a_number():
         load_config(TINY, ["train.lr=1e-4x"])
 
 
-def test_a_deeply_supervised_run_saves_the_network_without_its_heads_and_resumes_exactly(data_dir, tmp_path):
+def test_a_deeply_supervised_run_saves_the_network_without_its_heads_and_resumes_exactly(data_dir, tmp_path, capsys):
     import keras
 
     from mammo_seg.models.fcn import MammoFCN
@@ -419,3 +419,9 @@ def test_a_deeply_supervised_run_saves_the_network_without_its_heads_and_resumes
     assert [float(r["loss"]) for r in history(resumed)] == [float(r["loss"]) for r in rows]
     assert all(0 <= float(r["loss"]) <= 1 for r in rows)  # the network's own logits' IoU loss
     assert rows[-1]["loss"] != without[-1]["loss"]  # the heads' losses change what the network learns
+    # resumed without the heads its backup holds: one line naming the backup, and the run as it was
+    capsys.readouterr()
+    assert main(["train", "--out", resumed, "--resume", *common[:-2], "--set", "train.epochs=4"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and os.path.join(resumed, "backup") in error[0] and "deep_supervision" in error[0], error
+    assert len(history(resumed)) == 3

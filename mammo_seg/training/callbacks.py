@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -48,7 +49,12 @@ class TrainingBackup(keras.callbacks.Callback):
         latest = self._latest()
         if latest is None:
             return None
-        self.model.load_weights(os.path.join(latest, "model.weights.h5"))
+        with warnings.catch_warnings(record=True) as caught:  # Keras skips what does not fit with a warning
+            warnings.simplefilter("always")
+            self.model.load_weights(os.path.join(latest, "model.weights.h5"))
+        skipped = [str(w.message).strip() for w in caught if "Skipping variable loading" in str(w.message)]
+        if skipped:
+            raise ValueError(skipped[0])
         with np.load(os.path.join(latest, "state.npz")) as saved:
             values = [saved[f"v{i}"] for i in range(len(saved.files))]
         variables = self._state_variables()
@@ -98,7 +104,7 @@ class ModelSaver(keras.callbacks.Callback):
 
     def _save(self, path: str):
         with atomic.replacing(path) as tmp:
-            (self.saved or self.model).save(tmp)
+            (self.model if self.saved is None else self.saved).save(tmp)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)

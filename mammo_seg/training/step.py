@@ -111,6 +111,8 @@ class Steps:
                  output_weights=(1.0,)):
         self.model, self.loss, self.optimizer, self.strategy = model, loss, optimizer, strategy
         self.output_weights = tuple(output_weights)  # one per model output
+        if len(self.output_weights) != len(model.outputs):
+            raise ValueError(f"{len(model.outputs)} model outputs, {len(self.output_weights)} output weights")
         self.train_metrics, self.val_metrics = train_metrics, val_metrics
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
