@@ -16,7 +16,7 @@ def test_the_heads_are_further_outputs_of_the_input_size_and_leave_the_network_a
     assert supervised(model, False) == (model, (1.0,))
     trained, weights = supervised(model, True)
     assert weights == WEIGHTS and sum(weights) == pytest.approx(1.0)
-    assert weights[0] == pytest.approx(4 / 7) and weights[1] == pytest.approx(2 / 7) and weights[2] == pytest.approx(1 / 7)
+    assert weights == pytest.approx((4 / 7, 2 / 7, 1 / 7))
     assert [layer.name for layer in model.layers] == names  # the saved network gains no layer
     x = np.random.default_rng(0).random((1, 40, 40, 1), dtype="float32")
     logits, h4, h8 = (keras.ops.convert_to_numpy(o) for o in trained(x))
