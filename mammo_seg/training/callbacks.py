@@ -93,18 +93,17 @@ class TrainingBackup(keras.callbacks.Callback):
 
 
 class ModelSaver(keras.callbacks.Callback):
-    """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically). ``model``:
-    the one saved, where it is not the one trained (deep supervision trains the network with auxiliary heads)."""
+    """``last.keras`` every epoch and ``best.keras`` when ``monitor`` reaches a new maximum (atomically), of
+    ``model``: the network, which is not the model trained when deep supervision adds its heads."""
 
-    def __init__(self, run: RunDir, monitor: str = "val_lesion_iou", best: float | None = None,
-                 write: bool = True, model=None):
+    def __init__(self, run: RunDir, model, monitor: str = "val_lesion_iou", best: float | None = None,
+                 write: bool = True):
         super().__init__()
-        self.run, self.monitor, self.best, self.write = run, monitor, best, write
-        self.saved = model
+        self.run, self.saved, self.monitor, self.best, self.write = run, model, monitor, best, write
 
     def _save(self, path: str):
         with atomic.replacing(path) as tmp:
-            (self.model if self.saved is None else self.saved).save(tmp)
+            self.saved.save(tmp)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)

@@ -244,13 +244,13 @@ def _train_stage(config: ExperimentConfig, run_dir: str, resume: bool, strategy,
     steps = Steps(trained, loss, optimizer, strategy, train_metrics, val_metrics, jit_compile=train.jit_compile,
                   output_weights=output_weights)
 
-    saver = ModelSaver(run, monitor=monitor, write=chief, model=model)
+    saver = ModelSaver(run, model, monitor=monitor, write=chief)
     backup = TrainingBackup(run.backup, state_fn=lambda: {"best": saver.best}, write=chief)
     backup.set_model(trained)
     try:
         state = backup.restore() if resume else None
     except ValueError as e:  # weights or optimizer state of another model: a setting changed since the run began
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0]
         raise MammoError(run.backup, f"the backup does not fit this model and optimizer ({first}); resume with the "
                                      f"settings the run began with (model.*, train.deep_supervision)") from None
     initial_epoch = state["epoch"] if state else 0

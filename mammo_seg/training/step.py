@@ -134,8 +134,7 @@ class Steps:
             logits = outputs[0]
             losses = [_global_loss(self.loss, y, output) for output in outputs]
             value = losses[0][0]
-            surrogate = tf.add_n([w * s for w, (_, s) in zip(self.output_weights, losses)]) \
-                if len(losses) > 1 else losses[0][1]
+            surrogate = tf.add_n([w * s for w, (_, s) in zip(self.output_weights, losses)])  # w = 1: exactly s
             regularisation = self._regularisation()
             objective = surrogate + regularisation / ctx.num_replicas_in_sync
             scaled = self.optimizer.scale_loss(objective)
