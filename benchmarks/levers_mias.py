@@ -86,6 +86,9 @@ The arms (``--arms`` picks some):
   ¼). The network has no skip connections, so its encoder learns only through the decoder's one path; the heads
   give it a shorter one. The whole-scan stage trains without them (they are not part of the saved model, so they
   would start there untrained).
+* ``lr_0.004`` (and ``_seed_1``, ``_seed_2``): the crop stage at twice the recipe's learning rate (Adam, 0.004, the
+  same warm-up and cosine decay to 0); the whole-scan stage keeps its own 0.0005. More epochs at the recipe's rate
+  overfitted (``epochs_54``); a larger step is the other way to move further from the start in the same steps.
 
 The ``whole_scans_6_epochs``, ``whole_scans_12_epochs``, ``whole_scans_lr_0.001`` and ``whole_scans_tversky`` arms
 share their base arm's crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the
@@ -191,6 +194,8 @@ ARMS = {
                  last_stage(lr=0.001)),
     **with_seeds("deep_supervision", "deep supervision in the crop stage (heads on up_conv2 and up_conv6)",
                  ["train.deep_supervision=true", *last_stage(deep_supervision="false")]),
+    **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",
+                 ["train.lr=0.004"]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
     "whole_scans_seed_1": (f"seed 1's fold models, then {WHOLE_SCANS[0]}", ["seed=1", "cv.seed=0", *WHOLE_SCANS[1]],
                            {}),
