@@ -142,12 +142,22 @@ def last_stage(**train) -> list[str]:
     return [f"stages[-1].train.{key}={value}" for key, value in train.items()]
 
 
+#: the training seeds an arm of :func:`with_seeds` is run with, and the recipe's own arm for each
+SEED_BASELINES = {0: "recipe", 1: "seed_1", 2: "seed_2"}
+
+
+def seed_twin(name: str, seed: int) -> str:
+    """The arm ``name`` trained with another ``seed`` (the same folds): ``name_seed_N``; seed 0 is ``name`` itself."""
+    return name if seed == 0 else f"{name}_seed_{seed}"
+
+
 def with_seeds(name: str, what: str, overrides: list[str], prep: dict | None = None) -> dict:
     """The arm ``name`` and its twins ``name_seed_1``, ``name_seed_2``: another training seed, the same folds."""
     prep = prep or {}
     arms = {name: (what, overrides, prep)}
-    for seed in (1, 2):
-        arms[f"{name}_seed_{seed}"] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], prep)
+    for seed in SEED_BASELINES:
+        if seed:
+            arms[seed_twin(name, seed)] = (f"seed {seed}, {what}", [f"seed={seed}", "cv.seed=0", *overrides], prep)
     return arms
 
 
@@ -208,10 +218,10 @@ FINE_TUNES = {"whole_scans": "recipe", "whole_scans_seed_1": "seed_1", "whole_sc
 #: arm → the arm whose fold models' first (crop) stage it shares: both train that stage with the same config and
 #: seed, which on one machine gives the same weights bit for bit, so the arm starts from hard links to the base
 #: arm's finished first stages (and its ``cv.json``) and trains its later stages only; the base arm runs first
-SAME_CROPS = {f"{arm}{twin}": base
+SAME_CROPS = {seed_twin(arm, seed): base
               for arm in ("whole_scans_6_epochs", "whole_scans_12_epochs", "whole_scans_lr_0.001",
                           "whole_scans_tversky")
-              for twin, base in (("", "recipe"), ("_seed_1", "seed_1"), ("_seed_2", "seed_2"))}
+              for seed, base in SEED_BASELINES.items()}
 
 
 def nested_arms(report: dict) -> str:

@@ -176,10 +176,51 @@ def paired_differences(arms: dict[str, Arm], women: list[str], baseline: str, gr
             continue
 
         def summary(key, name=name):
-            diffs = [a[key] - b[key] for a, b in zip(figures[name], figures[baseline])]
-            entry = _interval(diffs[0], diffs[1:])
-            entry["resolved"] = bool(entry["ci95"] and (entry["ci95"][0] > 0 or entry["ci95"][1] < 0))
-            return entry
+            return _difference([a[key] - b[key] for a, b in zip(figures[name], figures[baseline])])
 
         result["differences"][name] = _layout(summary, prepared[name][0], rates)
     return result
+
+
+def _difference(values) -> dict:
+    """The observed difference (``values[0]``) and the 95 % interval of the resampled ones; ``resolved`` when the
+    interval excludes 0."""
+    entry = _interval(values[0], values[1:])
+    entry["resolved"] = bool(entry["ci95"] and (entry["ci95"][0] > 0 or entry["ci95"][1] < 0))
+    return entry
+
+
+def mean_paired_difference(pairs: list[tuple[Arm, Arm]], women: list[str], groups: dict | None = None,
+                           thresholds=FROC_THRESHOLDS, rates=FP_RATES, resamples: int = RESAMPLES,
+                           seed: int = SEED) -> dict:
+    """One setting against a baseline over several trainings: ``pairs`` holds, for each training seed, the arm
+    trained with the setting and the baseline trained with the same seed, all on the same scans in the same order.
+    The figure is the mean over the pairs of (arm − baseline), each at its arm's own operating point; its 95 %
+    interval is the paired bootstrap's (:func:`paired_differences`): every resample draws the same women for every
+    pair. Averaging the trainings shrinks the part of a difference that one training's randomness makes; the
+    interval is over women for these trainings, and does not include what other seeds would give. ``each``: every
+    pair's own observed difference, in order."""
+    if not pairs:
+        raise ValueError("no pair of arms to compare")
+    if {len(arm.scans) for pair in pairs for arm in pair} | {len(arm.dice) for pair in pairs for arm in pair} \
+            != {len(women)}:
+        raise ValueError("every arm needs one scan and one Dice value per woman's scan, in the same order")
+    groups = groups or {"all": {k for s in pairs[0][1].scans for k in s.kinds}}
+    prepared = [tuple(_prepare(arm.scans, arm.threshold, arm.min_area_mm2, arm.dice, groups, thresholds)
+                      for arm in pair) for pair in pairs]
+    differences = []  # per draw (the observed weights first), per pair: {figure: arm − baseline}
+    for weights in _women_weights(women, resamples, seed):
+        draw = []
+        for (arm_counts, arm_point, arm_dice), (base_counts, base_point, base_dice) in prepared:
+            a = _figures(arm_counts, weights, arm_point, arm_dice, rates)
+            b = _figures(base_counts, weights, base_point, base_dice, rates)
+            draw.append({key: a[key] - b[key] for key in a})
+        differences.append(draw)
+    counts = prepared[0][1][0]
+    mean = _layout(lambda key: _difference([np.mean([d[key] for d in draw]) for draw in differences]), counts,
+                   rates)
+    each = [_layout(lambda key, i=i: (None if np.isnan(differences[0][i][key]) else float(differences[0][i][key])),
+                    counts, rates) for i in range(len(pairs))]
+    return {"method": f"paired percentile bootstrap over women, {resamples} resamples, seed {seed}; the mean over "
+                      f"{len(pairs)} trainings of arm − baseline",
+            "women": len(set(women)), "scans": len(women), "trainings": len(pairs), "mean": mean, "each": each}

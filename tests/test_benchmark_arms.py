@@ -354,3 +354,35 @@ def test_lesion_peaks_are_the_highest_probability_inside_each_lesion_counted_by_
     assert table["masses"]["lesions"] == 2 and table["masses"]["under_0.05"] == 1 and table["masses"]["under_0.5"] == 1
     assert table["calcifications"]["under_0.05"] == 1
     assert table["none"] == {"lesions": 0, "under_0.05": 0, "under_0.5": 0, "median_peak": None}
+
+
+def test_a_lever_over_seeds_pairs_each_seed_twin_with_the_recipe_of_its_seed(monkeypatch):
+    seeds = benchmark(monkeypatch, "levers_seeds_mias")
+    assert seeds.seed_arms("deep_supervision", 3) == [(0, "deep_supervision", "recipe"),
+                                                      (1, "deep_supervision_seed_1", "seed_1"),
+                                                      (2, "deep_supervision_seed_2", "seed_2")]
+    for _, arm, base in seeds.seed_arms("ignore_calc", 3):  # every twin is an arm levers_mias can run
+        assert arm in seeds.ARMS and base in seeds.ARMS
+    # a twin trains the arm's setting with the seed of its recipe arm, on the same folds
+    assert seeds.ARMS["lr_0.004_seed_2"][1] == [*seeds.ARMS["seed_2"][1], *seeds.ARMS["lr_0.004"][1]]
+
+
+def test_a_lever_over_seeds_refuses_an_unfinished_arm_or_one_of_another_setting(monkeypatch, tmp_path, capsys):
+    seeds = benchmark(monkeypatch, "levers_seeds_mias")
+    folder = tmp_path / "lr_0.004_seed_1"
+    folder.mkdir()
+    with pytest.raises(SystemExit, match="arm lr_0.004_seed_1 has not finished"):
+        seeds.check_folder(str(folder), "lr_0.004_seed_1")
+    (folder / "result.json").write_text("{}")
+    seeds.check_folder(str(folder), "lr_0.004_seed_1")  # no arm.json: an arm from before arms were recorded
+    (folder / "arm.json").write_text(json.dumps({"recipe_sha256": "x", "overrides": ["seed=1", "cv.seed=0",
+                                                                                      "train.lr=0.004"]}))
+    seeds.check_folder(str(folder), "lr_0.004_seed_1")  # the recipe's SHA-256 is not compared
+    with pytest.raises(SystemExit, match=r"run with overrides \['seed=1'"):
+        seeds.check_folder(str(folder), "deep_supervision_seed_1")
+    with pytest.raises(SystemExit):
+        seeds.main(["--work", f"{tmp_path},{tmp_path}", "--levers", "lr_0.004,no_such_lever"])
+    assert "unknown: no_such_lever" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        seeds.main(["--work", str(tmp_path), "--levers", "lr_0.004"])
+    assert "--work: one folder a seed, 2 to 3 of them" in capsys.readouterr().err

@@ -85,3 +85,38 @@ def test_paired_differences_refuse_arms_of_other_scans():
     with pytest.raises(ValueError, match="same order"):
         paired_differences({"a": Arm(one, [0.5, None], 0.5, 0.0), "b": Arm(one[:1], [0.5], 0.5, 0.0)},
                            ["A", "B"], "a")
+
+
+def test_the_mean_over_trainings_of_one_pair_is_the_paired_difference_and_of_two_their_mean():
+    from mammo_seg.intervals import Arm, mean_paired_difference, paired_differences
+
+    finds = two_women()
+    misses = two_women()
+    misses[0].probability[3:5, 3:5] = 0.0  # the same false positives, the lesion missed
+    finder, misser = Arm(finds, [0.5, None], 0.5, 0.0), Arm(misses, [0.0, None], 0.5, 0.0)
+    kwargs = {"thresholds": (0.2, 0.5, 0.8), "rates": (0.5, 1.0), "resamples": 300}
+    one = mean_paired_difference([(misser, finder)], ["A", "B"], **kwargs)
+    assert one["mean"] == paired_differences({"finds": finder, "misses": misser}, ["A", "B"], "finds",
+                                             **kwargs)["differences"]["misses"]
+    # two trainings: one loses the lesion (−1), the other is the baseline's twin (0); every resample holding
+    # woman A averages them to −0.5, and BB (no lesion) is left out
+    two = mean_paired_difference([(misser, finder), (finder, finder)], ["A", "B"], **kwargs)
+    assert two["trainings"] == 2
+    assert two["mean"]["groups"]["all"]["sensitivity_at_operating_point"] == {"value": -0.5, "ci95": [-0.5, -0.5],
+                                                                              "resolved": True}
+    assert two["mean"]["mean_lesion_dice"] == {"value": -0.25, "ci95": [-0.25, -0.25], "resolved": True}
+    assert [e["groups"]["all"]["sensitivity_at_fp_per_image"]["1"] for e in two["each"]] == [-1.0, 0.0]
+    assert two["mean"]["fp_per_image_at_operating_point"]["resolved"] is False
+
+
+def test_the_mean_over_trainings_refuses_arms_of_other_scans():
+    import pytest
+
+    from mammo_seg.intervals import Arm, mean_paired_difference
+
+    one = two_women()
+    full, short = Arm(one, [0.5, None], 0.5, 0.0), Arm(one[:1], [0.5], 0.5, 0.0)
+    with pytest.raises(ValueError, match="same order"):
+        mean_paired_difference([(full, full), (short, full)], ["A", "B"])
+    with pytest.raises(ValueError, match="no pair"):
+        mean_paired_difference([], ["A", "B"])
