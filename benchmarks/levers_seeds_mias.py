@@ -82,9 +82,11 @@ def lever_difference(lever: str, works: list[str], truth, min_area_mm2: float, b
 def write_markdown(report: dict, path: str) -> None:
     f = figure_text
     seeds = report["seeds"]
-    lines = ["# Each lever over three trainings, real mini-MIAS, out of fold", "",
-             f"Each lever against the recipe, trained with the same seed (0 to {seeds - 1}) on the same 5 folds by "
-             f"woman; 216 scans of 108 women, 82 lesions; every scan predicted by the fold model that never saw its "
+    first = next(iter(report["levers"].values()))
+    lines = [f"# Each lever over {seeds} trainings, real mini-MIAS, out of fold", "",
+             f"Each lever against the recipe, trained with the same seed (0 to {seeds - 1}) on the same folds by "
+             f"woman; {first['scans']} scans of {first['women']} women, {first['mean']['groups']['all']['lesions']} "
+             f"lesions; every scan predicted by the fold model that never saw its "
              f"woman. The mean over the {seeds} trainings of (lever − recipe), with a 95 % paired bootstrap interval "
              f"over women (the same women drawn for every arm), **bold** where it excludes 0; then each training's "
              f"own difference. FROC sensitivities at one minimum detection area for every arm "

@@ -386,3 +386,29 @@ def test_a_lever_over_seeds_refuses_an_unfinished_arm_or_one_of_another_setting(
     with pytest.raises(SystemExit):
         seeds.main(["--work", str(tmp_path), "--levers", "lr_0.004"])
     assert "--work: one folder a seed, 2 to 3 of them" in capsys.readouterr().err
+
+
+def test_a_lever_over_seeds_table_gives_the_mean_and_each_seed(monkeypatch, tmp_path):
+    from mammo_seg.detection import ScanLesions
+    from mammo_seg.intervals import Arm, mean_paired_difference
+
+    seeds = benchmark(monkeypatch, "levers_seeds_mias")
+    lesion = np.zeros((20, 20), bool)
+    lesion[2:6, 2:6] = True
+    found = np.zeros((20, 20), np.float32)
+    found[3:5, 3:5] = 0.9
+
+    def arm(prob):
+        return Arm([ScanLesions(prob, [lesion], ["CIRC"], 1.0)], [0.5], 0.5, 0.0)
+
+    finds, misses = arm(found), arm(np.zeros((20, 20), np.float32))
+    groups = {"all": {"CIRC"}, **{g: set(k) for g, k in seeds.GROUPS.items()}}
+    lever = mean_paired_difference([(misses, finds), (finds, finds)], ["A"], groups=groups, resamples=20)
+    report = {"seeds": 2, "min_area_mm2": 160.0, "machine": "a CPU", "work": ["/w0", "/w1"],
+              "levers": {"lr_0.004": {"setting": "lr 0.004", **lever}}}
+    seeds.write_markdown(report, str(tmp_path / "t.md"))
+    text = (tmp_path / "t.md").read_text()
+    assert text.startswith("# Each lever over 2 trainings") and "1 scans of 1 women, 1 lesions" in text
+    row = next(line for line in text.splitlines() if line.startswith("| lr_0.004 |"))
+    # one seed loses the lesion, the other is the recipe's twin: a mean of −0.5 at 1 FP/image, seeds −1 and 0
+    assert "| **-0.50 (-0.50 to -0.50)** (-1.00, +0.00) |" in row and row.count("n/a") == 1  # no distortion
