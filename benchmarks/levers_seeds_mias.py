@@ -24,7 +24,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only: nothin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -34,8 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
 from levers_mias import ARMS, SEED_BASELINES, seed_twin  # noqa: E402
-from out_of_fold import (ARM_RECORD, DIFFERENCE_GROUPS, aligned_arms, figure_text, lesion_groups,  # noqa: E402
-                         out_of_fold_cases, write_results)
+from out_of_fold import (DIFFERENCE_GROUPS, aligned_arms, figure_text, lesion_groups, out_of_fold_cases,  # noqa: E402
+                         recorded_arm, write_results)
 from quality_mias import GROUPS, RESULTS  # noqa: E402
 
 
@@ -49,13 +48,9 @@ def check_folder(folder: str, name: str) -> None:
     (SystemExit with one line otherwise)."""
     if not os.path.isfile(os.path.join(folder, "result.json")):
         raise SystemExit(f"levers_seeds: {folder}: arm {name} has not finished (no result.json)")
-    try:
-        with open(os.path.join(folder, ARM_RECORD)) as f:
-            recorded = json.load(f).get("overrides")
-    except FileNotFoundError:
-        return
-    if recorded != ARMS[name][1]:
-        raise SystemExit(f"levers_seeds: {folder} was run with overrides {recorded}, not arm {name}'s "
+    record = recorded_arm(folder, "levers_seeds")
+    if record is not None and record.get("overrides") != ARMS[name][1]:
+        raise SystemExit(f"levers_seeds: {folder} was run with overrides {record.get('overrides')}, not arm {name}'s "
                          f"{ARMS[name][1]}")
 
 
@@ -65,18 +60,18 @@ def lever_difference(lever: str, works: list[str], truth, min_area_mm2: float, b
     filled on first use and shared by the levers (their detections are computed once)."""
     from mammo_seg.intervals import mean_paired_difference
 
+    triples = seed_arms(lever, len(works))
     cases = {}
-    for seed, arm, base in seed_arms(lever, len(works)):
+    for seed, arm, base in triples:
         if base not in baselines:
             check_folder(os.path.join(works[seed], base), base)
             baselines[base] = out_of_fold_cases(os.path.join(works[seed], base), truth)
         check_folder(os.path.join(works[seed], arm), arm)
         cases[arm], cases[base] = out_of_fold_cases(os.path.join(works[seed], arm), truth), baselines[base]
     arms, women = aligned_arms(cases, min_area_mm2)
-    pairs = [(arms[arm], arms[base]) for _, arm, base in seed_arms(lever, len(works))]
     groups = lesion_groups(arms[SEED_BASELINES[0]].scans, GROUPS)
-    return {"arms": [[arm, base] for _, arm, base in seed_arms(lever, len(works))],
-            **mean_paired_difference(pairs, women, groups=groups)}
+    return {"arms": [[arm, base] for _, arm, base in triples],
+            **mean_paired_difference([(arms[arm], arms[base]) for _, arm, base in triples], women, groups=groups)}
 
 
 def write_markdown(report: dict, path: str) -> None:

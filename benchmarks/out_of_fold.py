@@ -203,17 +203,25 @@ def arm_record(recipe: str, overrides: list[str]) -> dict:
         return {"recipe_sha256": hashlib.sha256(f.read()).hexdigest(), "overrides": list(overrides)}
 
 
-def check_arm_record(folder: str, record: dict, study: str) -> bool:
-    """Whether ``folder`` recorded ``record``: True when it did, False when it recorded nothing (an arm run
-    before arms were recorded); a folder run otherwise is one line naming it and what differs (SystemExit)."""
+def recorded_arm(folder: str, study: str) -> dict | None:
+    """What ``folder`` recorded of how its arm was run (:data:`ARM_RECORD`), None when it recorded nothing (an arm
+    run before arms were recorded); an unreadable record is one line naming it (SystemExit)."""
     path = os.path.join(folder, ARM_RECORD)
     try:
         with open(path) as f:
-            earlier = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
-        return False
+        return None
     except (OSError, ValueError) as e:
         raise SystemExit(f"{study}: {path}: unreadable ({type(e).__name__}: {e}); remove the arm folder to rerun it")
+
+
+def check_arm_record(folder: str, record: dict, study: str) -> bool:
+    """Whether ``folder`` recorded ``record``: True when it did, False when it recorded nothing (an arm run
+    before arms were recorded); a folder run otherwise is one line naming it and what differs (SystemExit)."""
+    earlier = recorded_arm(folder, study)
+    if earlier is None:
+        return False
     differences = []
     if earlier.get("recipe_sha256") != record["recipe_sha256"]:
         was = str(earlier.get("recipe_sha256"))[:12]

@@ -156,9 +156,7 @@ def paired_differences(arms: dict[str, Arm], women: list[str], baseline: str, gr
     women: every resample draws the same women for all arms, so what the women have in common (easy and hard
     lesions) cancels in the difference. A difference is ``resolved`` when its interval excludes 0. The figures are
     those of :func:`bootstrap`, each at its arm's own operating point."""
-    lengths = {len(arm.scans) for arm in arms.values()} | {len(arm.dice) for arm in arms.values()}
-    if lengths != {len(women)}:
-        raise ValueError("every arm needs one scan and one Dice value per woman's scan, in the same order")
+    _check_aligned(arms.values(), women)
     if baseline not in arms:
         raise ValueError(f"baseline {baseline!r} is not an arm")
     first = arms[baseline].scans
@@ -182,6 +180,12 @@ def paired_differences(arms: dict[str, Arm], women: list[str], baseline: str, gr
     return result
 
 
+def _check_aligned(arms, women: list[str]) -> None:
+    """Every arm has one scan and one Dice value per entry of ``women`` (ValueError otherwise)."""
+    if {len(arm.scans) for arm in arms} | {len(arm.dice) for arm in arms} != {len(women)}:
+        raise ValueError("every arm needs one scan and one Dice value per woman's scan, in the same order")
+
+
 def _difference(values) -> dict:
     """The observed difference (``values[0]``) and the 95 % interval of the resampled ones; ``resolved`` when the
     interval excludes 0."""
@@ -202,9 +206,7 @@ def mean_paired_difference(pairs: list[tuple[Arm, Arm]], women: list[str], group
     pair's own observed difference, in order."""
     if not pairs:
         raise ValueError("no pair of arms to compare")
-    if {len(arm.scans) for pair in pairs for arm in pair} | {len(arm.dice) for pair in pairs for arm in pair} \
-            != {len(women)}:
-        raise ValueError("every arm needs one scan and one Dice value per woman's scan, in the same order")
+    _check_aligned([arm for pair in pairs for arm in pair], women)
     groups = groups or {"all": {k for s in pairs[0][1].scans for k in s.kinds}}
     prepared = [tuple(_prepare(arm.scans, arm.threshold, arm.min_area_mm2, arm.dice, groups, thresholds)
                       for arm in pair) for pair in pairs]

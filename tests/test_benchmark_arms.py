@@ -380,6 +380,9 @@ def test_a_lever_over_seeds_refuses_an_unfinished_arm_or_one_of_another_setting(
     seeds.check_folder(str(folder), "lr_0.004_seed_1")  # the recipe's SHA-256 is not compared
     with pytest.raises(SystemExit, match=r"run with overrides \['seed=1'"):
         seeds.check_folder(str(folder), "deep_supervision_seed_1")
+    (folder / "arm.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"levers_seeds: .*arm.json: unreadable \(JSONDecodeError"):
+        seeds.check_folder(str(folder), "lr_0.004_seed_1")
     with pytest.raises(SystemExit):
         seeds.main(["--work", f"{tmp_path},{tmp_path}", "--levers", "lr_0.004,no_such_lever"])
     assert "unknown: no_such_lever" in capsys.readouterr().err
