@@ -134,8 +134,13 @@ def main(argv=None) -> int:
     if unknown or not levers:
         parser.error(f"--levers: levers_mias arms with seed twins (unknown: {', '.join(unknown) or 'none given'})")
     from data_prep.ground_truth import ground_truth
+    from mammo_seg.errors import MammoError
 
-    truth = ground_truth(os.path.join(works[0], SEED_BASELINES[0], "mias_real_dev"))
+    check_folder(os.path.join(works[0], SEED_BASELINES[0]), SEED_BASELINES[0])
+    try:
+        truth = ground_truth(os.path.join(works[0], SEED_BASELINES[0], "mias_real_dev"))
+    except MammoError as e:
+        raise SystemExit(f"levers_seeds: {e}") from None
     report = {"machine": machine_description(), "seeds": len(works), "work": works, "min_area_mm2": args.min_area,
               "levers": {}}
     baselines: dict = {}

@@ -389,6 +389,8 @@ def test_a_lever_over_seeds_refuses_an_unfinished_arm_or_one_of_another_setting(
     with pytest.raises(SystemExit):
         seeds.main(["--work", str(tmp_path), "--levers", "lr_0.004"])
     assert "--work: one folder a seed, 2 to 3 of them" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="arm recipe has not finished"):  # before its ground truth is read
+        seeds.main(["--work", f"{tmp_path},{tmp_path}", "--levers", "lr_0.004"])
 
 
 def test_a_lever_over_seeds_table_gives_the_mean_and_each_seed(monkeypatch, tmp_path):
