@@ -135,6 +135,10 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
 #: the recipe's cross-entropy + soft Dice with the Dice term replaced by Salehi et al.'s recall-weighted Tversky index
 RECALL_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: tversky, alpha: 0.3, beta: 0.7}], "
                "coefs: [1.0, 1.0]}")
+#: the recipe's cross-entropy + soft Dice with the Dice averaged over images instead of pooled over the batch, so that
+#: an image's small lesion weighs in the Dice term as much as another image's large one
+IMAGE_DICE_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: dice, per_image: true}], "
+                   "coefs: [1.0, 1.0]}")
 
 
 def last_stage(**train) -> list[str]:
@@ -204,6 +208,8 @@ ARMS = {
                  last_stage(lr=0.001)),
     **with_seeds("deep_supervision", "deep supervision in the crop stage (heads on up_conv2 and up_conv6)",
                  ["train.deep_supervision=true", *last_stage(deep_supervision="false")]),
+    **with_seeds("dice_per_image", "the soft Dice term averaged over images instead of pooled over the batch "
+                 "(both stages)", [f"loss={IMAGE_DICE_LOSS}"]),
     **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",
                  ["train.lr=0.004"]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
