@@ -230,6 +230,18 @@ def test_region_losses_exact():
     assert value(L.SoftIoULoss(smooth=0), y, x) == pytest.approx(1 - 1 / 4, abs=1e-6)
 
 
+def test_dice_per_image_weighs_a_missed_small_lesion_as_much_as_its_image():
+    """Image 0: a 1-pixel lesion, missed; image 1: a 4-pixel lesion, found (the recipe's smoothing s = 1)."""
+    y = np.zeros((2, 2, 2, 1), "float32")
+    y[0, 0, 0] = 1
+    y[1] = 1
+    x = np.where(np.arange(2).reshape(2, 1, 1, 1) == 1, BIG, -BIG).astype("float32") * np.ones_like(y)
+    # per image: image 0 gives 1 - (0 + 1)/(0 + 0 + 1 + 1) = 1/2, image 1 gives 1 - (8 + 1)/(8 + 1) = 0
+    assert value(L.DiceLoss(per_image=True), y, x) == pytest.approx(0.25, abs=1e-6)
+    # pooled over the batch: TP 4, FN 1 -> 1 - 9/10: the large lesion found dilutes the small one missed
+    assert value(L.DiceLoss(), y, x) == pytest.approx(0.1, abs=1e-6)
+
+
 def test_our_tversky_weights_false_positives_with_alpha_unlike_keras():
     y, x = counts_case()
     p = 1 / (1 + np.exp(-x))
