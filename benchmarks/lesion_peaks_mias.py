@@ -7,7 +7,8 @@ A detection is a component over the threshold whose most probable pixel lies ins
 (:mod:`mammo_seg.detection`), so a lesion whose every pixel stays under the FROC's thresholds is missed at every
 false-positive rate: the FROC flattens where these lesions begin. Each lesion's peak is the highest probability of
 the scan's out-of-fold map inside its circle (the map on the scan's own grid, as the benchmark scores it); the table
-counts the lesions under 0.05 (the lowest threshold the operating point may choose) and under 0.5, by group.
+counts the lesions under 0.05 (the lowest threshold the operating point may choose) and under 0.5, by group and by
+size (the diameter of the circle of the same area as the lesion's on the scan's grid).
 
 Data: J. Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram Database", Excerpta Medica,
 International Congress Series 1069, pp. 375-378, 1994. Research use only.
@@ -31,28 +32,33 @@ from quality_mias import GROUPS, RESULTS, is_finished  # noqa: E402
 
 #: peaks under these are counted: 0.05 is the lowest threshold of the operating point's sweep, 0.5 a coin toss
 LEVELS = (0.05, 0.5)
+#: lesion sizes counted apart, name → [smallest, largest) diameter in mm
+SIZES = {"under 16 mm across": (0.0, 16.0), "16 mm across or more": (16.0, float("inf"))}
 
 
-def lesion_peaks(scans: list) -> list[tuple[str, float]]:
-    """(kind, highest probability inside the lesion) of every reference lesion of ``scans``
-    (:class:`mammo_seg.detection.ScanLesions`); 0 for the lesions of a scan whose prediction failed."""
-    return [(kind, 0.0 if scan.probability is None else float(scan.probability[lesion].max()))
+def lesion_peaks(scans: list) -> list[tuple[str, float, float]]:
+    """(kind, diameter in mm, highest probability inside the lesion) of every reference lesion of ``scans``
+    (:class:`mammo_seg.detection.ScanLesions`); the diameter is the circle's of the lesion's area on the scan's grid,
+    and the peak is 0 for the lesions of a scan whose prediction failed."""
+    return [(kind, 2.0 * float(np.sqrt(np.count_nonzero(lesion) * scan.pixel_area_mm2 / np.pi)),
+             0.0 if scan.probability is None else float(scan.probability[lesion].max()))
             for scan in scans for lesion, kind in zip(scan.lesions, scan.kinds)]
 
 
-def peak_table(peaks: list[tuple[str, float]], groups: dict) -> dict:
-    """Per group (``"all"`` and ``groups``: name → kinds): the lesions, how many peak under each of :data:`LEVELS`,
-    and the median peak."""
-    table = {}
-    for name, kinds in {"all": None, **groups}.items():
-        values = np.array([p for kind, p in peaks if kinds is None or kind in kinds])
-        table[name] = {"lesions": int(values.size),
-                       **{f"under_{level:g}": int(np.count_nonzero(values < level)) for level in LEVELS},
-                       "median_peak": float(np.median(values)) if values.size else None}
-    return table
+def peak_table(peaks: list[tuple[str, float, float]], groups: dict, sizes: dict | None = None) -> dict:
+    """Per group (``"all"``, ``groups``: name → kinds, and ``sizes``: name → [smallest, largest) diameter in mm,
+    :data:`SIZES` by default): the lesions, how many peak under each of :data:`LEVELS`, and the median peak."""
+    selected = {"all": [p for _, _, p in peaks],
+                **{name: [p for kind, _, p in peaks if kind in kinds] for name, kinds in groups.items()},
+                **{name: [p for _, size, p in peaks if low <= size < high]
+                   for name, (low, high) in (SIZES if sizes is None else sizes).items()}}
+    return {name: {"lesions": len(values), **{f"under_{level:g}": int(np.count_nonzero(np.array(values) < level))
+                                             for level in LEVELS},
+                   "median_peak": float(np.median(values)) if values else None}
+            for name, values in selected.items()}
 
 
-def run_peaks(folder: str) -> list[tuple[str, float]]:
+def run_peaks(folder: str) -> list[tuple[str, float, float]]:
     """:func:`lesion_peaks` of a finished ``quality_mias`` working folder's out-of-fold predictions."""
     from data_prep.ground_truth import ground_truth
 
@@ -65,7 +71,8 @@ def write_markdown(report: dict, path: str) -> None:
              "Each lesion's peak: the highest probability inside its circle on the scan's out-of-fold map (the fold "
              "model that never saw the woman). No threshold above a lesion's peak finds it (and one below may still "
              "miss it, when the detection's most probable pixel lies outside the circle): the lesions under 0.05, the "
-             "lowest threshold the operating point may choose, are missed at every operating point.", "",
+             "lowest threshold the operating point may choose, are missed at every operating point. The rows by size "
+             "count lesions by the diameter of a circle of their area (mini-MIAS marks each with a circle).", "",
              f"| run | lesions | n | {levels} | median peak |", "|---|---|---|" + "---|" * len(LEVELS) + "---|"]
     for run, table in report["runs"].items():
         for group, row in table.items():

@@ -344,16 +344,26 @@ def test_lesion_peaks_are_the_highest_probability_inside_each_lesion_counted_by_
     mass, calc = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
     mass[0, :2] = True  # holds 0.3 and 0.7: its peak is 0.7
     calc[2:, 2:] = True  # holds 0 and 0.04
-    scans = [ScanLesions(prob, [mass, calc], ["CIRC", "CALC"], 0.04),
-             ScanLesions(None, [mass], ["SPIC"], 0.04),  # a failed prediction finds nothing: peak 0
-             ScanLesions(prob, [], [], 0.04)]
+    # pixels of π mm²: the 2-pixel mass is a circle 2·√2 mm across, the 4-pixel cluster one 4 mm across
+    scans = [ScanLesions(prob, [mass, calc], ["CIRC", "CALC"], np.pi),
+             ScanLesions(None, [mass], ["SPIC"], np.pi),  # a failed prediction finds nothing: peak 0
+             ScanLesions(prob, [], [], np.pi)]
     found = peaks.lesion_peaks(scans)
-    assert found == [("CIRC", float(np.float32(0.7))), ("CALC", float(np.float32(0.04))), ("SPIC", 0.0)]
-    table = peaks.peak_table(found, {"masses": ["CIRC", "SPIC"], "calcifications": ["CALC"], "none": ["ARCH"]})
+    assert found == [("CIRC", pytest.approx(2 * np.sqrt(2)), float(np.float32(0.7))),
+                     ("CALC", pytest.approx(4.0), float(np.float32(0.04))),
+                     ("SPIC", pytest.approx(2 * np.sqrt(2)), 0.0)]
+    table = peaks.peak_table(found, {"masses": ["CIRC", "SPIC"], "calcifications": ["CALC"], "none": ["ARCH"]},
+                             {"under 3 mm": (0.0, 3.0), "3 mm or more": (3.0, np.inf), "over 5 mm": (5.0, np.inf)})
     assert table["all"] == {"lesions": 3, "under_0.05": 2, "under_0.5": 2, "median_peak": float(np.float32(0.04))}
     assert table["masses"]["lesions"] == 2 and table["masses"]["under_0.05"] == 1 and table["masses"]["under_0.5"] == 1
     assert table["calcifications"]["under_0.05"] == 1
     assert table["none"] == {"lesions": 0, "under_0.05": 0, "under_0.5": 0, "median_peak": None}
+    assert table["under 3 mm"] == {"lesions": 2, "under_0.05": 1, "under_0.5": 1,
+                                   "median_peak": pytest.approx(float(np.float32(0.7)) / 2)}
+    assert table["3 mm or more"] == {"lesions": 1, "under_0.05": 1, "under_0.5": 1,
+                                     "median_peak": float(np.float32(0.04))}
+    assert table["over 5 mm"]["lesions"] == 0
+    assert list(peaks.peak_table(found, {})) == ["all", *peaks.SIZES]  # the sizes by default
 
 
 def test_a_lever_over_seeds_pairs_each_seed_twin_with_the_recipe_of_its_seed(monkeypatch):
