@@ -135,6 +135,9 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
 #: the recipe's cross-entropy + soft Dice with the Dice term replaced by Salehi et al.'s recall-weighted Tversky index
 RECALL_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: tversky, alpha: 0.3, beta: 0.7}], "
                "coefs: [1.0, 1.0]}")
+#: cross-entropy + the 2018 pipeline's soft IoU (Rahman & Wang) averaged over images, smoothed as the recipe's Dice
+IMAGE_IOU_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, "
+                  "{name: iou, per_image: true, smooth: 1}], coefs: [1.0, 1.0]}")
 #: the recipe's cross-entropy + soft Dice with the Dice averaged over images instead of pooled over the batch, so that
 #: an image's small lesion weighs in the Dice term as much as another image's large one
 IMAGE_DICE_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: dice, per_image: true}], "
@@ -210,6 +213,8 @@ ARMS = {
                  ["train.deep_supervision=true", *last_stage(deep_supervision="false")]),
     **with_seeds("dice_per_image", "the soft Dice term averaged over images instead of pooled over the batch "
                  "(both stages)", [f"loss={IMAGE_DICE_LOSS}"]),
+    **with_seeds("iou_per_image", "the recipe's per-image soft Dice term replaced by the 2018 pipeline's soft IoU, per "
+                 "image as in its paper (smoothing 1 pixel, as the Dice's)", [f"loss={IMAGE_IOU_LOSS}"]),
     **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",
                  ["train.lr=0.004"]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
