@@ -89,6 +89,13 @@ The arms (``--arms`` picks some):
 * ``lr_0.004`` (and ``_seed_1``, ``_seed_2``): the crop stage at twice the recipe's learning rate (Adam, 0.004, the
   same warm-up and cosine decay to 0); the whole-scan stage keeps its own 0.0005. More epochs at the recipe's rate
   overfitted (``epochs_54``); a larger step is the other way to move further from the start in the same steps.
+* ``dice_per_image`` (and ``_seed_1``, ``_seed_2``): the soft Dice term computed for each image and averaged
+  (``per_image: true``) instead of from TP, FP and FN pooled over the batch, in both stages. Pooled, a batch's large
+  lesions outweigh its small ones, and the lesions the recipe missed were mostly small (``lesion_peaks_mias.py``).
+  The recipe has used it since it was measured here, so against today's recipe this arm changes nothing.
+* ``iou_per_image`` (and ``_seed_1``, ``_seed_2``): that per-image Dice term replaced by the 2018 pipeline's soft IoU,
+  per image as in its paper, with the Dice's smoothing of 1 pixel instead of the IoU's default 100 (which would
+  halve the cost of missing a lesion of 100 pixels). Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
 
 The ``whole_scans_6_epochs``, ``whole_scans_12_epochs``, ``whole_scans_lr_0.001`` and ``whole_scans_tversky`` arms
 share their base arm's crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the
