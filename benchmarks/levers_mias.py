@@ -139,16 +139,19 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
                 "data.augment.scale=[1, 1]", "train.epochs=2", "train.steps_per_epoch=40", "train.batch_size=4",
                 "train.lr=0.0005", "train.warmup_epochs=0", "train.validation_freq=2"])
 
+
+def with_cross_entropy(term: str) -> str:
+    """A ``--set loss=`` value of the recipe's form: cross-entropy + the region loss ``term`` (YAML), equal weights."""
+    return f"{{name: mixed, losses: [{{name: weighted_bce, pos_weight: 1}}, {term}], coefs: [1.0, 1.0]}}"
+
+
 #: the recipe's cross-entropy + soft Dice with the Dice term replaced by Salehi et al.'s recall-weighted Tversky index
-RECALL_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: tversky, alpha: 0.3, beta: 0.7}], "
-               "coefs: [1.0, 1.0]}")
+RECALL_LOSS = with_cross_entropy("{name: tversky, alpha: 0.3, beta: 0.7}")
 #: cross-entropy + the 2018 pipeline's soft IoU (Rahman & Wang) averaged over images, smoothed as the recipe's Dice
-IMAGE_IOU_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, "
-                  "{name: iou, per_image: true, smooth: 1}], coefs: [1.0, 1.0]}")
+IMAGE_IOU_LOSS = with_cross_entropy("{name: iou, per_image: true, smooth: 1}")
 #: the recipe's cross-entropy + soft Dice with the Dice averaged over images instead of pooled over the batch, so that
 #: an image's small lesion weighs in the Dice term as much as another image's large one
-IMAGE_DICE_LOSS = ("{name: mixed, losses: [{name: weighted_bce, pos_weight: 1}, {name: dice, per_image: true}], "
-                   "coefs: [1.0, 1.0]}")
+IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true}")
 
 
 def last_stage(**train) -> list[str]:
