@@ -96,6 +96,11 @@ The arms (``--arms`` picks some):
 * ``iou_per_image`` (and ``_seed_1``, ``_seed_2``): that per-image Dice term replaced by the 2018 pipeline's soft IoU,
   per image as in its paper, with the Dice's smoothing of 1 pixel instead of the IoU's default 100 (which would
   halve the cost of missing a lesion of 100 pixels). Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
+* ``dice_lesion_images`` (and ``_seed_1``, ``_seed_2``): the recipe's per-image Dice averaged over the images that
+  hold a lesion only (``lesion_images_only``). Two crops in three are lesion-free, and so are most whole scans; on
+  such an image the Dice costs 1 − 1 / (FP + 1), half of a missed lesion's cost for one pixel of false-positive
+  probability, so that the Dice term mostly teaches the network to stay silent. Left out, their false positives are
+  the cross-entropy's only.
 
 The ``whole_scans_6_epochs``, ``whole_scans_12_epochs``, ``whole_scans_lr_0.001`` and ``whole_scans_tversky`` arms
 share their base arm's crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the
@@ -152,6 +157,8 @@ IMAGE_IOU_LOSS = with_cross_entropy("{name: iou, per_image: true, smooth: 1}")
 #: the recipe's cross-entropy + soft Dice with the Dice averaged over images instead of pooled over the batch, so that
 #: an image's small lesion weighs in the Dice term as much as another image's large one
 IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true}")
+#: the same, the Dice averaged over the images that hold a lesion only (lesion-free ones left to the cross-entropy)
+LESION_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true, lesion_images_only: true}")
 
 
 def last_stage(**train) -> list[str]:
@@ -225,6 +232,8 @@ ARMS = {
                  "(both stages)", [f"loss={IMAGE_DICE_LOSS}"]),
     **with_seeds("iou_per_image", "the recipe's per-image soft Dice term replaced by the 2018 pipeline's soft IoU, per "
                  "image as in its paper (smoothing 1 pixel, as the Dice's)", [f"loss={IMAGE_IOU_LOSS}"]),
+    **with_seeds("dice_lesion_images", "the per-image Dice term averaged over lesion images only (both stages)",
+                 [f"loss={LESION_IMAGE_DICE_LOSS}"]),
     **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",
                  ["train.lr=0.004"]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),

@@ -230,7 +230,7 @@ class ExperimentConfig:
     cv: CrossValSection = field(default_factory=CrossValSection)
 
     def validate(self, where: str = "config") -> "ExperimentConfig":
-        from mammo_seg.losses import resolve_loss
+        from mammo_seg.losses import get_loss
 
         checks = [
             (_stays_inside(self.name), "name", f"must be a relative folder name that stays inside runs/, got "
@@ -284,7 +284,7 @@ class ExperimentConfig:
                 raise MammoError(f"{where}: {key}", reason)
         for key, reason in self.data.augment.problems():
             raise MammoError(f"{where}: data.augment.{key}", reason)
-        resolve_loss(self.loss)
+        get_loss(self.loss)  # built, so that its parameters' values are checked too
         for i, stage in enumerate(self.stages):
             if not stage.name:
                 raise MammoError(f"{where}: stages[{i}].name", "every stage needs a name")

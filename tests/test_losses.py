@@ -242,6 +242,29 @@ def test_dice_per_image_weighs_a_missed_small_lesion_as_much_as_its_image():
     assert value(L.DiceLoss(), y, x) == pytest.approx(0.1, abs=1e-6)
 
 
+def test_lesion_images_only_leaves_lesion_free_images_out_of_the_per_image_mean(tmp_path):
+    """The two images above, then a lesion-free one with one false-positive pixel (s = 1)."""
+    y = np.zeros((3, 2, 2, 1), "float32")
+    y[0, 0, 0] = 1
+    y[1] = 1
+    x = np.full_like(y, -BIG)
+    x[1] = BIG
+    x[2, 1, 1] = BIG
+    # lesion-free image: 1 - (0 + 1)/(0 + 1 + 0 + 1) = 1/2, as much as the missed lesion of image 0
+    assert value(L.DiceLoss(per_image=True), y, x) == pytest.approx((1 / 2 + 0 + 1 / 2) / 3, abs=1e-6)
+    only = L.DiceLoss(per_image=True, lesion_images_only=True)
+    assert value(only, y, x) == pytest.approx((1 / 2 + 0) / 2, abs=1e-6)
+    assert value(only, y[2:], x[2:]) == 0.0  # no lesion in the batch: nothing to average
+    assert value(L.SoftIoULoss(per_image=True, smooth=1, lesion_images_only=True), y, x) == pytest.approx(
+        (1 / 2 + 0) / 2, abs=1e-6)  # IoU: image 0 gives 1 - 1/(0 + 0 + 1 + 1) as well
+    from mammo_seg.config import load_config
+
+    path = tmp_path / "pooled.yaml"
+    path.write_text("data: {dir: x}\nloss: {name: dice, lesion_images_only: true}\n")
+    with pytest.raises(MammoError, match="lesion_images_only needs per_image: true"):
+        load_config(str(path))
+
+
 def test_our_tversky_weights_false_positives_with_alpha_unlike_keras():
     y, x = counts_case()
     p = 1 / (1 + np.exp(-x))

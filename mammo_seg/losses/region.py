@@ -14,12 +14,20 @@ from mammo_seg.overlap import confusion_sums, iou
 
 
 class RegionLoss(PooledLoss):
-    """A loss on the soft confusion counts (TP, FP, FN), pooled over the batch or averaged per image."""
+    """A loss on the soft confusion counts (TP, FP, FN), pooled over the batch or averaged per image.
 
-    def __init__(self, from_logits: bool = True, per_image: bool = False, smooth: float = 0.0, name=None,
-                 **kwargs):
+    ``lesion_images_only`` (with ``per_image``) averages over the images that hold lesion pixels only: an image
+    without any then adds nothing (0 when the batch has none), where otherwise, with smoothing s, its loss
+    1 − s / (FP + s) of the Dice or IoU punishes a false-positive mass FP of a fraction of a pixel almost as much as a
+    missed lesion; its false positives are left to a pixel term beside it (``mixed``).
+    """
+
+    def __init__(self, from_logits: bool = True, per_image: bool = False, smooth: float = 0.0,
+                 lesion_images_only: bool = False, name=None, **kwargs):
         super().__init__(from_logits=from_logits, name=name, **kwargs)
-        self.per_image, self.smooth = per_image, float(smooth)
+        if lesion_images_only and not per_image:
+            raise ValueError("lesion_images_only needs per_image: true (a pooled loss has no images to leave out)")
+        self.per_image, self.smooth, self.lesion_images_only = per_image, float(smooth), bool(lesion_images_only)
 
     @property
     def num_statistics(self):
@@ -33,7 +41,11 @@ class RegionLoss(PooledLoss):
         tp, fp, fn = confusion_sums(self.probabilities(y_pred) * w, y, axis=IMAGE_AXES if self.per_image else None)
         if not self.per_image:
             return [tp, fp, fn]
-        return mean_over_images(self.from_counts(tp, fp, fn))
+        losses = self.from_counts(tp, fp, fn)
+        if not self.lesion_images_only:
+            return mean_over_images(losses)
+        has_lesion = ops.cast(ops.greater(tp + fn, 0.0), "float32")  # TP + FN = Σ y
+        return [ops.sum(losses * has_lesion), ops.sum(has_lesion)]
 
     def from_statistics(self, stats):
         if not self.per_image:
@@ -41,7 +53,8 @@ class RegionLoss(PooledLoss):
         return ops.divide_no_nan(stats[0], stats[1])
 
     def get_config(self):
-        return {**super().get_config(), "per_image": self.per_image, "smooth": self.smooth}
+        return {**super().get_config(), "per_image": self.per_image, "smooth": self.smooth,
+                "lesion_images_only": self.lesion_images_only}
 
 
 @register
@@ -65,8 +78,9 @@ class SoftIoULoss(RegionLoss):
     """
 
     def __init__(self, from_logits: bool = True, per_image: bool = False, smooth: float = 100.0,
-                 name="soft_iou", **kwargs):
-        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth, name=name, **kwargs)
+                 lesion_images_only: bool = False, name="soft_iou", **kwargs):
+        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth,
+                         lesion_images_only=lesion_images_only, name=name, **kwargs)
 
     def from_counts(self, tp, fp, fn):
         return 1.0 - iou(tp, tp + fp + fn, self.smooth)
@@ -80,9 +94,10 @@ class DiceLoss(RegionLoss):
     variant aside; this is the linear form of Sudre et al. 2017).
     """
 
-    def __init__(self, smooth: float = 1.0, per_image: bool = False, from_logits: bool = True, name="dice",
-                 **kwargs):
-        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth, name=name, **kwargs)
+    def __init__(self, smooth: float = 1.0, per_image: bool = False, from_logits: bool = True,
+                 lesion_images_only: bool = False, name="dice", **kwargs):
+        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth,
+                         lesion_images_only=lesion_images_only, name=name, **kwargs)
 
     def from_counts(self, tp, fp, fn):
         return 1.0 - ops.divide_no_nan(2.0 * tp + self.smooth, 2.0 * tp + fp + fn + self.smooth)
@@ -100,8 +115,9 @@ class TverskyLoss(RegionLoss):
     """
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, per_image: bool = False,
-                 from_logits: bool = True, name="tversky", **kwargs):
-        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth, name=name, **kwargs)
+                 from_logits: bool = True, lesion_images_only: bool = False, name="tversky", **kwargs):
+        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth,
+                         lesion_images_only=lesion_images_only, name=name, **kwargs)
         self.alpha, self.beta = float(alpha), float(beta)
 
     def tversky_index(self, tp, fp, fn):
@@ -132,9 +148,10 @@ class FocalTverskyLoss(TverskyLoss):
     FLOOR = 1e-7
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4 / 3, smooth: float = 1.0,
-                 per_image: bool = False, from_logits: bool = True, name="focal_tversky", **kwargs):
+                 per_image: bool = False, from_logits: bool = True, lesion_images_only: bool = False,
+                 name="focal_tversky", **kwargs):
         super().__init__(alpha=alpha, beta=beta, smooth=smooth, per_image=per_image, from_logits=from_logits,
-                         name=name, **kwargs)
+                         lesion_images_only=lesion_images_only, name=name, **kwargs)
         self.gamma = float(gamma)
 
     def from_counts(self, tp, fp, fn):
@@ -159,9 +176,10 @@ class AdaptiveLogLoss(RegionLoss):
     """
 
     def __init__(self, base: str = "dice", omega: float = 10.0, epsilon: float = 0.5, theta: float = 0.1,
-                 smooth: float = 1.0, per_image: bool = False, from_logits: bool = True, name="adaptive_log",
-                 **kwargs):
-        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth, name=name, **kwargs)
+                 smooth: float = 1.0, per_image: bool = False, from_logits: bool = True,
+                 lesion_images_only: bool = False, name="adaptive_log", **kwargs):
+        super().__init__(from_logits=from_logits, per_image=per_image, smooth=smooth,
+                         lesion_images_only=lesion_images_only, name=name, **kwargs)
         if base not in ("dice", "iou"):
             raise ValueError(f"base must be 'dice' or 'iou', got {base!r}")
         self.base, self.omega, self.epsilon, self.theta = base, float(omega), float(epsilon), float(theta)
