@@ -32,8 +32,8 @@ def _ignore_batch(seed=0):
 
 
 def _every_loss():
-    """Every loss class of the registry with default parameters (per_image both ways where it has it), and a
-    mixture of two of them."""
+    """Every loss class of the registry with default parameters (per_image both ways where it has it, and per image
+    over lesion images only where it has that), and a mixture of two of them."""
     import inspect
 
     cases = []
@@ -41,8 +41,12 @@ def _every_loss():
         if cls is L.MixedLoss:
             continue
         has_per_image = "per_image" in inspect.signature(cls.__init__).parameters
-        for per_image in ((False, True) if has_per_image else (None,)):
-            kwargs = {} if per_image is None else {"per_image": per_image}
+        variants = [{}]
+        if has_per_image:
+            variants = [{"per_image": False}, {"per_image": True}]
+        if "lesion_images_only" in inspect.signature(cls.__init__).parameters:
+            variants.append({"per_image": True, "lesion_images_only": True})
+        for kwargs in variants:
             cases.append(pytest.param(lambda c=cls, k=kwargs: c(**k), id=f"{cls.__name__}-{kwargs}"))
     cases.append(pytest.param(lambda: L.MixedLoss([L.SoftIoULoss(), L.LovaszHinge(per_image=False)], [0.5, 0.5]),
                               id="MixedLoss-iou+lovasz"))
