@@ -99,8 +99,8 @@ The arms (``--arms`` picks some):
 * ``dice_lesion_images`` (and ``_seed_1``, ``_seed_2``): the recipe's per-image Dice averaged over the images that
   hold a lesion only (``lesion_images_only``). Two crops in three are lesion-free, and so are most whole scans; on
   such an image the Dice costs 1 − 1 / (FP + 1), half of a missed lesion's cost for one pixel of false-positive
-  probability, so that the Dice term mostly teaches the network to stay silent. Left out, their false positives are
-  the cross-entropy's only.
+  probability, so that the Dice term may teach the network to stay silent on small lesions too. Left out, their
+  false positives are the cross-entropy's only.
 
 The ``whole_scans_6_epochs``, ``whole_scans_12_epochs``, ``whole_scans_lr_0.001`` and ``whole_scans_tversky`` arms
 share their base arm's crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the

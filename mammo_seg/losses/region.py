@@ -17,9 +17,9 @@ class RegionLoss(PooledLoss):
     """A loss on the soft confusion counts (TP, FP, FN), pooled over the batch or averaged per image.
 
     ``lesion_images_only`` (with ``per_image``) averages over the images that hold lesion pixels only: an image
-    without any then adds nothing (0 when the batch has none), where otherwise, with smoothing s, its loss
-    1 − s / (FP + s) of the Dice or IoU punishes a false-positive mass FP of a fraction of a pixel almost as much as a
-    missed lesion; its false positives are left to a pixel term beside it (``mixed``).
+    without any then adds nothing (0 when the batch has none). Otherwise such an image's Dice or IoU loss is
+    1 − s / (FP + s) for smoothing s: with the Dice's s = 1, one pixel of false-positive probability costs half as
+    much as a missed lesion. Left out, its false positives are a pixel term's beside it (``mixed``).
     """
 
     def __init__(self, from_logits: bool = True, per_image: bool = False, smooth: float = 0.0,
