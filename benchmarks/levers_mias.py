@@ -101,6 +101,9 @@ The arms (``--arms`` picks some):
   such an image the Dice costs 1 − 1 / (FP + 1), half of a missed lesion's cost for one pixel of false-positive
   probability, so that the Dice term may teach the network to stay silent on small lesions too. Left out, their
   false positives are the cross-entropy's only.
+* ``dice_per_image_x2`` (and ``_seed_1``, ``_seed_2``): the recipe's loss with its per-image Dice term weighted 2
+  instead of 1 beside the cross-entropy: the other way from ``dice_lesion_images``, whose weaker Dice on lesion-free
+  images found no more lesions and outlined them worse.
 
 The ``whole_scans_6_epochs``, ``whole_scans_12_epochs``, ``whole_scans_lr_0.001`` and ``whole_scans_tversky`` arms
 share their base arm's crop stage (``SAME_CROPS``: ``recipe``, ``seed_1`` or ``seed_2``, listed before them): the
@@ -145,9 +148,9 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
                 "train.lr=0.0005", "train.warmup_epochs=0", "train.validation_freq=2"])
 
 
-def with_cross_entropy(term: str) -> str:
-    """A ``--set loss=`` value of the recipe's form: cross-entropy + the region loss ``term`` (YAML), equal weights."""
-    return f"{{name: mixed, losses: [{{name: weighted_bce, pos_weight: 1}}, {term}], coefs: [1.0, 1.0]}}"
+def with_cross_entropy(term: str, weight: float = 1.0) -> str:
+    """A ``--set loss=`` value of the recipe's form: cross-entropy + ``weight`` × the region loss ``term`` (YAML)."""
+    return f"{{name: mixed, losses: [{{name: weighted_bce, pos_weight: 1}}, {term}], coefs: [1.0, {float(weight)!r}]}}"
 
 
 #: the recipe's cross-entropy + soft Dice with the Dice term replaced by Salehi et al.'s recall-weighted Tversky index
@@ -157,6 +160,8 @@ IMAGE_IOU_LOSS = with_cross_entropy("{name: iou, per_image: true, smooth: 1}")
 #: the recipe's cross-entropy + soft Dice with the Dice averaged over images instead of pooled over the batch, so that
 #: an image's small lesion weighs in the Dice term as much as another image's large one
 IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true}")
+#: the recipe's loss with twice the weight on its per-image Dice term
+DOUBLE_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true}", weight=2.0)
 #: the same, the Dice averaged over the images that hold a lesion only (lesion-free ones left to the cross-entropy)
 LESION_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true, lesion_images_only: true}")
 
@@ -234,6 +239,8 @@ ARMS = {
                  "image as in its paper (smoothing 1 pixel, as the Dice's)", [f"loss={IMAGE_IOU_LOSS}"]),
     **with_seeds("dice_lesion_images", "the per-image Dice term averaged over lesion images only (both stages)",
                  [f"loss={LESION_IMAGE_DICE_LOSS}"]),
+    **with_seeds("dice_per_image_x2", "twice the weight on the per-image Dice term (cross-entropy 1, Dice 2; both "
+                 "stages)", [f"loss={DOUBLE_IMAGE_DICE_LOSS}"]),
     **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",
                  ["train.lr=0.004"]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),
