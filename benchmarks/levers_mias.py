@@ -157,13 +157,15 @@ def with_cross_entropy(term: str, weight: float = 1.0) -> str:
 RECALL_LOSS = with_cross_entropy("{name: tversky, alpha: 0.3, beta: 0.7}")
 #: cross-entropy + the 2018 pipeline's soft IoU (Rahman & Wang) averaged over images, smoothed as the recipe's Dice
 IMAGE_IOU_LOSS = with_cross_entropy("{name: iou, per_image: true, smooth: 1}")
-#: the recipe's cross-entropy + soft Dice with the Dice averaged over images instead of pooled over the batch, so that
-#: an image's small lesion weighs in the Dice term as much as another image's large one
-IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true}")
-#: the recipe's loss with twice the weight on its per-image Dice term
-DOUBLE_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true}", weight=2.0)
+#: the soft Dice averaged over images instead of pooled over the batch, so that an image's small lesion weighs in the
+#: Dice term as much as another image's large one (today's recipe's Dice term)
+IMAGE_DICE = "{name: dice, per_image: true}"
+#: the recipe's cross-entropy + soft Dice with the Dice averaged over images
+IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE)
 #: the same, the Dice averaged over the images that hold a lesion only (lesion-free ones left to the cross-entropy)
 LESION_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true, lesion_images_only: true}")
+#: the recipe's loss with twice the weight on its per-image Dice term
+DOUBLE_IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE, weight=2.0)
 
 
 def last_stage(**train) -> list[str]:

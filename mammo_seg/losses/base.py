@@ -71,9 +71,12 @@ def valid_labels(y_true):
     return y * w, w
 
 
-def mean_over_images(per_image) -> list:
-    """Statistics of a mean over images: (Σ per-image loss, number of images)."""
-    return [ops.sum(per_image), ops.cast(ops.shape(per_image)[0], "float32")]
+def mean_over_images(per_image, counted=None) -> list:
+    """Statistics of a mean over images: (Σ per-image loss, number of images), or over the images where the 0/1
+    float ``counted`` is 1 only."""
+    if counted is None:
+        return [ops.sum(per_image), ops.cast(ops.shape(per_image)[0], "float32")]
+    return [ops.sum(per_image * counted), ops.sum(counted)]
 
 
 def pixel_mean(per_pixel, w) -> list:

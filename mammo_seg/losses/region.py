@@ -41,11 +41,8 @@ class RegionLoss(PooledLoss):
         tp, fp, fn = confusion_sums(self.probabilities(y_pred) * w, y, axis=IMAGE_AXES if self.per_image else None)
         if not self.per_image:
             return [tp, fp, fn]
-        losses = self.from_counts(tp, fp, fn)
-        if not self.lesion_images_only:
-            return mean_over_images(losses)
-        has_lesion = ops.cast(ops.greater(tp + fn, 0.0), "float32")  # TP + FN = Σ y
-        return [ops.sum(losses * has_lesion), ops.sum(has_lesion)]
+        has_lesion = ops.cast(ops.greater(tp + fn, 0.0), "float32") if self.lesion_images_only else None  # TP+FN = Σy
+        return mean_over_images(self.from_counts(tp, fp, fn), counted=has_lesion)
 
     def from_statistics(self, stats):
         if not self.per_image:
