@@ -284,7 +284,10 @@ class ExperimentConfig:
                 raise MammoError(f"{where}: {key}", reason)
         for key, reason in self.data.augment.problems():
             raise MammoError(f"{where}: data.augment.{key}", reason)
-        get_loss(self.loss)  # built, so that its parameters' values are checked too
+        try:
+            get_loss(self.loss)  # built, so that its parameters' values are checked too
+        except MammoError as e:
+            raise MammoError(f"{where}: {e.where}", e.reason) from None
         for i, stage in enumerate(self.stages):
             if not stage.name:
                 raise MammoError(f"{where}: stages[{i}].name", "every stage needs a name")

@@ -261,8 +261,9 @@ def test_lesion_images_only_leaves_lesion_free_images_out_of_the_per_image_mean(
 
     path = tmp_path / "pooled.yaml"
     path.write_text("data: {dir: x}\nloss: {name: dice, lesion_images_only: true}\n")
-    with pytest.raises(MammoError, match="lesion_images_only needs per_image: true"):
+    with pytest.raises(MammoError, match="lesion_images_only needs per_image: true") as info:
         load_config(str(path))
+    assert str(info.value).startswith(f"{path}: loss: ")  # one line that names the file
 
 
 def test_our_tversky_weights_false_positives_with_alpha_unlike_keras():
