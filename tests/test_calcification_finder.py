@@ -1,0 +1,102 @@
+"""The calcification-cluster finder of ``benchmarks/calcifications_mias.py``: specks, linking, the cluster's place
+and score, and the out-of-fold choice of its thresholds, on hand-made maps."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from mammo_seg.detection import Detection, ScanLesions
+
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+PIXEL_MM = 0.2  # mini-MIAS: linking within 3 mm is 15 px, a speck at most 1.2 mm² is 30 px
+
+
+@pytest.fixture(scope="module")
+def finder():
+    import sys
+
+    sys.path.insert(0, BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("calcifications_mias",
+                                                  os.path.join(BENCHMARKS, "calcifications_mias.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def contrast_map(specks: dict, shape=(120, 120)) -> np.ndarray:
+    out = np.zeros(shape, np.float32)
+    for (y, x), value in specks.items():
+        out[y, x] = value
+    return out
+
+
+def test_three_specks_within_the_link_are_one_cluster_at_their_mean_centre(finder):
+    clusters = finder.find_clusters(contrast_map({(50, 50): 20, (50, 55): 15, (55, 50): 10}), PIXEL_MM, 8.0)
+    # the mean centre (51.67, 51.67) rounded; the score is the third-highest speck peak; the area its 3 specks
+    assert clusters == [Detection((52, 52), 10.0, 3)]
+
+
+def test_too_few_or_too_far_apart_specks_are_no_cluster(finder):
+    assert finder.find_clusters(contrast_map({(50, 50): 20, (50, 55): 15}), PIXEL_MM, 8.0) == []
+    # 16 px apart (3.2 mm): over the 3-mm link
+    assert finder.find_clusters(contrast_map({(20, 20): 20, (20, 36): 20, (20, 52): 20}), PIXEL_MM, 8.0) == []
+    # the third speck under the speck threshold
+    assert finder.find_clusters(contrast_map({(50, 50): 20, (50, 55): 15, (55, 50): 10}), PIXEL_MM, 12.0) == []
+
+
+def test_specks_link_in_a_chain(finder):
+    # 0-14 and 14-28 px apart are linked (2.8 mm), 0-28 are not: single linkage makes one cluster of the three
+    clusters = finder.find_clusters(contrast_map({(20, 20): 9, (20, 34): 30, (20, 48): 12}), PIXEL_MM, 8.0)
+    assert clusters == [Detection((20, 34), 9.0, 3)]
+
+
+def test_a_bright_region_larger_than_a_speck_does_not_count(finder):
+    def with_region(rows: int, columns: int) -> np.ndarray:
+        contrast = contrast_map({(50, 50): 20, (50, 56): 15})
+        contrast[54:54 + rows, 54:54 + columns] = 30
+        return contrast
+
+    assert finder.find_clusters(with_region(7, 7), PIXEL_MM, 8.0) == []  # 49 px: 1.96 mm², over 1.2
+    assert len(finder.find_clusters(with_region(5, 6), PIXEL_MM, 8.0)) == 1  # 30 px: 1.2 mm², a speck
+
+
+def test_speck_contrast_is_a_speck_over_the_noise_inside_the_breast(finder):
+    rng = np.random.default_rng(0)
+    scan = np.zeros((200, 200), np.float32)
+    scan[20:180, 20:180] = 100 + rng.normal(0, 2, (160, 160))
+    scan[100:102, 100:102] += 40  # a 0.4-mm speck, 20 noise levels high
+    contrast = finder.speck_contrast(scan, PIXEL_MM)
+    assert contrast[100, 100] > 10
+    assert np.percentile(contrast[40:160, 40:160], 99) < 6
+    assert (contrast[:30] == 0).all()  # outside the breast and in its 3-mm edge band
+
+
+def scan_with_lesion(lesion: bool) -> ScanLesions:
+    mask = np.zeros((20, 20), bool)
+    mask[5:10, 5:10] = True
+    return ScanLesions(np.zeros((20, 20), np.float32), [mask] if lesion else [], ["CALC"] if lesion else [], 0.04)
+
+
+def test_the_finder_is_chosen_for_the_most_lesions_within_the_false_positive_budget(finder):
+    scans = [scan_with_lesion(True), scan_with_lesion(True), scan_with_lesion(False), scan_with_lesion(False)]
+    hit, miss = (7, 7), (15, 15)
+    found = [[Detection(hit, 9.0, 3)], [Detection(hit, 5.0, 3)], [Detection(miss, 7.0, 3)], [Detection(miss, 3.0, 3)]]
+    # down the scores: 9 (1 lesion, 0 FP), 7 (1, 1), 5 (2, 1), 3 (2, 2: over 0.25 × 4 scans)
+    choice = finder.choose_finder(scans, {8.0: found})
+    assert (choice["score_threshold"], choice["found"], choice["false_positives"]) == (5.0, 2, 1)
+
+
+def test_each_fold_is_scored_by_a_choice_made_without_it(finder):
+    scans = [scan_with_lesion(True), scan_with_lesion(False)] * 2
+    hit, miss = (7, 7), (15, 15)
+    # fold 1 (scans 0, 1): its lesion's cluster scores 4, a false positive 6; fold 2 (scans 2, 3): its lesion's 9
+    found = [[Detection(hit, 4.0, 3)], [Detection(miss, 6.0, 3)], [Detection(hit, 9.0, 3)], []]
+    clusters, chosen = finder.out_of_fold_clusters(scans, [1, 1, 2, 2], {8.0: found})
+    assert chosen[1]["score_threshold"] == 9.0  # chosen on fold 2: it misses fold 1's lesion
+    # chosen on fold 1, where the false positive comes first and is over the budget (1 on 2 scans): no cluster,
+    # so that fold 2's own cluster is not kept either
+    assert chosen[2]["score_threshold"] == float("inf")
+    assert clusters == [[], [], [], []]
