@@ -191,7 +191,8 @@ def combined_point(scans: list, section) -> dict:
     for area in section.min_areas_mm2:
         for threshold in THRESHOLDS:
             s = score_scans(scans, threshold, float(area))
-            if s["fp_per_image"] > section.max_fp_per_image or s["normal_with_detection_rate"] > section.max_normal_rate:
+            if (s["fp_per_image"] > section.max_fp_per_image
+                    or s["normal_with_detection_rate"] > section.max_normal_rate):
                 continue
             key = (s["sensitivity"], threshold, float(area))
             if best is None or key > best[0]:
@@ -256,8 +257,8 @@ def write_markdown(report: dict, path: str) -> None:
     f, alone = report["finder"], report["clusters_alone_out_of_fold"]
     by_kind = ", ".join(f"{k} {round(v * alone['lesions_by_kind'][k])}/{alone['lesions_by_kind'][k]}"
                         for k, v in alone["sensitivity_by_kind"].items() if v is not None)
-    choices = "; ".join(f"fold {k}: speck contrast > {v['speck_threshold']:g}, cluster score ≥ {v['score_threshold']:.1f}"
-                        for k, v in report["chosen_without_fold"].items())
+    choices = "; ".join(f"fold {k}: speck contrast > {v['speck_threshold']:g}, cluster score ≥ "
+                        f"{v['score_threshold']:.1f}" for k, v in report["chosen_without_fold"].items())
     lines = ["# A calcification-cluster finder beside the network, real mini-MIAS scans, out of fold", "",
              f"{report['scans']} scans of {report['women']} women. The finder: white top-hat (disk of "
              f"{f['tophat_radius_mm']:g} mm) in units of the scan's noise, specks of at most {f['max_speck_mm2']:g} "
