@@ -52,8 +52,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import (lesion_dice, lesion_groups, out_of_fold_cases, point_arm, same_models_figures,  # noqa: E402
-                         same_models_table, training_pixel_mm, write_results)
+from out_of_fold import (complete_out_of_fold_cases, lesion_dice, lesion_groups, point_arm,  # noqa: E402
+                         same_models_figures, same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
 from mammo_seg.detection import THRESHOLDS, Detection, ScanLesions, match, score_scans  # noqa: E402
@@ -209,13 +209,10 @@ def main(argv=None) -> int:
 
     args = finished_work_arguments(__doc__.split("\n\n")[0], "calcifications_mias", argv)
     run, dev = os.path.join(args.work, "run"), os.path.join(args.work, "mias_real_dev")
-    from data_prep.ground_truth import ground_truth
     from mammo_seg.config import load_config
     from mammo_seg.io.image import read_image_array
 
-    cases = out_of_fold_cases(args.work, ground_truth(dev))
-    if cases.problems or any(scan.probability is None for scan in cases.scans):
-        raise SystemExit(f"calcifications: {args.work}: some predictions are missing or unreadable")
+    cases = complete_out_of_fold_cases(args.work, "calcifications")
     with open(os.path.join(run, "cv.json")) as f:
         fold_of = json.load(f)["fold_of"]
     folds = [fold_of[w] for w in cases.women]

@@ -283,6 +283,17 @@ def out_of_fold_cases(folder: str, truth):
     return collect_cases([os.path.join(folder, f"fold{k}_pred") for k in range(1, folds + 1)], truth)
 
 
+def complete_out_of_fold_cases(folder: str, study: str):
+    """:func:`out_of_fold_cases` of a finished ``quality_mias`` working folder against its own raw scans
+    (``mias_real_dev``), with every scan's probability map: a missing or unreadable prediction stops ``study``."""
+    from data_prep.ground_truth import ground_truth
+
+    cases = out_of_fold_cases(folder, ground_truth(os.path.join(folder, "mias_real_dev")))
+    if cases.problems or any(scan.probability is None for scan in cases.scans):
+        raise SystemExit(f"{study}: {folder}: some predictions are missing or unreadable")
+    return cases
+
+
 def compare_arms(names: list[str], work: str, truth, min_area_mm2: float, baseline: str,
                  groups: dict) -> tuple[dict, dict, dict]:
     """(each arm's report, each arm's figures with its FROC at the common minimum area, the paired differences

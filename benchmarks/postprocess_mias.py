@@ -40,7 +40,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import (lesion_groups, out_of_fold_cases, point_arm, same_models_figures,  # noqa: E402
+from out_of_fold import (complete_out_of_fold_cases, lesion_groups, point_arm, same_models_figures,  # noqa: E402
                          same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
@@ -100,13 +100,10 @@ def rule_arms(cases, pixel_mm: float) -> dict[str, list]:
 
 def main(argv=None) -> int:
     args = finished_work_arguments(__doc__.split("\n\n")[0], "postprocess_mias", argv)
-    run, dev = os.path.join(args.work, "run"), os.path.join(args.work, "mias_real_dev")
-    from data_prep.ground_truth import ground_truth
+    run = os.path.join(args.work, "run")
     from mammo_seg.config import load_config
 
-    cases = out_of_fold_cases(args.work, ground_truth(dev))
-    if cases.problems or any(scan.probability is None for scan in cases.scans):
-        raise SystemExit(f"postprocess: {args.work}: some predictions are missing or unreadable")
+    cases = complete_out_of_fold_cases(args.work, "postprocess")
     section = load_config(os.path.join(run, "config.yaml")).operating_point
     pixel_mm = float(np.sqrt(cases.scans[0].pixel_area_mm2))
     scored = {name: point_arm([replace(scan, probability=p, _found={}) for scan, p in zip(cases.scans, maps)], section)
