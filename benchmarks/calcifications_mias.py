@@ -52,7 +52,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
-from out_of_fold import (complete_out_of_fold_cases, lesion_dice, lesion_groups, point_arm,  # noqa: E402
+from out_of_fold import (complete_out_of_fold_cases, figure_text, lesion_dice, lesion_groups, point_arm,  # noqa: E402
                          same_models_figures, same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
@@ -93,7 +93,7 @@ def find_clusters(contrast: np.ndarray, pixel_mm: float, speck_threshold: float)
     """The calcification clusters of a :func:`speck_contrast` map: specks (components of ``contrast >
     speck_threshold`` of at most ``MAX_SPECK_MM2``) linked within ``LINK_MM``, of at least ``MIN_SPECKS``; each a
     :class:`~mammo_seg.detection.Detection` at its specks' mean centre, scored by its third-highest speck peak
-    (generally, the ``MIN_SPECKS``-th), its area the number of its specks."""
+    (generally, the ``MIN_SPECKS``-th), its area its specks' pixels."""
     from scipy import ndimage
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -109,6 +109,7 @@ def find_clusters(contrast: np.ndarray, pixel_mm: float, speck_threshold: float)
         return []
     centres = np.array(ndimage.center_of_mass(contrast > speck_threshold, labels, index[small]))
     peaks = ndimage.maximum(contrast, labels, index[small])
+    pixels = area[small]
     pairs = cKDTree(centres).query_pairs(LINK_MM / pixel_mm, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(centres),) * 2)
     _, member = connected_components(graph, directed=False)
@@ -119,7 +120,7 @@ def find_clusters(contrast: np.ndarray, pixel_mm: float, speck_threshold: float)
             continue
         y, x = np.rint(centres[inside].mean(axis=0)).astype(int)
         score = float(np.sort(peaks[inside])[-MIN_SPECKS])
-        clusters.append(Detection((int(y), int(x)), score, int(inside.sum())))
+        clusters.append(Detection((int(y), int(x)), score, int(pixels[inside].sum())))
     return clusters
 
 
@@ -143,8 +144,11 @@ def choose_finder(scans: list, candidates: dict) -> dict:
     """The speck threshold and cluster-score threshold that find the most lesions with at most ``FP_BUDGET``
     false positives per image on ``scans`` (``candidates``: speck threshold → each scan's clusters); ties: fewer
     false positives, then the higher thresholds. Each cluster is matched alone (:func:`mammo_seg.detection.match`)
-    and the score threshold swept down through the clusters' scores."""
-    best = None
+    and the score threshold swept down through the clusters' scores; keeping no cluster (an infinite score
+    threshold) is one of the choices."""
+    none = {"speck_threshold": max(candidates), "score_threshold": float("inf"), "found": 0, "false_positives": 0,
+            "fp_per_image": 0.0}
+    best = ((0, 0, none["speck_threshold"], none["score_threshold"]), none)
     for speck, found in candidates.items():
         scored = []
         for i, (scan, clusters) in enumerate(zip(scans, found)):
@@ -161,11 +165,10 @@ def choose_finder(scans: list, candidates: dict) -> dict:
             if false_positives > FP_BUDGET * len(scans):
                 break
             key = (len(lesions), -false_positives, speck, score)
-            if best is None or key > best[0]:
+            if key > best[0]:
                 best = (key, {"speck_threshold": speck, "score_threshold": score, "found": len(lesions),
                               "false_positives": false_positives, "fp_per_image": false_positives / len(scans)})
-    return best[1] if best else {"speck_threshold": max(candidates), "score_threshold": float("inf"), "found": 0,
-                                 "false_positives": 0, "fp_per_image": 0.0}
+    return best[1]
 
 
 def out_of_fold_clusters(scans: list, folds: list, candidates: dict) -> tuple[list, dict]:
@@ -184,24 +187,43 @@ def out_of_fold_clusters(scans: list, folds: list, candidates: dict) -> tuple[li
 
 
 def combined_point(scans: list, section) -> dict:
-    """The recipe's rule (its ``operating_point`` section: the highest lesion sensitivity with at most
-    ``max_fp_per_image`` false positives per image and ``max_normal_rate`` of lesion-free scans flagged) on the
-    combined detections; ties: the higher threshold, then the larger minimum area."""
-    best = None
+    """The recipe's rule (its ``operating_point`` section, as :func:`mammo_seg.inference.operating_point.choose`
+    applies it with the sensitivity objective) on detections that may include clusters: the highest lesion
+    sensitivity with at most ``max_fp_per_image`` false positives per image and ``max_normal_rate`` of lesion-free
+    scans flagged; ties: the highest mean lesion Dice (:func:`lesion_dice`: the network's outlines), then the higher
+    threshold, then the larger minimum area. Where no candidate keeps both limits, the fewest lesion-free scans
+    flagged, as ``choose`` falls back."""
+    if section.objective != "sensitivity":
+        raise SystemExit(f"the study applies the sensitivity rule; the run's recipe asks for {section.objective!r}")
+    candidates = []
     for area in section.min_areas_mm2:
         for threshold in THRESHOLDS:
             s = score_scans(scans, threshold, float(area))
-            if (s["fp_per_image"] > section.max_fp_per_image
-                    or s["normal_with_detection_rate"] > section.max_normal_rate):
-                continue
-            key = (s["sensitivity"], threshold, float(area))
-            if best is None or key > best[0]:
-                best = (key, {"threshold": threshold, "min_area_mm2": float(area), "sensitivity": s["sensitivity"],
-                              "fp_per_image": s["fp_per_image"],
-                              "normal_with_detection_rate": s["normal_with_detection_rate"]})
-    if best is None:
-        raise SystemExit("no operating point of the combined detections meets the recipe's rule")
-    return best[1]
+            candidates.append({"threshold": threshold, "min_area_mm2": float(area), "sensitivity": s["sensitivity"],
+                               "fp_per_image": s["fp_per_image"],
+                               "normal_with_detection_rate": s["normal_with_detection_rate"]})
+    clean = [c for c in candidates if c["fp_per_image"] <= section.max_fp_per_image
+             and c["normal_with_detection_rate"] <= section.max_normal_rate]
+    if clean:
+        best = max(c["sensitivity"] for c in clean)
+        tied = [c for c in clean if c["sensitivity"] == best]
+    else:
+        fewest = min(c["normal_with_detection_rate"] for c in candidates)
+        tied = [c for c in candidates if c["normal_with_detection_rate"] == fewest]
+    for c in tied:
+        dice = [d for d in lesion_dice(scans, c["threshold"], c["min_area_mm2"]) if d is not None]
+        c["mean_dice"] = float(np.mean(dice)) if dice else 0.0
+    return max(tied, key=lambda c: (c["mean_dice"], c["threshold"], c["min_area_mm2"]))
+
+
+def one_area_frocs(arms: dict, women: list, area: float) -> dict:
+    """The arms' FROC sensitivities and their paired differences from the first arm at one minimum area for all
+    (clusters are not filtered by area): a difference of FROCs that the arms' own minimum areas do not move."""
+    from mammo_seg.intervals import Arm
+
+    at_area = {name: Arm(arm.scans, arm.dice, arm.threshold, area) for name, arm in arms.items()}
+    return {"min_area_mm2": area, **same_models_figures(at_area, women, next(iter(arms)), lesion_groups(
+        next(iter(arms.values())).scans, GROUPS))}
 
 
 def main(argv=None) -> int:
@@ -236,6 +258,7 @@ def main(argv=None) -> int:
     combined = Arm(combined_scans, lesion_dice(cases.scans, point["threshold"], point["min_area_mm2"]),
                    point["threshold"], point["min_area_mm2"])
     arms = {"network": network, "network_and_clusters": combined}
+    frocs = one_area_frocs(arms, cases.women, network_point["min_area_mm2"])
     report = {"run": args.work, "machine": machine_description(), "scans": len(cases.scans),
               "women": len(set(cases.women)), "training_pixel_mm": training_pixel_mm(args.work),
               "scan_pixel_mm": pixel_mm,
@@ -245,7 +268,8 @@ def main(argv=None) -> int:
               "chosen_without_fold": {str(k): v for k, v in chosen.items()},
               "clusters_alone_out_of_fold": alone,
               "operating_points": {"network": network_point, "network_and_clusters": point},
-              **same_models_figures(arms, cases.women, "network", lesion_groups(cases.scans, GROUPS))}
+              **same_models_figures(arms, cases.women, "network", lesion_groups(cases.scans, GROUPS)),
+              "frocs_at_one_area": frocs}
     write_results(args.out, report, write_markdown)
     return 0
 
@@ -270,6 +294,17 @@ def write_markdown(report: dict, path: str) -> None:
              "lesion Dice is the network's). 95 % bootstrap intervals over women; differences paired, **bold** where "
              "the interval excludes 0.", ""]
     lines += same_models_table(report)
+    frocs = report["frocs_at_one_area"]
+    lines += ["", f"The FROCs at one minimum area for both arms ({frocs['min_area_mm2']:g} mm², the network's "
+              "point's; the clusters are not filtered by area), so that only the clusters differ:", "",
+              "| arm | sens. @0.5 FP/image | @1 | @2 | masses @1 | calcifications @1 |", "|---|---|---|---|---|---|"]
+    rows = [(name, figures, False) for name, figures in frocs["arms"].items()]
+    rows += [(f"{name} − {frocs['paired']['baseline']}", diff, True)
+             for name, diff in frocs["paired"]["differences"].items()]
+    for name, figures, signed in rows:
+        cells = [figures["groups"][g]["sensitivity_at_fp_per_image"][r]
+                 for g, r in (("all", "0.5"), ("all", "1"), ("all", "2"), ("masses", "1"), ("calcifications", "1"))]
+        lines.append("| " + " | ".join([name, *(figure_text(c, signed) for c in cells)]) + " |")
     lines += ["", f"Machine: {report['machine']}. Run: `{report['run']}`."]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")

@@ -28,12 +28,16 @@ def figure_text(figure: dict | None, signed: bool = False) -> str:
 
 
 def write_results(prefix: str, report: dict, write_markdown, plot=None) -> None:
-    """PREFIX.json, PREFIX.md (``write_markdown(report, path)``) and, with ``plot(path)``, PREFIX_froc.png; prints
-    the Markdown."""
+    """PREFIX.json, PREFIX.md (``write_markdown(report, path)``, then "Run: " and the report's ``provenance`` where
+    it has one: how a result committed from another run was made) and, with ``plot(path)``, PREFIX_froc.png;
+    prints the Markdown."""
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     with open(prefix + ".json", "w") as f:
         json.dump(report, f, indent=2)
     write_markdown(report, prefix + ".md")
+    if report.get("provenance"):
+        with open(prefix + ".md", "a") as f:
+            f.write(f"\nRun: {report['provenance']}\n")
     if plot is not None:
         plot(prefix + "_froc.png")
     with open(prefix + ".md") as f:

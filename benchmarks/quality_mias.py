@@ -214,8 +214,6 @@ def write_markdown(report: dict, path: str) -> None:
     by_type = real["sensitivity_by_type"]
     lines += ["", "Sensitivity by MIAS class at the operating point: " + ", ".join(
         f"{k} {v:.2f} ({real['lesions_by_type'][k]})" for k, v in by_type.items() if v is not None) + "."]
-    if report.get("provenance"):  # results written by another script's run of this benchmark (levers_mias.py)
-        lines += ["", f"Run: {report['provenance']}."]
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
 

@@ -15,15 +15,17 @@ PIXEL_MM = 0.2  # mini-MIAS: linking within 3 mm is 15 px, a speck at most 1.2 m
 
 @pytest.fixture(scope="module")
 def finder():
+    """``benchmarks/calcifications_mias.py`` as a module (its sibling modules importable for this file's tests)."""
     import sys
 
-    sys.path.insert(0, BENCHMARKS)
-    spec = importlib.util.spec_from_file_location("calcifications_mias",
-                                                  os.path.join(BENCHMARKS, "calcifications_mias.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(BENCHMARKS)
+        spec = importlib.util.spec_from_file_location("calcifications_mias",
+                                                      os.path.join(BENCHMARKS, "calcifications_mias.py"))
+        module = importlib.util.module_from_spec(spec)
+        patch.setitem(sys.modules, spec.name, module)  # its dataclass looks its module up there
+        spec.loader.exec_module(module)
+        yield module
 
 
 def contrast_map(specks: dict, shape=(120, 120)) -> np.ndarray:
@@ -60,7 +62,8 @@ def test_a_bright_region_larger_than_a_speck_does_not_count(finder):
         return contrast
 
     assert finder.find_clusters(with_region(7, 7), PIXEL_MM, 8.0) == []  # 49 px: 1.96 mm², over 1.2
-    assert len(finder.find_clusters(with_region(5, 6), PIXEL_MM, 8.0)) == 1  # 30 px: 1.2 mm², a speck
+    assert finder.find_clusters(with_region(4, 8), PIXEL_MM, 8.0) == []  # 32 px: over by two
+    assert finder.find_clusters(with_region(5, 6), PIXEL_MM, 8.0) == [Detection((52, 54), 15.0, 32)]  # 30 px: a speck
 
 
 def test_speck_contrast_is_a_speck_over_the_noise_inside_the_breast(finder):
@@ -100,3 +103,50 @@ def test_each_fold_is_scored_by_a_choice_made_without_it(finder):
     # so that fold 2's own cluster is not kept either
     assert chosen[2]["score_threshold"] == float("inf")
     assert clusters == [[], [], [], []]
+
+
+def test_keeping_no_cluster_beats_clusters_that_find_nothing(finder):
+    scans = [scan_with_lesion(True)] + [scan_with_lesion(False)] * 3
+    # down the scores: 9 (a false positive: 0 lesions, 1 FP), 8 (2 FP: over 0.25 × 4 scans), so the lesion's 3 is
+    # never reached, and the one cluster within the budget finds nothing
+    found = [[Detection((7, 7), 3.0, 3)], [Detection((15, 15), 9.0, 3)], [Detection((15, 15), 8.0, 3)], []]
+    choice = finder.choose_finder(scans, {8.0: found})
+    assert (choice["score_threshold"], choice["found"], choice["false_positives"]) == (float("inf"), 0, 0)
+
+
+def test_the_speck_threshold_is_chosen_with_the_score_threshold(finder):
+    scans = [scan_with_lesion(True), scan_with_lesion(True), scan_with_lesion(False), scan_with_lesion(False)]
+    hit, miss = (7, 7), (15, 15)
+    at_6 = [[Detection(hit, 9.0, 3)], [], [Detection(miss, 20.0, 3)], [Detection(miss, 19.0, 3)]]
+    at_8 = [[Detection(hit, 9.0, 3)], [Detection(hit, 8.5, 3)], [Detection(miss, 8.0, 3)], []]
+    # at 6 the two false positives come first (over 0.25 × 4 scans at the second); at 8 both lesions, 0 FP
+    choice = finder.choose_finder(scans, {6.0: at_6, 8.0: at_8})
+    assert (choice["speck_threshold"], choice["score_threshold"], choice["found"]) == (8.0, 8.5, 2)
+
+
+def test_the_combined_point_keeps_the_rule_with_the_clusters_counted(finder):
+    """Two scans, one lesion each and the clusters' false positives: the network's map has the lesion at 0.6 and a
+    false positive at 0.9; with a cluster false positive on each lesion-free scan the rule's 1 FP per image and
+    a quarter of normals flagged leave only thresholds above 0.6 when the normals are all flagged."""
+    from types import SimpleNamespace
+
+    def scan(peaks: dict, lesion: bool, clusters=()):
+        p = np.zeros((20, 20), np.float32)
+        for (y, x), v in peaks.items():
+            p[y:y + 2, x:x + 2] = v
+        mask = np.zeros((20, 20), bool)
+        mask[5:10, 5:10] = True
+        return finder.WithClusters(p, [mask] if lesion else [], ["CIRC"] if lesion else [], 1.0,
+                                   clusters=tuple(clusters))
+
+    section = SimpleNamespace(objective="sensitivity", max_fp_per_image=1.0, max_normal_rate=0.25,
+                              min_areas_mm2=[1])
+    lesion_scan = scan({(6, 6): 0.6, (15, 15): 0.9}, True)
+    normals = [scan({}, False) for _ in range(4)]
+    point = finder.combined_point([lesion_scan, *normals], section)
+    assert (point["threshold"], point["sensitivity"]) == (0.6, 1.0)  # the highest threshold that finds the lesion
+    # a cluster on two of the four lesion-free scans flags half of them at every threshold: the rule falls back to
+    # the fewest normals flagged (all tie), then the best Dice: 0.6 again outlines the lesion
+    flagged = [scan({}, False, [Detection((1, 1), 1.0, 3)]) for _ in range(2)] + normals[:2]
+    point = finder.combined_point([lesion_scan, *flagged], section)
+    assert (point["threshold"], point["normal_with_detection_rate"]) == (0.6, 0.5)
