@@ -125,9 +125,10 @@ def test_the_speck_threshold_is_chosen_with_the_score_threshold(finder):
 
 
 def test_the_combined_point_keeps_the_rule_with_the_clusters_counted(finder):
-    """Two scans, one lesion each and the clusters' false positives: the network's map has the lesion at 0.6 and a
-    false positive at 0.9; with a cluster false positive on each lesion-free scan the rule's 1 FP per image and
-    a quarter of normals flagged leave only thresholds above 0.6 when the normals are all flagged."""
+    """One lesion scan (the network: the lesion at 0.6, a false positive at 0.9) and four lesion-free ones. Without
+    clusters the rule finds the lesion at every threshold up to 0.6 and takes the highest; with cluster false
+    positives on half the lesion-free scans no threshold keeps a quarter of them unflagged, and the rule falls
+    back, as the recipe's does, to the fewest flagged, then the best Dice: 0.6 again."""
     from types import SimpleNamespace
 
     def scan(peaks: dict, lesion: bool, clusters=()):
@@ -145,8 +146,6 @@ def test_the_combined_point_keeps_the_rule_with_the_clusters_counted(finder):
     normals = [scan({}, False) for _ in range(4)]
     point = finder.combined_point([lesion_scan, *normals], section)
     assert (point["threshold"], point["sensitivity"]) == (0.6, 1.0)  # the highest threshold that finds the lesion
-    # a cluster on two of the four lesion-free scans flags half of them at every threshold: the rule falls back to
-    # the fewest normals flagged (all tie), then the best Dice: 0.6 again outlines the lesion
     flagged = [scan({}, False, [Detection((1, 1), 1.0, 3)]) for _ in range(2)] + normals[:2]
     point = finder.combined_point([lesion_scan, *flagged], section)
     assert (point["threshold"], point["normal_with_detection_rate"]) == (0.6, 0.5)
