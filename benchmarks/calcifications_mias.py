@@ -187,33 +187,22 @@ def out_of_fold_clusters(scans: list, folds: list, candidates: dict) -> tuple[li
 
 
 def combined_point(scans: list, section) -> dict:
-    """The recipe's rule (its ``operating_point`` section, as :func:`mammo_seg.inference.operating_point.choose`
-    applies it with the sensitivity objective) on detections that may include clusters: the highest lesion
-    sensitivity with at most ``max_fp_per_image`` false positives per image and ``max_normal_rate`` of lesion-free
-    scans flagged; ties: the highest mean lesion Dice (:func:`lesion_dice`: the network's outlines), then the higher
-    threshold, then the larger minimum area. Where no candidate keeps both limits, the fewest lesion-free scans
-    flagged, as ``choose`` falls back."""
-    if section.objective != "sensitivity":
-        raise SystemExit(f"the study applies the sensitivity rule; the run's recipe asks for {section.objective!r}")
+    """The recipe's rule (:func:`mammo_seg.inference.operating_point.select` with the run's ``operating_point``
+    section) on detections that may include clusters: every (threshold, minimum area) candidate scored by
+    :func:`mammo_seg.detection.score_scans`, its mean lesion Dice the network's outlines' (:func:`lesion_dice`)."""
+    from mammo_seg.inference.operating_point import select
+
     candidates = []
-    for area in section.min_areas_mm2:
-        for threshold in THRESHOLDS:
+    for threshold in THRESHOLDS:  # in the order the rule's own candidates come, for the same ties
+        for area in section.min_areas_mm2:
             s = score_scans(scans, threshold, float(area))
-            candidates.append({"threshold": threshold, "min_area_mm2": float(area), "sensitivity": s["sensitivity"],
+            dice = [d for d in lesion_dice(scans, threshold, float(area)) if d is not None]
+            candidates.append({"flip": False, "threshold": threshold, "min_area_mm2": float(area),
+                               "mean_dice": float(np.mean(dice)) if dice else 0.0, "sensitivity": s["sensitivity"],
                                "fp_per_image": s["fp_per_image"],
                                "normal_with_detection_rate": s["normal_with_detection_rate"]})
-    clean = [c for c in candidates if c["fp_per_image"] <= section.max_fp_per_image
-             and c["normal_with_detection_rate"] <= section.max_normal_rate]
-    if clean:
-        best = max(c["sensitivity"] for c in clean)
-        tied = [c for c in clean if c["sensitivity"] == best]
-    else:
-        fewest = min(c["normal_with_detection_rate"] for c in candidates)
-        tied = [c for c in candidates if c["normal_with_detection_rate"] == fewest]
-    for c in tied:
-        dice = [d for d in lesion_dice(scans, c["threshold"], c["min_area_mm2"]) if d is not None]
-        c["mean_dice"] = float(np.mean(dice)) if dice else 0.0
-    return max(tied, key=lambda c: (c["mean_dice"], c["threshold"], c["min_area_mm2"]))
+    best, _ = select(candidates, section.max_normal_rate, section.objective, section.max_fp_per_image)
+    return best
 
 
 def one_area_frocs(arms: dict, women: list, area: float) -> dict:

@@ -164,6 +164,20 @@ def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresho
     candidates = []
     for flip in flips:
         candidates += _candidates(scans[flip], flip, thresholds, min_areas, min_areas_mm2)
+    best, rule = select(candidates, max_normal_rate, objective, max_fp_per_image)
+    first = scans[flips[0]]
+    point = OperatingPoint(best["threshold"], best["min_area_mm2"], best["flip"])
+    return {**asdict(point),
+            "chosen_on": {"scans": len(first),
+                          "scans_with_lesion": sum(bool(reference_regions(m)[0].any()) for _, m in first)},
+            "rule": rule, "validation": best, "candidates": candidates}
+
+
+def select(candidates: list[dict], max_normal_rate: float = 0.25, objective: str = "dice",
+           max_fp_per_image: float = 1.0) -> tuple[dict, str]:
+    """(the chosen candidate, the rule in words): the module's rule over scored candidates, each a dict of
+    ``flip``, ``threshold``, ``min_area_mm2``, ``mean_dice``, ``sensitivity``, ``fp_per_image`` and
+    ``normal_with_detection_rate`` (as :func:`choose` scores them, or a study that adds detections of its own)."""
     clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate
              and (objective == "dice" or c["fp_per_image"] <= max_fp_per_image)]
     if objective == "sensitivity":
@@ -176,15 +190,8 @@ def choose(scans: dict, pixel_mm2: float, max_normal_rate: float = 0.25, thresho
             return (c["mean_dice"], not c["flip"], c["threshold"], c["min_area_mm2"])
         rule = f"highest mean lesion Dice with at most {max_normal_rate:g} of lesion-free scans flagged"
     if clean:
-        best = max(clean, key=key)
-    else:
-        best = max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"], not c["flip"]))
-    first = scans[flips[0]]
-    point = OperatingPoint(best["threshold"], best["min_area_mm2"], best["flip"])
-    return {**asdict(point),
-            "chosen_on": {"scans": len(first),
-                          "scans_with_lesion": sum(bool(reference_regions(m)[0].any()) for _, m in first)},
-            "rule": rule, "validation": best, "candidates": candidates}
+        return max(clean, key=key), rule
+    return max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"], not c["flip"])), rule
 
 
 def choose_by_section(scans: dict, pixel_mm2: float, section) -> dict:
