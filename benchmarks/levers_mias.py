@@ -86,6 +86,11 @@ The arms (``--arms`` picks some):
   ¼). The network has no skip connections, so its encoder learns only through the decoder's one path; the heads
   give it a shorter one. The whole-scan stage trains without them (they are not part of the saved model, so they
   would start there untrained).
+* ``skips`` (and ``_seed_1``, ``_seed_2``): U-Net's skip connections (``model.skips``): the encoder's blocks at 1/8,
+  1/4 and 1/2 of the input concatenated into the decoder's up_conv2, up_conv6 and up_conv9, which the 2018 network
+  left out. The lesions the recipe misses are mostly small (``lesion_peaks_mias.py``), and without skips the decoder
+  outlines them from the deepest features, 32 training pixels (13 mm) apart. Its baseline is a run of today's
+  recipe (``--reuse recipe=WORK``).
 * ``lr_0.004`` (and ``_seed_1``, ``_seed_2``): the crop stage at twice the recipe's learning rate (Adam, 0.004, the
   same warm-up and cosine decay to 0); the whole-scan stage keeps its own 0.0005. More epochs at the recipe's rate
   overfitted (``epochs_54``); a larger step is the other way to move further from the start in the same steps.
@@ -243,6 +248,8 @@ ARMS = {
                  [f"loss={LESION_IMAGE_DICE_LOSS}"]),
     **with_seeds("dice_per_image_x2", "twice the weight on the per-image Dice term (cross-entropy 1, Dice 2; both "
                  "stages)", [f"loss={DOUBLE_IMAGE_DICE_LOSS}"]),
+    **with_seeds("skips", "U-Net's skip connections: the encoder's blocks at 1/8, 1/4 and 1/2 of the input "
+                 "concatenated into the decoder (model.skips)", ["model.skips=true"]),
     **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",
                  ["train.lr=0.004"]),
     "whole_scans": (f"the recipe's fold models, then {WHOLE_SCANS[0]}", WHOLE_SCANS[1], {}),

@@ -182,6 +182,7 @@ class ModelSection:
     l2: float = 0.00125  # Keras L2 factor (l2·Σw²): the 2018 code's 0.0025·Σw²/2, see models/fcn.py
     sync_batchnorm: bool = True
     bn_momentum: float = 0.99  # BatchNorm moving averages; short runs need less (0.9)
+    skips: bool = False  # U-Net's skip connections from the encoder to the decoder (the 2018 network had none)
 
 
 @dataclass

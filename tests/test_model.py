@@ -117,6 +117,32 @@ def test_keras_file_round_trip_in_safe_mode(tiny_model, tmp_path):
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in tiny_model.weights]
 
 
+def test_skip_connections_feed_the_encoders_blocks_to_the_decoder(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = MammoFCN(width=0.25, skips=True)
+
+    def sources(layer_name):
+        return [t._keras_history.operation.name for t in model.get_layer(layer_name).input]
+
+    assert model.get_layer("up_conv2").input._keras_history.operation.name == "skip_8"
+    assert sources("skip_8") == ["resize_1", "conv2_3_out"]  # H/8: the upsampled fc_1, then the encoder's block
+    assert sources("skip_4") == ["resize_6", "conv1_3_out"]  # H/4
+    assert sources("skip_2") == ["upsample_5", "conv0_3_out"]  # H/2
+    # each decoder conv reads its input's channels plus the encoder block's (width 0.25: 64+16, 32+12, 8+8)
+    assert [model.get_layer(n).kernel.shape[2] for n in ("up_conv2", "up_conv6", "up_conv9")] == [80, 44, 16]
+    plain = MammoFCN(width=0.25)
+    assert not any(layer.name.startswith("skip_") for layer in plain.layers)
+    # the added 3×3 kernel rows: 16, 12 and 8 input channels into 32, 16 and 4 filters
+    assert model.count_params() - plain.count_params() == 9 * (16 * 32 + 12 * 16 + 8 * 4)
+    x = np.random.default_rng(2).random((1, 33, 97, 1), dtype=np.float32)
+    assert tuple(model(x).shape) == (1, 33, 97, 1)
+    path = str(tmp_path / "skips.keras")
+    model.save(path)
+    again = keras.models.load_model(path, safe_mode=True)
+    assert again.skips and again.get_config() == model.get_config()
+    np.testing.assert_array_equal(again(x, training=False), model(x, training=False))
+
+
 def test_default_weight_decay_is_the_2018_codes_half_sum_of_squares():
     from mammo_seg.config import ExperimentConfig
     from mammo_seg.models.fcn import ORIGINAL_L2

@@ -48,7 +48,7 @@ Fixes to the original (``original_pipeline.md`` §1.3.1):
 Any input size works: the input is zero-padded to a multiple of 32 and the logits are cropped back.
 The model takes a scan as ``mammo_seg.io`` returns it (float32 in [0, 1], bright = dense) and
 returns **logits** (apply a sigmoid for lesion probabilities). No skip connections, on purpose
-(the author found they made predictions "resemble the input").
+(the author found they made predictions "resemble the input"); ``skips=True`` adds U-Net's.
 """
 
 from __future__ import annotations
@@ -80,11 +80,16 @@ class MammoFCN(keras.Model):
     resolution, so that a saved model tells predict how to resample a scan; it does not change the
     network. ``channels``: 1, the scan; 2, the scan and the woman's other breast beside it
     (:mod:`mammo_seg.data.contralateral`).
+
+    ``skips``: U-Net's skip connections (Ronneberger et al., MICCAI 2015), which the 2018 network left out on
+    purpose: the encoder's blocks at H/8 (conv2_3), H/4 (conv1_3) and H/2 (conv0_3) concatenated, channel-wise, to
+    the decoder's inputs of up_conv2, up_conv6 and up_conv9 (layers ``skip_8``, ``skip_4``, ``skip_2``), so that
+    the outline of a lesion a few pixels across need not come back from the 32-px grid of the deepest features.
     """
 
     def __init__(self, width: float = 1.0, dropout: float = 0.25, l2: float = ORIGINAL_L2,
                  sync_batchnorm: bool = True, bn_momentum: float = 0.99, resolution: dict | None = None,
-                 channels: int = 1, name: str = "mammo_fcn", **kwargs):
+                 channels: int = 1, skips: bool = False, name: str = "mammo_fcn", **kwargs):
         def f(n):
             return _filters(n, width)
 
@@ -109,11 +114,14 @@ class MammoFCN(keras.Model):
         # float32 under every policy: bfloat16 keeps 8 bits, merging a 16-bit scan's subtle contrast
         x = PadToMultiple(STRIDE, dtype=INPUT_DTYPE, name="pad")(scan)
         x = layers.Rescaling(1.0, offset=-0.5, dtype=INPUT_DTYPE, name="normalize")(x)
-        x = residual(x, ["conv0_1", "conv0_2", "conv0_3"], f(32), stride=2, first_dtype=INPUT_DTYPE)
+        def skip(x, encoder, name):
+            return layers.Concatenate(name=name)([x, encoder]) if skips else x
+
+        x = half = residual(x, ["conv0_1", "conv0_2", "conv0_3"], f(32), stride=2, first_dtype=INPUT_DTYPE)
         x = conv(x, f(48), "pool0", stride=2)
-        x = residual(x, ["conv1_1", "conv1_2", "conv1_3"], f(48))
+        x = quarter = residual(x, ["conv1_1", "conv1_2", "conv1_3"], f(48))
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-        x = residual(x, ["conv2_1", "conv2_2", "conv2_3"], f(64))
+        x = eighth = residual(x, ["conv2_1", "conv2_2", "conv2_3"], f(64))
         x = layers.MaxPooling2D(2, name="pool2")(x)
         x = residual(x, ["conv3_1", "conv3_2", "conv3_3"], f(128))
         x = layers.MaxPooling2D(2, padding="same", name="pool3")(x)
@@ -125,26 +133,26 @@ class MammoFCN(keras.Model):
         x = layers.ReLU(name="fc_1_relu")(x)
         x = layers.Dropout(dropout, name="fc_1_dropout")(x)
         x = layers.UpSampling2D(4, interpolation="nearest", name="resize_1")(x)
-        x = conv(x, f(128), "up_conv2")
+        x = conv(skip(x, eighth, "skip_8"), f(128), "up_conv2")
         x = layers.UpSampling2D(2, interpolation="nearest", name="resize_6")(x)
-        x = conv(x, f(64), "up_conv6")
+        x = conv(skip(x, quarter, "skip_4"), f(64), "up_conv6")
         x = layers.Conv2DTranspose(f(64), 4, strides=2, padding="same", activation="relu",
                                    kernel_initializer="he_normal", name="upsample_4")(x)
         x = layers.Conv2DTranspose(f(32), 4, strides=1, padding="same", activation="relu",
                                    kernel_initializer="he_normal", name="upsample_5")(x)
-        x = conv(x, f(16), "up_conv9")
+        x = conv(skip(x, half, "skip_2"), f(16), "up_conv9")
         x = layers.Conv2D(1, 1, kernel_regularizer=l2_reg(), name="logits")(x)
         x = layers.UpSampling2D(2, interpolation="nearest", dtype="float32", name="logits_full")(x)
         logits = CropToReference(dtype="float32", name="crop")([x, scan])
         super().__init__(inputs=scan, outputs=logits, name=name, **kwargs)
         self.width, self.dropout, self.l2, self.sync_batchnorm = width, dropout, l2, sync_batchnorm
-        self.bn_momentum, self.channels = bn_momentum, channels
+        self.bn_momentum, self.channels, self.skips = bn_momentum, channels, skips
         self.resolution = dict(resolution) if resolution else None
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "dropout": self.dropout, "l2": self.l2,
                 "sync_batchnorm": self.sync_batchnorm, "bn_momentum": self.bn_momentum, "resolution": self.resolution,
-                "channels": self.channels}
+                "channels": self.channels, "skips": self.skips}
 
     @classmethod
     def from_config(cls, config):

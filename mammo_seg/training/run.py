@@ -126,7 +126,7 @@ def build_model(config: ExperimentConfig, resolution: dict, init_from: str | Non
 
     model = MammoFCN(width=config.model.width, dropout=config.model.dropout, l2=config.model.l2,
                      sync_batchnorm=config.model.sync_batchnorm, bn_momentum=config.model.bn_momentum,
-                     resolution=resolution, channels=2 if config.data.contralateral else 1)
+                     resolution=resolution, channels=2 if config.data.contralateral else 1, skips=config.model.skips)
     source = init_from or config.train.init_from
     if source:
         log.info("initialised %d layers from %s", transfer_weights(model, source), source)
