@@ -105,6 +105,19 @@ def test_each_fold_is_scored_by_a_choice_made_without_it(finder):
     assert clusters == [[], [], [], []]
 
 
+def test_a_given_choice_sees_the_other_folds_scans_only(finder):
+    scans = [scan_with_lesion(True), scan_with_lesion(False)] * 2
+    found = [[Detection((7, 7), 4.0, 3)], [], [Detection((7, 7), 9.0, 3)], []]
+    seen = []
+
+    def choose(training):
+        seen.append(training)
+        return {"speck_threshold": 8.0, "score_threshold": 5.0}
+
+    clusters, _ = finder.out_of_fold_clusters(scans, [1, 1, 2, 2], {8.0: found}, choose)
+    assert seen == [[2, 3], [0, 1]] and clusters == [[], [], [Detection((7, 7), 9.0, 3)], []]
+
+
 def test_keeping_no_cluster_beats_clusters_that_find_nothing(finder):
     scans = [scan_with_lesion(True)] + [scan_with_lesion(False)] * 3
     # down the scores: 9 (a false positive: 0 lesions, 1 FP), 8 (2 FP: over 0.25 × 4 scans), so the lesion's 3 is
@@ -124,6 +137,20 @@ def test_the_speck_threshold_is_chosen_with_the_score_threshold(finder):
     assert (choice["speck_threshold"], choice["score_threshold"], choice["found"]) == (8.0, 8.5, 2)
 
 
+SECTION = {"objective": "sensitivity", "max_fp_per_image": 1.0, "max_normal_rate": 0.25, "min_areas_mm2": [1]}
+
+
+def network_scan(finder, peaks: dict, lesion: bool, clusters=()):
+    """A 20² scan of 1-mm² pixels: the network's 2×2 blobs at ``peaks`` (corner → probability), a lesion at
+    rows and columns 5-9 when ``lesion``."""
+    p = np.zeros((20, 20), np.float32)
+    for (y, x), v in peaks.items():
+        p[y:y + 2, x:x + 2] = v
+    mask = np.zeros((20, 20), bool)
+    mask[5:10, 5:10] = True
+    return finder.WithClusters(p, [mask] if lesion else [], ["CIRC"] if lesion else [], 1.0, clusters=tuple(clusters))
+
+
 def test_the_combined_point_keeps_the_rule_with_the_clusters_counted(finder):
     """One lesion scan (the network: the lesion at 0.6, a false positive at 0.9) and four lesion-free ones. Without
     clusters the rule finds the lesion at every threshold up to 0.6 and takes the highest; with cluster false
@@ -132,21 +159,58 @@ def test_the_combined_point_keeps_the_rule_with_the_clusters_counted(finder):
     the best Dice, and on a tie the first candidate: the lowest threshold, 0.05."""
     from types import SimpleNamespace
 
-    def scan(peaks: dict, lesion: bool, clusters=()):
-        p = np.zeros((20, 20), np.float32)
-        for (y, x), v in peaks.items():
-            p[y:y + 2, x:x + 2] = v
-        mask = np.zeros((20, 20), bool)
-        mask[5:10, 5:10] = True
-        return finder.WithClusters(p, [mask] if lesion else [], ["CIRC"] if lesion else [], 1.0,
-                                   clusters=tuple(clusters))
-
-    section = SimpleNamespace(objective="sensitivity", max_fp_per_image=1.0, max_normal_rate=0.25,
-                              min_areas_mm2=[1])
-    lesion_scan = scan({(6, 6): 0.6, (15, 15): 0.9}, True)
-    normals = [scan({}, False) for _ in range(4)]
-    point = finder.combined_point([lesion_scan, *normals], section)
+    section = SimpleNamespace(**SECTION)
+    scans = [network_scan(finder, {(6, 6): 0.6, (15, 15): 0.9}, True)] + [network_scan(finder, {}, False)] * 4
+    network = finder.network_candidates(scans, section.min_areas_mm2)
+    point = finder.combined_point(network, scans, [[] for _ in scans], section)
     assert (point["threshold"], point["sensitivity"]) == (0.6, 1.0)  # the highest threshold that finds the lesion
-    flagged = [scan({}, False, [Detection((1, 1), 1.0, 3)]) for _ in range(2)] + normals[:2]
-    point = finder.combined_point([lesion_scan, *flagged], section)
+    # the lesion's 2×2 of its 25 px at every threshold up to 0.6: Dice 2·4 / (8 + 25), the false positive's 4 px too
+    assert point["mean_dice"] == pytest.approx(8 / 33)
+    flagging = [[], [Detection((1, 1), 1.0, 3)], [Detection((1, 1), 1.0, 3)], [], []]
+    point = finder.combined_point(network, scans, flagging, section)
     assert (point["threshold"], point["normal_with_detection_rate"]) == (0.05, 0.5)
+
+
+def test_the_rule_point_counts_the_chosen_scans_and_their_kept_clusters_only(finder):
+    """Scans 0-3 chosen of 5; a cluster on the lesion (kept), one false positive on scan 2 (kept), one on scan 3
+    (not kept), one on scan 4 (not chosen). Every threshold finds the lesion (the network's blob up to 0.6, the
+    cluster at all), with one false positive in 4 scans and one of the 3 lesion-free scans flagged (within this
+    section's limit of 0.4); the tie goes to the best lesion Dice, which the network's outline gives up to 0.6."""
+    from types import SimpleNamespace
+
+    section = SimpleNamespace(**{**SECTION, "max_normal_rate": 0.4})
+    scans = [network_scan(finder, {(6, 6): 0.6}, True)] + [network_scan(finder, {}, False)] * 4
+    network = finder.network_candidates(scans, section.min_areas_mm2)
+    clusters = finder.cluster_matches(scans, [[Detection((7, 7), 9.0, 3)], [], [Detection((1, 1), 8.0, 3)],
+                                              [Detection((1, 1), 7.0, 3)], [Detection((1, 1), 12.0, 3)]])
+    assert clusters.hits == [[0], [], [], []] and list(clusters.false_positive) == [False, True, True, True]
+    point = finder.rule_point(network, np.arange(4), clusters, clusters.score >= 8.0, section)
+    assert (point["threshold"], point["sensitivity"], point["fp_per_image"]) == (0.6, 1.0, 0.25)
+    assert point["normal_with_detection_rate"] == pytest.approx(1 / 3)
+    assert point["mean_dice"] == pytest.approx(8 / 29)  # 2·4 / (4 + 25): the network's outline (a cluster has none)
+    point = finder.rule_point(network, np.arange(4), clusters, clusters.score >= 7.0, section)  # scan 3's too
+    assert point["normal_with_detection_rate"] == pytest.approx(2 / 3) and point["fp_per_image"] == 0.5
+
+
+def test_the_rule_chooses_the_finder_within_its_limit_on_normals_flagged(finder):
+    """The network finds the one lesion scan's lesion at 0.6. Clusters: one on the second lesion (score 9), false
+    positives on two of the 6 lesion-free scans (scores 10 and 5). Within 0.25 false positives per image the budget
+    takes scores down to 9: both lesions, one normal flagged (1/6 ≤ 0.25). At score 5 both normals are flagged
+    (2/6 > 0.25): the rule stops at 9 too. Without the lesion cluster scoring above the false positive's 10, no
+    threshold finds more than the network alone while keeping the normals in the limit: no cluster."""
+    from types import SimpleNamespace
+
+    section = SimpleNamespace(**SECTION)
+    scans = [network_scan(finder, {(6, 6): 0.6}, True), network_scan(finder, {}, True)]
+    scans += [network_scan(finder, {}, False)] * 6
+    network = finder.network_candidates(scans, section.min_areas_mm2)
+    found = [[], [Detection((7, 7), 9.0, 3)], [Detection((1, 1), 10.0, 3)], [Detection((1, 1), 5.0, 3)], [], [], [],
+             []]
+    choice = finder.choose_finder_by_rule(network, np.arange(8), {8.0: finder.cluster_matches(scans, found)},
+                                          section)
+    assert (choice["speck_threshold"], choice["score_threshold"]) == (8.0, 9.0)
+    assert (choice["point"]["sensitivity"], choice["point"]["threshold"]) == (1.0, 0.6)
+    found[1] = [Detection((7, 7), 4.0, 3)]  # the lesion's cluster now comes after both false positives
+    choice = finder.choose_finder_by_rule(network, np.arange(8), {8.0: finder.cluster_matches(scans, found)},
+                                          section)
+    assert choice["score_threshold"] == float("inf") and choice["point"]["sensitivity"] == 0.5
