@@ -60,7 +60,7 @@ from out_of_fold import (complete_out_of_fold_cases, figure_text, lesion_dice, l
                          same_models_figures, same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
-from mammo_seg.detection import THRESHOLDS, Detection, ScanLesions, match, score_scans  # noqa: E402
+from mammo_seg.detection import THRESHOLDS, Detection, ScanLesions, flagging, match, score_scans  # noqa: E402
 
 TOPHAT_RADIUS_MM = 0.6
 BREAST_MARGIN_MM = 3.0  # the skin line is bright and thin: specks within this of the breast's edge are not counted
@@ -211,8 +211,6 @@ class NetworkCandidates:
 def network_candidates(scans: list, min_areas_mm2) -> NetworkCandidates:
     """:class:`NetworkCandidates` of ``scans``' network detections (:meth:`ScanLesions.detections`) at every
     threshold of :data:`mammo_seg.detection.THRESHOLDS` and minimum area of ``min_areas_mm2``."""
-    from mammo_seg.detection import flagging
-
     points = [(float(t), float(a)) for t in THRESHOLDS for a in min_areas_mm2]
     lesion_scan = np.array([i for i, s in enumerate(scans) for _ in s.lesions], int)
     found = np.zeros((len(points), len(lesion_scan)), bool)
@@ -245,8 +243,6 @@ class ClusterMatches:
 
 def cluster_matches(scans: list, clusters: list) -> ClusterMatches:
     """:class:`ClusterMatches` of ``clusters`` (each scan's list of cluster detections), each matched alone."""
-    from mammo_seg.detection import flagging
-
     first = np.cumsum([0] + [len(s.lesions) for s in scans])
     rows = []
     for i, (scan, found) in enumerate(zip(scans, clusters)):

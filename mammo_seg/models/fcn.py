@@ -110,13 +110,13 @@ class MammoFCN(keras.Model):
         def l2_reg():
             return keras.regularizers.L2(l2) if l2 else None
 
+        def skip(x, encoder, name):
+            return layers.Concatenate(name=name)([x, encoder]) if skips else x
+
         scan = keras.Input((None, None, channels), name="scan")
         # float32 under every policy: bfloat16 keeps 8 bits, merging a 16-bit scan's subtle contrast
         x = PadToMultiple(STRIDE, dtype=INPUT_DTYPE, name="pad")(scan)
         x = layers.Rescaling(1.0, offset=-0.5, dtype=INPUT_DTYPE, name="normalize")(x)
-        def skip(x, encoder, name):
-            return layers.Concatenate(name=name)([x, encoder]) if skips else x
-
         x = half = residual(x, ["conv0_1", "conv0_2", "conv0_3"], f(32), stride=2, first_dtype=INPUT_DTYPE)
         x = conv(x, f(48), "pool0", stride=2)
         x = quarter = residual(x, ["conv1_1", "conv1_2", "conv1_3"], f(48))
