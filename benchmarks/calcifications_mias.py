@@ -296,9 +296,11 @@ def combined_point(network: NetworkCandidates, scans: list, clusters: list, sect
 
 
 def rule_key(point: dict, section) -> tuple:
-    """How the recipe's rule ranks a chosen point: within its limits first, then its objective, then lesion Dice."""
-    within = point["normal_with_detection_rate"] <= section.max_normal_rate and (
-        section.objective == "dice" or point["fp_per_image"] <= section.max_fp_per_image)
+    """How the recipe's rule ranks a chosen point: within its limits first
+    (:func:`mammo_seg.inference.operating_point.within_limits`), then its objective, then lesion Dice."""
+    from mammo_seg.inference.operating_point import within_limits
+
+    within = within_limits(point, section.max_normal_rate, section.objective, section.max_fp_per_image)
     objective = point["sensitivity"] if section.objective == "sensitivity" else point["mean_dice"]
     return within, objective, point["mean_dice"]
 

@@ -178,8 +178,7 @@ def select(candidates: list[dict], max_normal_rate: float = 0.25, objective: str
     """(the chosen candidate, the rule in words): the module's rule over scored candidates, each a dict of
     ``flip``, ``threshold``, ``min_area_mm2``, ``mean_dice``, ``sensitivity``, ``fp_per_image`` and
     ``normal_with_detection_rate`` (as :func:`choose` scores them, or a study that adds detections of its own)."""
-    clean = [c for c in candidates if c["normal_with_detection_rate"] <= max_normal_rate
-             and (objective == "dice" or c["fp_per_image"] <= max_fp_per_image)]
+    clean = [c for c in candidates if within_limits(c, max_normal_rate, objective, max_fp_per_image)]
     if objective == "sensitivity":
         def key(c):
             return (c["sensitivity"], c["mean_dice"], not c["flip"], c["threshold"], c["min_area_mm2"])
@@ -192,6 +191,14 @@ def select(candidates: list[dict], max_normal_rate: float = 0.25, objective: str
     if clean:
         return max(clean, key=key), rule
     return max(candidates, key=lambda c: (-c["normal_with_detection_rate"], c["mean_dice"], not c["flip"])), rule
+
+
+def within_limits(candidate: dict, max_normal_rate: float = 0.25, objective: str = "dice",
+                  max_fp_per_image: float = 1.0) -> bool:
+    """Whether a scored candidate keeps the rule's limits: at most ``max_normal_rate`` of lesion-free scans
+    flagged and, under the ``sensitivity`` objective, at most ``max_fp_per_image`` false positives per image."""
+    return candidate["normal_with_detection_rate"] <= max_normal_rate and (
+        objective == "dice" or candidate["fp_per_image"] <= max_fp_per_image)
 
 
 def choose_by_section(scans: dict, pixel_mm2: float, section) -> dict:
