@@ -39,6 +39,12 @@ The arms (``--arms`` picks some):
 * ``lesion_share_0.2``: the other way, a fifth of the crops on a lesion (3.2 a step): more of the breast's dense
   tissue, where the recipe's false positives lie, and the recipe's operating point is held by its limit on the
   lesion-free scans it flags (measured on today's recipe: ``--reuse recipe=WORK``).
+* ``dense_crops`` (and ``_seed_1``, ``_seed_2``): the crop stage's crops that are not on a lesion centred on the
+  denser half of the breast (``data.background_quantile`` 0.5: pixels at or above the median of its intensities)
+  instead of anywhere in it; the whole-scan stage as the recipe's. The recipe's false positives lie in dense tissue
+  (in its out-of-fold maps, the median detection that hits no lesion is brighter than 83 % of its breast) and its
+  operating point is held by its limit on lesion-free scans flagged; unlike ``lesion_share_0.2``, the lesion crops
+  stay a third. Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
 * ``epochs_18``: 18 epochs instead of 12 (the cosine schedule over all 18), the validation women scored every 6th
   epoch and after the last instead of after each (which changes no weight): the benchmark's time spent on training.
 * ``epochs_36``, ``epochs_54``: two and three times the recipe's epochs (validated three times), in the time a CPU
@@ -257,6 +263,8 @@ ARMS = {
     **with_seeds("dice_per_image_x2", "twice the weight on the per-image Dice term (cross-entropy 1, Dice 2; both "
                  "stages)", [f"loss={DOUBLE_IMAGE_DICE_LOSS}"]),
     **with_seeds("dropout_0.5", "dropout 0.5 on the bottleneck (fc_1) instead of 0.25", ["model.dropout=0.5"]),
+    **with_seeds("dense_crops", "the crops not on a lesion centred on the denser half of the breast (crop stage)",
+                 ["data.background_quantile=0.5", "stages[-1].data.background_quantile=0"]),
     **with_seeds("skips", "U-Net's skip connections: the encoder's blocks at 1/8, 1/4 and 1/2 of the input "
                  "concatenated into the decoder (model.skips)", ["model.skips=true"]),
     **with_seeds("lr_0.004", "the crop stage at lr 0.004 instead of 0.002 (the whole-scan stage as the recipe's)",

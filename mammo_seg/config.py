@@ -162,6 +162,8 @@ class DataSection:
     tile: str = "320"  # the folder of OUT to train on: a tile size, or "full" for whole scans
     crop: int | None = None  # whole scans: train on crops of this size
     lesion_share: float = 0.0  # whole-scan crops: this share of crops centred on a lesion (nnU-Net: 1/3)
+    # whole-scan crops: the others centred on breast at or above this quantile of its intensities (0: anywhere in it)
+    background_quantile: float = 0.0
     # the other breast as the model's second input channel (a prep output written with prep.contralateral)
     contralateral: bool = False
     train_split: str = "train"
@@ -255,6 +257,9 @@ class ExperimentConfig:
             (0 <= self.data.lesion_share <= 1, "data.lesion_share", "must be in [0, 1]"),
             (self.data.lesion_share == 0 or self.data.crop is not None, "data.lesion_share",
              "needs data.crop (lesion crops are cut from whole scans)"),
+            (0 <= self.data.background_quantile < 1, "data.background_quantile", "must be in [0, 1)"),
+            (self.data.background_quantile == 0 or self.data.crop is not None, "data.background_quantile",
+             "needs data.crop (crops are cut from whole scans)"),
             (not self.data.contralateral or str(self.data.tile) == "full", "data.contralateral",
              "needs data.tile: full (the other breast is stored with whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),

@@ -140,6 +140,8 @@ def test_every_lever_arm_is_a_valid_recipe(monkeypatch):
     longer = stage_configs(load_config(levers.RECIPE, levers.ARMS["whole_scans_12_epochs"][1]))
     assert [c.train.epochs for _, c in longer] == [recipe[0][1].train.epochs, 12]
     assert longer[0][1] == recipe[0][1] and longer[-1][1].train.validation_freq == 12
+    dense = stage_configs(load_config(levers.RECIPE, levers.ARMS["dense_crops"][1]))
+    assert [c.data.background_quantile for _, c in dense] == [0.5, 0.0]  # the whole scans stay centred
 
 
 @pytest.fixture

@@ -80,6 +80,38 @@ def test_a_lesion_crop_is_centred_on_the_lesion_and_geometry_reaches_image_and_m
         assert rmask.numpy().any() and set(np.unique(rmask.numpy())) <= {0.0, 1.0}
 
 
+def test_the_dense_level_is_the_lower_edge_of_the_bin_holding_the_breasts_quantile():
+    from mammo_seg.data.pipeline import dense_level
+
+    image = np.zeros((8, 8, 1), np.float32)  # 16 background pixels (0), 36 at 0.3 (bin 76), 12 at 0.8 (bin 204)
+    image[2:8, 0:6] = 0.3
+    image[2:8, 6:8] = 0.8
+    for quantile, level in ((0.5, 76 / 256), (0.74, 76 / 256), (0.75, 204 / 256), (0.9, 204 / 256),
+                            (0.0, 76 / 256)):
+        assert float(dense_level(tf.constant(image), quantile)) == np.float32(level), quantile
+    assert float(dense_level(tf.zeros((4, 4, 1)), 0.5)) == 0.0  # no breast
+
+
+def test_background_crops_are_centred_on_the_breast_at_or_above_its_quantile():
+    from mammo_seg.data.pipeline import sampled_crop
+
+    image = np.zeros((64, 64, 1), np.float32)
+    image[:, :48] = 0.3  # fatty breast; the right quarter dense, with an index that tells where a crop is centred
+    image[:, 48:] = 0.8 + np.arange(16, dtype=np.float32)[None, :, None] / 100
+    mask = np.zeros_like(image)
+    centres = {}
+    for quantile in (0.0, 0.5, 0.8):
+        seen = []
+        for k in range(40):
+            img, _ = sampled_crop(tf.constant(image), tf.constant(mask), 1, tf.constant(False),
+                                  tf.constant([k, 5], tf.int64), background_quantile=quantile)
+            seen.append(float(img.numpy()[0, 0, 0]))  # a 1-px crop is its centre pixel
+        centres[quantile] = np.array(seen)
+    assert (centres[0.0] == np.float32(0.3)).any() and (centres[0.0] >= 0.8).any()  # anywhere in the breast
+    assert (centres[0.8] >= 0.8).all()  # three quarters are fatty: the 0.8 quantile is in the dense quarter
+    assert (centres[0.5] == np.float32(0.3)).any()  # the median is fatty: fat and dense pixels both qualify
+
+
 # ------------------------------------------------------------------------------------------------ ensemble
 def test_the_ensemble_probability_is_the_mean_of_its_members():
     import keras

@@ -129,6 +129,8 @@ def test_bad_model_settings_are_one_line_each_and_leave_no_run_behind(data_dir, 
                                          "names begin: scan, pad, normalize, conv0, pool0, conv1, pool1, conv2, "
                                          "pool2, conv3, pool3, conv4, conv5, fc, resize, up, upsample, logits, crop)",
         "train.strategy=tpu": "train.strategy: tpu: no TPU found on this machine (",
+        "data.background_quantile=1": "data.background_quantile: must be in [0, 1)",
+        "data.background_quantile=0.5": "data.background_quantile: needs data.crop (crops are cut from whole scans)",
     }
     run = tmp_path / "run"
     for setting, line in cases.items():

@@ -8,13 +8,15 @@ Evaluation: files in order, no augmentation, every record of the run's women.
 
 Crops of whole scans (``crop``), two samplers:
 
-* plain (``lesion_share`` 0 and no rotation or scaling): a uniformly placed ``crop``² window;
+* plain (``lesion_share`` and ``background_quantile`` 0, no rotation or scaling): a uniformly placed ``crop``² window;
 * the lesion sampler (nnU-Net's foreground oversampling, with rotation and scaling on the fly): element
   ``i`` of the stream is a *lesion crop* exactly when ⌊(i+1)·s⌋ > ⌊i·s⌋ for the share ``s`` (so the share
   of lesion crops in any run of 1/s elements is exact), drawn from the scans that have a lesion and
   centred on one of their lesion pixels (value 1: never an ignore pixel, and a scan whose only abnormality
   is an ignore region is not a lesion scan); the other crops come from every scan, centred on a pixel of the
-  breast (image > :data:`TISSUE_LEVEL`). The window is rotated by θ ~ U(±``rotate``°) and scaled by
+  breast (image > :data:`TISSUE_LEVEL`) at or above its ``background_quantile`` q of the breast's intensities
+  (q 0: any breast pixel; q 0.5: the denser half, where false positives lie; the quantile is taken on a
+  256-bin histogram of [0, 1], so it is the lower edge of its bin). The window is rotated by θ ~ U(±``rotate``°) and scaled by
   s ~ log-uniform within ``scale`` about its centre, in one projective resampling per crop (bilinear for the
   image, nearest for the mask, which keeps its values 0, 1 and :data:`~mammo_seg.data.features.IGNORE`
   exact; outside the scan is zero).
@@ -27,6 +29,7 @@ two files per worker, else by element.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 
@@ -57,6 +60,7 @@ def _seed(seed: int, epoch: int, salt: str) -> int:
 
 
 TISSUE_LEVEL = 0.1  # a crop that is not a lesion crop is centred on a pixel brighter than this
+DENSITY_BINS = 256  # the histogram that :func:`dense_level` takes the breast's intensity quantile on
 
 
 def _decode_with_patient(serialized, contralateral: bool = False):
@@ -128,15 +132,32 @@ def random_crop(image, mask, size: int, seed):
     return both[..., :channels], both[..., channels:]
 
 
-def _centre(image, mask, lesion_crop, seed):
-    """A crop centre (row, col) as float32: a lesion pixel for a lesion crop, else a breast pixel (else any)."""
+def dense_level(image, quantile: float):
+    """The lower edge of the bin that holds the ``quantile`` of the breast's intensities, on a histogram of the
+    first channel in :data:`DENSITY_BINS` bins of [0, 1] whose bins wholly above :data:`TISSUE_LEVEL` are the
+    breast: the bin of the first b with cdf(b) > quantile, so that at least 1 − ``quantile`` of the breast is at or
+    above it. 0 for no breast."""
+    counts = tf.histogram_fixed_width(image[..., 0], [0.0, 1.0], nbins=DENSITY_BINS)
+    first = math.ceil(TISSUE_LEVEL * DENSITY_BINS)
+    counts = tf.concat([tf.zeros([first], counts.dtype), counts[first:]], axis=0)
+    n = tf.reduce_sum(counts)
+    below = tf.reduce_sum(tf.cast(tf.cumsum(counts) <= tf.cast(quantile * tf.cast(n, tf.float64), tf.int32), tf.int32))
+    return tf.cast(tf.where(n > 0, below, 0), tf.float32) / DENSITY_BINS
+
+
+def _centre(image, mask, lesion_crop, seed, background_quantile: float = 0.0):
+    """A crop centre (row, col) as float32: a lesion pixel for a lesion crop, else a breast pixel at or above the
+    breast's ``background_quantile`` (else any breast pixel, else the middle)."""
     def pick(candidates, salt):
         n = tf.shape(candidates)[0]
         k = tf.random.stateless_uniform([], seed=seed + salt, minval=0, maxval=tf.maximum(n, 1), dtype=tf.int32)
         return tf.cast(candidates[tf.minimum(k, n - 1)], tf.float32)
 
     lesion = tf.where(tf.equal(mask[..., 0], features.LESION))
-    tissue = tf.where(image[..., 0] > TISSUE_LEVEL)
+    tissue = image[..., 0] > TISSUE_LEVEL
+    if background_quantile > 0:
+        tissue = tf.logical_and(tissue, image[..., 0] >= dense_level(image, background_quantile))
+    tissue = tf.where(tissue)
     shape = tf.shape(image)
     anywhere = tf.cast(tf.stack([shape[0] // 2, shape[1] // 2]), tf.float32)
     return tf.case([(tf.logical_and(lesion_crop, tf.shape(lesion)[0] > 0), lambda: pick(lesion, 21)),
@@ -144,9 +165,9 @@ def _centre(image, mask, lesion_crop, seed):
 
 
 def sampled_crop(image, mask, size: int, lesion_crop, seed, rotate_degrees: float = 0.0,
-                 scale: tuple = (1.0, 1.0)):
+                 scale: tuple = (1.0, 1.0), background_quantile: float = 0.0):
     """A ``size``² crop centred as :func:`_centre` says, rotated and scaled about its centre (see the module)."""
-    centre = _centre(image, mask, lesion_crop, seed)
+    centre = _centre(image, mask, lesion_crop, seed, background_quantile)
     u = tf.random.stateless_uniform([2], seed=seed + 23, minval=0.0, maxval=1.0)
     theta = (2.0 * u[0] - 1.0) * rotate_degrees * 3.141592653589793 / 180.0
     log_lo, log_hi = tf.math.log(float(scale[0])), tf.math.log(float(scale[1]))
@@ -178,12 +199,13 @@ def _keeps(patients):
 def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, seed: int = 0, epoch: int = 0,
                  augmentation: AugmentConfig = AugmentConfig(), crop: int | None = None,
                  shuffle_buffer: int = 512, num_workers: int = 1, patients=None,
-                 lesion_share: float = 0.0, contralateral: bool = False) -> tf.data.Dataset:
+                 lesion_share: float = 0.0, contralateral: bool = False,
+                 background_quantile: float = 0.0) -> tf.data.Dataset:
     """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1, IGNORE}; with
     ``contralateral`` the image has a second channel, the other breast (zeros where the scan has none).
 
-    ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion (see the
-    module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
+    ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion, the others on
+    breast at or above its ``background_quantile`` (see the module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
     Evaluation on whole scans uses batches of one, since scans differ in size.
     """
     files = split_files(data_dir, split)
@@ -216,7 +238,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
         ds = ds.shuffle(shuffle_buffer, seed=_seed(seed, epoch, "records"), reshuffle_each_iteration=False)
         ds = ds.repeat()
         base = _seed(seed, epoch, "augment")
-        sampler = bool(crop) and (lesion_share > 0 or augmentation.rotate > 0
+        sampler = bool(crop) and (lesion_share > 0 or background_quantile > 0 or augmentation.rotate > 0
                                   or tuple(augmentation.scale) != (1.0, 1.0))
         if sampler and lesion_share > 0:
             if Manifest.load(data_dir).positive_pixels(split) == 0:
@@ -231,7 +253,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
             element_seed = tf.stack([tf.constant(base, tf.int64), index])
             if sampler:
                 image, mask = sampled_crop(image, mask, crop, is_lesion_crop(index, lesion_share), element_seed + 10,
-                                           augmentation.rotate, tuple(augmentation.scale))
+                                           augmentation.rotate, tuple(augmentation.scale), background_quantile)
             elif crop:
                 image, mask = random_crop(image, mask, crop, element_seed + 10)
             return augment(image, mask, element_seed, augmentation)

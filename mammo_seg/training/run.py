@@ -299,7 +299,8 @@ class _Datasets:
         ds = make_dataset(self.data_dir, split, train.batch_size, training=training, seed=self.config.seed,
                           epoch=epoch, augmentation=data.augment, crop=data.crop,
                           shuffle_buffer=data.shuffle_buffer, num_workers=self.workers, patients=patients,
-                          lesion_share=data.lesion_share, contralateral=data.contralateral)
+                          lesion_share=data.lesion_share, contralateral=data.contralateral,
+                          background_quantile=data.background_quantile)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
         return self.strategy.experimental_distribute_dataset(ds)
