@@ -60,7 +60,8 @@ from out_of_fold import (complete_out_of_fold_cases, figure_text, lesion_dice, l
                          same_models_figures, same_models_table, training_pixel_mm, write_results)
 from quality_mias import GROUPS, finished_work_arguments  # noqa: E402
 
-from mammo_seg.detection import THRESHOLDS, Detection, ScanLesions, flagging, match, score_scans  # noqa: E402
+from mammo_seg.detection import (THRESHOLDS, Detection, ScanLesions, flagging, match, min_area_px,  # noqa: E402
+                                 score_scans)
 
 TOPHAT_RADIUS_MM = 0.6
 BREAST_MARGIN_MM = 3.0  # the skin line is bright and thin: specks within this of the breast's edge are not counted
@@ -194,45 +195,25 @@ def out_of_fold_clusters(scans: list, folds: list, candidates: dict, choose=None
     return clusters, chosen
 
 
-@dataclass
-class NetworkCandidates:
-    """The network's detections on ``scans`` at every (threshold, minimum area) the recipe's rule weighs, matched to
-    the lesions once, so that the rule can score them with any clusters added (:func:`rule_point`). Lesions are
-    numbered scan by scan."""
+def network_candidates(scans: list, min_areas_mm2):
+    """The recipe's rule's :class:`~mammo_seg.inference.operating_point.CandidateTable` of ``scans``' network
+    detections at every threshold of :data:`mammo_seg.detection.THRESHOLDS` and minimum area of ``min_areas_mm2``
+    (the scans on one grid), their lesions ``ScanLesions.lesions``."""
+    from mammo_seg.inference.operating_point import candidate_table
 
-    points: list  # (threshold, min_area_mm2), in the order of the rule's own candidates (the same ties)
-    lesion_scan: np.ndarray  # [lesion]: its scan
-    found: np.ndarray  # [point, lesion] bool
-    false_positives: np.ndarray  # [point, scan]
-    flagged: np.ndarray  # [point, scan] bool: a detection flags the scan (mammo_seg.detection.flagging)
-    dice: np.ndarray  # [point, scan]: the lesion Dice of the network's outlines (NaN: no lesion)
-
-
-def network_candidates(scans: list, min_areas_mm2) -> NetworkCandidates:
-    """:class:`NetworkCandidates` of ``scans``' network detections (:meth:`ScanLesions.detections`) at every
-    threshold of :data:`mammo_seg.detection.THRESHOLDS` and minimum area of ``min_areas_mm2``."""
-    points = [(float(t), float(a)) for t in THRESHOLDS for a in min_areas_mm2]
-    lesion_scan = np.array([i for i, s in enumerate(scans) for _ in s.lesions], int)
-    found = np.zeros((len(points), len(lesion_scan)), bool)
-    false_positives = np.zeros((len(points), len(scans)), int)
-    flagged = np.zeros((len(points), len(scans)), bool)
-    dice = np.full((len(points), len(scans)), np.nan)
-    plain = [ScanLesions(s.probability, s.lesions, s.kinds, s.pixel_area_mm2, s.ignore) for s in scans]
-    for k, (threshold, area) in enumerate(points):
-        hits = []
-        for i, scan in enumerate(plain):
-            detections = scan.detections(threshold, area)
-            found_i, false_positives[k, i] = match(detections, scan.lesions, scan.ignore)
-            hits += found_i
-            flagged[k, i] = bool(flagging(detections, scan.ignore))
-        found[k] = hits
-        dice[k] = [np.nan if d is None else d for d in lesion_dice(plain, threshold, area)]
-    return NetworkCandidates(points, lesion_scan, found, false_positives, flagged, dice)
+    areas = {s.pixel_area_mm2 for s in scans}
+    if len(areas) != 1:
+        raise ValueError(f"the scans' pixels differ in area ({sorted(areas)} mm²): the rule weighs one grid")
+    pixel = areas.pop()
+    references = [(np.any(s.lesions, axis=0) if s.lesions else np.zeros(s.probability.shape, bool), s.lesions,
+                   s.ignore) for s in scans]
+    return candidate_table([s.probability for s in scans], references, THRESHOLDS,
+                           [min_area_px(a, pixel) for a in min_areas_mm2], min_areas_mm2)
 
 
 @dataclass
 class ClusterMatches:
-    """Clusters matched to the lesions of their scans (lesions numbered as in :class:`NetworkCandidates`)."""
+    """Clusters matched to the lesions of their scans (lesions numbered as in :func:`network_candidates`)."""
 
     scan: np.ndarray  # [cluster]: its scan
     score: np.ndarray  # [cluster]
@@ -255,41 +236,29 @@ def cluster_matches(scans: list, clusters: list) -> ClusterMatches:
                           [r[4] for r in rows])
 
 
-def rule_point(network: NetworkCandidates, scans: np.ndarray, clusters: ClusterMatches, kept: np.ndarray,
-               section) -> dict:
+def rule_point(network, scans: np.ndarray, clusters: ClusterMatches, kept: np.ndarray, section) -> dict:
     """The recipe's rule (:func:`mammo_seg.inference.operating_point.select` with the run's ``operating_point``
-    ``section``) on the scans numbered ``scans``, their detections the network's at each candidate plus the
-    ``kept`` clusters (a bool per cluster; clusters of other scans are left out). A cluster is matched alone and
-    counted at every candidate (it has no probability to sweep); the lesion Dice is the network's outlines'."""
+    ``section``) on the scans numbered ``scans``, their detections the network's at each candidate (``network``:
+    :func:`network_candidates`) plus the ``kept`` clusters (a bool per cluster; clusters of other scans are left
+    out). A cluster is matched alone and counted at every candidate (it has no probability to sweep); the lesion
+    Dice is the network's outlines'."""
     from mammo_seg.inference.operating_point import select
 
     inside = np.zeros(network.flagged.shape[1], bool)
     inside[scans] = True
-    lesions = inside[network.lesion_scan]
     kept = kept & inside[clusters.scan]
     cluster_found = np.zeros(len(network.lesion_scan), bool)
     for c in np.flatnonzero(kept):
         cluster_found[clusters.hits[c]] = True
     cluster_flags = np.zeros(len(inside), bool)
     cluster_flags[clusters.scan[kept & clusters.flags]] = True
-    with_lesion = np.zeros(len(inside), bool)
-    with_lesion[network.lesion_scan] = True
-    normals = inside & ~with_lesion
-    found = (network.found[:, lesions] | cluster_found[lesions]).sum(axis=1)
-    false_positives = network.false_positives[:, inside].sum(axis=1) + int(clusters.false_positive[kept].sum())
-    flagged = (network.flagged[:, normals] | cluster_flags[normals]).sum(axis=1)
-    dice = network.dice[:, inside & with_lesion]
-    candidates = [{"flip": False, "threshold": threshold, "min_area_mm2": area,
-                   "mean_dice": float(np.mean(dice[k])) if dice.shape[1] else 0.0,
-                   "sensitivity": found[k] / lesions.sum() if lesions.any() else 0.0,
-                   "fp_per_image": false_positives[k] / inside.sum(),
-                   "normal_with_detection_rate": flagged[k] / normals.sum() if normals.any() else 0.0}
-                  for k, (threshold, area) in enumerate(network.points)]
+    candidates = network.scored(False, inside, cluster_found, int(clusters.false_positive[kept].sum()),
+                                cluster_flags)
     best, _ = select(candidates, section.max_normal_rate, section.objective, section.max_fp_per_image)
     return best
 
 
-def combined_point(network: NetworkCandidates, scans: list, clusters: list, section) -> dict:
+def combined_point(network, scans: list, clusters: list, section) -> dict:
     """:func:`rule_point` on every scan of ``scans`` with all of ``clusters`` (each scan's list)."""
     matched = cluster_matches(scans, clusters)
     return rule_point(network, np.arange(len(scans)), matched, np.ones(len(matched.scan), bool), section)
@@ -305,7 +274,7 @@ def rule_key(point: dict, section) -> tuple:
     return within, objective, point["mean_dice"]
 
 
-def choose_finder_by_rule(network: NetworkCandidates, scans: np.ndarray, candidates: dict, section) -> dict:
+def choose_finder_by_rule(network, scans: np.ndarray, candidates: dict, section) -> dict:
     """The speck and cluster-score thresholds under which the recipe's whole rule, choosing the network's point
     beside the clusters on the scans numbered ``scans`` (:func:`rule_point`), reaches the best point it can
     (:func:`rule_key`: its limits on normals flagged and false positives included); ``candidates``: speck

@@ -213,33 +213,72 @@ def _candidates(scans, flip: bool, thresholds, min_areas: list, min_areas_mm2) -
     mask; it is found when a detection's peak lies in it (:mod:`mammo_seg.detection`)."""
     # per scan: its lesion mask, its lesions one by one and its ignore region (None: none)
     references = [(reference_regions(ref)[0], *reference_lesions(ref)) for _, ref in scans]
-    normal = sum(not lesions for _, lesions, _ in references)
-    n_lesions = sum(len(lesions) for _, lesions, _ in references)
-    candidates = []
-    for threshold in thresholds:
-        dice = [[] for _ in min_areas]
-        normal_hits = [0] * len(min_areas)
-        found = [0] * len(min_areas)
-        false_positives = [0] * len(min_areas)
-        for (prob, _), (lesion, lesions, ignore) in zip(scans, references):
+    table = candidate_table([prob for prob, _ in scans], references, thresholds, min_areas, min_areas_mm2)
+    return table.scored(flip)
+
+
+@dataclass
+class CandidateTable:
+    """Every candidate (threshold, minimum area) scored scan by scan and lesion by lesion (lesions numbered scan by
+    scan), so that the rule's figures can be summed over any of the scans, with detections of another finder
+    added (:meth:`scored`)."""
+
+    points: list  # (threshold, min_area_mm2): thresholds in order, each with every minimum area in order
+    lesion_scan: np.ndarray  # [lesion]: its scan
+    found: np.ndarray  # [point, lesion] bool: a detection's peak lies in the lesion
+    false_positives: np.ndarray  # [point, scan]: detections whose peak lies in no lesion nor the ignore region
+    flagged: np.ndarray  # [point, scan] bool: a detection flags the scan (:func:`mammo_seg.detection.flagging`)
+    dice: np.ndarray  # [point, scan]: the lesion Dice of the detections (NaN: a scan without a lesion)
+
+    def scored(self, flip: bool = False, inside=None, found=None, false_positives: int = 0, flagged=None) -> list:
+        """The candidates as :func:`select` weighs them, on the scans ``inside`` (a bool per scan; None: all),
+        with another finder's lesions ``found`` (a bool per lesion), ``false_positives`` (their number on those
+        scans) and ``flagged`` scans (a bool per scan) counted beside each candidate's detections; the lesion
+        Dice stays the detections'."""
+        n_scans = self.flagged.shape[1]
+        inside = np.ones(n_scans, bool) if inside is None else np.asarray(inside, bool)
+        lesions = inside[self.lesion_scan]
+        with_lesion = np.zeros(n_scans, bool)
+        with_lesion[self.lesion_scan] = True
+        normals = inside & ~with_lesion
+        hits = self.found[:, lesions] | (False if found is None else np.asarray(found, bool)[lesions])
+        flags = self.flagged[:, normals] | (False if flagged is None else np.asarray(flagged, bool)[normals])
+        counted = self.false_positives[:, inside].sum(axis=1) + false_positives
+        dice = self.dice[:, inside & with_lesion]
+        n_lesions, n_normals, n_inside = int(lesions.sum()), int(normals.sum()), int(inside.sum())
+        return [{"flip": flip, "threshold": threshold, "min_area_mm2": area,
+                 "mean_dice": float(np.mean(dice[k])) if dice.shape[1] else 0.0,
+                 "sensitivity": int(hits[k].sum()) / n_lesions if n_lesions else 0.0,
+                 "fp_per_image": int(counted[k]) / n_inside if n_inside else 0.0,
+                 "normal_with_detection_rate": int(flags[k].sum()) / n_normals if n_normals else 0.0}
+                for k, (threshold, area) in enumerate(self.points)]
+
+
+def candidate_table(probabilities: list, references: list, thresholds, min_areas: list,
+                    min_areas_mm2) -> CandidateTable:
+    """The :class:`CandidateTable` of probability maps at ``thresholds`` × ``min_areas`` (pixels; ``min_areas_mm2``
+    the same in mm², as recorded); ``references``: per scan (its lesion mask, its lesions as one bool mask each,
+    its ignore region or None)."""
+    points = [(float(t), float(a)) for t in thresholds for a in min_areas_mm2]
+    lesion_scan = np.array([i for i, (_, lesions, _) in enumerate(references) for _ in lesions], int)
+    first = np.concatenate([[0], np.cumsum([len(lesions) for _, lesions, _ in references])]).astype(int)
+    found = np.zeros((len(points), len(lesion_scan)), bool)
+    false_positives = np.zeros((len(points), len(references)), int)
+    flagged = np.zeros((len(points), len(references)), bool)
+    dice = np.full((len(points), len(references)), np.nan)
+    for t, threshold in enumerate(thresholds):
+        for s, (prob, (lesion, lesions, ignore)) in enumerate(zip(probabilities, references)):
             detections = find_detections(prob, threshold, 1)
             masks = detection_masks(prob, threshold, min_areas) if lesions else [None] * len(min_areas)
             for i, pred in enumerate(masks):
+                k = t * len(min_areas) + i
                 kept = [d for d in detections if d.area_px >= min_areas[i]]
-                hits, fp = match(kept, lesions, ignore)
-                found[i] += sum(hits)
-                false_positives[i] += fp
+                hits, false_positives[k, s] = match(kept, lesions, ignore)
+                found[k, first[s]:first[s + 1]] = hits
+                flagged[k, s] = bool(flagging(kept, ignore))
                 if lesions:
-                    dice[i].append(_dice(without_ignore(pred, ignore), lesion))
-                else:
-                    normal_hits[i] += bool(flagging(kept, ignore))
-        for i, area in enumerate(min_areas_mm2):
-            candidates.append({"flip": flip, "threshold": float(threshold), "min_area_mm2": float(area),
-                               "mean_dice": float(np.mean(dice[i])) if dice[i] else 0.0,
-                               "sensitivity": found[i] / n_lesions if n_lesions else 0.0,
-                               "fp_per_image": false_positives[i] / len(scans) if scans else 0.0,
-                               "normal_with_detection_rate": normal_hits[i] / normal if normal else 0.0})
-    return candidates
+                    dice[k, s] = _dice(without_ignore(pred, ignore), lesion)
+    return CandidateTable(points, lesion_scan, found, false_positives, flagged, dice)
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
