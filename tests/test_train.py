@@ -93,6 +93,14 @@ def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_pat
     assert main(["train", "-c", TINY, "--out", str(tmp_path / "r2"), "--set", f"data.dir={tmp_path}/nothing"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nothing" in err and "manifest.json" in err
+    ranges = {"data.background_quantile=1": "data.background_quantile: must be in [0, 1)",
+              "data.background_quantile=0.5": "data.background_quantile: needs data.crop (crops are cut from whole "
+                                              "scans)"}
+    for setting, line in ranges.items():
+        assert main(["train", "-c", TINY, "--out", str(tmp_path / "r3"), "--set", f"data.dir={data_dir}",
+                     "--set", "data.tile=64", "--set", setting]) == 2, setting
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.endswith(line) and not os.path.exists(tmp_path / "r3"), (setting, err)
 
 
 def _keras_without_config(tmp_path) -> str:
@@ -129,8 +137,6 @@ def test_bad_model_settings_are_one_line_each_and_leave_no_run_behind(data_dir, 
                                          "names begin: scan, pad, normalize, conv0, pool0, conv1, pool1, conv2, "
                                          "pool2, conv3, pool3, conv4, conv5, fc, resize, up, upsample, logits, crop)",
         "train.strategy=tpu": "train.strategy: tpu: no TPU found on this machine (",
-        "data.background_quantile=1": "data.background_quantile: must be in [0, 1)",
-        "data.background_quantile=0.5": "data.background_quantile: needs data.crop (crops are cut from whole scans)",
     }
     run = tmp_path / "run"
     for setting, line in cases.items():
