@@ -207,6 +207,8 @@ class TrainSection:
     checkpoint: str = "best"  # the run's model: "best" (best.keras by checkpoint_metric) or "last" (last epoch)
     jit_compile: bool = False  # XLA: 1.8x slower on CPU (environment_notes.md §3)
     deep_supervision: bool = False  # auxiliary heads on the decoder while training (models/deep_supervision.py)
+    # Polyak averaging: the stage ends on the exponential moving average of its weights, this momentum a step (0: off)
+    ema: float = 0.0
 
 
 @dataclass
@@ -263,6 +265,7 @@ class ExperimentConfig:
             (not self.data.contralateral or str(self.data.tile) == "full", "data.contralateral",
              "needs data.tile: full (the other breast is stored with whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
+            (0 <= self.train.ema < 1, "train.ema", "must be in [0, 1) (0: off)"),
             (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
             (0 < self.train.lr < math.inf, "train.lr", f"must be a positive finite number, got {self.train.lr}"),
             (0 < self.train.lr_decay < math.inf, "train.lr_decay",

@@ -96,6 +96,7 @@ def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_pat
     ranges = {"data.background_quantile=1": "data.background_quantile: must be in [0, 1)",
               "data.background_quantile=0.5": "data.background_quantile: needs data.crop (crops are cut from whole "
                                               "scans)"}
+    ranges["train.ema=1"] = "train.ema: must be in [0, 1) (0: off)"
     for setting, line in ranges.items():
         assert main(["train", "-c", TINY, "--out", str(tmp_path / "r3"), "--set", f"data.dir={data_dir}",
                      "--set", "data.tile=64", "--set", setting]) == 2, setting
@@ -175,6 +176,29 @@ def test_a_truncated_shard_is_one_line_naming_it_in_train_and_inspect(data_dir, 
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith(f"mammo train: error: {whole}: unreadable shard (truncated record at ")
     assert err.endswith("); the model card counts the lesions of 'train' from it")
+
+
+def test_with_ema_the_stage_ends_on_the_moving_average_of_its_weights(data_dir, tmp_path):
+    """Adam's average after two steps is a₂ = m·w₁ + (1 − m)·w₂ (a₁ = w₁): three trainings of the same data stream,
+    one step and two without the average (w₁, w₂) and two with it, m = 0.75. The moving statistics of the batch
+    norms are not averaged: they are the two-step run's."""
+    import keras
+
+    common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64", "--set",
+              "train.epochs=1", "--set", "train.checkpoint=last", "--set", "train.validation_steps=1"]
+    weights = {}
+    for name, steps, ema in (("one", 1, 0), ("two", 2, 0), ("ema", 2, 0.75)):
+        run = str(tmp_path / name)
+        assert main(["train", "--out", run, *common, "--set", f"train.steps_per_epoch={steps}",
+                     "--set", f"train.ema={ema}"]) == 0
+        model = keras.models.load_model(os.path.join(run, "last.keras"), safe_mode=True)
+        weights[name] = ([np.asarray(v) for v in model.trainable_variables],
+                         [np.asarray(v) for v in model.non_trainable_variables])
+    for w1, w2, average in zip(weights["one"][0], weights["two"][0], weights["ema"][0]):
+        np.testing.assert_allclose(average, 0.75 * w1 + 0.25 * w2, rtol=1e-6, atol=1e-7)
+    assert any(not np.array_equal(w1, w2) for w1, w2 in zip(weights["one"][0], weights["two"][0]))
+    for w2, kept in zip(weights["two"][1], weights["ema"][1]):
+        np.testing.assert_array_equal(kept, w2)
 
 
 @pytest.mark.slow

@@ -113,7 +113,9 @@ def _optimizer(config: ExperimentConfig, steps_per_epoch: int):
     import keras
 
     train = config.train
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch))
+    # with train.ema, Adam keeps the moving average a ← m·a + (1 − m)·w after each step (a = w after the first)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch), use_ema=train.ema > 0,
+                                      ema_momentum=train.ema or 0.99)
     if train.mixed_precision in (True, "float16"):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -317,7 +319,8 @@ class _Datasets:
 def run_epochs(config: ExperimentConfig, steps, datasets: _Datasets, callbacks, epochs, steps_per_epoch: int,
                validate: bool, progress: bool) -> dict:
     """The epoch loop: ``steps_per_epoch`` training steps, then the validation split (``validate``, on the epochs
-    :func:`validates` names; the others log NaN for its figures), callbacks."""
+    :func:`validates` names; the others log NaN for its figures), callbacks. After the last epoch's steps, with
+    ``train.ema``, the weights become their moving average, which the last validation scores and the saver keeps."""
     import keras
 
     train_metrics, val_metrics = steps.train_metrics, steps.val_metrics
@@ -341,6 +344,8 @@ def run_epochs(config: ExperimentConfig, steps, datasets: _Datasets, callbacks, 
             bar.update(1)
             bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in totals.items()})
         bar.close()
+        if epoch + 1 == config.train.epochs:  # train.ema: the stage's model is the average (no-op without it)
+            steps.optimizer.finalize_variable_values(steps.model.trainable_variables)
         seconds = time.perf_counter() - started
         # "loss" is the data loss alone (an IoU loss stays in [0, 1]); "regularization" the weight decay
         logs = {**{k: v / steps_per_epoch for k, v in totals.items()},
