@@ -8,18 +8,19 @@ Evaluation: files in order, no augmentation, every record of the run's women.
 
 Crops of whole scans (``crop``), two samplers:
 
-* plain (``lesion_share`` and ``background_quantile`` 0, no rotation or scaling): a uniformly placed ``crop``² window;
+* plain (``lesion_share`` and ``background_quantile`` 0, no rotation or scaling): a uniformly placed ``crop``²
+  window;
 * the lesion sampler (nnU-Net's foreground oversampling, with rotation and scaling on the fly): element
   ``i`` of the stream is a *lesion crop* exactly when ⌊(i+1)·s⌋ > ⌊i·s⌋ for the share ``s`` (so the share
   of lesion crops in any run of 1/s elements is exact), drawn from the scans that have a lesion and
   centred on one of their lesion pixels (value 1: never an ignore pixel, and a scan whose only abnormality
   is an ignore region is not a lesion scan); the other crops come from every scan, centred on a pixel of the
   breast (image > :data:`TISSUE_LEVEL`) at or above its ``background_quantile`` q of the breast's intensities
-  (q 0: any breast pixel; q 0.5: the denser half, where false positives lie; the quantile is taken on a
-  256-bin histogram of [0, 1], so it is the lower edge of its bin). The window is rotated by θ ~ U(±``rotate``°) and scaled by
-  s ~ log-uniform within ``scale`` about its centre, in one projective resampling per crop (bilinear for the
-  image, nearest for the mask, which keeps its values 0, 1 and :data:`~mammo_seg.data.features.IGNORE`
-  exact; outside the scan is zero).
+  (q 0: any breast pixel; q 0.5: the denser half, where false positives lie; the quantile is the lower edge of
+  its bin in a 256-bin histogram of [0, 1], :func:`dense_level`). The window is rotated by θ ~ U(±``rotate``°)
+  and scaled by s ~ log-uniform within ``scale`` about its centre, in one projective resampling per crop
+  (bilinear for the image, nearest for the mask, which keeps its values 0, 1 and
+  :data:`~mammo_seg.data.features.IGNORE` exact; outside the scan is zero).
 
 Deterministic for (seed, epoch): every random choice uses stateless ops seeded by the seed, the
 epoch and the element's position, so a resumed run sees the same data as an uninterrupted one.
@@ -205,7 +206,8 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
     ``contralateral`` the image has a second channel, the other breast (zeros where the scan has none).
 
     ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion, the others on
-    breast at or above its ``background_quantile`` (see the module). ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
+    breast at or above its ``background_quantile`` (see the module). ``patients``: only the records of these
+    patient ids (a cross-validation fold); None: all.
     Evaluation on whole scans uses batches of one, since scans differ in size.
     """
     files = split_files(data_dir, split)
