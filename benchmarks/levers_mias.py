@@ -50,6 +50,10 @@ The arms (``--arms`` picks some):
   of its last weights: Polyak averaging, a regulariser that changes no step. Every lever that fitted the training
   crops better outlined the held-out women's lesions worse. Its baseline is a run of today's recipe
   (``--reuse recipe=WORK``).
+* ``lesion_offset`` (and ``_seed_1``, ``_seed_2``): the lesion crops hold their lesion pixel anywhere in the crop
+  (``data.lesion_offset`` 1) instead of at its centre, as nnU-Net's lesion crops only contain their lesion: the
+  recipe's crop-stage network never sees a lesion near a crop's edge, and on whole scans lesions lie anywhere in the
+  network's view. Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
 * ``epochs_18``: 18 epochs instead of 12 (the cosine schedule over all 18), the validation women scored every 6th
   epoch and after the last instead of after each (which changes no weight): the benchmark's time spent on training.
 * ``epochs_36``, ``epochs_54``: two and three times the recipe's epochs (validated three times), in the time a CPU
@@ -270,6 +274,8 @@ ARMS = {
     **with_seeds("dropout_0.5", "dropout 0.5 on the bottleneck (fc_1) instead of 0.25", ["model.dropout=0.5"]),
     **with_seeds("ema", "the weights' moving average (Adam's EMA, momentum 0.995 a step) as each stage's model",
                  ["train.ema=0.995"]),
+    **with_seeds("lesion_offset", "the lesion crops holding their lesion pixel anywhere in the crop, not at its "
+                 "centre (nnU-Net's)", ["data.lesion_offset=1"]),
     **with_seeds("dense_crops", "the crops not on a lesion centred on the denser half of the breast (crop stage)",
                  ["data.background_quantile=0.5", "stages[-1].data.background_quantile=0"]),
     **with_seeds("skips", "U-Net's skip connections: the encoder's blocks at 1/8, 1/4 and 1/2 of the input "

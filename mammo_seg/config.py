@@ -164,6 +164,8 @@ class DataSection:
     lesion_share: float = 0.0  # whole-scan crops: this share of crops centred on a lesion (nnU-Net: 1/3)
     # whole-scan crops: the others centred on breast at or above this quantile of its intensities (0: anywhere in it)
     background_quantile: float = 0.0
+    # lesion crops: the lesion pixel up to this share of the half crop off the crop's centre (0: centred; 1: nnU-Net's)
+    lesion_offset: float = 0.0
     # the other breast as the model's second input channel (a prep output written with prep.contralateral)
     contralateral: bool = False
     train_split: str = "train"
@@ -260,6 +262,7 @@ class ExperimentConfig:
             (self.data.lesion_share == 0 or self.data.crop is not None, "data.lesion_share",
              "needs data.crop (lesion crops are cut from whole scans)"),
             (0 <= self.data.background_quantile < 1, "data.background_quantile", "must be in [0, 1)"),
+            (0 <= self.data.lesion_offset <= 1, "data.lesion_offset", "must be in [0, 1]"),
             (self.data.background_quantile == 0 or self.data.crop is not None, "data.background_quantile",
              "needs data.crop (crops are cut from whole scans)"),
             (not self.data.contralateral or str(self.data.tile) == "full", "data.contralateral",

@@ -112,6 +112,35 @@ def test_background_crops_are_centred_on_the_breast_at_or_above_its_quantile():
     assert (centres[0.5] == np.float32(0.3)).any()  # the median is fatty: fat and dense pixels both qualify
 
 
+def test_a_lesion_crop_with_an_offset_holds_its_lesion_pixel_off_centre_within_the_crop():
+    """A one-pixel lesion (row 30, column 50) in a scan whose pixels tell their own position: every lesion crop
+    holds it, centred without an offset, at whole-pixel offsets within ±f·(half − 1) with one. A crop that is no
+    lesion crop stays centred on its breast pixel."""
+    from mammo_seg.data.pipeline import sampled_crop
+
+    rows, cols = np.mgrid[:64, :80]
+    image = (0.2 + (rows * 80 + cols) / (64 * 80) * 0.8).astype(np.float32)[..., None]  # > TISSUE_LEVEL, unique
+    mask = np.zeros_like(image)
+    mask[30, 50] = 1.0
+    positions = []
+    for k in range(40):
+        seed = tf.constant([k, 3], tf.int64)
+        _, msk = sampled_crop(tf.constant(image), tf.constant(mask), 16, tf.constant(True), seed)
+        assert msk.numpy()[8, 8, 0] == 1.0  # centred
+        img, msk = sampled_crop(tf.constant(image), tf.constant(mask), 16, tf.constant(True), seed,
+                                lesion_offset=1.0)
+        (y, x), = np.argwhere(msk.numpy()[..., 0] == 1.0)
+        assert img.numpy()[y, x, 0] == image[30, 50, 0]  # the same pixel, moved whole
+        positions.append((int(y) - 8, int(x) - 8))
+    offsets = np.array(positions)
+    assert np.abs(offsets).max() <= 7 and len(set(positions)) > 20 and (offsets != 0).any(axis=1).mean() > 0.8
+    for k in range(5):
+        seed = tf.constant([k, 4], tf.int64)
+        plain = sampled_crop(tf.constant(image), tf.constant(mask), 16, tf.constant(False), seed)[0]
+        offset = sampled_crop(tf.constant(image), tf.constant(mask), 16, tf.constant(False), seed, lesion_offset=1.0)[0]
+        np.testing.assert_array_equal(offset.numpy(), plain.numpy())
+
+
 # ------------------------------------------------------------------------------------------------ ensemble
 def test_the_ensemble_probability_is_the_mean_of_its_members():
     import keras

@@ -95,7 +95,8 @@ def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_pat
     assert err.count("\n") == 0 and "nothing" in err and "manifest.json" in err
     ranges = {"data.background_quantile=1": "data.background_quantile: must be in [0, 1)",
               "data.background_quantile=0.5": "data.background_quantile: needs data.crop (crops are cut from whole "
-                                              "scans)"}
+                                              "scans)",
+              "data.lesion_offset=1.5": "data.lesion_offset: must be in [0, 1]"}
     ranges["train.ema=1"] = "train.ema: must be in [0, 1) (0: off)"
     for setting, line in ranges.items():
         assert main(["train", "-c", TINY, "--out", str(tmp_path / "r3"), "--set", f"data.dir={data_dir}",

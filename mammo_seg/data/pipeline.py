@@ -14,7 +14,8 @@ Crops of whole scans (``crop``), two samplers:
   ``i`` of the stream is a *lesion crop* exactly when ⌊(i+1)·s⌋ > ⌊i·s⌋ for the share ``s`` (so the share
   of lesion crops in any run of 1/s elements is exact), drawn from the scans that have a lesion and
   centred on one of their lesion pixels (value 1: never an ignore pixel, and a scan whose only abnormality
-  is an ignore region is not a lesion scan); the other crops come from every scan, centred on a pixel of the
+  is an ignore region is not a lesion scan), or with ``lesion_offset`` holding it off centre
+  (:func:`sampled_crop`); the other crops come from every scan, centred on a pixel of the
   breast (image > :data:`TISSUE_LEVEL`) at or above its ``background_quantile`` q of the breast's intensities
   (q 0: any breast pixel; q 0.5: the denser half, where false positives lie; the quantile is the lower edge of
   its bin in a 256-bin histogram of [0, 1], :func:`dense_level`). The window is rotated by θ ~ U(±``rotate``°)
@@ -166,19 +167,28 @@ def _centre(image, mask, lesion_crop, seed, background_quantile: float = 0.0):
 
 
 def sampled_crop(image, mask, size: int, lesion_crop, seed, rotate_degrees: float = 0.0,
-                 scale: tuple = (1.0, 1.0), background_quantile: float = 0.0):
-    """A ``size``² crop centred as :func:`_centre` says, rotated and scaled about its centre (see the module)."""
+                 scale: tuple = (1.0, 1.0), background_quantile: float = 0.0, lesion_offset: float = 0.0):
+    """A ``size``² crop about the point :func:`_centre` picks, rotated and scaled about it (see the module). The
+    point is the crop's centre pixel, or for a lesion crop with ``lesion_offset`` f, the pixel (half + dy,
+    half + dx) of the crop, each of dy, dx a whole number of pixels ~ U(±f·(half − 1)) (f = 1: anywhere in the
+    crop but its first row and column, nnU-Net's lesion crops)."""
     centre = _centre(image, mask, lesion_crop, seed, background_quantile)
     u = tf.random.stateless_uniform([2], seed=seed + 23, minval=0.0, maxval=1.0)
     theta = (2.0 * u[0] - 1.0) * rotate_degrees * 3.141592653589793 / 180.0
     log_lo, log_hi = tf.math.log(float(scale[0])), tf.math.log(float(scale[1]))
     zoom = tf.exp(log_lo + u[1] * (log_hi - log_lo))  # > 1 magnifies: the crop covers less of the scan
     c, s = tf.cos(theta) / zoom, tf.sin(theta) / zoom
-    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2): the output pixel (half, half) lands on
-    # ``centre``, so that without rotation or scaling the crop copies pixels
+    # output (x, y) → input (a0 x + a1 y + a2, b0 x + b1 y + b2): the output pixel (hy, hx) lands on ``centre``,
+    # so that without rotation or scaling the crop copies pixels
     half = float(size // 2)
-    transform = tf.stack([c, -s, centre[1] - c * half + s * half,
-                          s, c, centre[0] - s * half - c * half, 0.0, 0.0])[None]
+    hy, hx = half, half
+    if lesion_offset > 0:
+        reach = lesion_offset * (half - 1.0)
+        offset = tf.round(tf.random.stateless_uniform([2], seed=seed + 24, minval=-reach, maxval=reach))
+        offset = tf.where(lesion_crop, offset, 0.0)
+        hy, hx = half + offset[0], half + offset[1]
+    transform = tf.stack([c, -s, centre[1] - c * hx + s * hy,
+                          s, c, centre[0] - s * hx - c * hy, 0.0, 0.0])[None]
 
     def warp(x, interpolation):
         return tf.raw_ops.ImageProjectiveTransformV3(
@@ -201,13 +211,13 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
                  augmentation: AugmentConfig = AugmentConfig(), crop: int | None = None,
                  shuffle_buffer: int = 512, num_workers: int = 1, patients=None,
                  lesion_share: float = 0.0, contralateral: bool = False,
-                 background_quantile: float = 0.0) -> tf.data.Dataset:
+                 background_quantile: float = 0.0, lesion_offset: float = 0.0) -> tf.data.Dataset:
     """Batches of (image, mask), float32 [B, H, W, 1]: image in [0, 1], mask in {0, 1, IGNORE}; with
     ``contralateral`` the image has a second channel, the other breast (zeros where the scan has none).
 
-    ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion, the others on
-    breast at or above its ``background_quantile`` (see the module). ``patients``: only the records of these
-    patient ids (a cross-validation fold); None: all.
+    ``crop`` (training on whole scans): ``crop``² crops, a ``lesion_share`` of them on a lesion (placed by
+    ``lesion_offset``), the others on breast at or above its ``background_quantile`` (see the module).
+    ``patients``: only the records of these patient ids (a cross-validation fold); None: all.
     Evaluation on whole scans uses batches of one, since scans differ in size.
     """
     files = split_files(data_dir, split)
@@ -255,7 +265,8 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool, see
             element_seed = tf.stack([tf.constant(base, tf.int64), index])
             if sampler:
                 image, mask = sampled_crop(image, mask, crop, is_lesion_crop(index, lesion_share), element_seed + 10,
-                                           augmentation.rotate, tuple(augmentation.scale), background_quantile)
+                                           augmentation.rotate, tuple(augmentation.scale), background_quantile,
+                                           lesion_offset)
             elif crop:
                 image, mask = random_crop(image, mask, crop, element_seed + 10)
             return augment(image, mask, element_seed, augmentation)

@@ -302,7 +302,7 @@ class _Datasets:
                           epoch=epoch, augmentation=data.augment, crop=data.crop,
                           shuffle_buffer=data.shuffle_buffer, num_workers=self.workers, patients=patients,
                           lesion_share=data.lesion_share, contralateral=data.contralateral,
-                          background_quantile=data.background_quantile)
+                          background_quantile=data.background_quantile, lesion_offset=data.lesion_offset)
         if not training and train.validation_steps:
             ds = ds.take(train.validation_steps)
         return self.strategy.experimental_distribute_dataset(ds)
