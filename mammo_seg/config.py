@@ -136,7 +136,8 @@ class OperatingPointSection:
     split: str = "val"
     max_normal_rate: float = 0.25  # at most this share of lesion-free scans with any detection
     min_areas_mm2: list = field(default_factory=lambda: [0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0])  # candidates
-    flips: list = field(default_factory=lambda: [False])  # flip test-time augmentation candidates; [false, true]: try both
+    # flip test-time augmentation candidates; [false, true]: try both
+    flips: list = field(default_factory=lambda: [False])
     # "dice": the highest mean lesion Dice; "sensitivity": the highest lesion sensitivity with at most
     # max_fp_per_image false positives per image (then the highest Dice)
     objective: str = "dice"

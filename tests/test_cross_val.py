@@ -157,7 +157,8 @@ def test_the_ensemble_probability_is_the_mean_of_its_members():
     image = np.random.default_rng(0).random((9, 7)).astype(np.float32)
     mean = predict_probabilities(Predictor([a, b]), image)
     np.testing.assert_allclose(mean, 0.625, rtol=0, atol=1e-7)
-    np.testing.assert_array_equal(predict_probabilities(Predictor([a]), image), predict_probabilities(Predictor(a), image))
+    np.testing.assert_array_equal(predict_probabilities(Predictor([a]), image),
+                                  predict_probabilities(Predictor(a), image))
 
 
 # ------------------------------------------------------------------------------------------------ end to end
