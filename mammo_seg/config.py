@@ -212,6 +212,8 @@ class TrainSection:
     deep_supervision: bool = False  # auxiliary heads on the decoder while training (models/deep_supervision.py)
     # Polyak averaging: the stage ends on the exponential moving average of its weights, this momentum a step (0: off)
     ema: float = 0.0
+    # AdamW's decoupled weight decay λ on every kernel (not biases or batch-norm scales and offsets); 0: off
+    weight_decay: float = 0.0
 
 
 @dataclass
@@ -270,6 +272,7 @@ class ExperimentConfig:
              "needs data.tile: full (the other breast is stored with whole scans)"),
             (self.train.epochs >= 1, "train.epochs", "must be at least 1"),
             (0 <= self.train.ema < 1, "train.ema", "must be in [0, 1) (0: off)"),
+            (0 <= self.train.weight_decay < math.inf, "train.weight_decay", "must be a finite number, at least 0"),
             (self.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
             (0 < self.train.lr < math.inf, "train.lr", f"must be a positive finite number, got {self.train.lr}"),
             (0 < self.train.lr_decay < math.inf, "train.lr_decay",

@@ -49,7 +49,7 @@ def test_every_verb_has_examples_and_every_option_its_default_and_choices():
     ("train.epoch=2", "--set train.epoch: unknown key; did you mean train.epochs? (known: batch_size, "
                       "checkpoint, checkpoint_metric, deep_supervision, ema, epochs, freeze, init_from, jit_compile, "
                       "lr, lr_decay, lr_decay_epochs, mixed_precision, schedule, steps_per_epoch, strategy, "
-                      "validation_freq, validation_steps, warmup_epochs)"),
+                      "validation_freq, validation_steps, warmup_epochs, weight_decay)"),
     ("trian.epochs=2", "--set trian: unknown key; did you mean train? (known: cv, data, loss, model, "
                        "name, operating_point, prep, seed, stages, train)"),
     ("model.zzz=1", "--set model.zzz: unknown key"),

@@ -98,6 +98,7 @@ def test_bad_config_value_and_missing_data_are_one_line_errors(data_dir, tmp_pat
                                               "scans)",
               "data.lesion_offset=1.5": "data.lesion_offset: must be in [0, 1]"}
     ranges["train.ema=1"] = "train.ema: must be in [0, 1) (0: off)"
+    ranges["train.weight_decay=-0.1"] = "train.weight_decay: must be a finite number, at least 0"
     for setting, line in ranges.items():
         assert main(["train", "-c", TINY, "--out", str(tmp_path / "r3"), "--set", f"data.dir={data_dir}",
                      "--set", "data.tile=64", "--set", setting]) == 2, setting
@@ -200,6 +201,38 @@ def test_with_ema_the_stage_ends_on_the_moving_average_of_its_weights(data_dir, 
     assert any(not np.array_equal(w1, w2) for w1, w2 in zip(weights["one"][0], weights["two"][0]))
     for w2, kept in zip(weights["two"][1], weights["ema"][1]):
         np.testing.assert_array_equal(kept, w2)
+
+
+def test_weight_decay_shrinks_every_kernel_by_lr_times_lambda_and_nothing_else(data_dir, tmp_path):
+    """AdamW's decoupled step: w ← w·(1 − lr·λ) − Adam's step, Adam's step from the gradient at w. Three one-step
+    trainings of the same batch with λ = 0, 0.5 and 1 (lr 0.003, constant): each kernel's differences
+    w(0) − w(0.5) = w(0.5) − w(1) = lr·0.5·w_initial, so w(0) − w(0.5) is 0.0015 times the kernel it started from;
+    biases and batch-norm scales and offsets are not decayed."""
+    import keras
+
+    from mammo_seg.models.fcn import MammoFCN
+
+    common = ["-c", TINY, "--quiet", "--set", f"data.dir={data_dir}", "--set", "data.tile=64", "--set",
+              "train.epochs=1", "--set", "train.steps_per_epoch=1", "--set", "train.checkpoint=last",
+              "--set", "train.validation_steps=1"]
+    weights = {}
+    for decay in (0, 0.5, 1):
+        run = str(tmp_path / f"wd{decay}")
+        assert main(["train", "--out", run, *common, "--set", f"train.weight_decay={decay}"]) == 0
+        model = keras.models.load_model(os.path.join(run, "last.keras"), safe_mode=True)
+        weights[decay] = {v.path: np.asarray(v) for v in model.trainable_variables}
+    keras.utils.set_random_seed(0)
+    initial = {v.path: np.asarray(v) for v in MammoFCN(width=0.125, bn_momentum=0.9).trainable_variables}
+    kernels = [path for path in weights[0] if path.endswith("kernel")]
+    assert len(kernels) > 10 and len(kernels) < len(weights[0])
+    for path, w0 in weights[0].items():
+        first, second = w0 - weights[0.5][path], weights[0.5][path] - weights[1][path]
+        if path in kernels:
+            np.testing.assert_allclose(first, second, atol=1e-7)
+            np.testing.assert_allclose(first, 0.003 * 0.5 * initial[path], atol=1e-7)
+            assert np.abs(first).max() > 1e-5, path
+        else:
+            np.testing.assert_array_equal(first, 0, err_msg=path)
 
 
 @pytest.mark.slow

@@ -114,8 +114,11 @@ def _optimizer(config: ExperimentConfig, steps_per_epoch: int):
 
     train = config.train
     # with train.ema, Adam keeps the moving average a ← m·a + (1 − m)·w after each step (a = w after the first)
+    # with train.weight_decay, before each step every kernel w ← w − lr·λ·w (AdamW, decoupled from the gradient)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch), use_ema=train.ema > 0,
-                                      ema_momentum=train.ema or 0.99)
+                                      ema_momentum=train.ema or 0.99, weight_decay=train.weight_decay or None)
+    if train.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if train.mixed_precision in (True, "float16"):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
