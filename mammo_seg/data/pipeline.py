@@ -155,15 +155,18 @@ def _centre(image, mask, lesion_crop, seed, background_quantile: float = 0.0):
         k = tf.random.stateless_uniform([], seed=seed + salt, minval=0, maxval=tf.maximum(n, 1), dtype=tf.int32)
         return tf.cast(candidates[tf.minimum(k, n - 1)], tf.float32)
 
-    lesion = tf.where(tf.equal(mask[..., 0], features.LESION))
-    tissue = image[..., 0] > TISSUE_LEVEL
-    if background_quantile > 0:
-        tissue = tf.logical_and(tissue, image[..., 0] >= dense_level(image, background_quantile))
-    tissue = tf.where(tissue)
     shape = tf.shape(image)
     anywhere = tf.cast(tf.stack([shape[0] // 2, shape[1] // 2]), tf.float32)
-    return tf.case([(tf.logical_and(lesion_crop, tf.shape(lesion)[0] > 0), lambda: pick(lesion, 21)),
-                    (tf.shape(tissue)[0] > 0, lambda: pick(tissue, 22))], default=lambda: anywhere)
+
+    def breast_pixel():  # only crops not on a lesion need the breast's pixels (and its histogram)
+        tissue = image[..., 0] > TISSUE_LEVEL
+        if background_quantile > 0:
+            tissue = tf.logical_and(tissue, image[..., 0] >= dense_level(image, background_quantile))
+        tissue = tf.where(tissue)
+        return tf.cond(tf.shape(tissue)[0] > 0, lambda: pick(tissue, 22), lambda: anywhere)
+
+    lesion = tf.where(tf.equal(mask[..., 0], features.LESION))
+    return tf.cond(tf.logical_and(lesion_crop, tf.shape(lesion)[0] > 0), lambda: pick(lesion, 21), breast_pixel)
 
 
 def sampled_crop(image, mask, size: int, lesion_crop, seed, rotate_degrees: float = 0.0,
