@@ -42,7 +42,8 @@ The arms (``--arms`` picks some):
 * ``dense_crops`` (and ``_seed_1``, ``_seed_2``): the crop stage's crops that are not on a lesion centred on the
   denser half of the breast (``data.background_quantile`` 0.5: pixels at or above the median of its intensities)
   instead of anywhere in it; the whole-scan stage as the recipe's. The recipe's false positives lie in dense tissue
-  (in its out-of-fold maps, the median detection that hits no lesion is brighter than 83 % of its breast) and its
+  (in its out-of-fold maps, the median detection that hits no lesion is brighter than 85 % of its breast:
+  ``results/false_positives_mias.md``) and its
   operating point is held by its limit on lesion-free scans flagged; unlike ``lesion_share_0.2``, the lesion crops
   stay a third. Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
 * ``ema`` (and ``_seed_1``, ``_seed_2``): each stage ends on the exponential moving average of its weights

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -119,6 +120,7 @@ def benchmark(monkeypatch, name: str):
     monkeypatch.syspath_prepend(BENCHMARKS)
     spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -429,3 +431,30 @@ def test_a_lever_over_seeds_table_gives_the_mean_and_each_seed(monkeypatch, tmp_
     row = next(line for line in text.splitlines() if line.startswith("| lr_0.004 |"))
     # one seed loses the lesion, the other is the recipe's twin: a mean of −0.5 at 1 FP/image, seeds −1 and 0
     assert "| **-0.50 (-0.50 to -0.50)** (-1.00, +0.00) |" in row and row.count("n/a") == 1  # no distortion
+
+
+def test_false_positives_are_measured_against_their_own_breast(monkeypatch):
+    """A 6×6 scan whose breast is its first 4 columns, pixel (r, c) = (4r + c)/32 there (exact in float32). A
+    3×3 lesion at the corner (mean 5/32: 5 of the 24 breast pixels darker), a 2-pixel detection peaking in it (mean
+    1/64: 1 darker), a 2-pixel one outside it (mean 18.5/32: 19 darker), a 1-pixel one under the minimum area."""
+    fp = benchmark(monkeypatch, "false_positives_mias")
+    rows, cols = np.mgrid[:6, :6]
+    breast = cols < 4
+    pixels = np.where(breast, (4 * rows + cols) / 32, 0).astype(np.float32)
+    lesion = (rows < 3) & (cols < 3)
+    prob = np.zeros((6, 6), np.float32)
+    prob[0, 0], prob[0, 1] = 0.6, 0.9  # peak (0, 1) in the lesion: 3 pixels from column 4, the breast's edge
+    prob[4, 2], prob[4, 3] = 0.7, 0.8  # peak (4, 3): 1 pixel from the edge
+    prob[2, 3] = 0.95  # 1 pixel: under the minimum area, though it touches nothing
+    detections, circles = fp.scan_regions(pixels, breast, prob, [lesion], 0.5, 2, 0.5)
+    assert detections == [fp.Region(True, 1 / 24, 0.5, 1.5), fp.Region(False, 19 / 24, 0.5, 0.5)]
+    assert circles == [fp.Region(True, 5 / 24, 2.25, 1.5)]  # its centre (1, 1): 3 pixels from the edge
+    table = fp.region_table(detections, circles)
+    assert table["false positives"]["brighter_than"] == {"n": 1, "quartiles": [19 / 24] * 3}
+    assert table["true detections"]["depth_mm"] == {"n": 1, "quartiles": [1.5] * 3}
+    assert table["lesion circles"]["area_mm2"]["n"] == 1
+    normals = fp.normal_table([(True, 0.5, "F"), (False, 0.25, "D"), (False, 0.75, "D")])
+    assert normals["flagged"] == {"n": 1, "quartiles": [0.5] * 3}
+    assert normals["clean"] == {"n": 2, "quartiles": [0.375, 0.5, 0.625]}
+    assert normals["by_tissue"] == {"fatty": {"scans": 1, "flagged": 1}, "glandular": {"scans": 0, "flagged": 0},
+                                    "dense": {"scans": 2, "flagged": 0}}
