@@ -60,6 +60,11 @@ The arms (``--arms`` picks some):
   cosine schedule without the gradient, exp(−0.06) over the whole-scan stage's), on top of the 2018 network's L2 on
   fc_1 and the logits. Every lever that fitted the training crops better outlined the held-out women's lesions worse.
   Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
+* ``topk_bce`` (and ``_seed_1``, ``_seed_2``): the recipe's cross-entropy term over each image's hardest tenth of
+  pixels only (``loss.losses[0]``: ``topk_bce`` 0.1, nnU-Net's Dice + TopK10 loss; online hard-example mining),
+  both stages: the recipe's false positives are as bright as the lesions it finds
+  (``results/false_positives_mias.md``), and the plain cross-entropy averages them with the easy background that
+  fills most of every crop. Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
 * ``epochs_18``: 18 epochs instead of 12 (the cosine schedule over all 18), the validation women scored every 6th
   epoch and after the last instead of after each (which changes no weight): the benchmark's time spent on training.
 * ``epochs_36``, ``epochs_54``: two and three times the recipe's epochs (validated three times), in the time a CPU
@@ -197,6 +202,8 @@ IMAGE_DICE = "{name: dice, per_image: true}"
 IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE)
 #: the same, the Dice averaged over the images that hold a lesion only (lesion-free ones left to the cross-entropy)
 LESION_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true, lesion_images_only: true}")
+#: the recipe's loss with its cross-entropy over each image's hardest tenth of pixels only (nnU-Net's Dice + TopK10)
+TOPK_LOSS = f"{{name: mixed, losses: [{{name: topk_bce, fraction: 0.1}}, {IMAGE_DICE}], coefs: [1.0, 1.0]}}"
 #: the recipe's loss with twice the weight on its per-image Dice term
 DOUBLE_IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE, weight=2.0)
 
@@ -284,6 +291,8 @@ ARMS = {
                  "centre (nnU-Net's)", ["data.lesion_offset=1"]),
     **with_seeds("dense_crops", "the crops not on a lesion centred on the denser half of the breast (crop stage)",
                  ["data.background_quantile=0.5", "stages[-1].data.background_quantile=0"]),
+    **with_seeds("topk_bce", "the cross-entropy over each image's hardest tenth of pixels (nnU-Net's TopK10) beside "
+                 "the per-image Dice (both stages)", [f"loss={TOPK_LOSS}"]),
     **with_seeds("weight_decay", "AdamW's decoupled weight decay, λ = 1, on every kernel (both stages)",
                  ["train.weight_decay=1"]),
     **with_seeds("skips", "U-Net's skip connections: the encoder's blocks at 1/8, 1/4 and 1/2 of the input "

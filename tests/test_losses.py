@@ -93,6 +93,33 @@ def test_weighted_bce_exact_and_from_probabilities():
     assert value(L.WeightedBCE(pos_weight=3.0), y, logits) == pytest.approx(expected, rel=1e-5)
 
 
+def test_topk_bce_averages_each_images_hardest_pixels_ties_in_and_ignore_out():
+    from mammo_seg.data.features import IGNORE
+
+    def softplus(z):
+        return float(np.log1p(np.exp(z)))
+
+    y = np.array([[1, 0, 0, 0], [IGNORE, 0, 1, 0]], "float32").reshape(2, 2, 2, 1)
+    x = np.array([[0, 2, -2, 0], [9, 1, 1, -1]], "float32").reshape(2, 2, 2, 1)
+    # image 1, fraction 0.5 of 4 pixels: k = 2; its cross-entropies ln 2, softplus(2), softplus(-2), ln 2: the
+    # 2nd largest is ln 2, held by two pixels, both in. Image 2: 3 pixels outside the ignore region, k = ⌈1.5⌉ = 2;
+    # softplus(1), softplus(-1), softplus(-1): the two tied at the 2nd, both in
+    first = [softplus(2), np.log(2), np.log(2)]
+    second = [softplus(1), softplus(-1), softplus(-1)]
+    assert value(L.TopKBCE(fraction=0.5), y, x) == pytest.approx((sum(first) + sum(second)) / 6, rel=1e-6)
+    # a fraction of 1 is the plain cross-entropy; a small one keeps each image's worst pixel only
+    rng = np.random.default_rng(0)
+    y, x = (rng.random((3, 8, 8, 1)) < 0.2).astype("float32"), rng.normal(0, 2, (3, 8, 8, 1)).astype("float32")
+    assert value(L.TopKBCE(fraction=1.0), y, x) == pytest.approx(value(L.WeightedBCE(pos_weight=1), y, x), rel=1e-6)
+    worst = np.max(y * np.logaddexp(0, -x) + (1 - y) * np.logaddexp(0, x), axis=(1, 2, 3))
+    assert value(L.TopKBCE(fraction=0.01), y, x) == pytest.approx(worst.mean(), rel=1e-5)
+    gradient = _gradient(L.TopKBCE(fraction=0.01), y, x)
+    assert np.count_nonzero(gradient) == 3  # the worst pixel of each image, no other
+    assert L.get_loss({"name": "topk_bce", "fraction": 0.1}).get_config()["fraction"] == 0.1
+    with pytest.raises(MammoError, match="fraction"):
+        L.get_loss({"name": "topk_bce", "fraction": 0})
+
+
 def test_mixed_loss_is_the_weighted_sum():
     y, x = batch()
     mixed = L.get_loss({"name": "mixed", "coefs": [0.5, 0.5],

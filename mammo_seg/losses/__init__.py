@@ -13,7 +13,8 @@ One module per family:
 
 * :mod:`~mammo_seg.losses.region`: losses on the soft confusion counts (TP, FP, FN of
   :func:`mammo_seg.overlap.confusion_sums`): soft IoU, Dice, Tversky, focal Tversky, adaptive log;
-* :mod:`~mammo_seg.losses.pixel`: per-pixel losses: weighted cross-entropy, focal, distance-aware focal;
+* :mod:`~mammo_seg.losses.pixel`: per-pixel losses: weighted cross-entropy, cross-entropy over the hardest pixels
+  (TopK), focal, distance-aware focal;
 * :mod:`~mammo_seg.losses.lovasz`: the Lovász hinge and Lovász-softmax;
 * :mod:`~mammo_seg.losses.mixture`: Combo (cross-entropy and Dice) and weighted sums of any losses;
 * :mod:`~mammo_seg.losses.registry`: the names of YAML configs, and loss objects built from them;
@@ -26,7 +27,7 @@ Every name is importable from ``mammo_seg.losses``; the classes are registered w
 from mammo_seg.losses.base import IMAGE_AXES, PACKAGE, PooledLoss, register
 from mammo_seg.losses.lovasz import FAR, LovaszHinge, LovaszSoftmax, lovasz_gradient, lovasz_hinge_flat
 from mammo_seg.losses.mixture import ComboLoss, MixedLoss
-from mammo_seg.losses.pixel import BinaryFocal, DistanceAwareFocal, WeightedBCE, distance_gaussian
+from mammo_seg.losses.pixel import BinaryFocal, DistanceAwareFocal, TopKBCE, WeightedBCE, distance_gaussian
 from mammo_seg.losses.region import (AdaptiveLogLoss, DiceLoss, FocalTverskyLoss, RegionLoss, SoftIoULoss,
                                      TverskyLoss)
 from mammo_seg.losses.registry import LOSSES, get_loss, resolve_loss
@@ -34,6 +35,6 @@ from mammo_seg.losses.schedules import PosWeightDecay, loss_callbacks, weighted_
 
 __all__ = ["AdaptiveLogLoss", "BinaryFocal", "ComboLoss", "DiceLoss", "DistanceAwareFocal", "FAR",
            "FocalTverskyLoss", "IMAGE_AXES", "LOSSES", "LovaszHinge", "LovaszSoftmax", "MixedLoss", "PACKAGE",
-           "PooledLoss", "PosWeightDecay", "RegionLoss", "SoftIoULoss", "TverskyLoss", "WeightedBCE",
+           "PooledLoss", "PosWeightDecay", "RegionLoss", "SoftIoULoss", "TopKBCE", "TverskyLoss", "WeightedBCE",
            "distance_gaussian", "get_loss", "loss_callbacks", "lovasz_gradient", "lovasz_hinge_flat",
            "register", "resolve_loss", "weighted_bce_terms"]

@@ -1,4 +1,5 @@
-"""Per-pixel losses, averaged over pixels (or over lesion pixels): weighted cross-entropy and focal losses.
+"""Per-pixel losses, averaged over pixels (or over lesion pixels, or the hardest pixels): weighted cross-entropy,
+cross-entropy over the hardest pixels, and focal losses.
 
 Pixels of the ignore region (:func:`mammo_seg.losses.base.valid_labels`) are in no sum and no count."""
 
@@ -58,6 +59,45 @@ class WeightedBCE(PooledLoss):
     def get_config(self):
         return {**super().get_config(), "pos_weight": self.initial_pos_weight,
                 "pos_weight_decay": self.pos_weight_decay, "pos_weight_min": self.pos_weight_min}
+
+
+@register
+class TopKBCE(PooledLoss):
+    """Cross-entropy over each image's hardest pixels (online hard-example mining), from logits:
+
+        ℓ = −[y·log σ(x) + (1 − y)·log(1 − σ(x))],   L = Σ_i Σ_{p ∈ H_i} ℓ_p / Σ_i |H_i|,
+
+    H_i the pixels of image i whose ℓ is at least its k_i-th largest, k_i = ⌈fraction · n_i⌉ of its n_i pixels
+    outside the ignore region (ties at the k_i-th value are all in). Easy pixels, most of the background, drop out;
+    the background the network calls lesion stays in. The selection carries no gradient. Reference: nnU-Net's
+    TopK loss (F. Isensee et al., Nature Methods 18, 2021; its Dice + TopK10 trainer: fraction 0.1), after the
+    bootstrapped cross-entropy of Z. Wu, C. Shen, A. van den Hengel, "Bridging Category-level and Instance-level
+    Semantic Image Segmentation", arXiv:1605.06885, 2016.
+    """
+
+    def __init__(self, fraction: float = 0.1, from_logits: bool = True, name="topk_bce", **kwargs):
+        super().__init__(from_logits=from_logits, name=name, **kwargs)
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        self.fraction = float(fraction)
+
+    def statistics(self, y_true, y_pred):
+        y, w = valid_labels(y_true)
+        log_p, log_not_p = self.log_probabilities(y_pred)
+        per_pixel = -(y * log_p + (1.0 - y) * log_not_p)
+        images = ops.shape(per_pixel)[0]
+        losses, valid = ops.reshape(per_pixel, (images, -1)), ops.reshape(w, (images, -1))
+        ranked = ops.flip(ops.sort(ops.stop_gradient(ops.where(valid > 0, losses, -1.0)), axis=1), axis=1)
+        k = ops.cast(ops.ceil(self.fraction * ops.sum(valid, axis=1)), "int32")
+        kth = ops.take_along_axis(ranked, ops.maximum(k - 1, 0)[:, None], axis=1)
+        hard = ops.cast((losses >= kth) & (valid > 0) & (k > 0)[:, None], "float32")
+        return [ops.sum(hard * losses), ops.sum(hard)]
+
+    def from_statistics(self, stats):
+        return ops.divide_no_nan(stats[0], stats[1])
+
+    def get_config(self):
+        return {**super().get_config(), "fraction": self.fraction}
 
 
 @register

@@ -8,14 +8,15 @@ from mammo_seg.errors import MammoError
 from mammo_seg.losses.base import PooledLoss
 from mammo_seg.losses.lovasz import LovaszHinge, LovaszSoftmax
 from mammo_seg.losses.mixture import ComboLoss, MixedLoss
-from mammo_seg.losses.pixel import BinaryFocal, DistanceAwareFocal, WeightedBCE
+from mammo_seg.losses.pixel import BinaryFocal, DistanceAwareFocal, TopKBCE, WeightedBCE
 from mammo_seg.losses.region import AdaptiveLogLoss, DiceLoss, FocalTverskyLoss, SoftIoULoss, TverskyLoss
 
 #: Names usable as ``loss.name`` in YAML configs.
 LOSSES = {"iou": SoftIoULoss, "soft_iou": SoftIoULoss, "weighted_bce": WeightedBCE, "mixed": MixedLoss,
           "lovasz_hinge": LovaszHinge, "lovasz_softmax": LovaszSoftmax, "focal": BinaryFocal,
           "distance_focal": DistanceAwareFocal, "dice": DiceLoss, "tversky": TverskyLoss,
-          "focal_tversky": FocalTverskyLoss, "combo": ComboLoss, "adaptive_log": AdaptiveLogLoss}
+          "focal_tversky": FocalTverskyLoss, "combo": ComboLoss, "adaptive_log": AdaptiveLogLoss,
+          "topk_bce": TopKBCE}
 
 
 def resolve_loss(spec) -> tuple[type, dict]:
