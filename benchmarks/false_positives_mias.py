@@ -17,7 +17,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
 from out_of_fold import complete_out_of_fold_cases, write_results  # noqa: E402
-from quality_mias import RESULTS, is_finished  # noqa: E402
+from quality_mias import finished_runs_arguments  # noqa: E402
 
 #: MIAS's background tissue classes (Info.txt's second column)
 TISSUE = {"F": "fatty", "G": "glandular", "D": "dense"}
@@ -171,20 +170,10 @@ def write_markdown(report: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER",
-                        help="a finished quality_mias working folder (a levers arm's folder too); repeatable")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "false_positives_mias"), help="PREFIX.json, PREFIX.md")
-    args = parser.parse_args(argv)
-    folders = dict(r.split("=", 1) for r in args.run if "=" in r)
-    if len(folders) != len(args.run):
-        parser.error("--run: NAME=FOLDER, each NAME once")
-    for name, folder in folders.items():
-        if not is_finished(folder):
-            parser.error(f"--run {name}={folder}: no finished quality_mias run (run/operating_point.json)")
+    folders, out = finished_runs_arguments(__doc__.split("\n\n")[0], "false_positives_mias", argv)
     report = {"machine": machine_description(), "folders": folders,
               "runs": {name: run_report(folder) for name, folder in folders.items()}}
-    write_results(args.out, report, write_markdown)
+    write_results(out, report, write_markdown)
     return 0
 
 

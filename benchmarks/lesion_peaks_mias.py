@@ -16,7 +16,6 @@ International Congress Series 1069, pp. 375-378, 1994. Research use only.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -28,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_description  # noqa: E402
 from out_of_fold import out_of_fold_cases, write_results  # noqa: E402
-from quality_mias import GROUPS, RESULTS, is_finished  # noqa: E402
+from quality_mias import GROUPS, finished_runs_arguments  # noqa: E402
 
 #: peaks under these are counted: 0.05 is the lowest threshold of the operating point's sweep, 0.5 a coin toss
 LEVELS = (0.05, 0.5)
@@ -86,20 +85,10 @@ def write_markdown(report: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER",
-                        help="a finished quality_mias working folder (a levers arm's folder too); repeatable")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "lesion_peaks_mias"), help="PREFIX.json, PREFIX.md")
-    args = parser.parse_args(argv)
-    folders = dict(r.split("=", 1) for r in args.run if "=" in r)
-    if len(folders) != len(args.run):
-        parser.error("--run: NAME=FOLDER, each NAME once")
-    for name, folder in folders.items():
-        if not is_finished(folder):
-            parser.error(f"--run {name}={folder}: no finished quality_mias run (run/operating_point.json)")
+    folders, out = finished_runs_arguments(__doc__.split("\n\n")[0], "lesion_peaks_mias", argv)
     report = {"machine": machine_description(), "levels": list(LEVELS), "folders": folders,
               "runs": {name: peak_table(run_peaks(folder), GROUPS) for name, folder in folders.items()}}
-    write_results(args.out, report, write_markdown)
+    write_results(out, report, write_markdown)
     return 0
 
 

@@ -132,6 +132,23 @@ def finished_work_arguments(description: str, out_name: str, argv=None) -> argpa
     return args
 
 
+def finished_runs_arguments(description: str, out_name: str, argv=None) -> tuple[dict, str]:
+    """({name: folder}, results prefix) from ``--run NAME=FOLDER`` (repeatable; each a finished run's working folder,
+    checked as by :func:`finished_work_arguments`) and ``--out``: the arguments of a study of several finished runs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER",
+                        help="a finished quality_mias working folder (a levers arm's folder too); repeatable")
+    parser.add_argument("--out", default=os.path.join(RESULTS, out_name), help="PREFIX.json, PREFIX.md")
+    args = parser.parse_args(argv)
+    folders = dict(r.split("=", 1) for r in args.run if "=" in r)
+    if len(folders) != len(args.run):
+        parser.error("--run: NAME=FOLDER, each NAME once")
+    for name, folder in folders.items():
+        if not is_finished(folder):
+            parser.error(f"--run {name}={folder}: no finished quality_mias run (run/operating_point.json)")
+    return folders, args.out
+
+
 def nested(point: dict) -> bool:
     """Whether the operating point was chosen on means of nested models (``cv.nested``)."""
     from mammo_seg.inference.operating_point import models_per_scan

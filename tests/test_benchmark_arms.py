@@ -256,6 +256,21 @@ def test_a_study_of_a_finished_run_refuses_a_folder_without_one(monkeypatch, tmp
     assert args.work == str(tmp_path) and args.out == os.path.join(quality.RESULTS, "study")
 
 
+def test_a_study_of_finished_runs_refuses_a_folder_without_one_and_a_name_twice(monkeypatch, tmp_path, capsys):
+    quality = benchmark(monkeypatch, "quality_mias")
+    done = tmp_path / "done"
+    (done / "run").mkdir(parents=True)
+    (done / "run" / "operating_point.json").write_text("{}")
+    for argv, error in ((["--run", f"a={done}", "--run", f"b={tmp_path}"], f"--run b={tmp_path}: no finished"),
+                        (["--run", f"a={done}", "--run", f"a={done}"], "--run: NAME=FOLDER, each NAME once"),
+                        (["--run", str(done)], "--run: NAME=FOLDER, each NAME once")):
+        with pytest.raises(SystemExit):
+            quality.finished_runs_arguments("a study", "study", argv)
+        assert error in capsys.readouterr().err, argv
+    folders, out = quality.finished_runs_arguments("a study", "study", ["--run", f"a={done}", "--out", "x/y"])
+    assert folders == {"a": str(done)} and out == "x/y"
+
+
 def test_a_crop_is_cut_around_its_centre_from_the_zero_padded_scan_and_scored_at_half(monkeypatch):
     import keras
 
