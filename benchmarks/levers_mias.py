@@ -55,6 +55,11 @@ The arms (``--arms`` picks some):
   (``data.lesion_offset`` 1) instead of at its centre, as nnU-Net's lesion crops only contain their lesion: the
   recipe's crop-stage network never sees a lesion near a crop's edge, and on whole scans lesions lie anywhere in the
   network's view. Its baseline is a run of today's recipe (``--reuse recipe=WORK``).
+* ``pos_weight_3`` (and ``_seed_1``, ``_seed_2``): the recipe's cross-entropy term with lesion pixels weighted 3
+  (``weighted_bce`` ``pos_weight`` 3, as the 2018 pipeline weighted them 15 before decaying the weight), both stages:
+  the other way from ``topk_bce``, which weighs the hardest background and collapsed; most of the lesions the recipe
+  misses are small ones whose every pixel stays under probability 0.5 (``results/lesion_peaks_mias.md``). Its
+  baseline is a run of today's recipe (``--reuse recipe=WORK``).
 * ``weight_decay`` (and ``_seed_1``, ``_seed_2``): AdamW's decoupled weight decay on every kernel
   (``train.weight_decay`` 1: before each step w ← w·(1 − lr·λ), about exp(−0.72) ≈ 0.49 over the crop stage's
   cosine schedule without the gradient, exp(−0.06) over the whole-scan stage's), on top of the 2018 network's L2 on
@@ -186,9 +191,11 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
                 "train.lr=0.0005", "train.warmup_epochs=0", "train.validation_freq=2"])
 
 
-def with_cross_entropy(term: str, weight: float = 1.0) -> str:
-    """A ``--set loss=`` value of the recipe's form: cross-entropy + ``weight`` × the region loss ``term`` (YAML)."""
-    return f"{{name: mixed, losses: [{{name: weighted_bce, pos_weight: 1}}, {term}], coefs: [1.0, {float(weight)!r}]}}"
+def with_cross_entropy(term: str, weight: float = 1.0, pos_weight: float = 1.0) -> str:
+    """A ``--set loss=`` value of the recipe's form: cross-entropy (lesion pixels weighted ``pos_weight``) +
+    ``weight`` × the region loss ``term`` (YAML)."""
+    return (f"{{name: mixed, losses: [{{name: weighted_bce, pos_weight: {pos_weight:g}}}, {term}], "
+            f"coefs: [1.0, {float(weight)!r}]}}")
 
 
 #: the recipe's cross-entropy + soft Dice with the Dice term replaced by Salehi et al.'s recall-weighted Tversky index
@@ -204,6 +211,8 @@ IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE)
 LESION_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true, lesion_images_only: true}")
 #: the recipe's loss with its cross-entropy over each image's hardest tenth of pixels only (nnU-Net's Dice + TopK10)
 TOPK_LOSS = f"{{name: mixed, losses: [{{name: topk_bce, fraction: 0.1}}, {IMAGE_DICE}], coefs: [1.0, 1.0]}}"
+#: the recipe's loss with its cross-entropy weighing lesion pixels 3 times as much as background ones
+LESION_WEIGHT_LOSS = with_cross_entropy(IMAGE_DICE, pos_weight=3)
 #: the recipe's loss with twice the weight on its per-image Dice term
 DOUBLE_IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE, weight=2.0)
 
@@ -293,6 +302,8 @@ ARMS = {
                  ["data.background_quantile=0.5", "stages[-1].data.background_quantile=0"]),
     **with_seeds("topk_bce", "the cross-entropy over each image's hardest tenth of pixels (nnU-Net's TopK10) beside "
                  "the per-image Dice (both stages)", [f"loss={TOPK_LOSS}"]),
+    **with_seeds("pos_weight_3", "the cross-entropy weighing lesion pixels 3 times as much as background ones, "
+                 "beside the per-image Dice (both stages)", [f"loss={LESION_WEIGHT_LOSS}"]),
     **with_seeds("weight_decay", "AdamW's decoupled weight decay, λ = 1, on every kernel (both stages)",
                  ["train.weight_decay=1"]),
     **with_seeds("skips", "U-Net's skip connections: the encoder's blocks at 1/8, 1/4 and 1/2 of the input "
