@@ -191,11 +191,15 @@ WHOLE_SCANS = ("2 epochs on whole 512-px scans (40 steps of 4 scans, lr 0.0005, 
                 "train.lr=0.0005", "train.warmup_epochs=0", "train.validation_freq=2"])
 
 
+def mixed_loss(first: str, second: str, weight: float = 1.0) -> str:
+    """A ``--set loss=`` value of the recipe's form: the loss ``first`` + ``weight`` × the loss ``second`` (YAML)."""
+    return f"{{name: mixed, losses: [{first}, {second}], coefs: [1.0, {float(weight)!r}]}}"
+
+
 def with_cross_entropy(term: str, weight: float = 1.0, pos_weight: float = 1.0) -> str:
-    """A ``--set loss=`` value of the recipe's form: cross-entropy (lesion pixels weighted ``pos_weight``) +
-    ``weight`` × the region loss ``term`` (YAML)."""
-    return (f"{{name: mixed, losses: [{{name: weighted_bce, pos_weight: {pos_weight:g}}}, {term}], "
-            f"coefs: [1.0, {float(weight)!r}]}}")
+    """The recipe's form with its cross-entropy (lesion pixels weighted ``pos_weight``) + ``weight`` × the region
+    loss ``term``."""
+    return mixed_loss(f"{{name: weighted_bce, pos_weight: {pos_weight:g}}}", term, weight)
 
 
 #: the recipe's cross-entropy + soft Dice with the Dice term replaced by Salehi et al.'s recall-weighted Tversky index
@@ -210,7 +214,7 @@ IMAGE_DICE_LOSS = with_cross_entropy(IMAGE_DICE)
 #: the same, the Dice averaged over the images that hold a lesion only (lesion-free ones left to the cross-entropy)
 LESION_IMAGE_DICE_LOSS = with_cross_entropy("{name: dice, per_image: true, lesion_images_only: true}")
 #: the recipe's loss with its cross-entropy over each image's hardest tenth of pixels only (nnU-Net's Dice + TopK10)
-TOPK_LOSS = f"{{name: mixed, losses: [{{name: topk_bce, fraction: 0.1}}, {IMAGE_DICE}], coefs: [1.0, 1.0]}}"
+TOPK_LOSS = mixed_loss("{name: topk_bce, fraction: 0.1}", IMAGE_DICE)
 #: the recipe's loss with its cross-entropy weighing lesion pixels 3 times as much as background ones
 LESION_WEIGHT_LOSS = with_cross_entropy(IMAGE_DICE, pos_weight=3)
 #: the recipe's loss with twice the weight on its per-image Dice term
