@@ -53,30 +53,34 @@ def darker_share(breast_values: np.ndarray, value: float) -> float:
     return float(np.searchsorted(breast_values, value, side="left") / max(breast_values.size, 1))
 
 
-def scan_regions(pixels: np.ndarray, breast: np.ndarray, probability: np.ndarray, lesions: list, threshold: float,
-                 min_area_px: int, pixel_mm: float) -> tuple[list[Region], list[Region]]:
+def scan_regions(pixels: np.ndarray, breast: np.ndarray, probability: np.ndarray, threshold: float, detections: list,
+                 lesions: list, pixel_mm: float, ignore: np.ndarray | None = None) -> tuple[list[Region], list[Region]]:
     """(detections, lesion circles) of one scan as :class:`Region`: ``pixels`` and the ``breast``'s bool mask on the
-    probability's grid, ``lesions`` bool masks; a detection is a component of ``probability ≥ threshold`` of at
-    least ``min_area_px`` pixels, a lesion when its peak (:func:`mammo_seg.detection.find_detections`) lies in one
-    of ``lesions``; a lesion circle's depth is its centre pixel's."""
+    probability's grid, ``detections`` those of ``probability ≥ threshold`` (:func:`mammo_seg.detection.
+    find_detections`), ``lesions`` bool masks; a detection is true or false as :func:`mammo_seg.detection.match`
+    scores it (one peaking in the ``ignore`` region is neither, and left out); a lesion circle's depth is its centre
+    pixel's."""
     from scipy import ndimage
 
-    from mammo_seg.detection import find_detections, lesion_components
+    from mammo_seg.detection import lesion_components, match
 
     values = np.sort(pixels[breast])
     depth = ndimage.distance_transform_edt(breast) * pixel_mm
     components, _ = lesion_components(probability >= threshold)
-    detections = []
-    for d in find_detections(probability, threshold, min_area_px):
+    regions = []
+    for d in detections:
+        found, false_positives = match([d], lesions, ignore)
+        if not any(found) and not false_positives:
+            continue
         region = components == components[d.peak]
-        detections.append(Region(any(lesion[d.peak] for lesion in lesions), darker_share(values, pixels[region].mean()),
-                                 d.area_px * pixel_mm ** 2, float(depth[d.peak])))
+        regions.append(Region(any(found), darker_share(values, pixels[region].mean()), d.area_px * pixel_mm ** 2,
+                                 float(depth[d.peak])))
     circles = []
     for lesion in lesions:
         centre = tuple(int(round(c)) for c in np.argwhere(lesion).mean(axis=0))
         circles.append(Region(True, darker_share(values, pixels[lesion].mean()),
                               float(np.count_nonzero(lesion)) * pixel_mm ** 2, float(depth[centre])))
-    return detections, circles
+    return regions, circles
 
 
 def summary(values) -> dict:
@@ -107,9 +111,9 @@ def normal_table(normals: list[tuple[bool, float, str]]) -> dict:
 def run_report(folder: str) -> dict:
     """The tables of a finished ``quality_mias`` working folder at its recorded operating point."""
     from data_prep.mias import find_info, parse_info
-    from mammo_seg.detection import min_area_px
+    from mammo_seg.detection import flagging
     from mammo_seg.inference.postprocess import breast_region
-    from mammo_seg.io.image import read_image_array
+    from mammo_seg.io import read_scan
 
     raw = os.path.join(folder, "mias_real_dev")
     with open(os.path.join(folder, "run", "operating_point.json")) as f:
@@ -118,19 +122,19 @@ def run_report(folder: str) -> dict:
     cases = complete_out_of_fold_cases(folder, "false_positives_mias")
     detections, circles, normals = [], [], []
     for scan, reference in zip(cases.scans, cases.references):
-        pixels = read_image_array(os.path.join(raw, f"{reference}.pgm"))
-        pixels = pixels.astype(np.float32) / np.iinfo(pixels.dtype).max
+        pixels = read_scan(os.path.join(raw, f"{reference}.pgm")).pixels
         if pixels.shape != scan.probability.shape:
             raise SystemExit(f"false_positives_mias: {reference}: the map is {scan.probability.shape}, the scan "
                              f"{pixels.shape}")
         pixel_mm = float(np.sqrt(scan.pixel_area_mm2))
         breast = breast_region(pixels)
-        found, lesion_circles = scan_regions(pixels, breast, scan.probability, scan.lesions, point["threshold"],
-                                             min_area_px(point["min_area_mm2"], scan.pixel_area_mm2), pixel_mm)
-        detections += found
+        found = scan.detections(point["threshold"], point["min_area_mm2"])
+        regions, lesion_circles = scan_regions(pixels, breast, scan.probability, point["threshold"], found,
+                                               scan.lesions, pixel_mm, scan.ignore)
+        detections += regions
         circles += lesion_circles
         if not scan.lesions:
-            normals.append((bool(found), float(np.median(pixels[breast])), tissue[reference]))
+            normals.append((bool(flagging(found, scan.ignore)), float(np.median(pixels[breast])), tissue[reference]))
     return {"threshold": point["threshold"], "min_area_mm2": point["min_area_mm2"], "scans": len(cases.scans),
             "regions": region_table(detections, circles), "lesion_free_scans": normal_table(normals)}
 
@@ -156,7 +160,7 @@ def write_markdown(report: dict, path: str) -> None:
             lines.append(f"| {kind} | {row['brighter_than']['n']} | {_quartiles(row['brighter_than'])} | "
                          f"{_quartiles(row['area_mm2'], digits=0)} | {_quartiles(row['depth_mm'], digits=0)} |")
         normals = table["lesion_free_scans"]
-        lines += ["", "| lesion-free scans | n | median breast intensity (of 255) |", "|---|---|---|"]
+        lines += ["", "| lesion-free scans | n | median breast intensity (the scan's range as 0-255) |", "|---|---|---|"]
         for kind in ("flagged", "clean"):
             lines.append(f"| {kind} | {normals[kind]['n']} | {_quartiles(normals[kind], 255, 0)} |")
         lines += ["", "| MIAS background | lesion-free scans | flagged |", "|---|---|---|"]

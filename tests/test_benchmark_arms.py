@@ -461,7 +461,9 @@ def test_false_positives_are_measured_against_their_own_breast(monkeypatch):
     prob[0, 0], prob[0, 1] = 0.6, 0.9  # peak (0, 1) in the lesion: 3 pixels from column 4, the breast's edge
     prob[4, 2], prob[4, 3] = 0.7, 0.8  # peak (4, 3): 1 pixel from the edge
     prob[2, 3] = 0.95  # 1 pixel: under the minimum area, though it touches nothing
-    detections, circles = fp.scan_regions(pixels, breast, prob, [lesion], 0.5, 2, 0.5)
+    from mammo_seg.detection import find_detections
+
+    detections, circles = fp.scan_regions(pixels, breast, prob, 0.5, find_detections(prob, 0.5, 2), [lesion], 0.5)
     assert detections == [fp.Region(True, 1 / 24, 0.5, 1.5), fp.Region(False, 19 / 24, 0.5, 0.5)]
     assert circles == [fp.Region(True, 5 / 24, 2.25, 1.5)]  # its centre (1, 1): 3 pixels from the edge
     table = fp.region_table(detections, circles)
