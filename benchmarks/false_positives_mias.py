@@ -160,7 +160,8 @@ def write_markdown(report: dict, path: str) -> None:
             lines.append(f"| {kind} | {row['brighter_than']['n']} | {_quartiles(row['brighter_than'])} | "
                          f"{_quartiles(row['area_mm2'], digits=0)} | {_quartiles(row['depth_mm'], digits=0)} |")
         normals = table["lesion_free_scans"]
-        lines += ["", "| lesion-free scans | n | median breast intensity (the scan's range as 0-255) |", "|---|---|---|"]
+        lines += ["", "| lesion-free scans | n | median breast intensity (the scan's range as 0-255) |",
+                  "|---|---|---|"]
         for kind in ("flagged", "clean"):
             lines.append(f"| {kind} | {normals[kind]['n']} | {_quartiles(normals[kind], 255, 0)} |")
         lines += ["", "| MIAS background | lesion-free scans | flagged |", "|---|---|---|"]
